@@ -1,0 +1,138 @@
+"""EarthEncoder: a dense (per-pixel) Sentinel-2 encoder, timm backbone + U-Net decoder."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .bands import canonical_band_names
+from .config import EarthConfig, Normalization
+from .decoder import UNetDecoder
+from .errors import BandError
+from .hub import EarthHubMixin, apply_state_dict
+from .registry import get_architecture
+
+
+def check_input(x: torch.Tensor, bands: Sequence[str]) -> None:
+    """Raise a clear error unless ``x`` is (B, C, H, W) with C == len(bands)."""
+    if x.ndim != 4:
+        raise BandError(f"expected a (batch, bands, height, width) tensor, got shape {tuple(x.shape)}; "
+                        "add a batch dimension with x[None] for a single image.")
+    if x.shape[1] != len(bands):
+        raise BandError(
+            f"input has {x.shape[1]} bands but the model expects {len(bands)}: {', '.join(bands)}. "
+            "Reorder or subset by name with earth_embed.bands.select_bands(available, model.bands)."
+        )
+
+
+class EarthEncoder(nn.Module, EarthHubMixin):
+    """Per-pixel embeddings ``(B, D, H, W)`` for Sentinel-2 input of any height and width.
+
+    Build a random-init model with :meth:`new`, load one with :meth:`from_pretrained`.
+    ``enc(x)`` takes normalised input; :meth:`embed` takes raw digital numbers.
+    """
+
+    _card_template = "encoder"
+
+    def __init__(self, config: EarthConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = timm.create_model(config.backbone, pretrained=False, features_only=True,
+                                          in_chans=len(config.bands))
+        info = self.backbone.feature_info
+        self.decoder = UNetDecoder(info.channels(), info.reduction(), len(config.bands), config.decoder_channels)
+        self.head = nn.Conv2d(self.decoder.out_channels, config.embed_dim, kernel_size=1)
+        norm = config.normalization
+        self.register_buffer("_mean", torch.tensor(norm.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(norm.std).view(1, -1, 1, 1), persistent=False)
+
+    # --- construction ------------------------------------------------------------------
+    @classmethod
+    def new(
+        cls,
+        architecture: str,
+        bands: Sequence[str],
+        embed_dim: int = 64,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        dn_offset: float = 0.0,
+        **config_fields,
+    ) -> "EarthEncoder":
+        """A randomly initialised encoder of a registered architecture (see ``list_architectures``).
+
+        ``mean``/``std`` are per-band reflectance statistics (default 0 and 1: reflectance as is).
+        """
+        arch = get_architecture(architecture)
+        bands = canonical_band_names(bands)
+        norm = Normalization(mean=list(mean) if mean is not None else [0.0] * len(bands),
+                             std=list(std) if std is not None else [1.0] * len(bands), dn_offset=dn_offset)
+        config = EarthConfig(architecture=architecture, bands=bands, embed_dim=embed_dim, normalization=norm,
+                             **arch, **config_fields)
+        return cls(config)
+
+    @classmethod
+    def _model_from_config(cls, config: EarthConfig, state: dict[str, torch.Tensor], source: str) -> "EarthEncoder":
+        if config.kind == "segmenter":  # take the encoder out of a fine-tuned segmenter
+            config = replace(config, kind="encoder", classes=None, class_colors=None)
+            state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        model = cls(config)
+        apply_state_dict(model, state, source)
+        return model
+
+    # --- properties --------------------------------------------------------------------
+    @property
+    def bands(self) -> list[str]:
+        """Input band names, in input order."""
+        return list(self.config.bands)
+
+    @property
+    def embed_dim(self) -> int:
+        """Embedding size D."""
+        return self.config.embed_dim
+
+    @property
+    def pad_multiple(self) -> int:
+        """Total stride of the backbone: windows offset by multiples of this give identical outputs."""
+        return int(self.backbone.feature_info.reduction()[-1])
+
+    # --- forward -----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(B, C, H, W)`` -> embeddings ``(B, D, H, W)``."""
+        check_input(x, self.config.bands)
+        height, width = x.shape[-2:]
+        m = self.pad_multiple
+        pad_h, pad_w = (-height) % m, (-width) % m
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        features = self.backbone(x)
+        y = self.head(self.decoder(features, x))
+        return y[..., :height, :width]
+
+    def normalize(self, dn: torch.Tensor, dn_offset: float | None = None) -> torch.Tensor:
+        """Raw digital numbers -> normalised model input, per the config's normalisation."""
+        check_input(dn, self.config.bands)
+        norm = self.config.normalization
+        offset = norm.dn_offset if dn_offset is None else dn_offset
+        mean, std = self._mean.to(dn.device, torch.float32), self._std.to(dn.device, torch.float32)
+        reflectance = (dn.float() + offset) / norm.dn_scale
+        return (reflectance - mean) / std
+
+    def embed(self, dn: torch.Tensor, dn_offset: float | None = None) -> torch.Tensor:
+        """Raw Sentinel-2 digital numbers ``(B, C, H, W)`` -> embeddings ``(B, D, H, W)``."""
+        return self(self.normalize(dn, dn_offset))
+
+    def pooled(self, dn: torch.Tensor, dn_offset: float | None = None) -> torch.Tensor:
+        """One embedding per image ``(B, D)``: the mean over valid (non-nodata) pixels."""
+        emb = self.embed(dn, dn_offset)
+        valid = (dn != 0).any(dim=1, keepdim=True).to(emb.dtype)
+        empty = valid.sum(dim=(2, 3), keepdim=True) == 0
+        valid = torch.where(empty, torch.ones_like(valid), valid)
+        return (emb * valid).sum(dim=(2, 3)) / valid.sum(dim=(2, 3))
+
+    def extra_repr(self) -> str:
+        return f"architecture={self.config.architecture}, bands={self.bands}, embed_dim={self.embed_dim}"

@@ -1,0 +1,27 @@
+"""Exceptions raised by earth-embed. Every message says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class EarthEmbedError(ValueError):
+    """Base class of all earth-embed errors (a ValueError, so generic handlers still catch it)."""
+
+
+class BandError(EarthEmbedError):
+    """Unknown, missing or miscounted Sentinel-2 bands."""
+
+
+class ConfigError(EarthEmbedError):
+    """An invalid or incompatible model configuration (config.json)."""
+
+
+class WeightsError(EarthEmbedError):
+    """Missing, refused (pickle) or mismatching model weights."""
+
+
+class ModelNotFoundError(EarthEmbedError):
+    """A model folder or hub repository that cannot be found or reached."""
+
+
+class RasterInputError(EarthEmbedError):
+    """A raster input that cannot be used (no CRS, truncated, too small, unnamed bands...)."""

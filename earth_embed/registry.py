@@ -1,0 +1,31 @@
+"""Named architectures: plain data, one registry (like timm's ``pretrained_cfg``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ConfigError
+
+#: name -> timm backbone + U-Net decoder widths (one width per x2 upsampling stage, deepest first).
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "unet-resnet18": {"backbone": "resnet18", "decoder_channels": [256, 128, 64, 32, 32]},
+    "unet-resnet18-lite": {"backbone": "resnet18", "decoder_channels": [128, 64, 64, 32, 32]},
+    "unet-resnet34": {"backbone": "resnet34", "decoder_channels": [256, 128, 64, 32, 32]},
+    "unet-resnet50": {"backbone": "resnet50", "decoder_channels": [256, 128, 64, 32, 32]},
+    "unet-convnext-tiny": {"backbone": "convnext_tiny", "decoder_channels": [256, 128, 64, 32, 32]},
+}
+
+
+def list_architectures() -> list[str]:
+    """Names accepted by ``EarthEncoder.new``."""
+    return sorted(ARCHITECTURES)
+
+
+def get_architecture(name: str) -> dict[str, Any]:
+    """The registry entry for ``name`` (a copy), or a ConfigError listing the known names."""
+    if name not in ARCHITECTURES:
+        raise ConfigError(
+            f"Unknown architecture {name!r}. Known architectures: {', '.join(list_architectures())}."
+        )
+    entry = ARCHITECTURES[name]
+    return {"backbone": entry["backbone"], "decoder_channels": list(entry["decoder_channels"])}
