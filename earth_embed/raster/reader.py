@@ -1,0 +1,434 @@
+"""Open a Sentinel-2 scene (multi-band GeoTIFF, folder or list of per-band files) as one band stack.
+
+Every band is read window by window on the grid of the finest band. Coarser bands (20 m, 60 m) are
+resampled by georeference (bilinear, through a GDAL ``WarpedVRT``), so grids whose origins differ
+by a fraction of a pixel line up correctly. Nothing reads a whole scene into memory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from ..bands import ALL_BANDS, S2_BANDS, canonical_band_name, canonical_band_names
+from ..errors import BandError, RasterInputError
+
+PathLike = Union[str, os.PathLike]
+WindowLike = Union[Window, tuple]
+
+#: File suffixes looked at when a folder is given.
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
+#: Sentinel-2 digital numbers use 0 for "no data".
+S2_NODATA = 0.0
+
+_TOKEN_SPLIT = re.compile(r"[_\-.\s]+")
+_BAND_TOKEN = re.compile(r"^B(0?[1-9]|1[0-2]|8A)$", re.IGNORECASE)
+
+
+def band_from_filename(path: PathLike) -> str | None:
+    """The canonical band named by a file name (``s2_B8A.jp2`` -> ``'B8A'``), or None.
+
+    The name is split at ``_``, ``-`` and ``.``; the last token like ``B02``/``B2``/``B8A`` wins,
+    so ``T33UUU_20170216T102101_B02_10m.jp2`` gives ``'B02'`` and ``labels.tif`` gives None.
+    """
+    stem = Path(path).name
+    for suffix in RASTER_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    found = None
+    for token in _TOKEN_SPLIT.split(stem):
+        if _BAND_TOKEN.match(token):
+            found = canonical_band_name(token)
+    return found
+
+
+@dataclass
+class _BandSource:
+    """Where one band of the stack comes from: a dataset (or warped view of one) and its band index."""
+
+    name: str
+    path: str
+    dataset: object  # rasterio DatasetReader or WarpedVRT on the scene grid
+    index: int  # 1-based band index inside ``dataset``
+    resolution: float  # native pixel size (CRS units)
+    warped: bool  # True when resampled onto the finest grid
+
+
+class Scene:
+    """A stack of Sentinel-2 bands on one grid (the finest band's). Use :func:`open_scene`."""
+
+    def __init__(self, sources: list[_BandSource], owned: list, crs, transform, height: int, width: int,
+                 nodata: float, description: str):
+        self._sources = sources
+        self._owned = owned  # datasets to close, in closing order
+        self.crs = crs
+        self.transform = transform
+        self.height = int(height)
+        self.width = int(width)
+        self.nodata = nodata
+        self.description = description
+        self.closed = False
+
+    # -- metadata ----------------------------------------------------------------------------
+    @property
+    def band_names(self) -> list[str]:
+        """Canonical band names in stack order."""
+        return [s.name for s in self._sources]
+
+    @property
+    def count(self) -> int:
+        """Number of bands."""
+        return len(self._sources)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the scene grid."""
+        return self.height, self.width
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) of the scene grid in CRS units."""
+        return abs(self.transform.a), abs(self.transform.e)
+
+    @property
+    def band_resolutions(self) -> dict[str, float]:
+        """Native pixel size of each band before resampling."""
+        return {s.name: s.resolution for s in self._sources}
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """File each band is read from."""
+        return {s.name: s.path for s in self._sources}
+
+    def __repr__(self) -> str:
+        return (f"Scene({self.description!r}, bands={self.band_names}, {self.height}x{self.width} px, "
+                f"crs={self.crs}, nodata={self.nodata})")
+
+    # -- reading -----------------------------------------------------------------------------
+    def _band_indices(self, bands: Sequence[str] | None) -> list[int]:
+        if bands is None:
+            return list(range(self.count))
+        if isinstance(bands, str):
+            raise BandError(f"bands={bands!r} is a string; pass a list of band names such as ['B04', 'B03', 'B02'].")
+        want = canonical_band_names(bands)
+        missing = [b for b in want if b not in self.band_names]
+        if missing:
+            raise BandError(
+                f"Missing band(s) {', '.join(missing)}: the scene {self.description} has "
+                f"{', '.join(self.band_names)}. Provide an input that includes them."
+            )
+        return [self.band_names.index(b) for b in want]
+
+    def read(self, window: WindowLike | None = None, bands: Sequence[str] | None = None) -> np.ndarray:
+        """Raw digital numbers as float32 ``(C, h, w)`` on the scene grid.
+
+        ``window``: a :class:`rasterio.windows.Window` or ``((row0, row1), (col0, col1))`` on the scene
+        grid; parts outside the scene are filled with ``nodata``. ``bands``: names (any alias) to
+        read, in this order; default all bands in stack order.
+        """
+        if self.closed:
+            raise RasterInputError(f"The scene {self.description} is closed; read inside the `with open_scene(...)` block.")
+        idx = self._band_indices(bands)
+        win = _as_window(window, self.height, self.width)
+        h, w = int(win.height), int(win.width)
+        out = np.full((len(idx), h, w), self.nodata, dtype=np.float32)
+        # part of the window inside the scene
+        r0, c0 = max(0, int(win.row_off)), max(0, int(win.col_off))
+        r1, c1 = min(self.height, int(win.row_off) + h), min(self.width, int(win.col_off) + w)
+        if r1 <= r0 or c1 <= c0:
+            return out
+        inner = Window(c0, r0, c1 - c0, r1 - r0)
+        dr, dc = r0 - int(win.row_off), c0 - int(win.col_off)
+        for k, i in enumerate(idx):
+            src = self._sources[i]
+            try:
+                data = src.dataset.read(src.index, window=inner, out_dtype=np.float32)
+            except RasterioError as err:
+                raise RasterInputError(
+                    f"Cannot read band {src.name} from {src.path}: {err}. The file is truncated or corrupt; "
+                    "download or export it again."
+                ) from err
+            out[k, dr:dr + (r1 - r0), dc:dc + (c1 - c0)] = data
+        return out
+
+    def valid_mask(self, window: WindowLike | None = None, bands: Sequence[str] | None = None,
+                   data: np.ndarray | None = None) -> np.ndarray:
+        """Boolean ``(h, w)``: True where no band (of ``bands``) equals ``nodata``."""
+        if data is None:
+            data = self.read(window, bands)
+        if self.nodata is None:
+            return np.ones(data.shape[1:], dtype=bool)
+        if np.isnan(self.nodata):
+            return ~np.isnan(data).any(axis=0)
+        return ~(data == self.nodata).any(axis=0)
+
+    # -- lifetime ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close every file the scene opened."""
+        for ds in self._owned:
+            try:
+                ds.close()
+            except Exception:  # pragma: no cover - closing must never mask the real error
+                pass
+        self.closed = True
+
+    def __enter__(self) -> "Scene":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _as_window(window: WindowLike | None, height: int, width: int) -> Window:
+    if window is None:
+        return Window(0, 0, width, height)
+    if isinstance(window, Window):
+        win = window
+    else:
+        try:
+            (r0, r1), (c0, c1) = window
+        except (TypeError, ValueError) as err:
+            raise RasterInputError(
+                f"window={window!r} is not understood; pass rasterio.windows.Window(col, row, width, height) "
+                "or ((row0, row1), (col0, col1))."
+            ) from err
+        win = Window(c0, r0, c1 - c0, r1 - r0)
+    if win.width <= 0 or win.height <= 0:
+        raise RasterInputError(f"window {win} is empty; give a window with positive width and height.")
+    if any(float(v) != int(v) for v in (win.col_off, win.row_off, win.width, win.height)):
+        raise RasterInputError(f"window {win} has fractional offsets or size; use whole pixels.")
+    return win
+
+
+def _open(path: str):
+    if not os.path.exists(path):
+        raise RasterInputError(f"Input {path} does not exist; check the path.")
+    if os.path.isdir(path):
+        raise RasterInputError(f"{path} is a folder where a raster file was expected.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioError as err:
+        raise RasterInputError(
+            f"Cannot open {path} as a raster ({err}). Give a GeoTIFF or JP2 file; if it is one, it is "
+            "truncated or corrupt: download or export it again."
+        ) from err
+
+
+def _check_georeferenced(ds, path: str) -> None:
+    if ds.crs is None:
+        raise RasterInputError(
+            f"{path} has no coordinate reference system (CRS), so bands cannot be aligned and the output "
+            "cannot be georeferenced. Assign one, e.g. `gdal_edit.py -a_srs EPSG:32633 FILE`, or export "
+            "the scene with its CRS."
+        )
+    if ds.transform.is_identity:
+        raise RasterInputError(
+            f"{path} has no geotransform (pixel size and origin). Export the scene with its georeferencing."
+        )
+    if ds.transform.b != 0 or ds.transform.d != 0:
+        raise RasterInputError(
+            f"{path} has a rotated geotransform, which earth-embed does not support. Warp it to a north-up "
+            "grid first, e.g. `gdalwarp IN OUT`."
+        )
+
+
+def _named_bands(ds) -> list[str] | None:
+    """Canonical band names from the band descriptions (or BAND_NAME tags), or None if any is missing."""
+    names = []
+    for i in range(1, ds.count + 1):
+        candidates = [ds.descriptions[i - 1]] + [ds.tags(i).get(k) for k in ("BAND_NAME", "band_name", "name", "NAME")]
+        name = None
+        for cand in candidates:
+            if not cand:
+                continue
+            try:
+                name = canonical_band_name(cand)
+                break
+            except BandError:
+                continue
+        if name is None:
+            return None
+        names.append(name)
+    return names
+
+
+def _open_multiband(path: str, bands: Sequence[str] | None) -> Scene:
+    ds = _open(path)
+    try:
+        _check_georeferenced(ds, path)
+        named = _named_bands(ds)
+        if named is not None:
+            if len(set(named)) != len(named):
+                raise BandError(f"{path} names some bands twice ({named}); fix its band descriptions.")
+            file_names, selection = named, (canonical_band_names(bands) if bands is not None else None)
+        elif bands is None:
+            raise RasterInputError(
+                f"{path} has {ds.count} band(s) whose descriptions do not name Sentinel-2 bands "
+                f"(descriptions: {list(ds.descriptions)}). Pass bands=[...] with the name of each band in "
+                f"file order, e.g. bands={ALL_BANDS[:ds.count]!r}, or set the band descriptions."
+            )
+        else:
+            names = canonical_band_names(bands)
+            if len(names) != ds.count:
+                raise BandError(
+                    f"{path} has {ds.count} band(s) but bands= lists {len(names)} ({', '.join(names)}). "
+                    f"List exactly one name per band of the file, in file order."
+                )
+            file_names, selection = names, None
+        if selection is not None:
+            missing = [b for b in selection if b not in file_names]
+            if missing:
+                raise BandError(
+                    f"Missing band(s) {', '.join(missing)}: {path} has {', '.join(file_names)}. "
+                    "Provide an input that includes them."
+                )
+            order = [file_names.index(b) for b in selection]
+        else:
+            order = list(range(len(file_names)))
+        res = abs(ds.transform.a)
+        sources = [_BandSource(file_names[i], path, ds, i + 1, res, False) for i in order]
+        nodata = S2_NODATA if ds.nodata is None else float(ds.nodata)
+        return Scene(sources, [ds], ds.crs, ds.transform, ds.height, ds.width, nodata, path)
+    except Exception:
+        ds.close()
+        raise
+
+
+def _band_files(src: PathLike | Sequence[PathLike]) -> tuple[dict[str, str], str]:
+    """Map band name -> file for a folder or an explicit list of files."""
+    if isinstance(src, (str, os.PathLike)):
+        folder = os.fspath(src)
+        entries = sorted(e for e in os.listdir(folder) if e.lower().endswith(RASTER_SUFFIXES))
+        paths = [os.path.join(folder, e) for e in entries]
+        strict, description = False, folder
+    else:
+        paths = [os.fspath(p) for p in src]
+        if not paths:
+            raise RasterInputError("The list of band files is empty; pass one file per band.")
+        strict, description = True, f"{len(paths)} band files in {os.path.dirname(paths[0]) or '.'}"
+    found: dict[str, str] = {}
+    for p in paths:
+        band = band_from_filename(p)
+        if band is None:
+            if strict:
+                raise RasterInputError(
+                    f"Cannot tell which band {p} holds: its name has no band token such as B02 or B8A. "
+                    "Rename it (e.g. B02.tif) or leave it out."
+                )
+            continue  # e.g. labels.tif, preview.jp2
+        if band in found:
+            raise RasterInputError(
+                f"Two files hold band {band}: {found[band]} and {p}. Keep one file per band "
+                "(for an L2A product, point at one resolution folder or pass a list of files)."
+            )
+        found[band] = p
+    if not found:
+        raise RasterInputError(
+            f"No band files found in {description}: expected names like B02.tif, s2_B02.jp2 or "
+            "T33UUU_20170216T102101_B02.jp2."
+        )
+    return found, description
+
+
+def _open_band_files(src, bands: Sequence[str] | None) -> Scene:
+    files, description = _band_files(src)
+    # stack order: canonical Sentinel-2 order, or the order asked for
+    if bands is not None:
+        wanted = canonical_band_names(bands)
+        missing = [b for b in wanted if b not in files]
+        if missing:
+            raise BandError(
+                f"Missing band(s) {', '.join(missing)}: {description} has {', '.join(b for b in ALL_BANDS if b in files)}. "
+                "Provide files for them."
+            )
+    else:
+        wanted = [b for b in ALL_BANDS if b in files]
+    owned: list = []
+    try:
+        datasets = {}
+        for b in wanted:
+            ds = _open(files[b])
+            owned.append(ds)
+            _check_georeferenced(ds, files[b])
+            if ds.count != 1:
+                raise RasterInputError(
+                    f"{files[b]} has {ds.count} bands but its name says it is band {b} alone. Pass a multi-band "
+                    "file on its own (not in a folder or list), or split it into one file per band."
+                )
+            datasets[b] = ds
+        # The grid: the finest band of the whole product (not only of the bands asked for), so that
+        # every band selection of one product gives the same grid; first in Sentinel-2 order among equals.
+        nominal = min(files, key=lambda b: (S2_BANDS[b].resolution_m, ALL_BANDS.index(b)))
+        if nominal not in datasets:
+            ds = _open(files[nominal])
+            owned.append(ds)
+            _check_georeferenced(ds, files[nominal])
+            datasets[nominal] = ds
+        ref_name = min(datasets, key=lambda b: (abs(datasets[b].transform.a) * abs(datasets[b].transform.e), ALL_BANDS.index(b)))
+        ref = datasets[ref_name]
+        nodata = S2_NODATA if ref.nodata is None else float(ref.nodata)
+        sources = []
+        warped_views = []
+        for b in wanted:
+            ds = datasets[b]
+            res = abs(ds.transform.a)
+            same_grid = (ds.crs == ref.crs and ds.transform == ref.transform
+                         and ds.width == ref.width and ds.height == ref.height)
+            if same_grid:
+                sources.append(_BandSource(b, files[b], ds, 1, res, False))
+                continue
+            src_nodata = nodata if ds.nodata is None else ds.nodata
+            vrt = WarpedVRT(ds, crs=ref.crs, transform=ref.transform, width=ref.width, height=ref.height,
+                            resampling=Resampling.bilinear, src_nodata=src_nodata, nodata=nodata,
+                            dtype="float32")
+            warped_views.append(vrt)
+            sources.append(_BandSource(b, files[b], vrt, 1, res, True))
+        # close the warped views before their datasets
+        return Scene(sources, warped_views + owned, ref.crs, ref.transform, ref.height, ref.width, nodata, description)
+    except Exception:
+        for ds in owned:
+            ds.close()
+        raise
+
+
+def open_scene(src: PathLike | Sequence[PathLike], bands: Sequence[str] | None = None) -> Scene:
+    """Open a Sentinel-2 scene as a stack of bands on the finest band's grid.
+
+    ``src`` is (a) a multi-band raster whose band descriptions name the bands (``bands`` then picks
+    and orders them) or whose bands are unnamed (``bands`` then names every band, in file order);
+    (b) a folder of per-band files (``B02.tif``, ``s2_B8A.jp2``, ``T33UUU_..._B02.jp2``; files without
+    a band token such as ``labels.tif`` are ignored); or (c) a list of per-band files. For (b) and
+    (c) ``bands`` picks and orders bands; default: all found, in Sentinel-2 order (B01..B12, B8A
+    after B08). Use as a context manager: ``with open_scene(path) as scene: scene.read(...)``.
+    """
+    if isinstance(bands, str):
+        raise BandError(f"bands={bands!r} is a string; pass a list of band names such as ['B04', 'B03', 'B02'].")
+    if isinstance(src, (str, os.PathLike)):
+        path = os.fspath(src)
+        if not os.path.exists(path):
+            raise RasterInputError(f"Input {path} does not exist; check the path.")
+        if os.path.isdir(path):
+            return _open_band_files(path, bands)
+        return _open_multiband(path, bands)
+    if isinstance(src, Iterable):
+        return _open_band_files(list(src), bands)
+    raise RasterInputError(
+        f"Cannot open a scene from {type(src).__name__}; pass a file path, a folder or a list of band files."
+    )
+
+
+__all__ = ["Scene", "open_scene", "band_from_filename", "S2_NODATA"]
