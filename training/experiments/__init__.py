@@ -1,0 +1,1 @@
+"""Experiment drivers built on the training recipes."""

@@ -1,0 +1,356 @@
+"""Embedding Earth dense contrastive pre-training with Accelerate.
+
+    python training/pretrain.py --config training/configs/cpu.yaml
+    accelerate launch --cpu --num_processes 2 training/pretrain.py --config training/configs/smoke.yaml
+    accelerate launch --multi_gpu training/pretrain.py --config ... --set train.batch_size=64
+    python training/pretrain.py --config ... --resume            # continue from the latest save_state
+
+Writes ``<output-dir>/`` (default ``runs/<config name>/``): ``config.yaml`` (resolved), ``log.csv``
+(Accelerate CSV tracker), ``checkpoints/step_NNNNNNN/`` (``save_state``), ``summary.json`` and
+``encoder/`` (``EarthEncoder.save_pretrained``; its card states data, config, steps and wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python training/pretrain.py` / `accelerate launch training/pretrain.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from earth_embed import EarthEncoder
+from earth_embed.errors import ConfigError
+from training.config import load_config
+from training.data import UnlabelledWindows, band_statistics, load_data_config
+from training.launch import respawn_cpu_ranks
+from training.losses import info_nce, nt_xent
+from training.model import PretrainNet, ema_update, make_key_net
+from training.tracking import CSVTracker
+from training.views import ViewConfig, draw_batch_params, make_views, sample_correspondences
+
+
+class TrainState:
+    """Progress saved with ``save_state``: optimizer steps done and training seconds so far."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.elapsed = 0.0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "elapsed": self.elapsed}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.step, self.elapsed = int(d["step"]), float(d["elapsed"])
+
+
+def lr_at(step: int, cfg: dict) -> float:
+    """Linear warm-up then cosine decay to ``min_lr_ratio * lr`` at ``steps``."""
+    t = cfg["train"]
+    base, warm, total = float(t["lr"]), int(t["warmup_steps"]), int(t["steps"])
+    if step < warm:
+        return base * (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return base * (t["min_lr_ratio"] + (1 - t["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _seed_for(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def _mixed_precision(value: str) -> str:
+    if value != "auto":
+        return value
+    if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "false").lower() not in ("1", "true"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="YAML config (training/configs/*.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N")
+    p.add_argument("--batch-size", type=int, help="shortcut for --set train.batch_size=N")
+    p.add_argument("--data-root", help="shared data folder (default from the config: ../shared/data)")
+    p.add_argument("--output-dir", help="run folder (default runs/<config name>/)")
+    p.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="resume from PATH, or from the latest checkpoint of --output-dir")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop (after saving state) once this many optimizer steps are done; the schedule still "
+                        "targets train.steps (use to split a run across sessions)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = list(args.overrides)
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    if args.batch_size is not None:
+        overrides.append(f"train.batch_size={args.batch_size}")
+    if args.data_root is not None:
+        overrides.append(f"data.data_root={args.data_root}")
+    return load_config(args.config, overrides)
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / "checkpoints").glob("step_*"))
+    return ckpts[-1] if ckpts else None
+
+
+def _sources_path(cfg: dict) -> Path:
+    p = Path(cfg["data"]["sources"])
+    if not p.is_absolute() and not p.is_file():
+        p = Path(__file__).resolve().parent.parent / p  # relative to the repository
+    return p
+
+
+def _save_checkpoint(accelerator: Accelerator, out: Path, step: int, keep: int) -> None:
+    final = out / "checkpoints" / f"step_{step:07d}"
+    tmp = out / "checkpoints" / f".tmp_step_{step:07d}"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)  # never a half-written checkpoint under its final name
+        for old in sorted((out / "checkpoints").glob("step_*"))[:-keep] if keep > 0 else []:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def _card_metadata(cfg: dict, data_cfg, state: TrainState, stats: dict, accelerator: Accelerator,
+                   config_path: str | None) -> dict:
+    data_txt = "; ".join(
+        f"{s['name']}: excluded ({s['excluded']})" if "excluded" in s else
+        f"{s['name']} ({s['scenes']} scene(s), {s['level']}, DN offset {s['dn_offset']:g}, weight {s['weight']:.3f})"
+        for s in data_cfg.summary
+    )
+    t, loss = cfg["train"], cfg["loss"]
+    hw = f"{accelerator.num_processes} x {accelerator.device.type}"
+    if accelerator.device.type == "cuda":
+        hw += f" ({torch.cuda.get_device_name(accelerator.device)})"
+    return {
+        "training": {
+            "recipe": f"earth-embed training/pretrain.py, Embedding Earth {loss['method']} contrastive "
+                      f"(tau {loss['tau']}, {loss['points']} points/view, key encoder {loss['key_encoder']} "
+                      f"{loss['ema'] if loss['key_encoder'] == 'ema' else ''})".replace(" )", ")"),
+            "config": f"{config_path or '(defaults)'} (name {cfg['name']})",
+            "data": data_txt,
+            "steps": state.step,
+            "batch": f"{t['batch_size']} x {t['grad_accum']} accumulation x {accelerator.num_processes} processes",
+            "patch / views": f"{cfg['data']['patch_size']} px windows, views {cfg['views']['out_sizes']} px",
+            "wall time": f"{state.elapsed / 60:.1f} min",
+            "throughput": f"{stats['samples_per_s']:.2f} view pairs/s",
+            "final loss": f"{stats['final_loss']:.4f} (mean of the last {stats['final_window']} steps)",
+            "hardware": hw,
+            "date": _dt.date.today().isoformat(),
+        },
+        "training_config": cfg,
+        "attribution": list(data_cfg.attribution),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if argv is None:
+        respawn_cpu_ranks(__file__)
+    cfg = build_config(args)
+    t_cfg, l_cfg = cfg["train"], cfg["loss"]
+    if l_cfg["method"] not in ("dense", "image_level"):
+        raise ConfigError(f"loss.method must be 'dense' or 'image_level', got {l_cfg['method']!r}")
+    if l_cfg["key_encoder"] not in ("ema", "shared"):
+        raise ConfigError(f"loss.key_encoder must be 'ema' or 'shared', got {l_cfg['key_encoder']!r}")
+    out = Path(args.output_dir or Path("runs") / cfg["name"])
+    tracker = CSVTracker(out)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(t_cfg["mixed_precision"]),
+                              gradient_accumulation_steps=int(t_cfg["grad_accum"]), log_with=[tracker],
+                              project_dir=str(out))
+    if accelerator.device.type == "cpu":
+        torch.set_num_threads(int(t_cfg["threads"]) or max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+    set_seed(int(t_cfg["seed"]))
+    view_cfg = ViewConfig.from_dict(cfg["views"])
+
+    # ---- data
+    data_cfg = load_data_config(_sources_path(cfg), cfg["data"]["data_root"])
+    B, accum, nproc = int(t_cfg["batch_size"]), int(t_cfg["grad_accum"]), accelerator.num_processes
+    total = int(t_cfg["steps"])
+    dataset = UnlabelledWindows(data_cfg.scenes, cfg["data"]["bands"], cfg["data"]["patch_size"],
+                                length=total * accum * B * nproc, seed=int(t_cfg["seed"]),
+                                max_nodata=float(cfg["data"]["max_nodata"]))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=B, shuffle=False, drop_last=True,
+                                         num_workers=int(cfg["data"]["num_workers"]))
+
+    # ---- model
+    m_cfg = cfg["model"]
+    if m_cfg["normalization"] == "auto":
+        mean, std = band_statistics(dataset, int(m_cfg["stats_windows"]))
+        cfg["model"]["normalization"] = {"mean": mean, "std": std, "measured_on_windows": int(m_cfg["stats_windows"])}
+    mean, std = cfg["model"]["normalization"]["mean"], cfg["model"]["normalization"]["std"]
+    encoder = EarthEncoder.new(m_cfg["architecture"], bands=cfg["data"]["bands"], embed_dim=int(m_cfg["embed_dim"]),
+                               mean=mean, std=std)
+    net = PretrainNet(encoder, int(l_cfg["proj_dim"]), int(l_cfg["proj_hidden"]))
+    mem = torch.channels_last if m_cfg["channels_last"] else torch.contiguous_format
+    net = net.to(memory_format=mem)
+    key_net = make_key_net(net) if (l_cfg["method"] == "dense" and l_cfg["key_encoder"] == "ema") else None
+    if m_cfg["compile"]:
+        net.encoder = torch.compile(net.encoder)
+        if key_net is not None:
+            key_net.encoder = torch.compile(key_net.encoder)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=float(t_cfg["lr"]), weight_decay=float(t_cfg["weight_decay"]))
+    net, optimizer = accelerator.prepare(net, optimizer)
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+    if key_net is not None:
+        key_net.to(accelerator.device)
+        accelerator.register_for_checkpointing(key_net)
+    mean_t = torch.tensor(mean, device=accelerator.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=accelerator.device).view(1, -1, 1, 1)
+
+    # ---- resume
+    if args.resume:
+        ckpt = _latest_checkpoint(out) if args.resume == "latest" else Path(args.resume)
+        if ckpt is None or not ckpt.is_dir():
+            raise ConfigError(f"--resume: no checkpoint found ({ckpt or out / 'checkpoints'}); run without --resume")
+        accelerator.load_state(str(ckpt))
+        accelerator.print(f"resumed from {ckpt} at step {state.step}")
+        if accelerator.is_main_process:
+            tracker.truncate_after(state.step)
+    dataset.start = state.step * accum * B * nproc  # windows are drawn by index: skip without reading
+    loader = accelerator.prepare(loader)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    accelerator.init_trackers(cfg["name"], config={"config": json.dumps(cfg)})
+
+    # ---- loop
+    stop_at = min(total, args.stop_after) if args.stop_after else total
+    start_step = state.step
+    bar = tqdm(total=stop_at, initial=start_step, disable=not accelerator.is_local_main_process or args.no_progress,
+               desc=f"pretrain {cfg['name']}", dynamic_ncols=True)
+    unwrapped = accelerator.unwrap_model(net)
+    net.train()
+    if key_net is not None:
+        key_net.train()
+    losses: list[float] = []
+    micro, acc_loss, t_last, n_last = state.step * accum, 0.0, time.perf_counter(), 0
+    t_run = time.perf_counter()
+    elapsed0 = state.elapsed
+    save_every = int(t_cfg["save_every"])
+    for batch in loader:
+        if state.step >= stop_at:
+            break
+        lr = lr_at(state.step, cfg)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        gen = torch.Generator().manual_seed(_seed_for(t_cfg["seed"], micro, accelerator.process_index))
+        rng = random.Random(_seed_for(t_cfg["seed"], micro, accelerator.process_index, 1))
+        with accelerator.accumulate(net):
+            x = (batch["x"] - mean_t) / std_t * batch["valid"]
+            bp = draw_batch_params(view_cfg, x.shape[1], rng)
+            pair = make_views(x, view_cfg, bp, gen, valid=batch["valid"])
+            views = torch.cat([pair.view1, pair.view2]).contiguous(memory_format=mem)
+            if l_cfg["method"] == "dense":
+                loss = _dense_loss(net, unwrapped, key_net, pair, views, l_cfg, gen, accelerator)
+            else:
+                valid = torch.cat([pair.valid1, pair.valid2])
+                z = net(views, valid=valid)[:, 0]
+                loss = nt_xent(z[:B], z[B:], float(l_cfg["tau"]))
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and t_cfg["grad_clip"]:
+                accelerator.clip_grad_norm_(net.parameters(), float(t_cfg["grad_clip"]))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        micro += 1
+        acc_loss += float(loss.detach()) / accum
+        if not accelerator.sync_gradients:
+            continue
+        if key_net is not None:
+            ema_update(key_net, unwrapped, float(l_cfg["ema"]))
+        state.step += 1
+        step_loss = float(accelerator.reduce(torch.tensor(acc_loss, device=accelerator.device), "mean"))
+        losses.append(step_loss)
+        acc_loss = 0.0
+        n_last += B * accum * nproc
+        bar.update(1)
+        if state.step % int(t_cfg["log_every"]) == 0 or state.step == stop_at:
+            now = time.perf_counter()
+            sps = n_last / max(now - t_last, 1e-9)
+            state.elapsed = elapsed0 + (now - t_run)
+            accelerator.log({"loss": step_loss, "loss_avg": float(np.mean(losses[-int(t_cfg["log_every"]):])),
+                             "lr": lr, "samples_per_s": sps, "elapsed_s": state.elapsed}, step=state.step)
+            bar.set_postfix(loss=f"{step_loss:.3f}", pairs_per_s=f"{sps:.1f}")
+            t_last, n_last = now, 0
+        if save_every and state.step % save_every == 0 and state.step < stop_at:
+            state.elapsed = elapsed0 + (time.perf_counter() - t_run)
+            _save_checkpoint(accelerator, out, state.step, int(t_cfg["keep_checkpoints"]))
+    bar.close()
+    state.elapsed = elapsed0 + (time.perf_counter() - t_run)
+    _save_checkpoint(accelerator, out, state.step, int(t_cfg["keep_checkpoints"]))
+    done_here = state.step - start_step
+    window = min(50, len(losses)) or 1
+    stats = {"steps": state.step, "steps_this_run": done_here, "wall_time_s": state.elapsed,
+             "samples_per_s": state.step * B * accum * nproc / max(state.elapsed, 1e-9),
+             "final_loss": float(np.mean(losses[-window:])) if losses else float("nan"), "final_window": window,
+             "finished": state.step >= total}
+    if accelerator.is_main_process and state.step >= total:
+        enc = unwrapped.encoder
+        enc = getattr(enc, "_orig_mod", enc)
+        enc.config.name = enc.config.name or f"earth-embed-{cfg['name']}"
+        enc.config.metadata = _card_metadata(cfg, data_cfg, state, stats, accelerator, args.config)
+        tmp, final = out / ".encoder.tmp", out / "encoder"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        enc.to(memory_format=torch.contiguous_format).cpu().save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        (out / "summary.json").write_text(json.dumps(stats, indent=2) + "\n")
+        accelerator.print(f"saved encoder to {final}: {json.dumps(stats)}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return stats
+
+
+def _dense_loss(net, unwrapped, key_net, pair, views, l_cfg, gen, accelerator) -> torch.Tensor:
+    """Symmetrised dense InfoNCE: queries at view-a pixels, keys at their partners in view b."""
+    P = int(l_cfg["points"])
+    idx1, xyk2, xyp1, w1 = sample_correspondences(pair, P, gen, 1)
+    idx2, xyk1, xyp2, w2 = sample_correspondences(pair, P, gen, 2)
+    dev = accelerator.device
+    B = pair.view1.shape[0]
+    q = net(views, idx=torch.cat([idx1, idx2]).to(dev))
+    with torch.no_grad(), accelerator.autocast():
+        keys = key_net if key_net is not None else unwrapped
+        k = keys(views, xy=torch.cat([xyk1, xyk2]).to(dev))
+    q = torch.nn.functional.normalize(q.float(), dim=-1)
+    k = torch.nn.functional.normalize(k.float(), dim=-1)
+    kw = dict(tau=float(l_cfg["tau"]), max_negatives=l_cfg["max_negatives"],
+              same_image_negatives=bool(l_cfg["same_image_negatives"]), min_dist=float(l_cfg["min_dist"]), generator=gen)
+    l12 = info_nce(q[:B], k[B:], weight=w1.to(dev), xy_patch=xyp1, **kw)  # view-1 queries vs view-2 keys
+    l21 = info_nce(q[B:], k[:B], weight=w2.to(dev), xy_patch=xyp2, **kw)
+    return 0.5 * (l12 + l21)
+
+
+if __name__ == "__main__":
+    main()
