@@ -25,7 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ViewConfig", "BatchParams", "ViewPair", "draw_batch_params", "make_views", "bilinear_lookup"]
+__all__ = [
+    "ViewConfig", "BatchParams", "ViewPair", "draw_batch_params", "make_views", "bilinear_lookup",
+    "sample_correspondences", "apply_affine",
+]
 
 
 @dataclass

@@ -1,0 +1,209 @@
+"""Land-cover fine-tuning of an EarthEncoder into an EarthSegmenter (or a frozen-encoder linear probe).
+
+    python training/finetune.py --data ../shared/data/labelled/brandenburg-osm \
+        --init pretrained:runs/cpu/encoder --label-fraction 0.05 --seed 0 --output-dir runs/ft/pre-5-0
+    python training/finetune.py --data ... --init random --norm-from runs/cpu/encoder ...   # same arch, random weights
+    python training/finetune.py --data ... --init pretrained:runs/cpu/encoder --freeze-encoder   # linear probe
+
+The labelled folder is cut into train | val | test blocks along x (``region_split``); the
+``--label-fraction`` subset of training chips is drawn with ``--seed``. Model selection uses the
+validation block's mIoU (never the test block, never the loss). Writes ``<output-dir>/segmenter/``
+(``from_pretrained``-loadable) and ``<output-dir>/metrics.json`` (test mIoU, per-class IoU,
+confusion matrix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from earth_embed import EarthEncoder, EarthSegmenter
+from earth_embed.bands import RELEASE_BANDS
+from earth_embed.errors import ConfigError
+from training.data import IGNORE_INDEX, LabelledChips, LabelledScene, label_fraction_subset, region_split
+from training.evaluate import evaluate_model, format_metrics, normalised
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="labelled folder: B*.tif + labels.tif + classes.json")
+    p.add_argument("--init", required=True, help="pretrained:PATH (encoder or segmenter folder) | random")
+    p.add_argument("--freeze-encoder", action="store_true", help="linear probe: train only the 1x1 classifier")
+    p.add_argument("--label-fraction", type=float, default=1.0, help="share of training chips used (0, 1]")
+    p.add_argument("--seed", type=int, default=0, help="chip subset, initialisation and batch order")
+    p.add_argument("--arch", default="unet-resnet18", help="architecture for --init random")
+    p.add_argument("--embed-dim", type=int, default=64, help="embedding size for --init random")
+    p.add_argument("--bands", nargs="+", default=list(RELEASE_BANDS), help="bands for --init random")
+    p.add_argument("--norm-from", help="encoder folder whose architecture, bands and normalisation --init random "
+                                       "copies (weights stay random); default: statistics of the training chips")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--probe-lr", type=float, default=1e-2, help="learning rate of the classifier in --freeze-encoder")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--chip", type=int, default=64)
+    p.add_argument("--test-fraction", type=float, default=0.3)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--gap", type=int, default=None, help="pixels between blocks (default one chip)")
+    p.add_argument("--eval-every", type=int, default=50, help="validation mIoU every N steps (model selection)")
+    p.add_argument("--dn-offset", type=float, default=0.0, help="-1000 for processing baseline >= 04.00")
+    p.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0 = all cores)")
+    p.add_argument("--output-dir", default=None, help="default runs/finetune/<init>-<fraction>-<seed>")
+    p.add_argument("--no-save", action="store_true", help="do not write the segmenter folder (experiments)")
+    return p.parse_args(argv)
+
+
+def build_encoder(args: argparse.Namespace, train_chips: LabelledChips | None) -> EarthEncoder:
+    """The starting encoder for ``--init``."""
+    if args.init.startswith("pretrained:"):
+        return EarthEncoder.from_pretrained(args.init.split(":", 1)[1]).train()
+    if args.init != "random":
+        raise ConfigError(f"--init must be 'pretrained:PATH' or 'random', got {args.init!r}")
+    torch.manual_seed(args.seed)
+    if args.norm_from:
+        ref = EarthEncoder.from_pretrained(args.norm_from).config
+        n = ref.normalization
+        return EarthEncoder.new(ref.architecture, bands=ref.bands, embed_dim=ref.embed_dim, mean=n.mean, std=n.std)
+    x, _ = train_chips.stacked()
+    valid = (x != 0).any(1, keepdim=True).expand_as(x)
+    xs = x.transpose(0, 1)[valid.transpose(0, 1)].reshape(x.shape[1], -1)
+    return EarthEncoder.new(args.arch, bands=args.bands, embed_dim=args.embed_dim,
+                            mean=xs.mean(1).tolist(), std=xs.std(1).clamp(min=1e-6).tolist())
+
+
+def _d4(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random flip/rot90 for a chip batch and its labels (per sample)."""
+    xs, ys = [], []
+    for i in range(x.shape[0]):
+        k = int(torch.randint(0, 4, (1,), generator=g))
+        xi, yi = torch.rot90(x[i], k, (1, 2)), torch.rot90(y[i], k, (0, 1))
+        if bool(torch.rand(1, generator=g) < 0.5):
+            xi, yi = xi.flip(2), yi.flip(1)
+        xs.append(xi)
+        ys.append(yi)
+    return torch.stack(xs), torch.stack(ys)
+
+
+def finetune(args: argparse.Namespace) -> dict[str, Any]:
+    """Fine-tune (or probe), select on validation mIoU, evaluate on the test block; returns the metrics."""
+    t0 = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    scene = LabelledScene(args.data, dn_offset=args.dn_offset)
+    blocks = region_split(scene, chip=args.chip, test=args.test_fraction, val=args.val_fraction, gap=args.gap)
+    subset = label_fraction_subset(blocks["train"], args.label_fraction, args.seed)
+    bands = args.bands
+    if args.init.startswith("pretrained:"):
+        bands = EarthEncoder.from_pretrained(args.init.split(":", 1)[1]).bands
+    elif args.norm_from:
+        bands = EarthEncoder.from_pretrained(args.norm_from).bands
+    train = LabelledChips(scene, subset, bands)
+    encoder = build_encoder(args, train)
+    torch.manual_seed(args.seed)
+    seg = EarthSegmenter.from_encoder(encoder, scene.classes, scene.colors).to(device)
+    seg = seg.to(memory_format=torch.channels_last)
+    norm = seg.config.normalization
+    x_all, y_all = train.stacked()
+    x_all = normalised(x_all, norm.mean, norm.std)
+    val = LabelledChips(scene, blocks["val"], bands) if blocks["val"] else None
+    g = torch.Generator().manual_seed(args.seed)
+    if args.freeze_encoder:
+        for p in seg.encoder.parameters():
+            p.requires_grad_(False)
+        params = [{"params": seg.classifier.parameters(), "lr": args.probe_lr}]
+    else:
+        params = [{"params": seg.parameters(), "lr": args.lr}]
+    opt = torch.optim.AdamW(params, weight_decay=args.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[p["lr"] for p in params], total_steps=args.steps,
+                                                pct_start=0.1)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    feats = None
+    if args.freeze_encoder:  # a frozen encoder's embeddings are computed once; the 1x1 classifier trains on them
+        seg.encoder.eval()
+        with torch.no_grad(), amp:
+            feats = torch.cat([seg.encoder(x_all[i:i + 16].to(device).contiguous(memory_format=torch.channels_last))
+                               .float() for i in range(0, x_all.shape[0], 16)])
+    best = (-1.0, None, 0)
+    history = []
+    for step in range(1, args.steps + 1):
+        seg.train()
+        if args.freeze_encoder:
+            seg.encoder.eval()  # frozen: BN statistics stay those of the starting encoder
+        idx = torch.randint(0, x_all.shape[0], (args.batch_size,), generator=g)
+        if feats is not None:
+            logits, yb = seg.classifier(feats[idx.to(device)]), y_all[idx]
+        else:
+            xb, yb = _d4(x_all[idx], y_all[idx], g)
+            with amp:
+                logits = seg(xb.to(device).contiguous(memory_format=torch.channels_last))
+        loss = F.cross_entropy(logits.float(), yb.to(device), ignore_index=IGNORE_INDEX)
+        opt.zero_grad(set_to_none=True)
+        if torch.isfinite(loss) and loss.requires_grad:
+            loss.backward()
+            opt.step()
+        sched.step()
+        if val is not None and (step % args.eval_every == 0 or step == args.steps):
+            v = evaluate_model(seg, val, scene.classes, norm.mean, norm.std, device)["miou"]
+            history.append({"step": step, "loss": float(loss.detach()), "val_miou": v})
+            if v > best[0]:
+                best = (v, copy.deepcopy(seg.state_dict()), step)
+    if best[1] is not None:
+        seg.load_state_dict(best[1])
+    test = evaluate_model(seg, LabelledChips(scene, blocks["test"], bands), scene.classes, norm.mean, norm.std, device)
+    split = {"axis": "x", "chip": args.chip, "test": args.test_fraction, "val": args.val_fraction, "gap": args.gap}
+    result = {
+        "init": args.init, "freeze_encoder": bool(args.freeze_encoder), "label_fraction": args.label_fraction,
+        "seed": args.seed, "train_chips": len(subset), "train_chips_total": len(blocks["train"]),
+        "val_chips": len(blocks["val"]), "test_chips": len(blocks["test"]), "selected_step": best[2] or args.steps,
+        "best_val_miou": best[0] if best[1] is not None else None, "steps": args.steps,
+        "wall_time_s": time.perf_counter() - t0, "history": history, "test": test, "split": split,
+    }
+    if not args.no_save:
+        out = Path(args.output_dir or f"runs/finetune/{args.init.split(':')[0]}-{args.label_fraction:g}-{args.seed}")
+        out.mkdir(parents=True, exist_ok=True)
+        seg = seg.to(memory_format=torch.contiguous_format).cpu().eval()
+        seg.config.metadata = {
+            "training": {"recipe": "earth-embed training/finetune.py", "init": args.init,
+                         "freeze_encoder": bool(args.freeze_encoder), "data": str(args.data),
+                         "label_fraction": args.label_fraction, "seed": args.seed, "steps": args.steps,
+                         "train chips": f"{len(subset)} of {len(blocks['train'])} ({args.chip} px)",
+                         "test mIoU": f"{100 * test['miou']:.2f}"},
+            "split": split, "metrics": {"test_miou": test["miou"], "test_per_class_iou": test["per_class_iou"]},
+        }
+        tmp = out / ".segmenter.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        seg.save_pretrained(tmp)
+        if (out / "segmenter").exists():
+            shutil.rmtree(out / "segmenter")
+        tmp.rename(out / "segmenter")
+        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        result["output_dir"] = str(out)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    result = finetune(args)
+    print(f"{args.init} fraction {args.label_fraction:g} seed {args.seed}: {result['train_chips']} train chips, "
+          f"selected step {result['selected_step']}, {result['wall_time_s']:.0f} s")
+    print(format_metrics(result["test"]))
+    return result
+
+
+if __name__ == "__main__":
+    main()
