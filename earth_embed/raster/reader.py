@@ -79,6 +79,7 @@ class Scene:
         self.width = int(width)
         self.nodata = nodata
         self.description = description
+        self.source: list[str] = []  # the file, folder or files the scene was opened from
         self.closed = False
 
     # -- metadata ----------------------------------------------------------------------------
@@ -131,16 +132,22 @@ class Scene:
             )
         return [self.band_names.index(b) for b in want]
 
-    def read(self, window: WindowLike | None = None, bands: Sequence[str] | None = None) -> np.ndarray:
+    def read(self, window: WindowLike | None = None, bands: Sequence[str] | None = None,
+             out_shape: tuple[int, int] | None = None) -> np.ndarray:
         """Raw digital numbers as float32 ``(C, h, w)`` on the scene grid.
 
         ``window``: a :class:`rasterio.windows.Window` or ``((row0, row1), (col0, col1))`` on the scene
         grid; parts outside the scene are filled with ``nodata``. ``bands``: names (any alias) to
-        read, in this order; default all bands in stack order.
+        read, in this order; default all bands in stack order. ``out_shape=(h, w)`` (whole scene
+        only) reads a reduced-resolution version (block averages), e.g. for previews.
         """
         if self.closed:
             raise RasterInputError(f"The scene {self.description} is closed; read inside the `with open_scene(...)` block.")
         idx = self._band_indices(bands)
+        if out_shape is not None:
+            if window is not None:
+                raise RasterInputError("out_shape works on the whole scene only; leave window=None.")
+            return self._read_reduced(idx, (int(out_shape[0]), int(out_shape[1])))
         win = _as_window(window, self.height, self.width)
         h, w = int(win.height), int(win.width)
         out = np.full((len(idx), h, w), self.nodata, dtype=np.float32)
@@ -161,6 +168,20 @@ class Scene:
                     "download or export it again."
                 ) from err
             out[k, dr:dr + (r1 - r0), dc:dc + (c1 - c0)] = data
+        return out
+
+    def _read_reduced(self, idx: list[int], out_shape: tuple[int, int]) -> np.ndarray:
+        out = np.empty((len(idx), *out_shape), dtype=np.float32)
+        for k, i in enumerate(idx):
+            src = self._sources[i]
+            try:
+                out[k] = src.dataset.read(src.index, out_shape=out_shape, resampling=Resampling.average,
+                                          out_dtype=np.float32)
+            except RasterioError as err:
+                raise RasterInputError(
+                    f"Cannot read band {src.name} from {src.path}: {err}. The file is truncated or corrupt; "
+                    "download or export it again."
+                ) from err
         return out
 
     def valid_mask(self, window: WindowLike | None = None, bands: Sequence[str] | None = None,
@@ -302,7 +323,9 @@ def _open_multiband(path: str, bands: Sequence[str] | None) -> Scene:
         res = abs(ds.transform.a)
         sources = [_BandSource(file_names[i], path, ds, i + 1, res, False) for i in order]
         nodata = S2_NODATA if ds.nodata is None else float(ds.nodata)
-        return Scene(sources, [ds], ds.crs, ds.transform, ds.height, ds.width, nodata, path)
+        scene = Scene(sources, [ds], ds.crs, ds.transform, ds.height, ds.width, nodata, path)
+        scene.source = [os.path.abspath(path)]
+        return scene
     except Exception:
         ds.close()
         raise
@@ -398,7 +421,10 @@ def _open_band_files(src, bands: Sequence[str] | None) -> Scene:
             warped_views.append(vrt)
             sources.append(_BandSource(b, files[b], vrt, 1, res, True))
         # close the warped views before their datasets
-        return Scene(sources, warped_views + owned, ref.crs, ref.transform, ref.height, ref.width, nodata, description)
+        scene = Scene(sources, warped_views + owned, ref.crs, ref.transform, ref.height, ref.width, nodata, description)
+        scene.source = ([os.path.abspath(os.fspath(src))] if isinstance(src, (str, os.PathLike))
+                        else [os.path.abspath(os.fspath(p)) for p in src])
+        return scene
     except Exception:
         for ds in owned:
             ds.close()
