@@ -298,21 +298,29 @@ def label_fraction_subset(chips: Sequence[Chip], fraction: float, seed: int) -> 
 
 
 class LabelledChips(Dataset):
-    """Image/label chips of a :class:`LabelledScene`; each chip is read once (window) and cached."""
+    """Image/label chips of a :class:`LabelledScene`; each chip is read once (window) and cached.
+
+    The cache is shared by all instances of a process (experiments fine-tune many times on the same chips).
+    """
+
+    _cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+    cache_limit = 4096  # chips
 
     def __init__(self, scene: LabelledScene, chips: Sequence[Chip], bands: Sequence[str]) -> None:
         self.scene, self.chips, self.bands = scene, list(chips), list(bands)
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.chips)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if i not in self._cache:
-            c = self.chips[i]
+        c = self.chips[i]
+        key = (str(self.scene.folder.resolve()), self.scene.dn_offset, tuple(self.bands), c.row, c.col, c.size)
+        if key not in self._cache:
             refl, y = self.scene.read(Window(c.col, c.row, c.size, c.size), self.bands)
-            self._cache[i] = (torch.from_numpy(refl), torch.from_numpy(y))
-        return self._cache[i]
+            if len(self._cache) >= self.cache_limit:
+                self._cache.clear()
+            self._cache[key] = (torch.from_numpy(refl), torch.from_numpy(y))
+        return self._cache[key]
 
     def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All chips as (N, C, S, S) reflectance and (N, S, S) labels."""

@@ -1,0 +1,119 @@
+"""Collapse check of a dense encoder on real pixels, beside random-init encoders of the same architecture.
+
+    python training/embedding_quality.py --encoder runs/cpu/encoder --out runs/cpu/embedding_quality.json
+
+For ``--windows`` real windows drawn from the data config (indices far from any training index) it
+embeds every pixel and reports:
+
+* ``mean_cos``: mean cosine similarity between ``--pairs`` random pixel pairs (1.0 = collapsed to one
+  direction; unrelated directions give ~0);
+* ``effective_rank``: exp(entropy of the normalised eigenvalues of the embedding covariance)
+  (Roy & Vetterli 2007): 1 = all variance on one axis, D = spread evenly over D axes;
+* ``top1_var``: share of the variance on the first principal axis.
+
+The random-init rows use ``--random-seeds`` fresh initialisations (same config and normalisation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from earth_embed import EarthEncoder
+from training.data import UnlabelledWindows, load_data_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def embedding_stats(emb: torch.Tensor, pairs: int = 20000, seed: int = 0) -> dict[str, float]:
+    """Statistics of pixel embeddings ``emb`` (N, D)."""
+    emb = emb.double()
+    g = torch.Generator().manual_seed(seed)
+    i = torch.randint(0, emb.shape[0], (pairs,), generator=g)
+    j = torch.randint(0, emb.shape[0], (pairs,), generator=g)
+    e = torch.nn.functional.normalize(emb, dim=1)
+    cos = (e[i] * e[j]).sum(1)
+    cov = torch.cov(emb.T)
+    ev = torch.linalg.eigvalsh(cov).clamp(min=0).flip(0)
+    p = ev / ev.sum()
+    nz = p[p > 0]
+    return {
+        "mean_cos": float(cos.mean()),
+        "effective_rank": float(torch.exp(-(nz * nz.log()).sum())),
+        "top1_var": float(p[0]),
+        "dim": int(emb.shape[1]),
+    }
+
+
+@torch.no_grad()
+def pixel_embeddings(enc: EarthEncoder, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(N_valid_pixels, D) embeddings of normalised windows x (B, C, H, W)."""
+    enc.eval()
+    out = []
+    for k in range(0, x.shape[0], 8):
+        out.append(enc(x[k:k + 8]).permute(0, 2, 3, 1)[valid[k:k + 8, 0] > 0])
+    return torch.cat(out)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoder", required=True, help="pre-trained encoder folder")
+    p.add_argument("--sources", default="training/configs/data/pretrain-real.yaml", help="data config YAML")
+    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--windows", type=int, default=32)
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--pairs", type=int, default=20000)
+    p.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", help="write the JSON here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    enc = EarthEncoder.from_pretrained(args.encoder)
+    sources = Path(args.sources) if Path(args.sources).is_file() else REPO / args.sources
+    data = load_data_config(sources, args.data_root)
+    ds = UnlabelledWindows(data.scenes, enc.bands, args.size, length=args.windows, seed=12345, start=2 * 10**9)
+    items = [ds[i] for i in range(args.windows)]
+    norm = enc.config.normalization
+    m = torch.tensor(norm.mean).view(1, -1, 1, 1)
+    s = torch.tensor(norm.std).view(1, -1, 1, 1)
+    x = torch.stack([it["x"] for it in items])
+    valid = torch.stack([it["valid"] for it in items])
+    x = (x - m) / s * valid
+    result: dict[str, Any] = {
+        "encoder": args.encoder, "windows": args.windows, "window_px": args.size, "pairs": args.pairs,
+        "pixels": int(valid.sum()), "data": str(args.sources),
+        "pretrained": embedding_stats(pixel_embeddings(enc, x, valid), args.pairs),
+        "random_init": [],
+    }
+    cfg = enc.config
+    for seed in args.random_seeds:
+        torch.manual_seed(seed)
+        rnd = EarthEncoder.new(cfg.architecture, bands=cfg.bands, embed_dim=cfg.embed_dim, mean=norm.mean, std=norm.std)
+        result["random_init"].append({"seed": seed, **embedding_stats(pixel_embeddings(rnd, x, valid), args.pairs)})
+    for key in ("mean_cos", "effective_rank", "top1_var"):
+        vals = [r[key] for r in result["random_init"]]
+        result.setdefault("random_init_mean", {})[key] = float(np.mean(vals))
+        result.setdefault("random_init_std", {})[key] = float(np.std(vals))
+    pre, rnd = result["pretrained"], result["random_init_mean"]
+    print(f"| encoder | mean cos (random pixel pairs) | effective rank (of {pre['dim']}) | top-1 variance share |")
+    print("|---|---|---|---|")
+    print(f"| pre-trained | {pre['mean_cos']:.3f} | {pre['effective_rank']:.2f} | {pre['top1_var']:.3f} |")
+    sd = result["random_init_std"]
+    print(f"| random init (mean +- std of {len(args.random_seeds)}) | {rnd['mean_cos']:.3f} +- {sd['mean_cos']:.3f} | "
+          f"{rnd['effective_rank']:.2f} +- {sd['effective_rank']:.2f} | {rnd['top1_var']:.3f} +- {sd['top1_var']:.3f} |")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
