@@ -54,7 +54,8 @@ def _load(kind: str, name: str, revision: str | None):
 
 def _stream_kwargs(args: argparse.Namespace) -> dict:
     return dict(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-                progress=not args.quiet, bands=args.bands, dn_offset=args.dn_offset, overwrite=args.overwrite)
+                progress=not args.quiet, bands=args.bands, dn_offset=args.dn_offset, overwrite=args.overwrite,
+                overviews=args.overviews)
 
 
 def _src(paths: Sequence[str]):
@@ -91,7 +92,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
     from .raster.preview import make_preview
 
     src = None if args.input is None else _src(args.input)
-    out = make_preview(args.emb_tif, args.out_png, src=src, rgb=not args.no_rgb, max_size=args.max_size)
+    out = make_preview(args.emb_tif, args.out_png, src=src, bands=args.bands, rgb=not args.no_rgb,
+                       max_size=args.max_size)
     print(f"wrote {out}")
     return 0
 
@@ -177,6 +179,8 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
                    help="DN offset, e.g. -1000 for processing baseline >= 04.00 (default: the model's)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    p.add_argument("--overviews", action="store_true",
+                   help="add internal overviews (one more pass through GDAL's COG driver)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -216,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("emb_tif", help="GeoTIFF written by `earth-embed embed` or `classify`")
     p.add_argument("out_png", help="output PNG")
     p.add_argument("--input", nargs="+", metavar="SRC", help="the input scene (default: the INPUT tag of EMB_TIF)")
+    p.add_argument("--bands", nargs="+", metavar="BAND",
+                   help="names of the input's bands in file order (default: as given to `embed`)")
     p.add_argument("--no-rgb", action="store_true", help="only the embedding panel")
     p.add_argument("--max-size", type=int, default=1024, help="longest side of each panel in px (default 1024)")
     p.set_defaults(func=cmd_preview)

@@ -92,6 +92,30 @@ def test_georeference_tags_and_float16(encoder, stack_tif, scene_window, referen
     np.testing.assert_allclose(half, reference, atol=2e-3 * np.abs(reference).max())
 
 
+def ifd_and_first_block(path):
+    """Offset of the first TIFF directory and of the first image block (for the COG layout check)."""
+    head = path.read_bytes()[:16]
+    order = "<" if head[:2] == b"II" else ">"
+    big = int.from_bytes(head[2:4], "little" if order == "<" else "big") == 43
+    ifd = int.from_bytes(head[8:16] if big else head[4:8], "little" if order == "<" else "big")
+    with rasterio.open(path) as ds:
+        first = int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+    return ifd, first
+
+
+def test_cog_layout(encoder, stack_tif, tmp_path):
+    plain = embed_raster(encoder, stack_tif, tmp_path / "plain.tif", tile=160, overlap=32, progress=False)
+    ifd, first = ifd_and_first_block(plain)
+    assert ifd < 300 and first > ifd  # directory first, then the blocks
+    with_ovr = embed_raster(encoder, stack_tif, tmp_path / "ovr.tif", tile=160, overlap=32, progress=False,
+                            overviews=True)
+    with rasterio.open(with_ovr) as ds, rasterio.open(plain) as ref:
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and ds.overviews(1)
+        np.testing.assert_array_equal(ds.read(), ref.read())
+        assert ds.tags()["MODEL"] == ref.tags()["MODEL"] and ds.descriptions == ref.descriptions
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ovr.tif", "plain.tif"]
+
+
 def test_per_band_folder_smaller_than_tile(encoder, shared_data, tmp_path):
     folder = next(p for p in sorted((shared_data / "bigearthnet-s2-tiny").iterdir()) if p.is_dir())
     b02 = next(folder.glob("*_B02.tif"))

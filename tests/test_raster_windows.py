@@ -48,7 +48,7 @@ def test_blender_reproduces_a_field_exactly():
     out = np.full((d, h, w), np.nan, np.float32)
     blender = Blender(grid, d)
     for t in grid:
-        tile_out = field[:, t.row:t.row + t.height, t.col:t.col + t.width]
+        tile_out = field[:, t.row:t.row + t.height, t.col:t.col + t.width].copy()  # add() works in place
         r0, c0, block = blender.add(t, tile_out)
         assert np.isnan(out[:, r0:r0 + block.shape[1], c0:c0 + block.shape[2]]).all()  # each pixel once
         out[:, r0:r0 + block.shape[1], c0:c0 + block.shape[2]] = block

@@ -210,6 +210,11 @@ def _prepare(model: Any, src: Any, dst: Any, tile: int | None, overlap: int | No
     return scene, grid, dev, batch_size
 
 
+def _writer_threads(device: torch.device) -> int:
+    """Compression threads: all cores when a GPU computes, else one (the CPU cores run the model)."""
+    return (os.cpu_count() or 1) if device.type == "cuda" else 1
+
+
 def _blocksize(grid: TileGrid) -> int:
     m = grid.block_multiple
     for b in (256, 512, 128, 64, 32, 16):
@@ -219,10 +224,11 @@ def _blocksize(grid: TileGrid) -> int:
 
 
 def _base_tags(model: Any, scene: Scene, grid: TileGrid, dn_offset: float | None, model_id: str | None,
-               revision: str | None) -> dict[str, str]:
+               revision: str | None, bands: Sequence[str] | None) -> dict[str, str]:
     name, rev = model_identity(model)
     norm = model.config.normalization
-    return {
+    extra = {"INPUT_OPEN_BANDS": json.dumps(list(bands))} if bands else {}  # how to reopen the input
+    return {**extra,
         "EARTH_EMBED_VERSION": __version__,
         "MODEL": model_id or name,
         "MODEL_REVISION": revision or rev,
@@ -266,6 +272,7 @@ def embed_raster(
     dn_offset: float | None = None,
     compress: str = "zstd",
     overwrite: bool = False,
+    overviews: bool = False,
     model_id: str | None = None,
     revision: str | None = None,
 ) -> Path:
@@ -277,20 +284,25 @@ def embed_raster(
     ``tile``/``overlap`` default to 1088/64 px for stride-32 backbones; ``batch_size`` to 1 on CPU,
     4 on CUDA; ``device`` to CUDA when available. ``dtype``: float16 (default), float32 or int8
     (per-band scale/offset in the metadata). ``dn_offset`` overrides the model's DN offset
-    (-1000 for processing baseline >= 04.00). Written under a temporary name, renamed on success.
+    (-1000 for processing baseline >= 04.00). The file is a tiled, compressed Cloud-Optimized
+    GeoTIFF (directory first, then blocks); ``overviews=True`` adds internal overviews through one
+    more pass with GDAL's COG driver. Written under a temporary name, renamed on success.
     """
     scene, grid, dev, batch_size = _prepare(model, src, dst, tile, overlap, batch_size, device, bands, overwrite)
     with scene, _model_on(model, dev), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        tags = _base_tags(model, scene, grid, dn_offset, model_id, revision)
+        tags = _base_tags(model, scene, grid, dn_offset, model_id, revision, bands)
         tags.update(KIND="embeddings", EMBED_DIM=str(model.embed_dim), OUTPUT_DTYPE=dtype)
         writer = GeoTiffWriter(
             dst, height=scene.height, width=scene.width, count=model.embed_dim, crs=scene.crs,
             transform=scene.transform, dtype=dtype, descriptions=[f"emb_{i:03d}" for i in range(model.embed_dim)],
             tags=tags, blocksize=_blocksize(grid), compress=compress, overwrite=overwrite,
+            threads=_writer_threads(dev), overviews=overviews,
         )
 
         def finish(block: np.ndarray, valid: np.ndarray) -> np.ndarray:
-            return np.where(valid[None], block, np.float32(np.nan))
+            if not valid.all():
+                block[:, ~valid] = np.nan
+            return block
 
         with writer:
             stream(scene, model.bands, model, lambda x: model.normalize(x, dn_offset), model.embed_dim, grid,
@@ -312,6 +324,7 @@ def classify_raster(
     dn_offset: float | None = None,
     compress: str = "deflate",
     overwrite: bool = False,
+    overviews: bool = False,
     model_id: str | None = None,
     revision: str | None = None,
 ) -> Path:
@@ -329,7 +342,7 @@ def classify_raster(
         raise RasterInputError(f"{len(classes)} classes do not fit a uint8 map (max 254).")
     scene, grid, dev, batch_size = _prepare(segmenter, src, dst, tile, overlap, batch_size, device, bands, overwrite)
     with scene, _model_on(segmenter, dev), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        tags = _base_tags(segmenter, scene, grid, dn_offset, model_id, revision)
+        tags = _base_tags(segmenter, scene, grid, dn_offset, model_id, revision, bands)
         tags.update(KIND="classes", CLASS_NAMES=json.dumps(["nodata"] + classes), NODATA_VALUE="0")
         tags.update({f"CLASS_{i + 1}": c for i, c in enumerate(classes)})
         colors = segmenter.class_colors or [(128, 128, 128)] * len(classes)
@@ -337,7 +350,7 @@ def classify_raster(
         writer = GeoTiffWriter(
             dst, height=scene.height, width=scene.width, count=1, crs=scene.crs, transform=scene.transform,
             dtype="uint8", descriptions=["class"], tags=tags, colormap=colormap, blocksize=_blocksize(grid),
-            compress=compress, overwrite=overwrite,
+            compress=compress, overwrite=overwrite, threads=_writer_threads(dev), overviews=overviews,
         )
 
         def finish(block: np.ndarray, valid: np.ndarray) -> np.ndarray:

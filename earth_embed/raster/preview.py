@@ -76,11 +76,11 @@ def read_reduced(ds, factor: int, strip_blocks: int = 8) -> np.ndarray:
     return out
 
 
-def rgb_of_scene(src: str | Sequence[str], out_shape: tuple[int, int]) -> np.ndarray:
-    """True-colour (B04, B03, B02) uint8 (3, h, w) of a scene at a reduced size."""
+def rgb_of_scene(src: str | Sequence[str], out_shape: tuple[int, int], bands: Sequence[str] | None = None) -> np.ndarray:
+    """True-colour (B04, B03, B02) uint8 (3, h, w) of a scene at a reduced size (``bands`` as for open_scene)."""
     if isinstance(src, (list, tuple)) and len(src) == 1:
         src = src[0]
-    with open_scene(src) as scene:
+    with open_scene(src, bands=bands) as scene:
         missing = [b for b in RGB_BANDS if b not in scene.band_names]
         if missing:
             raise RasterInputError(f"The input {scene.description} lacks {', '.join(missing)} for a true-colour image.")
@@ -99,11 +99,12 @@ def _panel(img: np.ndarray, title: str) -> Image.Image:
 
 
 def make_preview(emb_tif: str | os.PathLike, out_png: str | os.PathLike, *, src: str | Sequence[str] | None = None,
-                 rgb: bool = True, max_size: int = 1024) -> Path:
+                 bands: Sequence[str] | None = None, rgb: bool = True, max_size: int = 1024) -> Path:
     """Write ``out_png``: the input's RGB (left) beside the embeddings' PCA false colour (right).
 
     For a class map written by ``classify_raster`` the right panel shows its colour table instead.
-    ``src`` is the input scene (default: the ``INPUT`` tag of ``emb_tif``); ``rgb=False`` skips it.
+    ``src`` is the input scene (default: the ``INPUT`` tag of ``emb_tif``) and ``bands`` how to open
+    it (default: as the embedding run did); ``rgb=False`` skips the RGB panel.
     """
     out = Path(out_png)
     if not out.parent.is_dir():
@@ -137,7 +138,9 @@ def make_preview(emb_tif: str | os.PathLike, out_png: str | os.PathLike, *, src:
                 f"The input scene {src} is not found; pass its current location with src= (CLI: --input SRC), "
                 "or rgb=False (CLI: --no-rgb) for the embedding panel alone."
             )
-        panels.insert(0, _panel(rgb_of_scene(src, shape), "input RGB (B04 B03 B02)"))
+        if bands is None and tags.get("INPUT_OPEN_BANDS"):
+            bands = json.loads(tags["INPUT_OPEN_BANDS"])
+        panels.insert(0, _panel(rgb_of_scene(src, shape, bands), "input RGB (B04 B03 B02)"))
     gap = 8
     width = sum(p.width for p in panels) + gap * (len(panels) - 1)
     sheet = Image.new("RGB", (width, max(p.height for p in panels)), "white")

@@ -159,26 +159,54 @@ class Blender:
         self._expect = 0
 
     def add(self, t: Tile, out: np.ndarray) -> tuple[int, int, np.ndarray]:
+        """Blend tile ``t``'s output (modified in place) and return its finished region ``(row0, col0, block)``.
+
+        ``block`` is a view into ``out``; weights are applied only where they differ from 1.
+        """
         g = self.grid
         if t.i * g.shape[1] + t.j != self._expect:
             raise RuntimeError("tiles must be fed to the Blender in row-major order")
         self._expect += 1
         rows, cols = g.rows, g.cols
-        out = out * g.weight(t)[None]
+        wr, wc = rows.weight(t.i), cols.weight(t.j)
         r0, r1 = rows.cuts[t.i], rows.cuts[t.i + 1]  # finished rows of this tile row
         c0, c1 = cols.cuts[t.j], cols.cuts[t.j + 1]
-        block = out[:, r0 - t.row:r1 - t.row, c0 - t.col:c1 - t.col].copy()
+        a, b, p, q = r0 - t.row, r1 - t.row, c0 - t.col, c1 - t.col  # the same, tile-local
+        last_row, last_col = t.i == g.shape[0] - 1, t.j == g.shape[1] - 1
+        hcarry = None
+        if not last_col and cols.ramp:  # the falling ramp to the right, for the next tile
+            hcarry = out[:, a:b, q:q + cols.ramp] * wc[None, None, q:q + cols.ramp]
+            _scale_rows(hcarry, wr[a:b])
+        if not last_row and rows.ramp:  # the falling ramp below, for the next tile row
+            below = out[:, b:b + rows.ramp, :] * (wr[b:b + rows.ramp, None] * wc[None, :])[None]
+            self._vnext[:, :, t.col:t.col + t.width] += below
+        block = out[:, a:b, p:q]
+        _scale_rows(block, wr[a:b])
+        _scale_cols(block, wc[p:q])
         if t.j > 0 and cols.ramp:
             block[:, :, :cols.ramp] += self._hcarry
         if t.i > 0 and rows.ramp:
             block[:, :rows.ramp, :] += self._vcarry[:, :, c0:c1]
-        last_row, last_col = t.i == g.shape[0] - 1, t.j == g.shape[1] - 1
-        if not last_col and cols.ramp:
-            self._hcarry = out[:, r0 - t.row:r1 - t.row, c1 - t.col:c1 - t.col + cols.ramp].copy()
-        if not last_row and rows.ramp:
-            lo = r1 - t.row
-            self._vnext[:, :, t.col:t.col + t.width] += out[:, lo:lo + rows.ramp, :]
+        self._hcarry = hcarry
         if last_col and not last_row and rows.ramp:  # tile row done: its ramp becomes the next carry
             self._vcarry, self._vnext = self._vnext, self._vcarry
             self._vnext.fill(0.0)
         return r0, c0, block
+
+
+def _span(w: np.ndarray) -> tuple[int, int]:
+    """Smallest [lo, hi) holding every weight that is not 1."""
+    idx = np.flatnonzero(w != 1.0)
+    return (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
+
+
+def _scale_rows(x: np.ndarray, w: np.ndarray) -> None:
+    lo, hi = _span(w)
+    if hi > lo:
+        x[:, lo:hi, :] *= w[None, lo:hi, None]
+
+
+def _scale_cols(x: np.ndarray, w: np.ndarray) -> None:
+    lo, hi = _span(w)
+    if hi > lo:
+        x[:, :, lo:hi] *= w[None, None, lo:hi]

@@ -1,5 +1,9 @@
 """Write a tiled, compressed GeoTIFF under a temporary name and rename it into place on success.
 
+All metadata is set before the first pixel, so GDAL puts the directory (IFD) at the start of the
+file and the image blocks after it: the Cloud-Optimized GeoTIFF layout (without overviews unless
+asked for; ``overviews=True`` adds them through GDAL's COG driver, one more pass).
+
 Float outputs are float16 (IEEE half, stored with ``NBITS=16``) or float32 with NaN as nodata.
 int8 outputs are quantised per band with a linear scale/offset from the band's min/max over the
 whole scene (the TIFF's scale/offset metadata: ``value = stored * scale + offset``), -128 is nodata;
@@ -68,6 +72,8 @@ class GeoTiffWriter:
         blocksize: int = 256,
         compress: str = "zstd",
         overwrite: bool = False,
+        threads: int = 1,
+        overviews: bool = False,
     ) -> None:
         if dtype not in OUTPUT_DTYPES:
             raise RasterInputError(f"dtype={dtype!r} is not supported; use one of {', '.join(OUTPUT_DTYPES)}.")
@@ -82,6 +88,8 @@ class GeoTiffWriter:
         self._tags = {k: str(v) for k, v in (tags or {}).items()}
         self._descriptions = list(descriptions or [])
         self._colormap = colormap
+        self._threads = max(1, int(threads))
+        self._overviews = bool(overviews)
         self._min = np.full(count, np.inf)
         self._max = np.full(count, -np.inf)
         self._tmp = _temp_name(self.path, "partial")
@@ -91,12 +99,22 @@ class GeoTiffWriter:
             stream_profile.update(dtype="float32", nbits=16, nodata=float("nan"))
         self._ds = rasterio.open(self._tmp, "w", **stream_profile)
         self._finished = False
+        if dtype != "int8":
+            # metadata before any pixel: GDAL then writes the directory (IFD) at the start of the file,
+            # ahead of the image blocks, as the Cloud-Optimized GeoTIFF layout wants
+            try:
+                self._finish_metadata(self._ds)
+            except BaseException:
+                self.abort()
+                raise
 
     def _make_profile(self, crs, transform, blocksize: int, compress: str) -> dict[str, Any]:
         small = max(self.height, self.width) <= blocksize
+        # band interleaving: each embedding dimension is a smooth image that compresses well with the
+        # floating-point predictor (about half the size of pixel interleaving, for ~30 % more write time)
         profile: dict[str, Any] = dict(
             driver="GTiff", height=self.height, width=self.width, count=self.count, crs=crs, transform=transform,
-            tiled=not small, bigtiff="IF_SAFER", interleave="pixel" if self.count > 1 else "band",
+            tiled=not small, bigtiff="IF_SAFER", interleave="band",
         )
         if not small:
             profile.update(blockxsize=blocksize, blockysize=blocksize)
@@ -104,6 +122,9 @@ class GeoTiffWriter:
             profile["compress"] = compress
             if compress == "zstd":
                 profile["zstd_level"] = 1
+            profile["predictor"] = 3 if self.dtype.startswith("float") else 2
+            if self._threads > 1:
+                profile["num_threads"] = self._threads
         if self.dtype == "float16":
             profile.update(dtype="float32", nbits=16, nodata=float("nan"))
         elif self.dtype == "float32":
@@ -112,8 +133,6 @@ class GeoTiffWriter:
             profile.update(dtype="int8", nodata=INT8_NODATA)
         else:
             profile.update(dtype="uint8", nodata=0)
-            if compress in ("deflate", "zstd", "lzw"):
-                profile["predictor"] = 2
         return profile
 
     # -- writing -------------------------------------------------------------------------------
@@ -150,6 +169,9 @@ class GeoTiffWriter:
         out = _temp_name(self.path, "int8")
         try:
             with rasterio.open(self._tmp) as src, rasterio.open(out, "w", **self._profile) as dst:
+                dst.scales = tuple(float(s) for s in scale)
+                dst.offsets = tuple(float(o) for o in offset)
+                self._finish_metadata(dst)
                 step = self._profile.get("blockysize", self.height)
                 for r in range(0, self.height, step):
                     win = Window(0, r, self.width, min(step, self.height - r))
@@ -157,27 +179,52 @@ class GeoTiffWriter:
                     q = np.rint((x - offset[:, None, None]) / scale[:, None, None])
                     q = np.where(np.isfinite(x), np.clip(q, -127, 127), INT8_NODATA).astype(np.int8)
                     dst.write(q, window=win)
-                dst.scales = tuple(float(s) for s in scale)
-                dst.offsets = tuple(float(o) for o in offset)
-                self._finish_metadata(dst)
         except BaseException:
             out.unlink(missing_ok=True)
             raise
         self._tmp.unlink(missing_ok=True)
         return out
 
+    def _with_overviews(self, src: Path) -> Path:
+        """One more pass through GDAL's COG driver: the same file plus internal overviews."""
+        from rasterio.shutil import copy as gdal_copy
+
+        out = _temp_name(self.path, "cog")
+        p = self._profile
+        opts: dict[str, Any] = dict(driver="COG", blocksize=p.get("blockxsize", 256), bigtiff="IF_SAFER",
+                                    compress=p.get("compress", "none"), overviews="AUTO",
+                                    overview_resampling="mode" if self.dtype == "uint8" else "average")
+        if "predictor" in p:
+            opts["predictor"] = "YES" if p["predictor"] == 2 else "FLOATING_POINT"
+        if p.get("compress") == "zstd":
+            opts["level"] = 1
+        if self.dtype == "float16":
+            opts["nbits"] = 16
+        if self._threads > 1:
+            opts["num_threads"] = self._threads
+        try:
+            gdal_copy(src, out, **opts)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        src.unlink(missing_ok=True)
+        return out
+
     def commit(self) -> Path:
         """Finish the file and move it to its final name (atomic on one filesystem)."""
         if self._finished:
             return self.path
+        current = self._tmp
         try:
-            if self.dtype != "int8":
-                self._finish_metadata(self._ds)
             self._ds.close()
-            final_tmp = self._quantise() if self.dtype == "int8" else self._tmp
-            os.replace(final_tmp, self.path)
+            if self.dtype == "int8":
+                current = self._quantise()
+            if self._overviews:
+                current = self._with_overviews(current)
+            os.replace(current, self.path)
         except BaseException:
             self.abort()
+            current.unlink(missing_ok=True)
             raise
         self._finished = True
         return self.path
