@@ -52,6 +52,7 @@ class EarthConfig:
     embed_dim: int
     normalization: Normalization
     kind: str = "encoder"
+    backbone_out_indices: list[int] | None = None  # timm feature stages used (None: all)
     classes: list[str] | None = None
     class_colors: list[list[int]] | None = None
     name: str = ""

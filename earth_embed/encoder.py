@@ -42,8 +42,9 @@ class EarthEncoder(nn.Module, EarthHubMixin):
     def __init__(self, config: EarthConfig) -> None:
         super().__init__()
         self.config = config
+        stages = {"out_indices": tuple(config.backbone_out_indices)} if config.backbone_out_indices else {}
         self.backbone = timm.create_model(config.backbone, pretrained=False, features_only=True,
-                                          in_chans=len(config.bands))
+                                          in_chans=len(config.bands), **stages)
         info = self.backbone.feature_info
         self.decoder = UNetDecoder(info.channels(), info.reduction(), len(config.bands), config.decoder_channels)
         self.head = nn.Conv2d(self.decoder.out_channels, config.embed_dim, kernel_size=1)

@@ -9,7 +9,10 @@ from .errors import ConfigError
 #: name -> timm backbone + U-Net decoder widths (one width per x2 upsampling stage, deepest first).
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "unet-resnet18": {"backbone": "resnet18", "decoder_channels": [256, 128, 64, 32, 32]},
-    "unet-resnet18-lite": {"backbone": "resnet18", "decoder_channels": [128, 64, 64, 32, 32]},
+    # ResNet-18 up to stride 16 (no layer4: 8.4 M of its 11.2 M weights) and a lighter decoder:
+    # 3.6 M weights, for CPU-scale pre-training and small release folders.
+    "unet-resnet18-s16": {"backbone": "resnet18", "backbone_out_indices": [0, 1, 2, 3],
+                          "decoder_channels": [128, 64, 32, 32]},
     "unet-resnet34": {"backbone": "resnet34", "decoder_channels": [256, 128, 64, 32, 32]},
     "unet-resnet50": {"backbone": "resnet50", "decoder_channels": [256, 128, 64, 32, 32]},
     "unet-convnext-tiny": {"backbone": "convnext_tiny", "decoder_channels": [256, 128, 64, 32, 32]},
@@ -27,5 +30,4 @@ def get_architecture(name: str) -> dict[str, Any]:
         raise ConfigError(
             f"Unknown architecture {name!r}. Known architectures: {', '.join(list_architectures())}."
         )
-    entry = ARCHITECTURES[name]
-    return {"backbone": entry["backbone"], "decoder_channels": list(entry["decoder_channels"])}
+    return {key: list(value) if isinstance(value, list) else value for key, value in ARCHITECTURES[name].items()}

@@ -39,6 +39,14 @@ def test_registry_has_the_named_architectures():
         EarthEncoder.new("unet-vgg11", bands=BANDS)
 
 
+@pytest.mark.parametrize("h,w", [(1, 1), (17, 33)])
+def test_stride16_release_architecture(h, w):
+    m = EarthEncoder.new("unet-resnet18-s16", bands=["B02", "B03", "B04"], embed_dim=8).eval()
+    assert m.pad_multiple == 16 and sum(p.numel() for p in m.parameters()) < 4_000_000
+    with torch.no_grad():
+        assert m.embed(torch.randint(1, 5000, (1, 3, h, w)).float()).shape == (1, 8, h, w)
+
+
 def test_resnet50_builds():
     m = EarthEncoder.new("unet-resnet50", bands=["B02", "B03"], embed_dim=4).eval()
     with torch.no_grad():
