@@ -268,8 +268,9 @@ def make_views(
 def bilinear_lookup(feat: Tensor, xy: Tensor) -> Tensor:
     """Bilinear lookup of feat (B, D, H, W) at continuous pixel coords xy (B, N, 2) -> (B, N, D)."""
     H, W = feat.shape[-2:]
-    g = torch.stack([2 * xy[..., 0] / W - 1, 2 * xy[..., 1] / H - 1], -1).to(feat.dtype)
-    out = F.grid_sample(feat, g[:, None], mode="bilinear", padding_mode="border", align_corners=False)
+    xy = xy.to(feat.device, torch.float32)  # float32 coordinates and features: bf16 would shift lookups
+    g = torch.stack([2 * xy[..., 0] / W - 1, 2 * xy[..., 1] / H - 1], -1)
+    out = F.grid_sample(feat.float(), g[:, None], mode="bilinear", padding_mode="border", align_corners=False)
     return out[:, :, 0].transpose(1, 2)
 
 

@@ -42,9 +42,9 @@ INITS = ("pretrained", "random", "image_level", "linear_probe")
 #: What ``--scale`` changes: the pre-training config and the fine-tuning budget.
 SCALES: dict[str, dict[str, Any]] = {
     "cpu": {"pretrain_config": "training/configs/label-efficiency-cpu.yaml",
-            "finetune": {"steps": 200, "batch_size": 8, "eval_every": 50, "chip": 64}},
+            "finetune": {"steps": 200, "batch_size": 8, "eval_every": 50, "chip": 64, "threads": 1}},
     "gpu": {"pretrain_config": "training/configs/gpu.yaml",
-            "finetune": {"steps": 2000, "batch_size": 32, "eval_every": 200, "chip": 64}},
+            "finetune": {"steps": 2000, "batch_size": 32, "eval_every": 200, "chip": 64, "threads": 0}},
 }
 
 
@@ -102,7 +102,7 @@ def _finetune_argv(args: argparse.Namespace, init: str, fraction: float, seed: i
     f = _finetune_settings(args)
     argv = ["--data", args.data, "--label-fraction", str(fraction), "--seed", str(seed), "--no-save",
             "--steps", str(f["steps"]), "--batch-size", str(f["batch_size"]), "--eval-every", str(f["eval_every"]),
-            "--chip", str(f["chip"])]
+            "--chip", str(f["chip"]), "--threads", str(f["threads"])]
     if init == "pretrained":
         argv += ["--init", f"pretrained:{encoders['pretrained']}"]
     elif init == "image_level":
