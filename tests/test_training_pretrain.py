@@ -79,6 +79,14 @@ def test_image_level_baseline_and_shared_key_run(tmp_path):
     assert s["steps"] == 2 and np.isfinite(s["final_loss"])
 
 
+def test_config_files_layer(tmp_path):
+    norm = tmp_path / "norm.yaml"
+    norm.write_text("model:\n  normalization:\n    mean: [0.1]\n    std: [0.2]\n")
+    cfg = load_config([SMOKE, norm], ["train.steps=7"])
+    assert cfg["name"] == "smoke" and cfg["model"]["normalization"] == {"mean": [0.1], "std": [0.2]}
+    assert cfg["model"]["embed_dim"] == 16 and cfg["train"]["steps"] == 7
+
+
 def test_config_errors_and_schedule():
     with pytest.raises(ConfigError, match="unknown config key"):
         load_config(SMOKE, ["train.stpes=3"])

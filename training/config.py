@@ -92,10 +92,11 @@ def parse_override(text: str) -> dict:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Defaults <- YAML file <- overrides. ``name`` defaults to the YAML file's stem."""
+def load_config(path: str | Path | list | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Defaults <- YAML file(s), later files win <- overrides. ``name`` defaults to the first file's stem."""
     cfg = copy.deepcopy(DEFAULTS)
-    if path is not None:
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    for n, path in enumerate(paths):
         path = Path(path)
         if not path.is_file() and (CONFIG_DIR / path.name).is_file():
             path = CONFIG_DIR / path.name
@@ -104,7 +105,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a YAML mapping of sections (data, model, views, loss, train)")
-        raw.setdefault("name", path.stem)
+        if n == 0:
+            raw.setdefault("name", path.stem)
         deep_update(cfg, raw)
     for text in overrides or []:
         deep_update(cfg, parse_override(text))

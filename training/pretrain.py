@@ -83,7 +83,8 @@ def _mixed_precision(value: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML config (training/configs/*.yaml)")
+    p.add_argument("--config", action="append", default=None,
+                   help="YAML config (training/configs/*.yaml); repeat to layer files (later ones win)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
     p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N")
@@ -140,7 +141,7 @@ def _save_checkpoint(accelerator: Accelerator, out: Path, step: int, keep: int) 
 
 
 def _card_metadata(cfg: dict, data_cfg, state: TrainState, stats: dict, accelerator: Accelerator,
-                   config_path: str | None) -> dict:
+                   config_path: list[str] | None) -> dict:
     data_txt = "; ".join(
         f"{s['name']}: excluded ({s['excluded']})" if "excluded" in s else
         f"{s['name']} ({s['scenes']} scene(s), {s['level']}, DN offset {s['dn_offset']:g}, weight {s['weight']:.3f})"
@@ -155,7 +156,7 @@ def _card_metadata(cfg: dict, data_cfg, state: TrainState, stats: dict, accelera
             "recipe": f"earth-embed training/pretrain.py, Embedding Earth {loss['method']} contrastive "
                       f"(tau {loss['tau']}, {loss['points']} points/view, key encoder {loss['key_encoder']} "
                       f"{loss['ema'] if loss['key_encoder'] == 'ema' else ''})".replace(" )", ")"),
-            "config": f"{config_path or '(defaults)'} (name {cfg['name']})",
+            "config": f"{' + '.join(config_path) if config_path else '(defaults)'} (name {cfg['name']})",
             "data": data_txt,
             "steps": state.step,
             "batch": f"{t['batch_size']} x {t['grad_accum']} accumulation x {accelerator.num_processes} processes",
