@@ -119,6 +119,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key, value in (cfg.metadata or {}).items():
         print(f"{key + ':':15} {value}")
     card = config_path.parent / "README.md"
+    if not card.is_file() and not Path(args.model).expanduser().is_dir():
+        try:  # a Hub model: its card is a separate file
+            from huggingface_hub import hf_hub_download
+
+            card = Path(hf_hub_download(args.model, "README.md", revision=args.revision))
+        except Exception:  # no card, or offline: the config above is what matters
+            pass
     if card.is_file():
         text = card.read_text(encoding="utf-8")
         if text.startswith("---"):  # YAML front matter

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from .reader import S2_NODATA, Scene, band_from_filename, open_scene
 
-__all__ = ["open_scene", "Scene", "band_from_filename", "S2_NODATA", "embed_raster", "classify_raster"]
+__all__ = ["open_scene", "Scene", "band_from_filename", "S2_NODATA", "embed_raster", "classify_raster",
+           "make_preview"]
 
 
 def __getattr__(name: str):
@@ -16,4 +17,8 @@ def __getattr__(name: str):
         from . import pipeline
 
         return getattr(pipeline, name)
+    if name == "make_preview":
+        from .preview import make_preview
+
+        return make_preview
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

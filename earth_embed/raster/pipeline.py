@@ -110,8 +110,10 @@ def stream(
     from tqdm.auto import tqdm
 
     stop = threading.Event()
-    read_q: queue.Queue = queue.Queue(maxsize=2)
-    write_q: queue.Queue = queue.Queue(maxsize=4)
+    # double buffering on both sides: one batch read ahead, one finished region waiting for the writer
+    # (a finished region is a view into its tile's output, D x tile x tile float32)
+    read_q: queue.Queue = queue.Queue(maxsize=1)
+    write_q: queue.Queue = queue.Queue(maxsize=1)
     cuda = device.type == "cuda"
 
     def read_all() -> None:
