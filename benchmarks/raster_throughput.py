@@ -104,14 +104,15 @@ def worker_forward(args) -> dict:
         model(model.normalize(x)).float().cpu()  # warm-up
         if cuda:
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        passes = []
         for _ in range(args.repeats):
+            start = time.perf_counter()
             model(model.normalize(x)).float().cpu().numpy()  # same work as the pipeline: output back on host
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    px = args.repeats * args.batch_size * t * t
-    return {"px_per_s": px / seconds, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+            if cuda:
+                torch.cuda.synchronize()
+            passes.append(time.perf_counter() - start)
+    seconds = float(np.median(passes))  # the median pass: robust to a burst of load from other jobs
+    return {"px_per_s": args.batch_size * t * t / seconds, "seconds": passes, "peak_rss_mb": peak_rss_mb()}
 
 
 def worker_embed(args) -> dict:
@@ -160,7 +161,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default: 1 on CPU, 4 on CUDA")
     p.add_argument("--tile", type=int, default=None, help="default: the pipeline's (1088 for resnets)")
     p.add_argument("--overlap", type=int, default=None, help="default: the pipeline's (64 for resnets)")
-    p.add_argument("--repeats", type=int, default=3, help="forward passes timed for the bare number")
+    p.add_argument("--repeats", type=int, default=5, help="forward passes timed for the bare number (median)")
     p.add_argument("--no-overlap0", action="store_true", help="skip the overlap-0 runs")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, first size only")
     p.add_argument("--worker", choices=["forward", "embed"], help=argparse.SUPPRESS)
@@ -197,15 +198,15 @@ def main() -> None:
         inputs[mpx] = build_input(mpx, workdir)
         print(f"input {mpx} Mpx: {inputs[mpx]} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
-    bare = {tile: run_worker(args, "forward", tile=tile)}
     configs = [(overlap, tile)] + ([] if args.no_overlap0 else [(0, tile0)])
-    for _, t in configs:
-        if t not in bare:
-            bare[t] = run_worker(args, "forward", tile=t)
     rows = []
     for mpx in args.sizes:
         for ov, t in configs:
+            # the bare forward is measured right before each end-to-end run, so that both see the same
+            # load from other jobs on a shared machine
+            b = run_worker(args, "forward", tile=t)
             r = run_worker(args, "embed", src=inputs[mpx], tile=t, overlap=ov)
+            r["bare"] = b
             rows.append((mpx, ov, t, r))
             print(f"{mpx} Mpx overlap {ov}: {r}", file=sys.stderr)
 
@@ -218,7 +219,7 @@ def main() -> None:
           "| output (MB) | load avg |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for mpx, ov, t, r in rows:
-        b = bare[t]["px_per_s"]
+        b = r["bare"]["px_per_s"]
         side = SIDES.get(mpx, 0)
         print(f"| {mpx} Mpx ({side}x{side}) | {ov} | {t} | {b:,.0f} | {r['px_per_s']:,.0f} | "
               f"{r['px_per_s'] / b:.2f} | {r['seconds']:.1f} | {r['peak_rss_mb']:,.0f} | {r['out_mb']:,.0f} | "
@@ -227,7 +228,9 @@ def main() -> None:
         small, large = min(rss_by_size), max(rss_by_size)
         print(f"\npeak RSS {large} Mpx / {small} Mpx (overlap {overlap}): "
               f"{rss_by_size[large] / rss_by_size[small]:.2f} (target <= 1.2)")
-    print(f"bare forward peak RSS: " + ", ".join(f"tile {t}: {v['peak_rss_mb']:,.0f} MB" for t, v in bare.items()))
+    bare_rss = {t: max(r["bare"]["peak_rss_mb"] for _, _, tt, r in rows if tt == t) for _, t in configs}
+    print("bare forward (median of %d passes, measured before each row) peak RSS: " % args.repeats
+          + ", ".join(f"tile {t}: {v:,.0f} MB" for t, v in bare_rss.items()))
 
 
 def _cuda() -> bool:

@@ -210,6 +210,22 @@ def test_atomic_write(encoder, stack_tif, tmp_path, error):
     assert dst.read_bytes() == b"previous result" and len(list(tmp_path.iterdir())) == 1
 
 
+def test_writer_failure_stops_the_run(encoder, stack_tif, tmp_path, monkeypatch):
+    calls = []
+    real_write = GeoTiffWriter.write
+
+    def failing_write(self, row, col, block):
+        calls.append((row, col))
+        if len(calls) == 2:
+            raise OSError("No space left on device (simulated)")
+        real_write(self, row, col, block)
+
+    monkeypatch.setattr(GeoTiffWriter, "write", failing_write)
+    with pytest.raises(OSError, match="simulated"):
+        embed_raster(encoder, stack_tif, tmp_path / "emb.tif", tile=192, overlap=64, progress=False)
+    assert len(calls) == 2 and list(tmp_path.iterdir()) == []
+
+
 def test_bad_inputs(encoder, stack_tif, scene_window, tmp_path):
     dn, crs, transform = scene_window
     with pytest.raises(RasterInputError, match="output folder .* does not exist"):

@@ -76,8 +76,9 @@ class _Worker(threading.Thread):
             self.error = err
 
 
-def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
-    while not stop.is_set():
+def _put(q: queue.Queue, item: Any, stop: threading.Event, consumer: threading.Thread | None = None) -> bool:
+    """Put ``item`` unless ``stop`` is set or the ``consumer`` thread has died (then False)."""
+    while not stop.is_set() and (consumer is None or consumer.is_alive()):
         try:
             q.put(item, timeout=0.1)
             return True
@@ -167,10 +168,10 @@ def stream(
                 r0, c0, block = blender.add(t, out[k])
                 h, w = block.shape[1:]
                 region_valid = valid[k, r0 - t.row:r0 - t.row + h, c0 - t.col:c0 - t.col + w]
-                if not _put(write_q, (r0, c0, finish(block, region_valid)), stop) or writer_thread.error:
+                if not _put(write_q, (r0, c0, finish(block, region_valid)), stop, writer_thread):
                     raise writer_thread.error or RuntimeError("writer stopped")
             bar.update(len(batch))
-        write_q.put(_STOP)
+        _put(write_q, _STOP, stop, writer_thread)
         writer_thread.join()
         if writer_thread.error is not None:
             raise writer_thread.error
