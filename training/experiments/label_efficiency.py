@@ -135,7 +135,9 @@ def summarise(runs: list[dict], fractions: list[float], inits: list[str]) -> dic
 def write_markdown(path: Path, summary: dict, fractions: list[float], meta: dict) -> None:
     cols = [f"{100 * f:g} %" for f in fractions]
     lines = [f"# Label efficiency on `{meta['data']}`", "",
-             f"Date {meta['date']}, wall time {meta['wall_time_s'] / 60:.1f} min, scale `{meta['scale']}`. Command:", "",
+             f"Date {meta['date']}, scale `{meta['scale']}`, wall time of this invocation {meta['wall_time_s'] / 60:.1f} min; "
+             f"the {meta['n_runs']} fine-tunes took {meta['finetune_wall_time_s'] / 60:.1f} min summed (runs finished by "
+             "an earlier, interrupted or split invocation are reused from `<work-dir>/runs.json`). Command:", "",
              "```bash", meta["command"], "```", "",
              "Test-block mIoU (%), mean +- std over seeds (n), by share of training chips:", "",
              "| start | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
@@ -218,7 +220,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     keep = [r for r in runs if r["init"] in args.inits and r["fraction"] in args.fractions and r["seed"] in args.seeds]
     meta = {"command": command, "date": _dt.date.today().isoformat(), "scale": args.scale, "data": args.data,
             "encoders": encoders, "wall_time_s": time.perf_counter() - t0, "inits": list(args.inits),
-            "seeds": list(args.seeds),
+            "seeds": list(args.seeds), "n_runs": len(keep),
+            "finetune_wall_time_s": float(sum(r["wall_time_s"] for r in keep)),
             "finetune": _finetune_settings(args)}
     result = {"fractions": list(args.fractions), "runs": keep, "meta": meta}
     summary = summarise(keep, list(args.fractions), list(args.inits))

