@@ -219,4 +219,6 @@ class EarthHubMixin(PyTorchModelHubMixin):
         config = EarthConfig.load(config_path)
         state = load_state_dict(weights_path)
         model = cls._model_from_config(config, state, str(pretrained_model_name_or_path))
+        model.name_or_path = str(pretrained_model_name_or_path)  # where it came from, for output tags
+        model.revision = revision
         return model.to(map_location).eval()

@@ -43,6 +43,7 @@ def test_save_load_bit_identical_and_no_pickle(encoder, saved):
     with torch.no_grad():
         assert torch.equal(encoder.embed(_dn()), loaded.embed(_dn()))
     assert loaded.bands == BANDS and loaded.embed_dim == 16
+    assert loaded.name_or_path == str(saved) and loaded.revision is None
     for file in saved.iterdir():
         assert not file.read_bytes().startswith(b"\x80"), f"{file} looks like a pickle"
 
