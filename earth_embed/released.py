@@ -13,12 +13,13 @@ RELEASED = {
 
 
 def model_dirs() -> list[Path]:
-    """Folders searched for released models, in order: ``$EARTH_EMBED_MODELS``, ``./models``, the source checkout's ``models/``."""
+    """Folders searched for released models, in order: ``$EARTH_EMBED_MODELS``, ``./models``, the
+    source checkout's ``models/``, the copy installed with the package (``earth_embed/models``)."""
     dirs = []
     if os.environ.get("EARTH_EMBED_MODELS"):
         dirs.append(Path(os.environ["EARTH_EMBED_MODELS"]))
-    dirs.append(Path.cwd() / "models")
-    dirs.append(Path(__file__).resolve().parent.parent / "models")
+    here = Path(__file__).resolve().parent
+    dirs += [Path.cwd() / "models", here.parent / "models", here / "models"]
     return dirs
 
 
