@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .bands import canonical_band_names
 from .errors import ConfigError
@@ -122,9 +122,3 @@ class EarthConfig:
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path} is not valid JSON ({err}); re-save the model with save_pretrained.") from err
         return cls.from_dict(data)
-
-    def band_indices(self, available: Sequence[str]) -> list[int]:
-        """Indices into ``available`` that give this config's bands in order."""
-        from .bands import select_bands
-
-        return select_bands(available, self.bands)
