@@ -71,6 +71,22 @@ def test_resume_after_interruption_gives_the_same_trajectory(tmp_path):
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
 
 
+def test_probe_selection_keeps_the_best_validation_probe(tmp_path, shared_data):
+    """train.select=probe: encoder/ is the checkpoint with the best probe on brandenburg-osm's validation block."""
+    stats = _run(tmp_path / "run", "--steps", "4", "--data-root", str(shared_data),
+                 "--set", "train.probe_every=2", "--set", "train.select=probe")
+    probes = read_log(tmp_path / "run" / "probe.csv")
+    assert [r["step"] for r in probes] == [2, 4] and all(0 <= r["probe_val_miou"] <= 1 for r in probes)
+    best = max(probes, key=lambda r: r["probe_val_miou"])
+    assert stats["selected_step"] == best["step"] == stats["probe_best"]["step"]
+    chosen = EarthEncoder.from_pretrained(tmp_path / "run" / "encoder")
+    kept = EarthEncoder.from_pretrained(tmp_path / "run" / "encoder_best_probe")
+    assert all(torch.equal(chosen.state_dict()[k], v) for k, v in kept.state_dict().items())
+    assert f"step {int(best['step'])} of 4" in chosen.config.metadata["training"]["model selection"]
+    with pytest.raises(ConfigError, match="probe_every"):
+        _run(tmp_path / "bad", "--set", "train.select=probe")
+
+
 def test_image_level_baseline_and_shared_key_run(tmp_path):
     s = _run(tmp_path / "img", "--steps", "2", "--set", "loss.method=image_level")
     assert s["steps"] == 2 and np.isfinite(s["final_loss"])
@@ -85,6 +101,21 @@ def test_config_files_layer(tmp_path):
     cfg = load_config([SMOKE, norm], ["train.steps=7"])
     assert cfg["name"] == "smoke" and cfg["model"]["normalization"] == {"mean": [0.1], "std": [0.2]}
     assert cfg["model"]["embed_dim"] == 16 and cfg["train"]["steps"] == 7
+
+
+def test_scale_gpu_layers_over_the_recipe():
+    from training.pretrain import build_config, parse_args
+
+    release = str(REPO / "training/configs/release.yaml")
+    cpu = build_config(parse_args(["--config", release]))
+    gpu = build_config(parse_args(["--config", release, "--scale", "gpu", "--set", "train.lr=5e-4"]))
+    assert gpu["name"] == "release-gpu" and gpu["train"]["batch_size"] > cpu["train"]["batch_size"]
+    assert gpu["train"]["steps"] > cpu["train"]["steps"] and gpu["train"]["lr"] == 5e-4
+    # the recipe itself (loss, bands, architecture) is the release's
+    assert gpu["loss"]["same_image_negatives"] == cpu["loss"]["same_image_negatives"]
+    assert gpu["model"]["architecture"] == cpu["model"]["architecture"] and gpu["data"]["bands"] == cpu["data"]["bands"]
+    with pytest.raises(ConfigError, match="--scale layers over a recipe"):
+        build_config(parse_args(["--scale", "gpu"]))
 
 
 def test_config_errors_and_schedule():

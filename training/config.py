@@ -62,6 +62,10 @@ DEFAULTS: dict[str, Any] = {
         "save_every": 200,  # save_state every N steps (0 = only at the end)
         "keep_checkpoints": 2,
         "log_every": 10,
+        "probe_every": 0,  # linear probe of the encoder every N steps (0 = never); curve in probe.csv
+        "probe_data": "labelled/brandenburg-osm",  # under data_root: fit on its training block, score on validation
+        "probe_max_pixels": 20000,  # probe training pixels (subsampled)
+        "select": "last",  # which encoder becomes encoder/: last (final step) | probe (best validation probe)
     },
 }
 
@@ -88,7 +92,13 @@ def parse_override(text: str) -> dict:
     parts = key.strip().split(".")
     for p in parts[:-1]:
         node = node.setdefault(p, {})
-    node[parts[-1]] = yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):  # YAML 1.1 reads "5e-4" as a string; a number is meant
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    node[parts[-1]] = parsed
     return out
 
 

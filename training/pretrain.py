@@ -8,11 +8,16 @@
 Writes ``<output-dir>/`` (default ``runs/<config name>/``): ``config.yaml`` (resolved), ``log.csv``
 (Accelerate CSV tracker), ``checkpoints/step_NNNNNNN/`` (``save_state``), ``summary.json`` and
 ``encoder/`` (``EarthEncoder.save_pretrained``; its card states data, config, steps and wall time).
+With ``train.probe_every: N`` a linear probe scores the encoder every N steps on the validation block
+of ``train.probe_data`` (``probe.csv``; best so far in ``encoder_best_probe/``), and
+``train.select: probe`` makes that best encoder the run's ``encoder/`` (model selection by a probe,
+never by the loss).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as _dt
 import json
 import math
@@ -36,11 +41,12 @@ from tqdm.auto import tqdm
 
 from earth_embed import EarthEncoder
 from earth_embed.errors import ConfigError
-from training.config import load_config
+from training.config import CONFIG_DIR, load_config
 from training.data import UnlabelledWindows, band_statistics, load_data_config
 from training.launch import respawn_cpu_ranks
 from training.losses import info_nce, nt_xent
 from training.model import PretrainNet, ema_update, make_key_net
+from training.probe import ProbeSelector
 from training.tracking import CSVTracker
 from training.views import ViewConfig, draw_batch_params, make_views, sample_correspondences
 
@@ -51,12 +57,14 @@ class TrainState:
     def __init__(self) -> None:
         self.step = 0
         self.elapsed = 0.0
+        self.probe_best: dict = {}  # {"step", "probe_val_miou", ...} of the best probe so far
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "elapsed": self.elapsed}
+        return {"step": self.step, "elapsed": self.elapsed, "probe_best": dict(self.probe_best)}
 
     def load_state_dict(self, d: dict) -> None:
         self.step, self.elapsed = int(d["step"]), float(d["elapsed"])
+        self.probe_best = dict(d.get("probe_best", {}))
 
 
 def lr_at(step: int, cfg: dict) -> float:
@@ -87,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="YAML config (training/configs/*.yaml); repeat to layer files (later ones win)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--scale", choices=sorted(f.stem for f in (CONFIG_DIR / "scale").glob("*.yaml")),
+                   help="layer training/configs/scale/<SCALE>.yaml over --config (e.g. gpu: bigger batch, "
+                        "windows and step count); the run's name gets the suffix -<SCALE>")
     p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N")
     p.add_argument("--batch-size", type=int, help="shortcut for --set train.batch_size=N")
     p.add_argument("--data-root", help="shared data folder (default from the config: ../shared/data)")
@@ -108,7 +119,15 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         overrides.append(f"train.batch_size={args.batch_size}")
     if args.data_root is not None:
         overrides.append(f"data.data_root={args.data_root}")
-    return load_config(args.config, overrides)
+    configs = list(args.config or [])
+    if args.scale:
+        if not configs:
+            raise ConfigError("--scale layers over a recipe: give --config too, e.g. --config training/configs/release.yaml")
+        configs.append(CONFIG_DIR / "scale" / f"{args.scale}.yaml")
+    cfg = load_config(configs or None, overrides)
+    if args.scale:
+        cfg["name"] = f"{cfg['name']}-{args.scale}"
+    return cfg
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
@@ -166,6 +185,10 @@ def _card_metadata(cfg: dict, data_cfg, state: TrainState, stats: dict, accelera
             "final loss": f"{stats['final_loss']:.4f} (mean of the last {stats['final_window']} steps)",
             "hardware": hw,
             "date": _dt.date.today().isoformat(),
+            **({"model selection": f"step {stats['selected_step']} of {state.step}, best linear probe (mIoU "
+                                   f"{100 * state.probe_best['probe_val_miou']:.1f}) on the validation block of "
+                                   f"{t['probe_data']} (probed every {t['probe_every']} steps)"}
+               if "selected_step" in stats else {}),
         },
         "training_config": cfg,
         "attribution": list(data_cfg.attribution),
@@ -182,8 +205,12 @@ def main(argv: list[str] | None = None) -> dict:
         raise ConfigError(f"loss.method must be 'dense' or 'image_level', got {l_cfg['method']!r}")
     if l_cfg["key_encoder"] not in ("ema", "shared"):
         raise ConfigError(f"loss.key_encoder must be 'ema' or 'shared', got {l_cfg['key_encoder']!r}")
+    if t_cfg["select"] not in ("last", "probe") or (t_cfg["select"] == "probe" and not int(t_cfg["probe_every"])):
+        raise ConfigError(f"train.select must be 'last' or 'probe' (the latter needs train.probe_every > 0), "
+                          f"got select={t_cfg['select']!r}, probe_every={t_cfg['probe_every']!r}")
     out = Path(args.output_dir or Path("runs") / cfg["name"])
     tracker = CSVTracker(out)
+    probe_log = CSVTracker(out, "probe.csv")
     accelerator = Accelerator(mixed_precision=_mixed_precision(t_cfg["mixed_precision"]),
                               gradient_accumulation_steps=int(t_cfg["grad_accum"]), log_with=[tracker],
                               project_dir=str(out))
@@ -237,12 +264,20 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.print(f"resumed from {ckpt} at step {state.step}")
         if accelerator.is_main_process:
             tracker.truncate_after(state.step)
+            probe_log.truncate_after(state.step)
     dataset.start = state.step * accum * B * nproc  # windows are drawn by index: skip without reading
     loader = accelerator.prepare(loader)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     accelerator.init_trackers(cfg["name"], config={"config": json.dumps(cfg)})
+
+    probe_every = int(t_cfg["probe_every"])
+    probe = None
+    if probe_every and accelerator.is_main_process:
+        probe = ProbeSelector(Path(cfg["data"]["data_root"]) / t_cfg["probe_data"], cfg["data"]["bands"],
+                              out / "encoder_best_probe", int(t_cfg["probe_max_pixels"]))
+        probe.best = state.probe_best or None
 
     # ---- loop
     stop_at = min(total, args.stop_after) if args.stop_after else total
@@ -302,6 +337,13 @@ def main(argv: list[str] | None = None) -> dict:
                              "lr": lr, "samples_per_s": sps, "elapsed_s": state.elapsed}, step=state.step)
             bar.set_postfix(loss=f"{step_loss:.3f}", pairs_per_s=f"{sps:.1f}")
             t_last, n_last = now, 0
+        if probe_every and state.step % probe_every == 0:
+            if probe is not None:
+                result = probe(_plain_copy(unwrapped.encoder), state.step)
+                probe_log.log({k: v for k, v in result.items() if k != "step"}, step=state.step)
+                state.probe_best = dict(probe.best)
+                bar.set_postfix(probe=f"{100 * result['probe_val_miou']:.1f}")
+            accelerator.wait_for_everyone()
         if save_every and state.step % save_every == 0 and state.step < stop_at:
             state.elapsed = elapsed0 + (time.perf_counter() - t_run)
             _save_checkpoint(accelerator, out, state.step, int(t_cfg["keep_checkpoints"]))
@@ -314,15 +356,20 @@ def main(argv: list[str] | None = None) -> dict:
              "samples_per_s": state.step * B * accum * nproc / max(state.elapsed, 1e-9),
              "final_loss": float(np.mean(losses[-window:])) if losses else float("nan"), "final_window": window,
              "finished": state.step >= total}
+    if state.probe_best:
+        stats["probe_best"] = state.probe_best
     if accelerator.is_main_process and state.step >= total:
-        enc = unwrapped.encoder
-        enc = getattr(enc, "_orig_mod", enc)
+        enc = _plain_copy(unwrapped.encoder)
+        if t_cfg["select"] == "probe":
+            enc = EarthEncoder.from_pretrained(out / "encoder_best_probe")
+            stats["selected_step"] = state.probe_best["step"]
         enc.config.name = enc.config.name or f"earth-embed-{cfg['name']}"
-        enc.config.metadata = _card_metadata(cfg, data_cfg, state, stats, accelerator, args.config)
+        enc.config.metadata = _card_metadata(cfg, data_cfg, state, stats, accelerator,
+                                             (args.config or []) + ([f"--scale {args.scale}"] if args.scale else []))
         tmp, final = out / ".encoder.tmp", out / "encoder"
         if tmp.exists():
             shutil.rmtree(tmp)
-        enc.to(memory_format=torch.contiguous_format).cpu().save_pretrained(tmp)
+        enc.save_pretrained(tmp)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -331,6 +378,12 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return stats
+
+
+def _plain_copy(encoder: torch.nn.Module) -> EarthEncoder:
+    """A CPU, contiguous-format copy of the (possibly compiled) encoder, safe to save while training goes on."""
+    enc = getattr(encoder, "_orig_mod", encoder)
+    return copy.deepcopy(enc).to(memory_format=torch.contiguous_format).cpu()
 
 
 def _dense_loss(net, unwrapped, key_net, pair, views, l_cfg, gen, accelerator) -> torch.Tensor:

@@ -28,82 +28,25 @@ if __package__ in (None, ""):
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from rasterio.windows import Window
 
 from earth_embed import EarthEncoder
-from training.data import IGNORE_INDEX, LabelledScene, region_split
-from training.evaluate import confusion_matrix, metrics_from_confusion
+from training.data import LabelledScene
+from training.probe import block_masks, features, probe_scores, scene_arrays
 
 DATASETS = ("brandenburg-osm", "slovenia-eolearn", "austria-ben-v2")
 
 
-def scene_arrays(folder: Path, bands: list[str]) -> tuple[torch.Tensor, torch.Tensor, LabelledScene]:
-    """Whole-scene reflectance (C, H, W) and labels (H, W) (0..K-1 or IGNORE_INDEX)."""
-    scene = LabelledScene(folder)
-    refl, y = scene.read(Window(0, 0, scene.width, scene.height), bands)
-    return torch.from_numpy(refl), torch.from_numpy(y), scene
-
-
 def halves(scene: LabelledScene, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean (H, W) masks of the probe's train and test pixels."""
+    if name == "brandenburg-osm":  # the label-efficiency split: train block (west) vs test block (east)
+        train, test = block_masks(scene, ("train", "test"))
+        return train, test
     train = torch.zeros(scene.height, scene.width, dtype=torch.bool)
     test = torch.zeros_like(train)
-    if name == "brandenburg-osm":  # the label-efficiency split: train block (west) vs test block (east)
-        split = region_split(scene, chip=64)
-        for mask, chips in ((train, split["train"]), (test, split["test"])):
-            for c in chips:
-                mask[c.row:c.row + c.size, c.col:c.col + c.size] = True
-    else:
-        mid = scene.width // 2
-        train[:, :mid] = True
-        test[:, mid:] = True
+    mid = scene.width // 2
+    train[:, :mid] = True
+    test[:, mid:] = True
     return train, test
-
-
-@torch.no_grad()
-def features(enc: EarthEncoder | None, refl: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """(H*W, F) per-pixel features: the encoder's embeddings, or the normalised bands when ``enc`` is None."""
-    x = (refl - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
-    out = x if enc is None else enc(x[None])[0]
-    return out.flatten(1).T.contiguous()
-
-
-def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int = 300, seed: int = 0) -> torch.nn.Linear:
-    """Multinomial logistic regression (full batch, L-BFGS) on standardised features."""
-    torch.manual_seed(seed)
-    probe = torch.nn.Linear(x.shape[1], n_classes)
-    opt = torch.optim.LBFGS(probe.parameters(), lr=0.5, max_iter=steps, history_size=20,
-                            line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(probe(x), y) + 1e-4 * probe.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return probe
-
-
-def probe_scores(feats: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor,
-                 classes: list[str]) -> dict[str, Any]:
-    """Fit on labelled train pixels, score on labelled test pixels."""
-    yf = y.flatten()
-    tr = train.flatten() & (yf != IGNORE_INDEX)
-    te = test.flatten() & (yf != IGNORE_INDEX)
-    mu, sd = feats[tr].mean(0), feats[tr].std(0).clamp(min=1e-6)
-    z = (feats - mu) / sd
-    probe = fit_probe(z[tr], yf[tr], len(classes))
-    with torch.no_grad():
-        pred = probe(z[te]).argmax(1)
-    m = metrics_from_confusion(confusion_matrix(pred, yf[te], len(classes)), classes)
-    # classes absent from the test half's truth are not scored (mIoU over the classes present)
-    present = [c for i, c in enumerate(classes) if int((yf[te] == i).sum()) > 0]
-    m["miou"] = float(np.mean([m["per_class_iou"][c] for c in present]))
-    m["classes_scored"] = present
-    m["n_train_pixels"], m["n_test_pixels"] = int(tr.sum()), int(te.sum())
-    return m
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
