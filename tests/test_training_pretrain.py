@@ -101,6 +101,15 @@ def test_config_files_layer(tmp_path):
     cfg = load_config([SMOKE, norm], ["train.steps=7"])
     assert cfg["name"] == "smoke" and cfg["model"]["normalization"] == {"mean": [0.1], "std": [0.2]}
     assert cfg["model"]["embed_dim"] == 16 and cfg["train"]["steps"] == 7
+    # a file may start from another (base:), relative to its own folder; its name is its own
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {SMOKE}\ntrain:\n  steps: 9\n")
+    cfg = load_config(child)
+    assert cfg["name"] == "child" and cfg["train"]["steps"] == 9 and cfg["model"]["embed_dim"] == 16
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(loop)
 
 
 def test_scale_gpu_layers_over_the_recipe():
@@ -116,6 +125,14 @@ def test_scale_gpu_layers_over_the_recipe():
     assert gpu["model"]["architecture"] == cpu["model"]["architecture"] and gpu["data"]["bands"] == cpu["data"]["bands"]
     with pytest.raises(ConfigError, match="--scale layers over a recipe"):
         build_config(parse_args(["--scale", "gpu"]))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "training/configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(path):
+    cfg = load_config(path)
+    assert cfg["name"] == path.stem and cfg["train"]["steps"] > 0
+    if path.stem in ("release", "cpu-60min"):  # released recipes choose their encoder by the probe
+        assert cfg["train"]["select"] == "probe" and cfg["train"]["probe_every"] > 0
 
 
 def test_config_errors_and_schedule():

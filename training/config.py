@@ -102,21 +102,46 @@ def parse_override(text: str) -> dict:
     return out
 
 
+def _read_yaml(path: str | Path, seen: tuple[Path, ...] = ()) -> tuple[Path, dict]:
+    """One config file as a mapping, with its ``base:`` file (same folder or CONFIG_DIR) merged underneath."""
+    path = Path(path)
+    if not path.is_file() and (CONFIG_DIR / path.name).is_file():
+        path = CONFIG_DIR / path.name
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; configs live in {CONFIG_DIR}")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a YAML mapping of sections (data, model, views, loss, train)")
+    base = raw.pop("base", None)
+    if base is None:
+        return path, raw
+    base_path = path.parent / base if (path.parent / base).is_file() else Path(base)
+    if base_path.resolve() in {p.resolve() for p in seen + (path,)}:
+        raise ConfigError(f"{path}: base {base!r} includes itself")
+    merged = copy.deepcopy(_read_yaml(base_path, seen + (path,))[1])
+    _merge(merged, raw)
+    return path, merged
+
+
+def _merge(base: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
 def load_config(path: str | Path | list | None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Defaults <- YAML file(s), later files win <- overrides. ``name`` defaults to the first file's stem."""
+    """Defaults <- YAML file(s), later files win <- overrides. ``name`` defaults to the first file's stem.
+
+    A file may start from another with ``base: other.yaml`` (its keys then override the base's).
+    """
     cfg = copy.deepcopy(DEFAULTS)
     paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
     for n, path in enumerate(paths):
-        path = Path(path)
-        if not path.is_file() and (CONFIG_DIR / path.name).is_file():
-            path = CONFIG_DIR / path.name
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; configs live in {CONFIG_DIR}")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a YAML mapping of sections (data, model, views, loss, train)")
+        path, raw = _read_yaml(path)
         if n == 0:
-            raw.setdefault("name", path.stem)
+            raw["name"] = yaml.safe_load(path.read_text(encoding="utf-8")).get("name", path.stem)
         deep_update(cfg, raw)
     for text in overrides or []:
         deep_update(cfg, parse_override(text))

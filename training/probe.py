@@ -112,9 +112,10 @@ class ProbeSelector:
         was_training = encoder.training
         encoder.eval()
         norm = encoder.config.normalization
-        feats = features(encoder, self.refl, norm.mean, norm.std)
+        with torch.random.fork_rng(devices=[]):  # probing must not shift the training run's random stream
+            feats = features(encoder, self.refl, norm.mean, norm.std)
+            m = probe_scores(feats, self.y, self.train, self.val, self.scene.classes, max_train=self.max_train)
         encoder.train(was_training)
-        m = probe_scores(feats, self.y, self.train, self.val, self.scene.classes, max_train=self.max_train)
         result = {"step": int(step), "probe_val_miou": m["miou"], "probe_val_accuracy": m["pixel_accuracy"]}
         if self.best is None or result["probe_val_miou"] > self.best["probe_val_miou"]:
             self.best = result

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import hashlib
 import json
 import shlex
 import sys
@@ -114,6 +115,21 @@ def _finetune_argv(args: argparse.Namespace, init: str, fraction: float, seed: i
     return argv
 
 
+def start_key(init: str, encoders: dict[str, str]) -> str:
+    """What a fine-tune starts from, so ``runs.json`` reuses a run only for the same start.
+
+    Pre-trained starts: the encoder's weights file (path and SHA-256). Random starts: the
+    architecture, bands and normalisation they copy (the weights are random per seed).
+    """
+    folder = Path(encoders["image_level" if init == "image_level" else "pretrained"])
+    if init == "random":
+        cfg = json.loads((folder / "config.json").read_text())
+        spec = {k: cfg.get(k) for k in ("architecture", "bands", "embed_dim", "normalization")}
+        return "random:" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()[:16]
+    return f"{init}:{folder}:{digest}"
+
+
 def summarise(runs: list[dict], fractions: list[float], inits: list[str]) -> dict[str, dict[str, dict]]:
     """init -> fraction -> {mean, std, n, per_class: {class: (mean, std)}} (mIoU in %)."""
     out: dict[str, dict[str, dict]] = {}
@@ -201,15 +217,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         encoders["image_level"] = args.image_level_encoder or _pretrain(args, "image_level", work)
     partial = work / "runs.json"  # finished fine-tunes, so an interrupted experiment continues
     runs: list[dict] = json.loads(partial.read_text())["runs"] if partial.is_file() else []
-    done = {(r["init"], r["fraction"], r["seed"]) for r in runs}
+    starts = {init: start_key(init, encoders) for init in args.inits}
+    done = {(r["init"], r["fraction"], r["seed"], r.get("start")) for r in runs}
     for fraction in args.fractions:
         for seed in args.seeds:
             for init in args.inits:
-                if (init, fraction, seed) in done:
+                if (init, fraction, seed, starts[init]) in done:
                     continue
                 res = ft.finetune(ft.parse_args(_finetune_argv(args, init, fraction, seed, encoders)))
                 t = res["test"]
-                runs.append({"init": init, "fraction": fraction, "seed": seed, "miou": t["miou"],
+                runs.append({"init": init, "start": starts[init], "fraction": fraction, "seed": seed, "miou": t["miou"],
                              "per_class_iou": t["per_class_iou"], "pixel_accuracy": t["pixel_accuracy"],
                              "train_chips": res["train_chips"], "selected_step": res["selected_step"],
                              "best_val_miou": res["best_val_miou"], "wall_time_s": res["wall_time_s"]})
@@ -217,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"[label_efficiency] {init:>12s} fraction {fraction:g} seed {seed}: "
                       f"test mIoU {100 * t['miou']:.2f} ({res['train_chips']} chips, {res['wall_time_s']:.0f} s)",
                       flush=True)
-    keep = [r for r in runs if r["init"] in args.inits and r["fraction"] in args.fractions and r["seed"] in args.seeds]
+    keep = [r for r in runs if r["init"] in args.inits and r["fraction"] in args.fractions and r["seed"] in args.seeds
+            and r.get("start") == starts[r["init"]]]
     meta = {"command": command, "date": _dt.date.today().isoformat(), "scale": args.scale, "data": args.data,
             "encoders": encoders, "wall_time_s": time.perf_counter() - t0, "inits": list(args.inits),
             "seeds": list(args.seeds), "n_runs": len(keep),

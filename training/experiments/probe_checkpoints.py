@@ -78,8 +78,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for ckpt in ckpts:
         step = int(ckpt.name.split("_")[1])
         candidates += [(step, which, ckpt) for which in (("query", "key") if args.key else ("query",))]
+    out = Path(args.out or run / "probe_curve.json")
+    old = json.loads(out.read_text())["rows"] if out.is_file() else []  # rows of an earlier call are reused
+    done = {(r["step"], r["encoder"]): r for r in old if all(d in r for d in args.datasets)}
     rows = []
     for step, which, ckpt in candidates:
+        if (step, which) in done:
+            rows.append(done[(step, which)])
+            continue
         enc = None if ckpt is None else encoder_from_checkpoint(cfg, None if ckpt == "random" else ckpt, which)
         norm = cfg["model"]["normalization"]
         row: dict[str, Any] = {"step": step, "encoder": which}
@@ -89,7 +95,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             row[name] = round(100 * m["miou"], 2)
         rows.append(row)
         print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-    out = Path(args.out or run / "probe_curve.json")
     out.write_text(json.dumps({"run": str(run), "split": "brandenburg-osm: train->val block; others: west->east half",
                                "rows": rows}, indent=1) + "\n")
     return rows
