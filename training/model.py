@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import shutil
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -71,3 +73,16 @@ def ema_update(key: nn.Module, query: nn.Module, momentum: float) -> None:
     torch._foreach_add_(kp, qp, alpha=1.0 - momentum)
     for kb, qb in zip(key.buffers(), query.buffers()):
         kb.copy_(qb)
+
+
+def save_pretrained_atomic(model: nn.Module, folder: Path) -> Path:
+    """``model.save_pretrained`` into a temporary sibling folder, then swap it in (never a half-written folder)."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder

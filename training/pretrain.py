@@ -45,7 +45,7 @@ from training.config import CONFIG_DIR, load_config
 from training.data import UnlabelledWindows, band_statistics, load_data_config
 from training.launch import respawn_cpu_ranks
 from training.losses import info_nce, nt_xent
-from training.model import PretrainNet, ema_update, make_key_net
+from training.model import PretrainNet, ema_update, make_key_net, save_pretrained_atomic
 from training.probe import ProbeSelector
 from training.tracking import CSVTracker
 from training.views import ViewConfig, draw_batch_params, make_views, sample_correspondences
@@ -366,13 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
         enc.config.name = enc.config.name or f"earth-embed-{cfg['name']}"
         enc.config.metadata = _card_metadata(cfg, data_cfg, state, stats, accelerator,
                                              (args.config or []) + ([f"--scale {args.scale}"] if args.scale else []))
-        tmp, final = out / ".encoder.tmp", out / "encoder"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        enc.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        final = save_pretrained_atomic(enc, out / "encoder")
         (out / "summary.json").write_text(json.dumps(stats, indent=2) + "\n")
         accelerator.print(f"saved encoder to {final}: {json.dumps(stats)}")
     accelerator.wait_for_everyone()

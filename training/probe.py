@@ -8,7 +8,6 @@ scored on its *validation* block (:func:`training.data.region_split`). The test 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from rasterio.windows import Window
 from earth_embed import EarthEncoder
 from training.data import IGNORE_INDEX, LabelledScene, region_split
 from training.evaluate import confusion_matrix, metrics_from_confusion
+from training.model import save_pretrained_atomic
 
 __all__ = ["scene_arrays", "block_masks", "features", "fit_probe", "probe_scores", "ProbeSelector"]
 
@@ -119,15 +119,5 @@ class ProbeSelector:
         result = {"step": int(step), "probe_val_miou": m["miou"], "probe_val_accuracy": m["pixel_accuracy"]}
         if self.best is None or result["probe_val_miou"] > self.best["probe_val_miou"]:
             self.best = result
-            self.save(encoder)
+            save_pretrained_atomic(encoder, self.best_dir)
         return result
-
-    def save(self, encoder: EarthEncoder) -> None:
-        """Write ``encoder`` to ``best_dir`` via a temporary folder, so a crash never leaves half a model."""
-        tmp = self.best_dir.with_name(f".{self.best_dir.name}.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        encoder.save_pretrained(tmp)
-        if self.best_dir.exists():
-            shutil.rmtree(self.best_dir)
-        tmp.rename(self.best_dir)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch
 
 from earth_embed import EarthEncoder, EarthSegmenter
+from training.model import save_pretrained_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 ENCODER_NAME = "earth-embed-s2-unet-r18s16"
@@ -95,7 +94,7 @@ def release_encoder(src: str, out: Path, docs: Path) -> Path:
     )
     meta.pop("training_config", None)  # the resolved config stays in the run folder
     enc.config.metadata = meta
-    return _save(enc, out / ENCODER_NAME)
+    return save_pretrained_atomic(enc, out / ENCODER_NAME)
 
 
 def release_segmenter(src: str, out: Path, docs: Path) -> Path:
@@ -115,19 +114,7 @@ def release_segmenter(src: str, out: Path, docs: Path) -> Path:
         results_markdown=results_markdown(docs),
     )
     seg.config.metadata = meta
-    return _save(seg, out / SEGMENTER_NAME)
-
-
-def _save(model: torch.nn.Module, folder: Path) -> Path:
-    """save_pretrained into a temporary folder, then swap it in (never a half-written release)."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder
+    return save_pretrained_atomic(seg, out / SEGMENTER_NAME)
 
 
 def write_index(out: Path) -> None:
