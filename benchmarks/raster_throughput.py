@@ -56,15 +56,28 @@ def build_input(mpx: int, workdir: Path) -> Path:
 
     rows, cols = mirror(side, h), mirror(side, w)
     tmp = path.with_suffix(".partial.tif")
-    profile = dict(driver="GTiff", count=len(RELEASE_BANDS), height=side, width=side, dtype="uint16", crs=crs,
-                   transform=transform, tiled=True, blockxsize=512, blockysize=512, compress="deflate",
-                   predictor=2, interleave="band", bigtiff="IF_SAFER")
+    profile = dict(
+        driver="GTiff",
+        count=len(RELEASE_BANDS),
+        height=side,
+        width=side,
+        dtype="uint16",
+        crs=crs,
+        transform=transform,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        predictor=2,
+        interleave="band",
+        bigtiff="IF_SAFER",
+    )
     with rasterio.open(tmp, "w", **profile) as ds:
         for i, b in enumerate(RELEASE_BANDS):
             ds.set_band_description(i + 1, b)
         for r in range(0, side, 512):
             n = min(512, side - r)
-            ds.write(src[:, rows[r:r + n]][:, :, cols], window=Window(0, r, side, n))
+            ds.write(src[:, rows[r : r + n]][:, :, cols], window=Window(0, r, side, n))
     os.replace(tmp, path)
     return path
 
@@ -124,21 +137,46 @@ def worker_embed(args) -> dict:
     model = make_model(args)
     out = Path(args.workdir) / f"out_{os.getpid()}.tif"
     start = time.perf_counter()
-    embed_raster(model, args.src, out, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                 device=args.device, progress=False, overwrite=True)
+    embed_raster(
+        model,
+        args.src,
+        out,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=False,
+        overwrite=True,
+    )
     seconds = time.perf_counter() - start
     with rasterio.open(out) as ds:
         px = ds.width * ds.height
     size_mb = out.stat().st_size / 1e6
     out.unlink()
-    return {"px_per_s": px / seconds, "seconds": seconds, "px": px, "peak_rss_mb": peak_rss_mb(),
-            "out_mb": size_mb}
+    return {"px_per_s": px / seconds, "seconds": seconds, "px": px, "peak_rss_mb": peak_rss_mb(), "out_mb": size_mb}
 
 
 def run_worker(args, kind: str, **extra) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--arch", args.arch, "--embed-dim", str(args.embed_dim),
-           "--device", args.device, "--threads", str(args.threads), "--workdir", str(args.workdir),
-           "--repeats", str(args.repeats), "--batch-size", str(args.batch_size)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--arch",
+        args.arch,
+        "--embed-dim",
+        str(args.embed_dim),
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--workdir",
+        str(args.workdir),
+        "--repeats",
+        str(args.repeats),
+        "--batch-size",
+        str(args.batch_size),
+    ]
     for k, v in extra.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     load_before = os.getloadavg()[0]
@@ -211,26 +249,38 @@ def main() -> None:
             print(f"{mpx} Mpx overlap {ov}: {r}", file=sys.stderr)
 
     rss_by_size = {mpx: r["peak_rss_mb"] for mpx, ov, t, r in rows if ov == overlap}
-    print(f"\nearth-embed raster throughput, {started:%Y-%m-%d} ({platform.node()}, {os.cpu_count()} CPU cores, "
-          f"device {args.device}, torch threads {args.threads})")
-    print(f"model: {args.arch}, random init, embed_dim {args.embed_dim}, 10 bands; batch {args.batch_size}; "
-          f"output float16 zstd\n")
-    print("| input | overlap | tile | bare forward (px/s) | end-to-end (px/s) | ratio | wall (s) | peak RSS (MB) "
-          "| output (MB) | load avg |")
+    print(
+        f"\nearth-embed raster throughput, {started:%Y-%m-%d} ({platform.node()}, {os.cpu_count()} CPU cores, "
+        f"device {args.device}, torch threads {args.threads})"
+    )
+    print(
+        f"model: {args.arch}, random init, embed_dim {args.embed_dim}, 10 bands; batch {args.batch_size}; "
+        f"output float16 zstd\n"
+    )
+    print(
+        "| input | overlap | tile | bare forward (px/s) | end-to-end (px/s) | ratio | wall (s) | peak RSS (MB) "
+        "| output (MB) | load avg |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for mpx, ov, t, r in rows:
         b = r["bare"]["px_per_s"]
         side = SIDES.get(mpx, 0)
-        print(f"| {mpx} Mpx ({side}x{side}) | {ov} | {t} | {b:,.0f} | {r['px_per_s']:,.0f} | "
-              f"{r['px_per_s'] / b:.2f} | {r['seconds']:.1f} | {r['peak_rss_mb']:,.0f} | {r['out_mb']:,.0f} | "
-              f"{r['load']:.1f} |")
+        print(
+            f"| {mpx} Mpx ({side}x{side}) | {ov} | {t} | {b:,.0f} | {r['px_per_s']:,.0f} | "
+            f"{r['px_per_s'] / b:.2f} | {r['seconds']:.1f} | {r['peak_rss_mb']:,.0f} | {r['out_mb']:,.0f} | "
+            f"{r['load']:.1f} |"
+        )
     if min(rss_by_size, default=None) is not None and len(rss_by_size) > 1:
         small, large = min(rss_by_size), max(rss_by_size)
-        print(f"\npeak RSS {large} Mpx / {small} Mpx (overlap {overlap}): "
-              f"{rss_by_size[large] / rss_by_size[small]:.2f} (target <= 1.2)")
+        print(
+            f"\npeak RSS {large} Mpx / {small} Mpx (overlap {overlap}): "
+            f"{rss_by_size[large] / rss_by_size[small]:.2f} (target <= 1.2)"
+        )
     bare_rss = {t: max(r["bare"]["peak_rss_mb"] for _, _, tt, r in rows if tt == t) for _, t in configs}
-    print("bare forward (median of %d passes, measured before each row) peak RSS: " % args.repeats
-          + ", ".join(f"tile {t}: {v:,.0f} MB" for t, v in bare_rss.items()))
+    print(
+        f"bare forward (median of {args.repeats} passes, measured before each row) peak RSS: "
+        + ", ".join(f"tile {t}: {v:,.0f} MB" for t, v in bare_rss.items())
+    )
 
 
 def _cuda() -> bool:

@@ -12,7 +12,20 @@ from .registry import list_architectures
 from .segmenter import EarthSegmenter
 
 __all__ = [
-    "EarthEncoder", "EarthSegmenter", "EarthConfig", "Normalization", "S2_BANDS", "RELEASE_BANDS",
-    "canonical_band_name", "select_bands", "list_architectures", "EarthEmbedError", "BandError",
-    "ConfigError", "WeightsError", "ModelNotFoundError", "RasterInputError", "__version__",
+    "RELEASE_BANDS",
+    "S2_BANDS",
+    "BandError",
+    "ConfigError",
+    "EarthConfig",
+    "EarthEmbedError",
+    "EarthEncoder",
+    "EarthSegmenter",
+    "ModelNotFoundError",
+    "Normalization",
+    "RasterInputError",
+    "WeightsError",
+    "__version__",
+    "canonical_band_name",
+    "list_architectures",
+    "select_bands",
 ]

@@ -32,7 +32,9 @@ class Normalization:
         self.mean = [float(v) for v in self.mean]
         self.std = [float(v) for v in self.std]
         if len(self.mean) != len(self.std):
-            raise ConfigError(f"normalization has {len(self.mean)} means but {len(self.std)} stds; give one of each per band.")
+            raise ConfigError(
+                f"normalization has {len(self.mean)} means but {len(self.std)} stds; give one of each per band."
+            )
         if any(s <= 0 for s in self.std):
             raise ConfigError("normalization std values must all be > 0.")
 
@@ -90,7 +92,7 @@ class EarthConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EarthConfig":
+    def from_dict(cls, data: dict[str, Any]) -> EarthConfig:
         """Build from a dict, checking the format version and refusing unknown keys."""
         if not isinstance(data, dict):
             raise ConfigError("config.json must hold a JSON object.")
@@ -115,7 +117,7 @@ class EarthConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "EarthConfig":
+    def load(cls, path: str | Path) -> EarthConfig:
         """Read a ``config.json``."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
+from typing import Any, cast
 
 import timm
 import torch
@@ -21,8 +22,10 @@ from .registry import get_architecture
 def check_input(x: torch.Tensor, bands: Sequence[str]) -> None:
     """Raise a clear error unless ``x`` is (B, C, H, W) with C == len(bands)."""
     if x.ndim != 4:
-        raise BandError(f"expected a (batch, bands, height, width) tensor, got shape {tuple(x.shape)}; "
-                        "add a batch dimension with x[None] for a single image.")
+        raise BandError(
+            f"expected a (batch, bands, height, width) tensor, got shape {tuple(x.shape)}; "
+            "add a batch dimension with x[None] for a single image."
+        )
     if x.shape[1] != len(bands):
         raise BandError(
             f"input has {x.shape[1]} bands but the model expects {len(bands)}: {', '.join(bands)}. "
@@ -42,10 +45,13 @@ class EarthEncoder(nn.Module, EarthHubMixin):
     def __init__(self, config: EarthConfig) -> None:
         super().__init__()
         self.config = config
-        stages = {"out_indices": tuple(config.backbone_out_indices)} if config.backbone_out_indices else {}
-        self.backbone = timm.create_model(config.backbone, pretrained=False, features_only=True,
-                                          in_chans=len(config.bands), **stages)
-        info = self.backbone.feature_info
+        stages: dict[str, Any] = (
+            {"out_indices": tuple(config.backbone_out_indices)} if config.backbone_out_indices else {}
+        )
+        self.backbone = timm.create_model(
+            config.backbone, pretrained=False, features_only=True, in_chans=len(config.bands), **stages
+        )
+        info: Any = self.backbone.feature_info
         self.decoder = UNetDecoder(info.channels(), info.reduction(), len(config.bands), config.decoder_channels)
         self.head = nn.Conv2d(self.decoder.out_channels, config.embed_dim, kernel_size=1)
         norm = config.normalization
@@ -63,24 +69,28 @@ class EarthEncoder(nn.Module, EarthHubMixin):
         std: Sequence[float] | None = None,
         dn_offset: float = 0.0,
         **config_fields,
-    ) -> "EarthEncoder":
+    ) -> EarthEncoder:
         """A randomly initialised encoder of a registered architecture (see ``list_architectures``).
 
         ``mean``/``std`` are per-band reflectance statistics (default 0 and 1: reflectance as is).
         """
         arch = get_architecture(architecture)
         bands = canonical_band_names(bands)
-        norm = Normalization(mean=list(mean) if mean is not None else [0.0] * len(bands),
-                             std=list(std) if std is not None else [1.0] * len(bands), dn_offset=dn_offset)
-        config = EarthConfig(architecture=architecture, bands=bands, embed_dim=embed_dim, normalization=norm,
-                             **arch, **config_fields)
+        norm = Normalization(
+            mean=list(mean) if mean is not None else [0.0] * len(bands),
+            std=list(std) if std is not None else [1.0] * len(bands),
+            dn_offset=dn_offset,
+        )
+        config = EarthConfig(
+            architecture=architecture, bands=bands, embed_dim=embed_dim, normalization=norm, **arch, **config_fields
+        )
         return cls(config)
 
     @classmethod
-    def _model_from_config(cls, config: EarthConfig, state: dict[str, torch.Tensor], source: str) -> "EarthEncoder":
+    def _model_from_config(cls, config: EarthConfig, state: dict[str, torch.Tensor], source: str) -> EarthEncoder:
         if config.kind == "segmenter":  # take the encoder out of a fine-tuned segmenter
             config = replace(config, kind="encoder", classes=None, class_colors=None)
-            state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+            state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
         model = cls(config)
         apply_state_dict(model, state, source)
         return model
@@ -99,7 +109,8 @@ class EarthEncoder(nn.Module, EarthHubMixin):
     @property
     def pad_multiple(self) -> int:
         """Total stride of the backbone: windows offset by multiples of this give identical outputs."""
-        return int(self.backbone.feature_info.reduction()[-1])
+        info: Any = self.backbone.feature_info
+        return int(info.reduction()[-1])
 
     # --- forward -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +130,8 @@ class EarthEncoder(nn.Module, EarthHubMixin):
         check_input(dn, self.config.bands)
         norm = self.config.normalization
         offset = norm.dn_offset if dn_offset is None else dn_offset
-        mean, std = self._mean.to(dn.device, torch.float32), self._std.to(dn.device, torch.float32)
+        mean = cast(torch.Tensor, self._mean).to(dn.device, torch.float32)
+        std = cast(torch.Tensor, self._std).to(dn.device, torch.float32)
         reflectance = (dn.float() + offset) / norm.dn_scale
         return (reflectance - mean) / std
 

@@ -86,15 +86,24 @@ def resolve_model_files(
             raise WeightsError(_missing_weights_message(str(path), pickles))
         return config, weights
     if path.exists():
-        raise ModelNotFoundError(f"{path} is a file; pass the model folder that holds {CONFIG_FILE} and {WEIGHTS_FILE}.")
+        raise ModelNotFoundError(
+            f"{path} is a file; pass the model folder that holds {CONFIG_FILE} and {WEIGHTS_FILE}."
+        )
     if isinstance(name_or_path, Path) or _looks_like_path(name):
         raise ModelNotFoundError(f"No model folder at {path}; check the path (it is not a Hub repo id either).")
-    kwargs = dict(revision=revision, cache_dir=cache_dir, force_download=force_download,
-                  local_files_only=local_files_only, token=token)
+    kwargs = dict(
+        revision=revision,
+        cache_dir=cache_dir,
+        force_download=force_download,
+        local_files_only=local_files_only,
+        token=token,
+    )
     try:
         config_file = _hub_file(name, CONFIG_FILE, **kwargs)
     except HFValidationError as err:
-        raise ModelNotFoundError(f"{name!r} is neither an existing folder nor a valid Hub repo id ('org/name').") from err
+        raise ModelNotFoundError(
+            f"{name!r} is neither an existing folder nor a valid Hub repo id ('org/name')."
+        ) from err
     except EntryNotFoundError as err:
         raise ModelNotFoundError(f"Hub repo {name!r} has no {CONFIG_FILE}: it is not an earth-embed model.") from err
     try:
@@ -127,8 +136,11 @@ def apply_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                   if k in state and state[k].shape != v.shape]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or wrong_shape:
         parts = []
         if missing:
@@ -138,7 +150,8 @@ def apply_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
         if wrong_shape:
             parts.append(f"{len(wrong_shape)} of the wrong shape (e.g. {wrong_shape[:2]})")
         raise WeightsError(
-            f"The weights in {source} do not fit the architecture in its config.json: " + "; ".join(parts)
+            f"The weights in {source} do not fit the architecture in its config.json: "
+            + "; ".join(parts)
             + ". config.json and model.safetensors must come from the same save_pretrained call."
         )
     model.load_state_dict(state, strict=True)
@@ -163,21 +176,36 @@ def render_card(config: EarthConfig, template: str, **extra: Any) -> ModelCard:
         raise FileNotFoundError(f"model card template {template}.md not found in {[str(d) for d in _TEMPLATE_DIRS]}")
     norm = config.normalization
     bands = [
-        {"name": b, "wavelength_nm": S2_BANDS[b].wavelength_nm, "resolution_m": S2_BANDS[b].resolution_m,
-         "mean": norm.mean[i], "std": norm.std[i]}
+        {
+            "name": b,
+            "wavelength_nm": S2_BANDS[b].wavelength_nm,
+            "resolution_m": S2_BANDS[b].resolution_m,
+            "mean": norm.mean[i],
+            "std": norm.std[i],
+        }
         for i, b in enumerate(config.bands)
     ]
     meta = dict(config.metadata)
     card_data = ModelCardData(
         license=config.license,
         library_name="earth-embed",
-        tags=["earth-observation", "sentinel-2", "self-supervised", "remote-sensing",
-              "image-segmentation" if config.kind == "segmenter" else "feature-extraction"],
+        tags=[
+            "earth-observation",
+            "sentinel-2",
+            "self-supervised",
+            "remote-sensing",
+            "image-segmentation" if config.kind == "segmenter" else "feature-extraction",
+        ],
         pipeline_tag="image-segmentation" if config.kind == "segmenter" else "image-feature-extraction",
     )
     return ModelCard.from_template(
-        card_data, template_path=str(path), config=config, bands=bands, meta=meta,
-        repo_id=extra.pop("repo_id", None) or config.name or "path/to/model", version=__version__,
+        card_data,
+        template_path=str(path),
+        config=config,
+        bands=bands,
+        meta=meta,
+        repo_id=extra.pop("repo_id", None) or config.name or "path/to/model",
+        version=__version__,
         classes=list(zip(config.classes or [], config.class_colors or [[0, 0, 0]] * len(config.classes or []))),
         **extra,
     )
@@ -213,8 +241,12 @@ class EarthHubMixin(PyTorchModelHubMixin):
     ):
         """Load from a local folder or a Hub repo id ("org/name"), safetensors only; returns an eval-mode model."""
         config_path, weights_path = resolve_model_files(
-            pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
-            force_download=force_download, local_files_only=local_files_only, token=token,
+            pretrained_model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
         )
         config = EarthConfig.load(config_path)
         state = load_state_dict(weights_path)

@@ -11,8 +11,11 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "unet-resnet18": {"backbone": "resnet18", "decoder_channels": [256, 128, 64, 32, 32]},
     # ResNet-18 up to stride 16 (no layer4: 8.4 M of its 11.2 M weights) and a lighter decoder:
     # 3.6 M weights, for CPU-scale pre-training and small release folders.
-    "unet-resnet18-s16": {"backbone": "resnet18", "backbone_out_indices": [0, 1, 2, 3],
-                          "decoder_channels": [128, 64, 32, 32]},
+    "unet-resnet18-s16": {
+        "backbone": "resnet18",
+        "backbone_out_indices": [0, 1, 2, 3],
+        "decoder_channels": [128, 64, 32, 32],
+    },
     "unet-resnet34": {"backbone": "resnet34", "decoder_channels": [256, 128, 64, 32, 32]},
     "unet-resnet50": {"backbone": "resnet50", "decoder_channels": [256, 128, 64, 32, 32]},
     "unet-convnext-tiny": {"backbone": "convnext_tiny", "decoder_channels": [256, 128, 64, 32, 32]},
@@ -27,7 +30,5 @@ def list_architectures() -> list[str]:
 def get_architecture(name: str) -> dict[str, Any]:
     """The registry entry for ``name`` (a copy), or a ConfigError listing the known names."""
     if name not in ARCHITECTURES:
-        raise ConfigError(
-            f"Unknown architecture {name!r}. Known architectures: {', '.join(list_architectures())}."
-        )
+        raise ConfigError(f"Unknown architecture {name!r}. Known architectures: {', '.join(list_architectures())}.")
     return {key: list(value) if isinstance(value, list) else value for key, value in ARCHITECTURES[name].items()}

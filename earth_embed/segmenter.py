@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -15,8 +15,16 @@ from .hub import EarthHubMixin, apply_state_dict
 
 #: Colours used when a segmenter is built without ``colors`` (tab10-like, RGB).
 DEFAULT_COLORS = [
-    [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-    [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
 ]
 
 
@@ -34,24 +42,25 @@ class EarthSegmenter(nn.Module, EarthHubMixin):
             )
         self.config = config
         self.encoder = EarthEncoder(replace(config, kind="encoder", classes=None, class_colors=None))
-        self.classifier = nn.Conv2d(config.embed_dim, len(config.classes), kernel_size=1)
+        self.classifier = nn.Conv2d(config.embed_dim, len(config.classes or []), kernel_size=1)
 
     @classmethod
     def from_encoder(
         cls, encoder: EarthEncoder, classes: Sequence[str], colors: Sequence[Sequence[int]] | None = None
-    ) -> "EarthSegmenter":
+    ) -> EarthSegmenter:
         """A segmenter that starts from ``encoder``'s weights with a fresh classifier."""
         classes = [str(c) for c in classes]
         if colors is None:
             colors = [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(classes))]
-        config = replace(encoder.config, kind="segmenter", classes=classes,
-                         class_colors=[[int(v) for v in c] for c in colors])
+        config = replace(
+            encoder.config, kind="segmenter", classes=classes, class_colors=[[int(v) for v in c] for c in colors]
+        )
         model = cls(config)
         model.encoder.load_state_dict(encoder.state_dict())
         return model
 
     @classmethod
-    def _model_from_config(cls, config: EarthConfig, state: dict[str, torch.Tensor], source: str) -> "EarthSegmenter":
+    def _model_from_config(cls, config: EarthConfig, state: dict[str, torch.Tensor], source: str) -> EarthSegmenter:
         model = cls(config)
         apply_state_dict(model, state, source)
         return model
@@ -74,7 +83,7 @@ class EarthSegmenter(nn.Module, EarthHubMixin):
 
     @property
     def class_colors(self) -> list[tuple[int, int, int]]:
-        return [tuple(c) for c in (self.config.class_colors or [])]
+        return [(int(c[0]), int(c[1]), int(c[2])) for c in (self.config.class_colors or [])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised input -> logits ``(B, K, H, W)``."""

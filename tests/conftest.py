@@ -11,8 +11,8 @@ os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"  # a dead loopback port; hub te
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("HF_HUB_CACHE", tempfile.mkdtemp(prefix="earth-embed-test-hf-cache-"))
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("EARTH_EMBED_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

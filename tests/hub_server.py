@@ -53,10 +53,10 @@ class HubServer:
                 self.send_header("X-Repo-Commit", server.commit)
                 self.end_headers()
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._headers(self._resolve())
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 file = self._resolve()
                 self._headers(file)
                 if file is not None:
@@ -71,7 +71,7 @@ class HubServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from earth_embed.bands import (
-    ALL_BANDS, L2A_BANDS, RELEASE_BANDS, S2_BANDS, canonical_band_name, dn_offset_for_baseline, select_bands,
+    ALL_BANDS,
+    L2A_BANDS,
+    RELEASE_BANDS,
+    S2_BANDS,
+    canonical_band_name,
+    dn_offset_for_baseline,
+    select_bands,
 )
 from earth_embed.errors import BandError
 
@@ -18,9 +24,22 @@ def test_table_matches_the_sentinel2_spec():
     assert all(S2_BANDS[b].resolution_m in (10, 20) for b in RELEASE_BANDS) and len(RELEASE_BANDS) == 10
 
 
-@pytest.mark.parametrize("alias,name", [("blue", "B02"), ("Red", "B04"), ("nir", "B08"), ("swir16", "B11"),
-                                        ("swir22", "B12"), ("b8a", "B8A"), ("B8a", "B8A"), ("B2", "B02"),
-                                        ("b12", "B12"), ("cirrus", "B10"), ("B01", "B01")])
+@pytest.mark.parametrize(
+    "alias,name",
+    [
+        ("blue", "B02"),
+        ("Red", "B04"),
+        ("nir", "B08"),
+        ("swir16", "B11"),
+        ("swir22", "B12"),
+        ("b8a", "B8A"),
+        ("B8a", "B8A"),
+        ("B2", "B02"),
+        ("b12", "B12"),
+        ("cirrus", "B10"),
+        ("B01", "B01"),
+    ],
+)
 def test_aliases(alias, name):
     assert canonical_band_name(alias) == name
 
@@ -39,7 +58,11 @@ def test_select_reorders_and_subsets():
 def test_select_names_every_missing_band():
     with pytest.raises(BandError) as err:
         select_bands(["B02", "B03"], ["B02", "B05", "B12"])
-    assert "B05" in str(err.value) and "B12" in str(err.value) and "B02" not in str(err.value).split("Missing")[1].split(":")[0]
+    assert (
+        "B05" in str(err.value)
+        and "B12" in str(err.value)
+        and "B02" not in str(err.value).split("Missing")[1].split(":")[0]
+    )
 
 
 def test_duplicates_refused():
@@ -47,8 +70,10 @@ def test_duplicates_refused():
         select_bands(["B02", "blue"], ["B02"])
 
 
-@pytest.mark.parametrize("baseline,offset", [("04.00", -1000.0), ("N0400", -1000.0), ("05.09", -1000.0),
-                                             ("02.09", 0.0), ("N0206", 0.0), (None, 0.0)])
+@pytest.mark.parametrize(
+    "baseline,offset",
+    [("04.00", -1000.0), ("N0400", -1000.0), ("05.09", -1000.0), ("02.09", 0.0), ("N0206", 0.0), (None, 0.0)],
+)
 def test_baseline_offset(baseline, offset):
     assert dn_offset_for_baseline(baseline) == offset
 

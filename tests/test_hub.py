@@ -152,28 +152,40 @@ print("OK", m.bands, m.embed_dim)
 
 def _load_in_subprocess(repo_id: str, env: dict, out: Path, *extra: str) -> subprocess.CompletedProcess:
     """huggingface_hub reads HF_ENDPOINT / HF_HUB_OFFLINE at import, so each setting gets its own process."""
-    return subprocess.run([sys.executable, "-c", LOAD_SCRIPT, repo_id, *extra, str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, repo_id, *extra, str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_hub_id_through_loopback_server_then_offline_cache(encoder, saved, tmp_path):
     cache = tmp_path / "hf-cache"
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_DISABLE_TELEMETRY": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(cache),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
     env.pop("HF_HUB_OFFLINE", None)
     with HubServer({"earth-embed/test-r18": saved}) as hub:
         online = _load_in_subprocess("earth-embed/test-r18", {**env, "HF_ENDPOINT": hub.endpoint}, tmp_path / "a.pt")
         assert online.returncode == 0, online.stdout + online.stderr
         assert any("resolve/main/model.safetensors" in r for r in hub.requests)
-        with_rev = _load_in_subprocess("earth-embed/test-r18", {**env, "HF_ENDPOINT": hub.endpoint},
-                                       tmp_path / "r.pt", "a" * 40)
+        with_rev = _load_in_subprocess(
+            "earth-embed/test-r18", {**env, "HF_ENDPOINT": hub.endpoint}, tmp_path / "r.pt", "a" * 40
+        )
         assert with_rev.returncode == 0, with_rev.stdout + with_rev.stderr
     # Server gone: the cached copy must serve offline, bit-identical to the in-process model.
     offline_env = {**env, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
     offline = _load_in_subprocess("earth-embed/test-r18", offline_env, tmp_path / "b.pt")
     assert offline.returncode == 0, offline.stdout + offline.stderr
     with torch.no_grad():
-        expected = encoder.embed(torch.randint(1, 5000, (2, 4, 48, 40), generator=torch.Generator().manual_seed(1)).float())
+        expected = encoder.embed(
+            torch.randint(1, 5000, (2, 4, 48, 40), generator=torch.Generator().manual_seed(1)).float()
+        )
     assert torch.equal(torch.load(tmp_path / "a.pt"), expected)
     assert torch.equal(torch.load(tmp_path / "b.pt"), expected)
     # An id that was never cached fails offline with a message that says what to do.

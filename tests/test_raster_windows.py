@@ -9,20 +9,27 @@ from earth_embed.errors import RasterInputError
 from earth_embed.raster.windows import Blender, TileGrid, default_tiling, plan_axis
 
 
-@pytest.mark.parametrize("size,tile,overlap,multiple", [
-    (1947, 1088, 64, 32), (1933, 576, 64, 32), (100, 576, 64, 32), (1000, 96, 32, 1), (777, 64, 0, 32),
-    (500, 128, 32, 32),
-])
+@pytest.mark.parametrize(
+    "size,tile,overlap,multiple",
+    [
+        (1947, 1088, 64, 32),
+        (1933, 576, 64, 32),
+        (100, 576, 64, 32),
+        (1000, 96, 32, 1),
+        (777, 64, 0, 32),
+        (500, 128, 32, 32),
+    ],
+)
 def test_axis_weights_sum_to_one_and_cover(size, tile, overlap, multiple):
     plan = plan_axis(size, tile, overlap, multiple)
     total = np.zeros(size)
     for k, (s, n) in enumerate(zip(plan.starts, plan.lengths)):
-        assert s % multiple == 0 and 0 <= s and s + n <= size and n >= 1
+        assert s % multiple == 0 and s >= 0 and s + n <= size and n >= 1
         w = plan.weight(k)
         assert w.shape == (n,) and (w >= 0).all() and (w <= 1).all()
-        total[s:s + n] += w
+        total[s : s + n] += w
         if k > 0:  # pixels next to a cut-off start never count
-            assert (w[:plan.guard_start] == 0).all()
+            assert (w[: plan.guard_start] == 0).all()
         if k < len(plan.starts) - 1 and overlap:
             assert w[-1] == 0
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
@@ -48,10 +55,10 @@ def test_blender_reproduces_a_field_exactly():
     out = np.full((d, h, w), np.nan, np.float32)
     blender = Blender(grid, d)
     for t in grid:
-        tile_out = field[:, t.row:t.row + t.height, t.col:t.col + t.width].copy()  # add() works in place
+        tile_out = field[:, t.row : t.row + t.height, t.col : t.col + t.width].copy()  # add() works in place
         r0, c0, block = blender.add(t, tile_out)
-        assert np.isnan(out[:, r0:r0 + block.shape[1], c0:c0 + block.shape[2]]).all()  # each pixel once
-        out[:, r0:r0 + block.shape[1], c0:c0 + block.shape[2]] = block
+        assert np.isnan(out[:, r0 : r0 + block.shape[1], c0 : c0 + block.shape[2]]).all()  # each pixel once
+        out[:, r0 : r0 + block.shape[1], c0 : c0 + block.shape[2]] = block
     np.testing.assert_allclose(out, field, atol=1e-5)
 
 

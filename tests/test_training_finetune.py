@@ -22,8 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 def encoder_dir(tmp_path_factory) -> Path:
     """A small real-architecture encoder saved as a folder (stands in for a pre-trained one)."""
     torch.manual_seed(0)
-    enc = EarthEncoder.new("unet-resnet18", bands=RELEASE_BANDS, embed_dim=16,
-                           mean=[0.1] * 10, std=[0.05] * 10)
+    enc = EarthEncoder.new("unet-resnet18", bands=RELEASE_BANDS, embed_dim=16, mean=[0.1] * 10, std=[0.05] * 10)
     path = tmp_path_factory.mktemp("enc") / "encoder"
     enc.save_pretrained(path)
     return path
@@ -44,8 +43,26 @@ def test_metrics_hand_computed():
 
 def test_finetune_smoke_saves_segmenter_and_evaluate_reproduces(tmp_path, shared_data, encoder_dir):
     data = str(shared_data / "labelled/brandenburg-osm")
-    res = ft.main(["--data", data, "--init", f"pretrained:{encoder_dir}", "--label-fraction", "0.1", "--seed", "0",
-                   "--steps", "3", "--eval-every", "3", "--batch-size", "2", "--output-dir", str(tmp_path / "ft")])
+    res = ft.main(
+        [
+            "--data",
+            data,
+            "--init",
+            f"pretrained:{encoder_dir}",
+            "--label-fraction",
+            "0.1",
+            "--seed",
+            "0",
+            "--steps",
+            "3",
+            "--eval-every",
+            "3",
+            "--batch-size",
+            "2",
+            "--output-dir",
+            str(tmp_path / "ft"),
+        ]
+    )
     assert res["train_chips"] == int(np.ceil(0.1 * res["train_chips_total"])) and res["selected_step"] == 3
     t = res["test"]
     assert 0.0 <= t["miou"] <= 1.0 and len(t["per_class_iou"]) == 8 and t["n_pixels"] > 10000
@@ -75,10 +92,31 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data):
     from training.experiments import label_efficiency as le
 
     out = tmp_path / "res"
-    res = le.main(["--data", str(shared_data / "labelled/brandenburg-osm"), "--fractions", "0.05", "1.0",
-                   "--seeds", "0", "--pretrain-config", str(REPO / "training/configs/smoke.yaml"),
-                   "--pretrain-set", "train.steps=2", "--finetune-steps", "2", "--work-dir", str(tmp_path / "w"),
-                   "--out-json", str(out / "le.json"), "--out-md", str(out / "le.md"), "--out-png", str(out / "le.png")])
+    res = le.main(
+        [
+            "--data",
+            str(shared_data / "labelled/brandenburg-osm"),
+            "--fractions",
+            "0.05",
+            "1.0",
+            "--seeds",
+            "0",
+            "--pretrain-config",
+            str(REPO / "training/configs/smoke.yaml"),
+            "--pretrain-set",
+            "train.steps=2",
+            "--finetune-steps",
+            "2",
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--out-json",
+            str(out / "le.json"),
+            "--out-md",
+            str(out / "le.md"),
+            "--out-png",
+            str(out / "le.png"),
+        ]
+    )
     data = json.loads((out / "le.json").read_text())
     assert data["fractions"] == [0.05, 1.0] and len(data["runs"]) == 2 * 4
     for r in data["runs"]:
@@ -89,8 +127,27 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data):
     assert (out / "le.png").stat().st_size > 5000
     assert res["meta"]["encoders"]["image_level"].endswith("pretrain-image_level/encoder")
     # an interrupted experiment continues from its finished fine-tunes
-    again = le.main(["--data", str(shared_data / "labelled/brandenburg-osm"), "--fractions", "0.05", "1.0",
-                     "--seeds", "0", "--pretrain-config", str(REPO / "training/configs/smoke.yaml"),
-                     "--finetune-steps", "2", "--work-dir", str(tmp_path / "w"), "--out-json", str(out / "le2.json"),
-                     "--out-md", str(out / "le2.md"), "--out-png", str(out / "le2.png")])
+    again = le.main(
+        [
+            "--data",
+            str(shared_data / "labelled/brandenburg-osm"),
+            "--fractions",
+            "0.05",
+            "1.0",
+            "--seeds",
+            "0",
+            "--pretrain-config",
+            str(REPO / "training/configs/smoke.yaml"),
+            "--finetune-steps",
+            "2",
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--out-json",
+            str(out / "le2.json"),
+            "--out-md",
+            str(out / "le2.md"),
+            "--out-png",
+            str(out / "le2.png"),
+        ]
+    )
     assert [r["miou"] for r in again["runs"]] == [r["miou"] for r in data["runs"]]

@@ -73,8 +73,17 @@ def test_resume_after_interruption_gives_the_same_trajectory(tmp_path):
 
 def test_probe_selection_keeps_the_best_validation_probe(tmp_path, shared_data):
     """train.select=probe: encoder/ is the checkpoint with the best probe on brandenburg-osm's validation block."""
-    stats = _run(tmp_path / "run", "--steps", "4", "--data-root", str(shared_data),
-                 "--set", "train.probe_every=2", "--set", "train.select=probe")
+    stats = _run(
+        tmp_path / "run",
+        "--steps",
+        "4",
+        "--data-root",
+        str(shared_data),
+        "--set",
+        "train.probe_every=2",
+        "--set",
+        "train.select=probe",
+    )
     probes = read_log(tmp_path / "run" / "probe.csv")
     assert [r["step"] for r in probes] == [2, 4] and all(0 <= r["probe_val_miou"] <= 1 for r in probes)
     best = max(probes, key=lambda r: r["probe_val_miou"])
@@ -90,8 +99,17 @@ def test_probe_selection_keeps_the_best_validation_probe(tmp_path, shared_data):
 def test_image_level_baseline_and_shared_key_run(tmp_path):
     s = _run(tmp_path / "img", "--steps", "2", "--set", "loss.method=image_level")
     assert s["steps"] == 2 and np.isfinite(s["final_loss"])
-    s = _run(tmp_path / "shared", "--steps", "2", "--set", "loss.key_encoder=shared",
-             "--set", "loss.same_image_negatives=true", "--set", "train.grad_accum=2")
+    s = _run(
+        tmp_path / "shared",
+        "--steps",
+        "2",
+        "--set",
+        "loss.key_encoder=shared",
+        "--set",
+        "loss.same_image_negatives=true",
+        "--set",
+        "train.grad_accum=2",
+    )
     assert s["steps"] == 2 and np.isfinite(s["final_loss"])
 
 
@@ -149,9 +167,28 @@ def test_config_errors_and_schedule():
 
 def test_accelerate_launch_two_cpu_processes(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training/pretrain.py"),
-           "--config", SMOKE, "--steps", "2", "--output-dir", str(tmp_path / "ddp"), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "training/pretrain.py"),
+        "--config",
+        SMOKE,
+        "--steps",
+        "2",
+        "--output-dir",
+        str(tmp_path / "ddp"),
+        "--no-progress",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())

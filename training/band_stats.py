@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> dict:
     ds = UnlabelledWindows(data.scenes, args.bands, args.size, length=1, seed=args.seed)
     mean, std = band_statistics(ds, args.windows)
     block = {"model": {"normalization": {"mean": [round(m, 6) for m in mean], "std": [round(s, 6) for s in std]}}}
-    text = (f"# band reflectance statistics: {args.windows} windows of {args.size} px from {args.sources}, "
-            f"seed {args.seed}, bands {' '.join(args.bands)}\n" + yaml.safe_dump(block, sort_keys=False))
+    text = (
+        f"# band reflectance statistics: {args.windows} windows of {args.size} px from {args.sources}, "
+        f"seed {args.seed}, bands {' '.join(args.bands)}\n" + yaml.safe_dump(block, sort_keys=False)
+    )
     if args.out:
         Path(args.out).write_text(text)
     print(text)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import glob
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import rasterio
@@ -95,8 +96,15 @@ def load_data_config(path: str | Path, data_root: str | Path) -> DataConfig:
         w = float(src.get("weight", 1.0)) / total / len(folders)
         for f in folders:
             scenes.append(SceneSource(src["name"], f, str(src["level"]), float(src["dn_offset"]), w))
-        summary.append({"name": src["name"], "scenes": len(folders), "level": src["level"],
-                        "dn_offset": float(src["dn_offset"]), "weight": float(src.get("weight", 1.0)) / total})
+        summary.append(
+            {
+                "name": src["name"],
+                "scenes": len(folders),
+                "level": src["level"],
+                "dn_offset": float(src["dn_offset"]),
+                "weight": float(src.get("weight", 1.0)) / total,
+            }
+        )
         if src.get("attribution"):
             attribution.append(str(src["attribution"]))
     if not scenes:
@@ -114,8 +122,17 @@ class UnlabelledWindows(Dataset):
     reflectance with nodata set to 0, "valid": (1, S, S)}``.
     """
 
-    def __init__(self, scenes: Sequence[SceneSource], bands: Sequence[str], patch_size: int, length: int,
-                 seed: int = 0, max_nodata: float = 0.05, max_tries: int = 20, start: int = 0) -> None:
+    def __init__(
+        self,
+        scenes: Sequence[SceneSource],
+        bands: Sequence[str],
+        patch_size: int,
+        length: int,
+        seed: int = 0,
+        max_nodata: float = 0.05,
+        max_tries: int = 20,
+        start: int = 0,
+    ) -> None:
         self.start = int(start)  # item i is window number start + i (resuming skips without reading)
         self.scenes = list(scenes)
         self.bands = list(bands)
@@ -155,7 +172,7 @@ class UnlabelledWindows(Dataset):
         """(reflectance (C,S,S), valid (S,S) bool, scene index) of item ``i``."""
         rng = np.random.default_rng([self.seed, int(i)])
         S = self.patch_size
-        best = None
+        best: tuple[np.ndarray, np.ndarray, int, float] | None = None
         for _ in range(self.max_tries):
             k = int(rng.choice(len(self.scenes), p=self.p))
             h, w = self._shapes[k]
@@ -167,6 +184,7 @@ class UnlabelledWindows(Dataset):
                 best = (dn, valid, k, frac_bad)
             if frac_bad <= self.max_nodata:
                 break
+        assert best is not None  # the loop runs at least once
         dn, valid, k, _ = best
         refl = (dn + self.scenes[k].dn_offset) / DN_SCALE
         refl[:, ~valid] = 0.0
@@ -174,8 +192,11 @@ class UnlabelledWindows(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         refl, valid, k = self.read_window(self.start + i)
-        return {"x": torch.from_numpy(refl), "valid": torch.from_numpy(valid[None].astype(np.float32)),
-                "scene": torch.tensor(k)}
+        return {
+            "x": torch.from_numpy(refl),
+            "valid": torch.from_numpy(valid[None].astype(np.float32)),
+            "scene": torch.tensor(k),
+        }
 
 
 def band_statistics(ds: UnlabelledWindows, n_windows: int = 64, start: int = 10**9) -> tuple[list[float], list[float]]:
@@ -250,8 +271,9 @@ class Chip:
     n_labelled: int = 0
 
 
-def region_split(scene: LabelledScene, chip: int = 64, test: float = 0.3, val: float = 0.15, gap: int | None = None,
-                 axis: str = "x") -> dict[str, list[Chip]]:
+def region_split(
+    scene: LabelledScene, chip: int = 64, test: float = 0.3, val: float = 0.15, gap: int | None = None, axis: str = "x"
+) -> dict[str, list[Chip]]:
     """Non-overlapping chips in three blocks along ``axis`` that keep regions apart.
 
     Along x (columns, west to east): ``[train | gap | val | gap | test]``; ``test`` and ``val`` are
@@ -303,7 +325,7 @@ class LabelledChips(Dataset):
     The cache is shared by all instances of a process (experiments fine-tune many times on the same chips).
     """
 
-    _cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+    _cache: ClassVar[dict[tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
     cache_limit = 4096  # chips
 
     def __init__(self, scene: LabelledScene, chips: Sequence[Chip], bands: Sequence[str]) -> None:

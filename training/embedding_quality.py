@@ -60,7 +60,7 @@ def pixel_embeddings(enc: EarthEncoder, x: torch.Tensor, valid: torch.Tensor) ->
     enc.eval()
     out = []
     for k in range(0, x.shape[0], 8):
-        out.append(enc(x[k:k + 8]).permute(0, 2, 3, 1)[valid[k:k + 8, 0] > 0])
+        out.append(enc(x[k : k + 8]).permute(0, 2, 3, 1)[valid[k : k + 8, 0] > 0])
     return torch.cat(out)
 
 
@@ -88,8 +88,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     valid = torch.stack([it["valid"] for it in items])
     x = (x - m) / s * valid
     result: dict[str, Any] = {
-        "encoder": args.encoder, "windows": args.windows, "window_px": args.size, "pairs": args.pairs,
-        "pixels": int(valid.sum()), "data": str(args.sources),
+        "encoder": args.encoder,
+        "windows": args.windows,
+        "window_px": args.size,
+        "pairs": args.pairs,
+        "pixels": int(valid.sum()),
+        "data": str(args.sources),
         "pretrained": embedding_stats(pixel_embeddings(enc, x, valid), args.pairs),
         "random_init": [],
     }
@@ -107,8 +111,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("|---|---|---|---|")
     print(f"| pre-trained | {pre['mean_cos']:.3f} | {pre['effective_rank']:.2f} | {pre['top1_var']:.3f} |")
     sd = result["random_init_std"]
-    print(f"| random init (mean +- std of {len(args.random_seeds)}) | {rnd['mean_cos']:.3f} +- {sd['mean_cos']:.3f} | "
-          f"{rnd['effective_rank']:.2f} +- {sd['effective_rank']:.2f} | {rnd['top1_var']:.3f} +- {sd['top1_var']:.3f} |")
+    print(
+        f"| random init (mean +- std of {len(args.random_seeds)}) | {rnd['mean_cos']:.3f} +- {sd['mean_cos']:.3f} | "
+        f"{rnd['effective_rank']:.2f} +- {sd['effective_rank']:.2f} | {rnd['top1_var']:.3f} +- {sd['top1_var']:.3f} |"
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -14,11 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import functools
+import operator
 
 import numpy as np
 import torch
@@ -53,13 +57,14 @@ def metrics_from_confusion(cm: np.ndarray, classes: Sequence[str]) -> dict[str, 
 
 
 @torch.no_grad()
-def predict_chips(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 16,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+def predict_chips(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 16, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Class indices (N, H, W) for normalised chips (N, C, H, W), in batches."""
     model.eval()
     out = []
     for i in range(0, x.shape[0], batch_size):
-        xb = x[i:i + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+        xb = x[i : i + batch_size].to(device).contiguous(memory_format=torch.channels_last)
         out.append(model(xb).argmax(1).cpu())
     return torch.cat(out) if out else torch.empty(0, *x.shape[2:], dtype=torch.long)
 
@@ -72,8 +77,15 @@ def normalised(x_refl: torch.Tensor, mean: Sequence[float], std: Sequence[float]
     return (x_refl - m) / s * valid
 
 
-def evaluate_model(model: torch.nn.Module, chips: LabelledChips, classes: Sequence[str], mean: Sequence[float],
-                   std: Sequence[float], device: torch.device | str = "cpu", batch_size: int = 16) -> dict[str, Any]:
+def evaluate_model(
+    model: torch.nn.Module,
+    chips: LabelledChips,
+    classes: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+) -> dict[str, Any]:
     """Metrics of ``model`` (normalised input -> logits) on every chip of ``chips``."""
     x, y = chips.stacked()
     pred = predict_chips(model, normalised(x, mean, std), batch_size, device)
@@ -81,7 +93,9 @@ def evaluate_model(model: torch.nn.Module, chips: LabelledChips, classes: Sequen
 
 
 def format_metrics(m: dict[str, Any]) -> str:
-    lines = [f"mIoU {100 * m['miou']:.2f}  pixel accuracy {100 * m['pixel_accuracy']:.2f}  ({m['n_pixels']} labelled px)"]
+    lines = [
+        f"mIoU {100 * m['miou']:.2f}  pixel accuracy {100 * m['pixel_accuracy']:.2f}  ({m['n_pixels']} labelled px)"
+    ]
     for c, v in m["per_class_iou"].items():
         lines.append(f"  {c:>14s}: {'-' if v is None else f'{100 * v:.2f}'}")
     return "\n".join(lines)
@@ -107,15 +121,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     scene = LabelledScene(args.data, dn_offset=args.dn_offset)
     if list(scene.classes) != seg.classes:
         print(f"warning: the data's classes {scene.classes} differ from the model's {seg.classes}", file=sys.stderr)
-    blocks = region_split(scene, chip=chip,
-                          test=args.test_fraction if args.test_fraction is not None else split_meta.get("test", 0.3),
-                          val=args.val_fraction if args.val_fraction is not None else split_meta.get("val", 0.15),
-                          gap=args.gap if args.gap is not None else split_meta.get("gap"))
-    chips = sum(blocks.values(), []) if args.split == "all" else blocks[args.split]
+    blocks = region_split(
+        scene,
+        chip=chip,
+        test=args.test_fraction if args.test_fraction is not None else split_meta.get("test", 0.3),
+        val=args.val_fraction if args.val_fraction is not None else split_meta.get("val", 0.15),
+        gap=args.gap if args.gap is not None else split_meta.get("gap"),
+    )
+    chips = functools.reduce(operator.iadd, blocks.values(), []) if args.split == "all" else blocks[args.split]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     norm = seg.config.normalization
-    m = evaluate_model(seg.to(device), LabelledChips(scene, chips, seg.bands), seg.classes, norm.mean, norm.std,
-                       device)
+    m = evaluate_model(seg.to(device), LabelledChips(scene, chips, seg.bands), seg.classes, norm.mean, norm.std, device)
     m["split"] = args.split
     print(format_metrics(m))
     if args.out:

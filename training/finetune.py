@@ -26,7 +26,6 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -47,8 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arch", default="unet-resnet18", help="architecture for --init random")
     p.add_argument("--embed-dim", type=int, default=64, help="embedding size for --init random")
     p.add_argument("--bands", nargs="+", default=list(RELEASE_BANDS), help="bands for --init random")
-    p.add_argument("--norm-from", help="encoder folder whose architecture, bands and normalisation --init random "
-                                       "copies (weights stay random); default: statistics of the training chips")
+    p.add_argument(
+        "--norm-from",
+        help="encoder folder whose architecture, bands and normalisation --init random "
+        "copies (weights stay random); default: statistics of the training chips",
+    )
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -59,8 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--gap", type=int, default=None, help="pixels between blocks (default one chip)")
     p.add_argument("--eval-every", type=int, default=50, help="validation mIoU every N steps (model selection)")
-    p.add_argument("--select", choices=("val", "last"), default="val",
-                   help="val: keep the step with the best validation mIoU; last: keep the final step (fixed schedule)")
+    p.add_argument(
+        "--select",
+        choices=("val", "last"),
+        default="val",
+        help="val: keep the step with the best validation mIoU; last: keep the final step (fixed schedule)",
+    )
     p.add_argument("--dn-offset", type=float, default=0.0, help="-1000 for processing baseline >= 04.00")
     p.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0 = all cores)")
     p.add_argument("--output-dir", default=None, help="default runs/finetune/<init>-<fraction>-<seed>")
@@ -79,11 +85,18 @@ def build_encoder(args: argparse.Namespace, train_chips: LabelledChips | None) -
         ref = EarthEncoder.from_pretrained(args.norm_from).config
         n = ref.normalization
         return EarthEncoder.new(ref.architecture, bands=ref.bands, embed_dim=ref.embed_dim, mean=n.mean, std=n.std)
+    if train_chips is None:
+        raise ConfigError("--init random with the probe start needs training chips")
     x, _ = train_chips.stacked()
     valid = (x != 0).any(1, keepdim=True).expand_as(x)
     xs = x.transpose(0, 1)[valid.transpose(0, 1)].reshape(x.shape[1], -1)
-    return EarthEncoder.new(args.arch, bands=args.bands, embed_dim=args.embed_dim,
-                            mean=xs.mean(1).tolist(), std=xs.std(1).clamp(min=1e-6).tolist())
+    return EarthEncoder.new(
+        args.arch,
+        bands=args.bands,
+        embed_dim=args.embed_dim,
+        mean=xs.mean(1).tolist(),
+        std=xs.std(1).clamp(min=1e-6).tolist(),
+    )
 
 
 def _d4(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,16 +143,21 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     else:
         params = [{"params": seg.parameters(), "lr": args.lr}]
     opt = torch.optim.AdamW(params, weight_decay=args.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[p["lr"] for p in params], total_steps=args.steps,
-                                                pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[p["lr"] for p in params], total_steps=args.steps, pct_start=0.1
+    )
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     feats = None
     if args.freeze_encoder:  # a frozen encoder's embeddings are computed once; the 1x1 classifier trains on them
         seg.encoder.eval()
         with torch.no_grad(), amp:
-            feats = torch.cat([seg.encoder(x_all[i:i + 16].to(device).contiguous(memory_format=torch.channels_last))
-                               .float() for i in range(0, x_all.shape[0], 16)])
-    best = (-1.0, None, 0)
+            feats = torch.cat(
+                [
+                    seg.encoder(x_all[i : i + 16].to(device).contiguous(memory_format=torch.channels_last)).float()
+                    for i in range(0, x_all.shape[0], 16)
+                ]
+            )
+    best: tuple[float, dict[str, Any] | None, int] = (-1.0, None, 0)
     history = []
     for step in range(1, args.steps + 1):
         seg.train()
@@ -170,25 +188,45 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     test = evaluate_model(seg, LabelledChips(scene, blocks["test"], bands), scene.classes, norm.mean, norm.std, device)
     split = {"axis": "x", "chip": args.chip, "test": args.test_fraction, "val": args.val_fraction, "gap": args.gap}
     result = {
-        "init": args.init, "freeze_encoder": bool(args.freeze_encoder), "label_fraction": args.label_fraction,
-        "seed": args.seed, "train_chips": len(subset), "train_chips_total": len(blocks["train"]),
-        "val_chips": len(blocks["val"]), "test_chips": len(blocks["test"]), "selected_step": best[2] or args.steps,
-        "best_val_miou": best[0] if best[1] is not None else None, "steps": args.steps,
-        "wall_time_s": time.perf_counter() - t0, "history": history, "test": test, "split": split,
+        "init": args.init,
+        "freeze_encoder": bool(args.freeze_encoder),
+        "label_fraction": args.label_fraction,
+        "seed": args.seed,
+        "train_chips": len(subset),
+        "train_chips_total": len(blocks["train"]),
+        "val_chips": len(blocks["val"]),
+        "test_chips": len(blocks["test"]),
+        "selected_step": best[2] or args.steps,
+        "best_val_miou": best[0] if best[1] is not None else None,
+        "steps": args.steps,
+        "wall_time_s": time.perf_counter() - t0,
+        "history": history,
+        "test": test,
+        "split": split,
     }
     if not args.no_save:
         out = Path(args.output_dir or f"runs/finetune/{args.init.split(':')[0]}-{args.label_fraction:g}-{args.seed}")
         out.mkdir(parents=True, exist_ok=True)
         seg = seg.to(memory_format=torch.contiguous_format).cpu().eval()
         seg.config.metadata = {
-            "training": {"recipe": "earth-embed training/finetune.py", "init": args.init,
-                         "freeze_encoder": bool(args.freeze_encoder), "data": str(args.data),
-                         "label_fraction": args.label_fraction, "seed": args.seed, "steps": args.steps,
-                         "train chips": f"{len(subset)} of {len(blocks['train'])} ({args.chip} px)",
-                         "test mIoU": f"{100 * test['miou']:.2f}",
-                         "model selection": (f"step {result['selected_step']} of {args.steps}, best validation-block mIoU"
-                                             if args.select == "val" else f"final step of {args.steps} (fixed schedule)")},
-            "split": split, "metrics": {"test_miou": test["miou"], "test_per_class_iou": test["per_class_iou"]},
+            "training": {
+                "recipe": "earth-embed training/finetune.py",
+                "init": args.init,
+                "freeze_encoder": bool(args.freeze_encoder),
+                "data": str(args.data),
+                "label_fraction": args.label_fraction,
+                "seed": args.seed,
+                "steps": args.steps,
+                "train chips": f"{len(subset)} of {len(blocks['train'])} ({args.chip} px)",
+                "test mIoU": f"{100 * test['miou']:.2f}",
+                "model selection": (
+                    f"step {result['selected_step']} of {args.steps}, best validation-block mIoU"
+                    if args.select == "val"
+                    else f"final step of {args.steps} (fixed schedule)"
+                ),
+            },
+            "split": split,
+            "metrics": {"test_miou": test["miou"], "test_per_class_iou": test["per_class_iou"]},
         }
         tmp = out / ".segmenter.tmp"
         if tmp.exists():
@@ -205,8 +243,10 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     result = finetune(args)
-    print(f"{args.init} fraction {args.label_fraction:g} seed {args.seed}: {result['train_chips']} train chips, "
-          f"selected step {result['selected_step']}, {result['wall_time_s']:.0f} s")
+    print(
+        f"{args.init} fraction {args.label_fraction:g} seed {args.seed}: {result['train_chips']} train chips, "
+        f"selected step {result['selected_step']}, {result['wall_time_s']:.0f} s"
+    )
     print(format_metrics(result["test"]))
     return result
 

@@ -48,6 +48,14 @@ def respawn_cpu_ranks(script: str) -> None:
         return
     child_env = dict(env)
     child_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", script, *sys.argv[1:]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={n}",
+        script,
+        *sys.argv[1:],
+    ]
     print(f"[earth-embed] starting {n} CPU ranks: {' '.join(cmd)}", file=sys.stderr, flush=True)
     sys.exit(subprocess.call(cmd, env=child_env))

@@ -10,7 +10,7 @@ same image farther than ``min_dist`` patch pixels). Temperature ``tau``; symmetr
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from training.views import ViewPair, bilinear_lookup, sample_correspondences
 
-__all__ = ["info_nce", "dense_pair_loss", "nt_xent", "masked_mean_pool"]
+__all__ = ["dense_pair_loss", "info_nce", "masked_mean_pool", "nt_xent"]
 
 
 def info_nce(

@@ -23,7 +23,9 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_dim: int, out_dim: int = 128, hidden: int = 0) -> None:
         super().__init__()
         if hidden > 0:
-            self.net: nn.Module = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+            self.net: nn.Module = nn.Sequential(
+                nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
+            )
         else:
             self.net = nn.Linear(in_dim, out_dim)
 
@@ -43,8 +45,9 @@ class PretrainNet(nn.Module):
         self.encoder = encoder
         self.head = ProjectionHead(encoder.embed_dim, proj_dim, proj_hidden)
 
-    def forward(self, x: Tensor, idx: Tensor | None = None, xy: Tensor | None = None,
-                valid: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, idx: Tensor | None = None, xy: Tensor | None = None, valid: Tensor | None = None
+    ) -> Tensor:
         emb = self.encoder(x)
         if idx is not None:
             B, D = emb.shape[:2]
@@ -67,8 +70,8 @@ def make_key_net(net: PretrainNet) -> PretrainNet:
 @torch.no_grad()
 def ema_update(key: nn.Module, query: nn.Module, momentum: float) -> None:
     """key <- momentum * key + (1 - momentum) * query; buffers (BN statistics) are copied."""
-    kp = [p for p in key.parameters()]
-    qp = [p.detach() for p in query.parameters()]
+    kp: list[torch.Tensor] = list(key.parameters())
+    qp: list[torch.Tensor] = [p.detach() for p in query.parameters()]
     torch._foreach_mul_(kp, momentum)
     torch._foreach_add_(kp, qp, alpha=1.0 - momentum)
     for kb, qb in zip(key.buffers(), query.buffers()):
@@ -81,7 +84,7 @@ def save_pretrained_atomic(model: nn.Module, folder: Path) -> Path:
     tmp = folder.with_name(f".{folder.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp)  # type: ignore[operator]
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)

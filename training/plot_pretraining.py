@@ -1,6 +1,6 @@
 """Plot a pre-training run's loss curve (and throughput) from its ``log.csv``.
 
-    python training/plot_pretraining.py runs/cpu --out docs/pretraining_loss.png
+python training/plot_pretraining.py runs/cpu --out docs/pretraining_loss.png
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     ax.legend(fontsize=8)
     title = args.title or f"pre-training {run.name}"
     if summary:
-        title += (f": {summary['steps']} steps, {summary['wall_time_s'] / 60:.1f} min, "
-                  f"{summary['samples_per_s']:.1f} view pairs/s")
+        title += (
+            f": {summary['steps']} steps, {summary['wall_time_s'] / 60:.1f} min, "
+            f"{summary['samples_per_s']:.1f} view pairs/s"
+        )
     ax.set_title(title, fontsize=9)
     ax2.plot(steps, [r["samples_per_s"] for r in rows], lw=0.8, color="gray")
     ax2.set_ylabel("pairs/s", fontsize=8)

@@ -27,7 +27,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __package__ in (None, ""):  # `python training/pretrain.py` / `accelerate launch training/pretrain.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -91,22 +91,44 @@ def _mixed_precision(value: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=None,
-                   help="YAML config (training/configs/*.yaml); repeat to layer files (later ones win)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
-    p.add_argument("--scale", choices=sorted(f.stem for f in (CONFIG_DIR / "scale").glob("*.yaml")),
-                   help="layer training/configs/scale/<SCALE>.yaml over --config (e.g. gpu: bigger batch, "
-                        "windows and step count); the run's name gets the suffix -<SCALE>")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        help="YAML config (training/configs/*.yaml); repeat to layer files (later ones win)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)",
+    )
+    p.add_argument(
+        "--scale",
+        choices=sorted(f.stem for f in (CONFIG_DIR / "scale").glob("*.yaml")),
+        help="layer training/configs/scale/<SCALE>.yaml over --config (e.g. gpu: bigger batch, "
+        "windows and step count); the run's name gets the suffix -<SCALE>",
+    )
     p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N")
     p.add_argument("--batch-size", type=int, help="shortcut for --set train.batch_size=N")
     p.add_argument("--data-root", help="shared data folder (default from the config: ../shared/data)")
     p.add_argument("--output-dir", help="run folder (default runs/<config name>/)")
-    p.add_argument("--resume", nargs="?", const="latest", default=None,
-                   help="resume from PATH, or from the latest checkpoint of --output-dir")
-    p.add_argument("--stop-after", type=int, default=None,
-                   help="stop (after saving state) once this many optimizer steps are done; the schedule still "
-                        "targets train.steps (use to split a run across sessions)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        help="resume from PATH, or from the latest checkpoint of --output-dir",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="stop (after saving state) once this many optimizer steps are done; the schedule still "
+        "targets train.steps (use to split a run across sessions)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     return p.parse_args(argv)
 
@@ -122,7 +144,9 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     configs = list(args.config or [])
     if args.scale:
         if not configs:
-            raise ConfigError("--scale layers over a recipe: give --config too, e.g. --config training/configs/release.yaml")
+            raise ConfigError(
+                "--scale layers over a recipe: give --config too, e.g. --config training/configs/release.yaml"
+            )
         configs.append(CONFIG_DIR / "scale" / f"{args.scale}.yaml")
     cfg = load_config(configs or None, overrides)
     if args.scale:
@@ -159,11 +183,13 @@ def _save_checkpoint(accelerator: Accelerator, out: Path, step: int, keep: int) 
     accelerator.wait_for_everyone()
 
 
-def _card_metadata(cfg: dict, data_cfg, state: TrainState, stats: dict, accelerator: Accelerator,
-                   config_path: list[str] | None) -> dict:
+def _card_metadata(
+    cfg: dict, data_cfg, state: TrainState, stats: dict, accelerator: Accelerator, config_path: list[str] | None
+) -> dict:
     data_txt = "; ".join(
-        f"{s['name']}: excluded ({s['excluded']})" if "excluded" in s else
-        f"{s['name']} ({s['scenes']} scene(s), {s['level']}, DN offset {s['dn_offset']:g}, weight {s['weight']:.3f})"
+        f"{s['name']}: excluded ({s['excluded']})"
+        if "excluded" in s
+        else f"{s['name']} ({s['scenes']} scene(s), {s['level']}, DN offset {s['dn_offset']:g}, weight {s['weight']:.3f})"
         for s in data_cfg.summary
     )
     t, loss = cfg["train"], cfg["loss"]
@@ -173,8 +199,8 @@ def _card_metadata(cfg: dict, data_cfg, state: TrainState, stats: dict, accelera
     return {
         "training": {
             "recipe": f"earth-embed training/pretrain.py, Embedding Earth {loss['method']} contrastive "
-                      f"(tau {loss['tau']}, {loss['points']} points/view, key encoder {loss['key_encoder']} "
-                      f"{loss['ema'] if loss['key_encoder'] == 'ema' else ''})".replace(" )", ")"),
+            f"(tau {loss['tau']}, {loss['points']} points/view, key encoder {loss['key_encoder']} "
+            f"{loss['ema'] if loss['key_encoder'] == 'ema' else ''})".replace(" )", ")"),
             "config": f"{' + '.join(config_path) if config_path else '(defaults)'} (name {cfg['name']})",
             "data": data_txt,
             "steps": state.step,
@@ -185,10 +211,15 @@ def _card_metadata(cfg: dict, data_cfg, state: TrainState, stats: dict, accelera
             "final loss": f"{stats['final_loss']:.4f} (mean of the last {stats['final_window']} steps)",
             "hardware": hw,
             "date": _dt.date.today().isoformat(),
-            **({"model selection": f"step {stats['selected_step']} of {state.step}, best linear probe (mIoU "
-                                   f"{100 * state.probe_best['probe_val_miou']:.1f}) on the validation block of "
-                                   f"{t['probe_data']} (probed every {t['probe_every']} steps)"}
-               if "selected_step" in stats else {}),
+            **(
+                {
+                    "model selection": f"step {stats['selected_step']} of {state.step}, best linear probe (mIoU "
+                    f"{100 * state.probe_best['probe_val_miou']:.1f}) on the validation block of "
+                    f"{t['probe_data']} (probed every {t['probe_every']} steps)"
+                }
+                if "selected_step" in stats
+                else {}
+            ),
         },
         "training_config": cfg,
         "attribution": list(data_cfg.attribution),
@@ -206,14 +237,19 @@ def main(argv: list[str] | None = None) -> dict:
     if l_cfg["key_encoder"] not in ("ema", "shared"):
         raise ConfigError(f"loss.key_encoder must be 'ema' or 'shared', got {l_cfg['key_encoder']!r}")
     if t_cfg["select"] not in ("last", "probe") or (t_cfg["select"] == "probe" and not int(t_cfg["probe_every"])):
-        raise ConfigError(f"train.select must be 'last' or 'probe' (the latter needs train.probe_every > 0), "
-                          f"got select={t_cfg['select']!r}, probe_every={t_cfg['probe_every']!r}")
+        raise ConfigError(
+            f"train.select must be 'last' or 'probe' (the latter needs train.probe_every > 0), "
+            f"got select={t_cfg['select']!r}, probe_every={t_cfg['probe_every']!r}"
+        )
     out = Path(args.output_dir or Path("runs") / cfg["name"])
     tracker = CSVTracker(out)
     probe_log = CSVTracker(out, "probe.csv")
-    accelerator = Accelerator(mixed_precision=_mixed_precision(t_cfg["mixed_precision"]),
-                              gradient_accumulation_steps=int(t_cfg["grad_accum"]), log_with=[tracker],
-                              project_dir=str(out))
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(t_cfg["mixed_precision"]),
+        gradient_accumulation_steps=int(t_cfg["grad_accum"]),
+        log_with=[tracker],
+        project_dir=str(out),
+    )
     if accelerator.device.type == "cpu":
         torch.set_num_threads(int(t_cfg["threads"]) or max(1, (os.cpu_count() or 1) // accelerator.num_processes))
     set_seed(int(t_cfg["seed"]))
@@ -223,11 +259,17 @@ def main(argv: list[str] | None = None) -> dict:
     data_cfg = load_data_config(_sources_path(cfg), cfg["data"]["data_root"])
     B, accum, nproc = int(t_cfg["batch_size"]), int(t_cfg["grad_accum"]), accelerator.num_processes
     total = int(t_cfg["steps"])
-    dataset = UnlabelledWindows(data_cfg.scenes, cfg["data"]["bands"], cfg["data"]["patch_size"],
-                                length=total * accum * B * nproc, seed=int(t_cfg["seed"]),
-                                max_nodata=float(cfg["data"]["max_nodata"]))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=B, shuffle=False, drop_last=True,
-                                         num_workers=int(cfg["data"]["num_workers"]))
+    dataset = UnlabelledWindows(
+        data_cfg.scenes,
+        cfg["data"]["bands"],
+        cfg["data"]["patch_size"],
+        length=total * accum * B * nproc,
+        seed=int(t_cfg["seed"]),
+        max_nodata=float(cfg["data"]["max_nodata"]),
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=B, shuffle=False, drop_last=True, num_workers=int(cfg["data"]["num_workers"])
+    )
 
     # ---- model
     m_cfg = cfg["model"]
@@ -235,16 +277,17 @@ def main(argv: list[str] | None = None) -> dict:
         mean, std = band_statistics(dataset, int(m_cfg["stats_windows"]))
         cfg["model"]["normalization"] = {"mean": mean, "std": std, "measured_on_windows": int(m_cfg["stats_windows"])}
     mean, std = cfg["model"]["normalization"]["mean"], cfg["model"]["normalization"]["std"]
-    encoder = EarthEncoder.new(m_cfg["architecture"], bands=cfg["data"]["bands"], embed_dim=int(m_cfg["embed_dim"]),
-                               mean=mean, std=std)
+    encoder = EarthEncoder.new(
+        m_cfg["architecture"], bands=cfg["data"]["bands"], embed_dim=int(m_cfg["embed_dim"]), mean=mean, std=std
+    )
     net = PretrainNet(encoder, int(l_cfg["proj_dim"]), int(l_cfg["proj_hidden"]))
     mem = torch.channels_last if m_cfg["channels_last"] else torch.contiguous_format
     net = net.to(memory_format=mem)
     key_net = make_key_net(net) if (l_cfg["method"] == "dense" and l_cfg["key_encoder"] == "ema") else None
     if m_cfg["compile"]:
-        net.encoder = torch.compile(net.encoder)
+        net.encoder = torch.compile(net.encoder)  # type: ignore[assignment]
         if key_net is not None:
-            key_net.encoder = torch.compile(key_net.encoder)
+            key_net.encoder = torch.compile(key_net.encoder)  # type: ignore[assignment]
     optimizer = torch.optim.AdamW(net.parameters(), lr=float(t_cfg["lr"]), weight_decay=float(t_cfg["weight_decay"]))
     net, optimizer = accelerator.prepare(net, optimizer)
     state = TrainState()
@@ -275,15 +318,24 @@ def main(argv: list[str] | None = None) -> dict:
     probe_every = int(t_cfg["probe_every"])
     probe = None
     if probe_every and accelerator.is_main_process:
-        probe = ProbeSelector(Path(cfg["data"]["data_root"]) / t_cfg["probe_data"], cfg["data"]["bands"],
-                              out / "encoder_best_probe", int(t_cfg["probe_max_pixels"]))
+        probe = ProbeSelector(
+            Path(cfg["data"]["data_root"]) / t_cfg["probe_data"],
+            cfg["data"]["bands"],
+            out / "encoder_best_probe",
+            int(t_cfg["probe_max_pixels"]),
+        )
         probe.best = state.probe_best or None
 
     # ---- loop
     stop_at = min(total, args.stop_after) if args.stop_after else total
     start_step = state.step
-    bar = tqdm(total=stop_at, initial=start_step, disable=not accelerator.is_local_main_process or args.no_progress,
-               desc=f"pretrain {cfg['name']}", dynamic_ncols=True)
+    bar = tqdm(
+        total=stop_at,
+        initial=start_step,
+        disable=not accelerator.is_local_main_process or args.no_progress,
+        desc=f"pretrain {cfg['name']}",
+        dynamic_ncols=True,
+    )
     unwrapped = accelerator.unwrap_model(net)
     net.train()
     if key_net is not None:
@@ -309,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
             if l_cfg["method"] == "dense":
                 loss = _dense_loss(net, unwrapped, key_net, pair, views, l_cfg, gen, accelerator)
             else:
+                assert pair.valid1 is not None and pair.valid2 is not None
                 valid = torch.cat([pair.valid1, pair.valid2])
                 z = net(views, valid=valid)[:, 0]
                 loss = nt_xent(z[:B], z[B:], float(l_cfg["tau"]))
@@ -333,15 +386,23 @@ def main(argv: list[str] | None = None) -> dict:
             now = time.perf_counter()
             sps = n_last / max(now - t_last, 1e-9)
             state.elapsed = elapsed0 + (now - t_run)
-            accelerator.log({"loss": step_loss, "loss_avg": float(np.mean(losses[-int(t_cfg["log_every"]):])),
-                             "lr": lr, "samples_per_s": sps, "elapsed_s": state.elapsed}, step=state.step)
+            accelerator.log(
+                {
+                    "loss": step_loss,
+                    "loss_avg": float(np.mean(losses[-int(t_cfg["log_every"]) :])),
+                    "lr": lr,
+                    "samples_per_s": sps,
+                    "elapsed_s": state.elapsed,
+                },
+                step=state.step,
+            )
             bar.set_postfix(loss=f"{step_loss:.3f}", pairs_per_s=f"{sps:.1f}")
             t_last, n_last = now, 0
         if probe_every and state.step % probe_every == 0:
             if probe is not None:
                 result = probe(_plain_copy(unwrapped.encoder), state.step)
                 probe_log.log({k: v for k, v in result.items() if k != "step"}, step=state.step)
-                state.probe_best = dict(probe.best)
+                state.probe_best = dict(probe.best or {})
                 bar.set_postfix(probe=f"{100 * result['probe_val_miou']:.1f}")
             accelerator.wait_for_everyone()
         if save_every and state.step % save_every == 0 and state.step < stop_at:
@@ -352,10 +413,15 @@ def main(argv: list[str] | None = None) -> dict:
     _save_checkpoint(accelerator, out, state.step, int(t_cfg["keep_checkpoints"]))
     done_here = state.step - start_step
     window = min(50, len(losses)) or 1
-    stats = {"steps": state.step, "steps_this_run": done_here, "wall_time_s": state.elapsed,
-             "samples_per_s": state.step * B * accum * nproc / max(state.elapsed, 1e-9),
-             "final_loss": float(np.mean(losses[-window:])) if losses else float("nan"), "final_window": window,
-             "finished": state.step >= total}
+    stats = {
+        "steps": state.step,
+        "steps_this_run": done_here,
+        "wall_time_s": state.elapsed,
+        "samples_per_s": state.step * B * accum * nproc / max(state.elapsed, 1e-9),
+        "final_loss": float(np.mean(losses[-window:])) if losses else float("nan"),
+        "final_window": window,
+        "finished": state.step >= total,
+    }
     if state.probe_best:
         stats["probe_best"] = state.probe_best
     if accelerator.is_main_process and state.step >= total:
@@ -364,8 +430,14 @@ def main(argv: list[str] | None = None) -> dict:
             enc = EarthEncoder.from_pretrained(out / "encoder_best_probe")
             stats["selected_step"] = state.probe_best["step"]
         enc.config.name = enc.config.name or f"earth-embed-{cfg['name']}"
-        enc.config.metadata = _card_metadata(cfg, data_cfg, state, stats, accelerator,
-                                             (args.config or []) + ([f"--scale {args.scale}"] if args.scale else []))
+        enc.config.metadata = _card_metadata(
+            cfg,
+            data_cfg,
+            state,
+            stats,
+            accelerator,
+            (args.config or []) + ([f"--scale {args.scale}"] if args.scale else []),
+        )
         final = save_pretrained_atomic(enc, out / "encoder")
         (out / "summary.json").write_text(json.dumps(stats, indent=2) + "\n")
         accelerator.print(f"saved encoder to {final}: {json.dumps(stats)}")
@@ -377,7 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
 def _plain_copy(encoder: torch.nn.Module) -> EarthEncoder:
     """A CPU, contiguous-format copy of the (possibly compiled) encoder, safe to save while training goes on."""
     enc = getattr(encoder, "_orig_mod", encoder)
-    return copy.deepcopy(enc).to(memory_format=torch.contiguous_format).cpu()
+    return cast(EarthEncoder, copy.deepcopy(enc).to(memory_format=torch.contiguous_format).cpu())
 
 
 def _dense_loss(net, unwrapped, key_net, pair, views, l_cfg, gen, accelerator) -> torch.Tensor:
@@ -393,8 +465,13 @@ def _dense_loss(net, unwrapped, key_net, pair, views, l_cfg, gen, accelerator) -
         k = keys(views, xy=torch.cat([xyk1, xyk2]).to(dev))
     q = torch.nn.functional.normalize(q.float(), dim=-1)
     k = torch.nn.functional.normalize(k.float(), dim=-1)
-    kw = dict(tau=float(l_cfg["tau"]), max_negatives=l_cfg["max_negatives"],
-              same_image_negatives=bool(l_cfg["same_image_negatives"]), min_dist=float(l_cfg["min_dist"]), generator=gen)
+    kw = dict(
+        tau=float(l_cfg["tau"]),
+        max_negatives=l_cfg["max_negatives"],
+        same_image_negatives=bool(l_cfg["same_image_negatives"]),
+        min_dist=float(l_cfg["min_dist"]),
+        generator=gen,
+    )
     l12 = info_nce(q[:B], k[B:], weight=w1.to(dev), xy_patch=xyp1, **kw)  # view-1 queries vs view-2 keys
     l21 = info_nce(q[B:], k[:B], weight=w2.to(dev), xy_patch=xyp2, **kw)
     return 0.5 * (l12 + l21)

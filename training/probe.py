@@ -21,7 +21,7 @@ from training.data import IGNORE_INDEX, LabelledScene, region_split
 from training.evaluate import confusion_matrix, metrics_from_confusion
 from training.model import save_pretrained_atomic
 
-__all__ = ["scene_arrays", "block_masks", "features", "fit_probe", "probe_scores", "ProbeSelector"]
+__all__ = ["ProbeSelector", "block_masks", "features", "fit_probe", "probe_scores", "scene_arrays"]
 
 
 def scene_arrays(folder: Path, bands: list[str]) -> tuple[torch.Tensor, torch.Tensor, LabelledScene]:
@@ -38,7 +38,7 @@ def block_masks(scene: LabelledScene, blocks: tuple[str, ...], chip: int = 64) -
     for name in blocks:
         mask = torch.zeros(scene.height, scene.width, dtype=torch.bool)
         for c in split[name]:
-            mask[c.row:c.row + c.size, c.col:c.col + c.size] = True
+            mask[c.row : c.row + c.size, c.col : c.col + c.size] = True
         masks.append(mask)
     return masks
 
@@ -55,8 +55,7 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int = 300
     """Multinomial logistic regression (full batch, L-BFGS) on standardised features."""
     torch.manual_seed(seed)
     probe = torch.nn.Linear(x.shape[1], n_classes)
-    opt = torch.optim.LBFGS(probe.parameters(), lr=0.5, max_iter=steps, history_size=20,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(probe.parameters(), lr=0.5, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
@@ -68,8 +67,15 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int = 300
     return probe
 
 
-def probe_scores(feats: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor,
-                 classes: list[str], max_train: int | None = None, seed: int = 0) -> dict[str, Any]:
+def probe_scores(
+    feats: torch.Tensor,
+    y: torch.Tensor,
+    train: torch.Tensor,
+    test: torch.Tensor,
+    classes: list[str],
+    max_train: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Fit on labelled ``train`` pixels (at most ``max_train``, drawn with ``seed``), score on labelled ``test`` pixels.
 
     mIoU is over the classes present in the scored pixels' truth.
@@ -89,7 +95,7 @@ def probe_scores(feats: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test
     present = [c for i, c in enumerate(classes) if int((yf[te] == i).sum()) > 0]
     m["miou"] = float(np.mean([m["per_class_iou"][c] for c in present]))
     m["classes_scored"] = present
-    m["n_train_pixels"], m["n_test_pixels"] = int(len(tr)), int(te.sum())
+    m["n_train_pixels"], m["n_test_pixels"] = len(tr), int(te.sum())
     return m
 
 

@@ -69,12 +69,17 @@ def results_markdown(docs: Path) -> str:
     le = docs / "results" / "label_efficiency.md"
     if le.is_file():
         table = le.read_text().split("Per-class")[0]
-        parts.append("Label efficiency on `brandenburg-osm` (fine-tuning; test block never seen):\n\n"
-                     + table.split("\n", 1)[1].strip())
+        parts.append(
+            "Label efficiency on `brandenburg-osm` (fine-tuning; test block never seen):\n\n"
+            + table.split("\n", 1)[1].strip()
+        )
     lp = _read(docs / "results" / "linear_probe.json")
     if lp:
-        parts.append("Linear probes on frozen per-pixel features (train on one half, test on the other):\n\n"
-                     + lp["markdown"] + f"\n\nCommand: `{lp['command']}` ({lp['date']}).")
+        parts.append(
+            "Linear probes on frozen per-pixel features (train on one half, test on the other):\n\n"
+            + lp["markdown"]
+            + f"\n\nCommand: `{lp['command']}` ({lp['date']})."
+        )
     if not parts:
         return "No evaluation has been run for this release yet."
     return "\n\n".join(parts) + "\n\nFull results and method: `docs/results.md` in the earth-embed repository."
@@ -86,9 +91,11 @@ def release_encoder(src: str, out: Path, docs: Path) -> Path:
     enc.config.license = "apache-2.0"
     meta = dict(enc.config.metadata)
     meta.update(
-        description=("Per-pixel 64-d embeddings of Sentinel-2 scenes from the ten 10/20 m bands, pre-trained "
-                     "with earth-embed's dense contrastive recipe (training/configs/release.yaml) on real "
-                     "unlabelled imagery from five continents."),
+        description=(
+            "Per-pixel 64-d embeddings of Sentinel-2 scenes from the ten 10/20 m bands, pre-trained "
+            "with earth-embed's dense contrastive recipe (training/configs/release.yaml) on real "
+            "unlabelled imagery from five continents."
+        ),
         limitations=LIMITATIONS,
         results_markdown=results_markdown(docs),
     )
@@ -105,11 +112,16 @@ def release_segmenter(src: str, out: Path, docs: Path) -> Path:
     meta = dict(seg.config.metadata)
     meta.pop("split", None)
     meta.update(
-        description=(f"An example land-cover (OpenStreetMap land-use) segmenter: the `{ENCODER_NAME}` encoder "
-                     "fine-tuned on all training chips of brandenburg-osm's training block (one winter "
-                     "scene, 8 classes). An example of the workflow, not a general land-cover product."),
-        limitations=LIMITATIONS + ["Trained on one February scene in Brandenburg: expect errors in other "
-                                   "seasons and regions; farm, grass and meadow are spectrally close in winter."],
+        description=(
+            f"An example land-cover (OpenStreetMap land-use) segmenter: the `{ENCODER_NAME}` encoder "
+            "fine-tuned on all training chips of brandenburg-osm's training block (one winter "
+            "scene, 8 classes). An example of the workflow, not a general land-cover product."
+        ),
+        limitations=LIMITATIONS
+        + [
+            "Trained on one February scene in Brandenburg: expect errors in other "
+            "seasons and regions; farm, grass and meadow are spectrally close in winter."
+        ],
         attribution=list(enc_meta.get("attribution", [])) + LABEL_ATTRIBUTION,
         results_markdown=results_markdown(docs),
     )
@@ -122,16 +134,31 @@ def write_index(out: Path) -> None:
     for folder in sorted(p for p in out.iterdir() if (p / "config.json").is_file()):
         cfg = json.loads((folder / "config.json").read_text())
         size = (folder / "model.safetensors").stat().st_size / 1e6
-        what = (f"segmenter, {len(cfg['classes'])} classes" if cfg["kind"] == "segmenter"
-                else f"encoder, {cfg['embed_dim']}-d per-pixel embeddings")
-        rows.append(f"| [`{folder.name}`]({folder.name}/README.md) | {what} | `{cfg['architecture']}` | "
-                    f"{', '.join(cfg['bands'])} | {size:.1f} MB | {cfg['license']} |")
-    text = ["# Released models", "",
-            "Each folder is exactly what `push_to_hub` uploads (config.json, model.safetensors, README.md card).",
-            "Load one with `EarthEncoder.from_pretrained(\"models/<name>\")` (or `EarthSegmenter`); built by",
-            "`python training/release_models.py` (see its docstring and `docs/results.md`). They were made by:", "",
-            "```bash", *MAKE_COMMANDS, "```", "",
-            "| model | what | architecture | bands | weights | licence |", "|---|---|---|---|---|---|", *rows, ""]
+        what = (
+            f"segmenter, {len(cfg['classes'])} classes"
+            if cfg["kind"] == "segmenter"
+            else f"encoder, {cfg['embed_dim']}-d per-pixel embeddings"
+        )
+        rows.append(
+            f"| [`{folder.name}`]({folder.name}/README.md) | {what} | `{cfg['architecture']}` | "
+            f"{', '.join(cfg['bands'])} | {size:.1f} MB | {cfg['license']} |"
+        )
+    text = [
+        "# Released models",
+        "",
+        "Each folder is exactly what `push_to_hub` uploads (config.json, model.safetensors, README.md card).",
+        'Load one with `EarthEncoder.from_pretrained("models/<name>")` (or `EarthSegmenter`); built by',
+        "`python training/release_models.py` (see its docstring and `docs/results.md`). They were made by:",
+        "",
+        "```bash",
+        *MAKE_COMMANDS,
+        "```",
+        "",
+        "| model | what | architecture | bands | weights | licence |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
     (out / "README.md").write_text("\n".join(text))
 
 

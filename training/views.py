@@ -26,8 +26,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "ViewConfig", "BatchParams", "ViewPair", "draw_batch_params", "make_views", "bilinear_lookup",
-    "sample_correspondences", "apply_affine",
+    "BatchParams",
+    "ViewConfig",
+    "ViewPair",
+    "apply_affine",
+    "bilinear_lookup",
+    "draw_batch_params",
+    "make_views",
+    "sample_correspondences",
 ]
 
 
@@ -52,7 +58,7 @@ class ViewConfig:
     band_drop_max: int = 3  # at most this many bands zeroed
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "ViewConfig":
+    def from_dict(cls, d: dict | None) -> ViewConfig:
         d = dict(d or {})
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
@@ -243,7 +249,7 @@ def make_views(
     """
     if patches.ndim != 4 or patches.shape[-1] != patches.shape[-2]:
         raise ValueError(f"patches must be (B, C, S, S) square, got {tuple(patches.shape)}")
-    B, C, S, _ = patches.shape
+    B, _C, S, _ = patches.shape
     O = batch.out_size
     box1 = _crop_boxes(B, S, cfg, batch.scale, gen)
     box2 = _crop_boxes(B, S, cfg, batch.scale, gen)

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from .reader import S2_NODATA, Scene, band_from_filename, open_scene
 
-__all__ = ["open_scene", "Scene", "band_from_filename", "S2_NODATA", "embed_raster", "classify_raster",
-           "make_preview"]
+__all__ = [
+    "S2_NODATA",
+    "Scene",
+    "band_from_filename",
+    "classify_raster",
+    "embed_raster",
+    "make_preview",
+    "open_scene",
+]
 
 
 def __getattr__(name: str):

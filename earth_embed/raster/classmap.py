@@ -17,11 +17,16 @@ def landcover_png(map_tif: str | os.PathLike, out_png: str | os.PathLike, max_si
     with rasterio.open(map_tif) as src:
         names = json.loads(src.tags().get("CLASS_NAMES", "null") or "null")
         if src.count != 1 or names is None:
-            raise RasterInputError(f"{map_tif} is not a land-cover map written by classify_raster "
-                                   "(one band and a CLASS_NAMES tag); run `earth-embed classify` first.")
+            raise RasterInputError(
+                f"{map_tif} is not a land-cover map written by classify_raster "
+                "(one band and a CLASS_NAMES tag); run `earth-embed classify` first."
+            )
         factor = max(1, int(np.ceil(max(src.height, src.width) / max_size)))
-        classes = src.read(1, out_shape=(src.height // factor or 1, src.width // factor or 1),
-                           resampling=rasterio.enums.Resampling.nearest)
+        classes = src.read(
+            1,
+            out_shape=(src.height // factor or 1, src.width // factor or 1),
+            resampling=rasterio.enums.Resampling.nearest,
+        )
         colormap = src.colormap(1)
     lut = np.zeros((256, 3), dtype=np.uint8)
     for value, rgba in colormap.items():

@@ -12,9 +12,10 @@ import json
 import os
 import queue
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -67,7 +68,8 @@ class _Worker(threading.Thread):
 
     def __init__(self, fn: Callable[[], None], name: str) -> None:
         super().__init__(name=name, daemon=True)
-        self.fn, self.error = fn, None
+        self.fn = fn
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
@@ -98,7 +100,7 @@ def stream(
     writer: GeoTiffWriter,
     *,
     batch_size: int = 1,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | str = "cpu",
     progress: bool = True,
     desc: str = "tiles",
 ) -> None:
@@ -115,6 +117,7 @@ def stream(
     # (a finished region is a view into its tile's output, D x tile x tile float32)
     read_q: queue.Queue = queue.Queue(maxsize=1)
     write_q: queue.Queue = queue.Queue(maxsize=1)
+    device = torch.device(device)
     cuda = device.type == "cuda"
 
     def read_all() -> None:
@@ -138,15 +141,18 @@ def stream(
     writer_thread.start()
     blender = Blender(grid, channels)
     bar = tqdm(total=len(grid), desc=desc, unit="tile", disable=not progress, dynamic_ncols=True)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-                if cuda else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        if cuda
+        else contextlib.nullcontext()
+    )
     try:
         while True:
             try:
                 item = read_q.get(timeout=0.5)
             except queue.Empty:
                 if reader.error is not None:
-                    raise reader.error
+                    raise reader.error from None
                 continue
             if item is _STOP:
                 break
@@ -161,13 +167,13 @@ def stream(
                 with torch.inference_mode(), autocast:
                     xin = normalize(x) * v[:, None].to(torch.float32)
                     out = forward(xin).float()
-                out = out.cpu().numpy()
+                out_np = out.cpu().numpy()
             else:  # nothing valid: skip the model
-                out = np.zeros((len(batch), channels, batch[0].height, batch[0].width), np.float32)
+                out_np = np.zeros((len(batch), channels, batch[0].height, batch[0].width), np.float32)
             for k, t in enumerate(batch):
-                r0, c0, block = blender.add(t, out[k])
+                r0, c0, block = blender.add(t, out_np[k])
                 h, w = block.shape[1:]
-                region_valid = valid[k, r0 - t.row:r0 - t.row + h, c0 - t.col:c0 - t.col + w]
+                region_valid = valid[k, r0 - t.row : r0 - t.row + h, c0 - t.col : c0 - t.col + w]
                 if not _put(write_q, (r0, c0, finish(block, region_valid)), stop, writer_thread):
                     raise writer_thread.error or RuntimeError("writer stopped")
             bar.update(len(batch))
@@ -187,8 +193,17 @@ def stream(
             writer_thread.join()
 
 
-def _prepare(model: Any, src: Any, dst: Any, tile: int | None, overlap: int | None, batch_size: int | None,
-             device: Any, bands: Sequence[str] | None, overwrite: bool):
+def _prepare(
+    model: Any,
+    src: Any,
+    dst: Any,
+    tile: int | None,
+    overlap: int | None,
+    batch_size: int | None,
+    device: Any,
+    bands: Sequence[str] | None,
+    overwrite: bool,
+):
     """Common checks (cheap ones first), then open the scene and plan the tiles."""
     check_output_path(dst, overwrite)
     dev = _pick_device(device)
@@ -226,12 +241,20 @@ def _blocksize(grid: TileGrid) -> int:
     return 256
 
 
-def _base_tags(model: Any, scene: Scene, grid: TileGrid, dn_offset: float | None, model_id: str | None,
-               revision: str | None, bands: Sequence[str] | None) -> dict[str, str]:
+def _base_tags(
+    model: Any,
+    scene: Scene,
+    grid: TileGrid,
+    dn_offset: float | None,
+    model_id: str | None,
+    revision: str | None,
+    bands: Sequence[str] | None,
+) -> dict[str, str]:
     name, rev = model_identity(model)
     norm = model.config.normalization
     extra = {"INPUT_OPEN_BANDS": json.dumps(list(bands))} if bands else {}  # how to reopen the input
-    return {**extra,
+    return {
+        **extra,
         "EARTH_EMBED_VERSION": __version__,
         "MODEL": model_id or name,
         "MODEL_REVISION": revision or rev,
@@ -296,10 +319,20 @@ def embed_raster(
         tags = _base_tags(model, scene, grid, dn_offset, model_id, revision, bands)
         tags.update(KIND="embeddings", EMBED_DIM=str(model.embed_dim), OUTPUT_DTYPE=dtype)
         writer = GeoTiffWriter(
-            dst, height=scene.height, width=scene.width, count=model.embed_dim, crs=scene.crs,
-            transform=scene.transform, dtype=dtype, descriptions=[f"emb_{i:03d}" for i in range(model.embed_dim)],
-            tags=tags, blocksize=_blocksize(grid), compress=compress, overwrite=overwrite,
-            threads=_writer_threads(dev), overviews=overviews,
+            dst,
+            height=scene.height,
+            width=scene.width,
+            count=model.embed_dim,
+            crs=scene.crs,
+            transform=scene.transform,
+            dtype=dtype,
+            descriptions=[f"emb_{i:03d}" for i in range(model.embed_dim)],
+            tags=tags,
+            blocksize=_blocksize(grid),
+            compress=compress,
+            overwrite=overwrite,
+            threads=_writer_threads(dev),
+            overviews=overviews,
         )
 
         def finish(block: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -308,8 +341,20 @@ def embed_raster(
             return block
 
         with writer:
-            stream(scene, model.bands, model, lambda x: model.normalize(x, dn_offset), model.embed_dim, grid,
-                   finish, writer, batch_size=batch_size, device=dev, progress=progress, desc="embedding")
+            stream(
+                scene,
+                model.bands,
+                model,
+                lambda x: model.normalize(x, dn_offset),
+                model.embed_dim,
+                grid,
+                finish,
+                writer,
+                batch_size=batch_size,
+                device=dev,
+                progress=progress,
+                desc="embedding",
+            )
     return writer.path
 
 
@@ -339,8 +384,9 @@ def classify_raster(
     """
     classes = list(getattr(segmenter, "classes", []) or [])
     if not classes:
-        raise RasterInputError("classify_raster needs an EarthSegmenter (a model with classes); "
-                               "for an encoder use embed_raster.")
+        raise RasterInputError(
+            "classify_raster needs an EarthSegmenter (a model with classes); for an encoder use embed_raster."
+        )
     if len(classes) > 254:
         raise RasterInputError(f"{len(classes)} classes do not fit a uint8 map (max 254).")
     scene, grid, dev, batch_size = _prepare(segmenter, src, dst, tile, overlap, batch_size, device, bands, overwrite)
@@ -351,9 +397,21 @@ def classify_raster(
         colors = segmenter.class_colors or [(128, 128, 128)] * len(classes)
         colormap = {0: (0, 0, 0, 0), **{i + 1: (*map(int, c[:3]), 255) for i, c in enumerate(colors)}}
         writer = GeoTiffWriter(
-            dst, height=scene.height, width=scene.width, count=1, crs=scene.crs, transform=scene.transform,
-            dtype="uint8", descriptions=["class"], tags=tags, colormap=colormap, blocksize=_blocksize(grid),
-            compress=compress, overwrite=overwrite, threads=_writer_threads(dev), overviews=overviews,
+            dst,
+            height=scene.height,
+            width=scene.width,
+            count=1,
+            crs=scene.crs,
+            transform=scene.transform,
+            dtype="uint8",
+            descriptions=["class"],
+            tags=tags,
+            colormap=colormap,
+            blocksize=_blocksize(grid),
+            compress=compress,
+            overwrite=overwrite,
+            threads=_writer_threads(dev),
+            overviews=overviews,
         )
 
         def finish(block: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -361,6 +419,18 @@ def classify_raster(
             return np.where(valid, labels, 0).astype(np.uint8)[None]
 
         with writer:
-            stream(scene, segmenter.bands, segmenter, lambda x: segmenter.normalize(x, dn_offset), len(classes),
-                   grid, finish, writer, batch_size=batch_size, device=dev, progress=progress, desc="classifying")
+            stream(
+                scene,
+                segmenter.bands,
+                segmenter,
+                lambda x: segmenter.normalize(x, dn_offset),
+                len(classes),
+                grid,
+                finish,
+                writer,
+                batch_size=batch_size,
+                device=dev,
+                progress=progress,
+                desc="classifying",
+            )
     return writer.path

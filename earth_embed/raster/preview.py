@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -47,12 +47,12 @@ def pca_rgb(emb: np.ndarray, seed: int = 0) -> np.ndarray:
     sample = flat[:, rng.choice(idx, size=min(PCA_SAMPLE, idx.size), replace=False)].astype(np.float64)
     mean = sample.mean(axis=1, keepdims=True)
     centred = sample - mean
-    evals, evecs = np.linalg.eigh(centred @ centred.T)
+    _evals, evecs = np.linalg.eigh(centred @ centred.T)
     comps = evecs[:, ::-1][:, :3].T  # (k, D), largest variance first
     # a deterministic sign: the largest loading of each component is positive
     comps = comps * np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])[:, None]
     proj = np.zeros((3, flat.shape[1]), np.float32)
-    proj[: len(comps), idx] = (comps.astype(np.float32) @ (flat[:, idx] - mean.astype(np.float32)))
+    proj[: len(comps), idx] = comps.astype(np.float32) @ (flat[:, idx] - mean.astype(np.float32))
     return _stretch(proj.reshape(3, *emb.shape[1:]), valid.reshape(emb.shape[1:]))
 
 
@@ -72,11 +72,13 @@ def read_reduced(ds, factor: int, strip_blocks: int = 8) -> np.ndarray:
         x = x.reshape(ds.count, n // factor, factor, w, factor)
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
-            out[:, r // factor:(r + n) // factor] = np.nanmean(x, axis=(2, 4))
+            out[:, r // factor : (r + n) // factor] = np.nanmean(x, axis=(2, 4))
     return out
 
 
-def rgb_of_scene(src: str | Sequence[str], out_shape: tuple[int, int], bands: Sequence[str] | None = None) -> np.ndarray:
+def rgb_of_scene(
+    src: str | Sequence[str], out_shape: tuple[int, int], bands: Sequence[str] | None = None
+) -> np.ndarray:
     """True-colour (B04, B03, B02) uint8 (3, h, w) of a scene at a reduced size (``bands`` as for open_scene)."""
     if isinstance(src, (list, tuple)) and len(src) == 1:
         src = src[0]
@@ -98,8 +100,15 @@ def _panel(img: np.ndarray, title: str) -> Image.Image:
     return canvas
 
 
-def make_preview(emb_tif: str | os.PathLike, out_png: str | os.PathLike, *, src: str | Sequence[str] | None = None,
-                 bands: Sequence[str] | None = None, rgb: bool = True, max_size: int = 1024) -> Path:
+def make_preview(
+    emb_tif: str | os.PathLike,
+    out_png: str | os.PathLike,
+    *,
+    src: str | Sequence[str] | None = None,
+    bands: Sequence[str] | None = None,
+    rgb: bool = True,
+    max_size: int = 1024,
+) -> Path:
     """Write ``out_png``: the input's RGB (left) beside the embeddings' PCA false colour (right).
 
     For a class map written by ``classify_raster`` the right panel shows its colour table instead.

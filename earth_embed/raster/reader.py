@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import rasterio
@@ -24,8 +25,8 @@ from rasterio.windows import Window
 from ..bands import ALL_BANDS, S2_BANDS, canonical_band_name, canonical_band_names
 from ..errors import BandError, RasterInputError
 
-PathLike = Union[str, os.PathLike]
-WindowLike = Union[Window, tuple]
+PathLike = Union[str, os.PathLike]  # noqa: UP007 (a runtime alias)
+WindowLike = Union[Window, tuple]  # noqa: UP007
 
 #: File suffixes looked at when a folder is given.
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
@@ -60,7 +61,7 @@ class _BandSource:
 
     name: str
     path: str
-    dataset: object  # rasterio DatasetReader or WarpedVRT on the scene grid
+    dataset: Any  # rasterio DatasetReader or WarpedVRT on the scene grid
     index: int  # 1-based band index inside ``dataset``
     resolution: float  # native pixel size (CRS units)
     warped: bool  # True when resampled onto the finest grid
@@ -69,8 +70,17 @@ class _BandSource:
 class Scene:
     """A stack of Sentinel-2 bands on one grid (the finest band's). Use :func:`open_scene`."""
 
-    def __init__(self, sources: list[_BandSource], owned: list, crs, transform, height: int, width: int,
-                 nodata: float, description: str):
+    def __init__(
+        self,
+        sources: list[_BandSource],
+        owned: list,
+        crs,
+        transform,
+        height: int,
+        width: int,
+        nodata: float,
+        description: str,
+    ):
         self._sources = sources
         self._owned = owned  # datasets to close, in closing order
         self.crs = crs
@@ -114,8 +124,10 @@ class Scene:
         return {s.name: s.path for s in self._sources}
 
     def __repr__(self) -> str:
-        return (f"Scene({self.description!r}, bands={self.band_names}, {self.height}x{self.width} px, "
-                f"crs={self.crs}, nodata={self.nodata})")
+        return (
+            f"Scene({self.description!r}, bands={self.band_names}, {self.height}x{self.width} px, "
+            f"crs={self.crs}, nodata={self.nodata})"
+        )
 
     # -- reading -----------------------------------------------------------------------------
     def _band_indices(self, bands: Sequence[str] | None) -> list[int]:
@@ -132,8 +144,12 @@ class Scene:
             )
         return [self.band_names.index(b) for b in want]
 
-    def read(self, window: WindowLike | None = None, bands: Sequence[str] | None = None,
-             out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    def read(
+        self,
+        window: WindowLike | None = None,
+        bands: Sequence[str] | None = None,
+        out_shape: tuple[int, int] | None = None,
+    ) -> np.ndarray:
         """Raw digital numbers as float32 ``(C, h, w)`` on the scene grid.
 
         ``window``: a :class:`rasterio.windows.Window` or ``((row0, row1), (col0, col1))`` on the scene
@@ -142,7 +158,9 @@ class Scene:
         only) reads a reduced-resolution version (block averages), e.g. for previews.
         """
         if self.closed:
-            raise RasterInputError(f"The scene {self.description} is closed; read inside the `with open_scene(...)` block.")
+            raise RasterInputError(
+                f"The scene {self.description} is closed; read inside the `with open_scene(...)` block."
+            )
         idx = self._band_indices(bands)
         if out_shape is not None:
             if window is not None:
@@ -167,7 +185,7 @@ class Scene:
                     f"Cannot read band {src.name} from {src.path}: {err}. The file is truncated or corrupt; "
                     "download or export it again."
                 ) from err
-            out[k, dr:dr + (r1 - r0), dc:dc + (c1 - c0)] = data
+            out[k, dr : dr + (r1 - r0), dc : dc + (c1 - c0)] = data
         return out
 
     def _read_reduced(self, idx: list[int], out_shape: tuple[int, int]) -> np.ndarray:
@@ -175,8 +193,9 @@ class Scene:
         for k, i in enumerate(idx):
             src = self._sources[i]
             try:
-                out[k] = src.dataset.read(src.index, out_shape=out_shape, resampling=Resampling.average,
-                                          out_dtype=np.float32)
+                out[k] = src.dataset.read(
+                    src.index, out_shape=out_shape, resampling=Resampling.average, out_dtype=np.float32
+                )
             except RasterioError as err:
                 raise RasterInputError(
                     f"Cannot read band {src.name} from {src.path}: {err}. The file is truncated or corrupt; "
@@ -184,8 +203,9 @@ class Scene:
                 ) from err
         return out
 
-    def valid_mask(self, window: WindowLike | None = None, bands: Sequence[str] | None = None,
-                   data: np.ndarray | None = None) -> np.ndarray:
+    def valid_mask(
+        self, window: WindowLike | None = None, bands: Sequence[str] | None = None, data: np.ndarray | None = None
+    ) -> np.ndarray:
         """Boolean ``(h, w)``: True where no band (of ``bands``) equals ``nodata``."""
         if data is None:
             data = self.read(window, bands)
@@ -205,7 +225,7 @@ class Scene:
                 pass
         self.closed = True
 
-    def __enter__(self) -> "Scene":
+    def __enter__(self) -> Scene:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -300,7 +320,7 @@ def _open_multiband(path: str, bands: Sequence[str] | None) -> Scene:
             raise RasterInputError(
                 f"{path} has {ds.count} band(s) whose descriptions do not name Sentinel-2 bands "
                 f"(descriptions: {list(ds.descriptions)}). Pass bands=[...] with the name of each band in "
-                f"file order, e.g. bands={ALL_BANDS[:ds.count]!r}, or set the band descriptions."
+                f"file order, e.g. bands={ALL_BANDS[: ds.count]!r}, or set the band descriptions."
             )
         else:
             names = canonical_band_names(bands)
@@ -401,7 +421,9 @@ def _open_band_files(src, bands: Sequence[str] | None) -> Scene:
             owned.append(ds)
             _check_georeferenced(ds, files[nominal])
             datasets[nominal] = ds
-        ref_name = min(datasets, key=lambda b: (abs(datasets[b].transform.a) * abs(datasets[b].transform.e), ALL_BANDS.index(b)))
+        ref_name = min(
+            datasets, key=lambda b: (abs(datasets[b].transform.a) * abs(datasets[b].transform.e), ALL_BANDS.index(b))
+        )
         ref = datasets[ref_name]
         nodata = S2_NODATA if ref.nodata is None else float(ref.nodata)
         sources = []
@@ -409,21 +431,36 @@ def _open_band_files(src, bands: Sequence[str] | None) -> Scene:
         for b in wanted:
             ds = datasets[b]
             res = abs(ds.transform.a)
-            same_grid = (ds.crs == ref.crs and ds.transform == ref.transform
-                         and ds.width == ref.width and ds.height == ref.height)
+            same_grid = (
+                ds.crs == ref.crs
+                and ds.transform == ref.transform
+                and ds.width == ref.width
+                and ds.height == ref.height
+            )
             if same_grid:
                 sources.append(_BandSource(b, files[b], ds, 1, res, False))
                 continue
             src_nodata = nodata if ds.nodata is None else ds.nodata
-            vrt = WarpedVRT(ds, crs=ref.crs, transform=ref.transform, width=ref.width, height=ref.height,
-                            resampling=Resampling.bilinear, src_nodata=src_nodata, nodata=nodata,
-                            dtype="float32")
+            vrt = WarpedVRT(
+                ds,
+                crs=ref.crs,
+                transform=ref.transform,
+                width=ref.width,
+                height=ref.height,
+                resampling=Resampling.bilinear,
+                src_nodata=src_nodata,
+                nodata=nodata,
+                dtype="float32",
+            )
             warped_views.append(vrt)
             sources.append(_BandSource(b, files[b], vrt, 1, res, True))
         # close the warped views before their datasets
         scene = Scene(sources, warped_views + owned, ref.crs, ref.transform, ref.height, ref.width, nodata, description)
-        scene.source = ([os.path.abspath(os.fspath(src))] if isinstance(src, (str, os.PathLike))
-                        else [os.path.abspath(os.fspath(p)) for p in src])
+        scene.source = (
+            [os.path.abspath(os.fspath(src))]
+            if isinstance(src, (str, os.PathLike))
+            else [os.path.abspath(os.fspath(p)) for p in src]
+        )
         return scene
     except Exception:
         for ds in owned:
@@ -457,4 +494,4 @@ def open_scene(src: PathLike | Sequence[PathLike], bands: Sequence[str] | None =
     )
 
 
-__all__ = ["Scene", "open_scene", "band_from_filename", "S2_NODATA"]
+__all__ = ["S2_NODATA", "Scene", "band_from_filename", "open_scene"]

@@ -13,8 +13,8 @@ on a multiple of ``step``, so output blocks that divide ``step`` are written who
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -45,12 +45,12 @@ class AxisPlan:
             g = self.guard_start
             w[:g] = 0.0
             if self.ramp:
-                w[g:g + self.ramp] = rise
+                w[g : g + self.ramp] = rise
         if k < len(self.starts) - 1:  # a later tile follows: falling ramp, then guard
             a = self.cuts[k + 1] - self.starts[k]  # ramp start, tile-local
             if self.ramp:
-                w[a:a + self.ramp] = w[a:a + self.ramp] * (1.0 - rise)
-            w[a + self.ramp:] = 0.0
+                w[a : a + self.ramp] = w[a : a + self.ramp] * (1.0 - rise)
+            w[a + self.ramp :] = 0.0
         return w
 
 
@@ -152,7 +152,7 @@ class Blender:
     def __init__(self, grid: TileGrid, channels: int) -> None:
         self.grid = grid
         self.channels = channels
-        ramp_r, ramp_c = grid.rows.ramp, grid.cols.ramp
+        ramp_r = grid.rows.ramp
         self._vcarry = np.zeros((channels, ramp_r, grid.width), np.float32)  # from the tile row above
         self._vnext = np.zeros_like(self._vcarry)
         self._hcarry: np.ndarray | None = None  # from the tile to the left
@@ -175,18 +175,18 @@ class Blender:
         last_row, last_col = t.i == g.shape[0] - 1, t.j == g.shape[1] - 1
         hcarry = None
         if not last_col and cols.ramp:  # the falling ramp to the right, for the next tile
-            hcarry = out[:, a:b, q:q + cols.ramp] * wc[None, None, q:q + cols.ramp]
+            hcarry = out[:, a:b, q : q + cols.ramp] * wc[None, None, q : q + cols.ramp]
             _scale_rows(hcarry, wr[a:b])
         if not last_row and rows.ramp:  # the falling ramp below, for the next tile row
-            below = out[:, b:b + rows.ramp, :] * (wr[b:b + rows.ramp, None] * wc[None, :])[None]
-            self._vnext[:, :, t.col:t.col + t.width] += below
+            below = out[:, b : b + rows.ramp, :] * (wr[b : b + rows.ramp, None] * wc[None, :])[None]
+            self._vnext[:, :, t.col : t.col + t.width] += below
         block = out[:, a:b, p:q]
         _scale_rows(block, wr[a:b])
         _scale_cols(block, wc[p:q])
         if t.j > 0 and cols.ramp:
-            block[:, :, :cols.ramp] += self._hcarry
+            block[:, :, : cols.ramp] += self._hcarry
         if t.i > 0 and rows.ramp:
-            block[:, :rows.ramp, :] += self._vcarry[:, :, c0:c1]
+            block[:, : rows.ramp, :] += self._vcarry[:, :, c0:c1]
         self._hcarry = hcarry
         if last_col and not last_row and rows.ramp:  # tile row done: its ramp becomes the next carry
             self._vcarry, self._vnext = self._vnext, self._vcarry

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -38,7 +39,9 @@ def check_output_path(dst: str | os.PathLike, overwrite: bool) -> Path:
             f"The output folder {folder} does not exist; create it first (mkdir -p {folder}) or choose another path."
         )
     if path.is_dir():
-        raise RasterInputError(f"The output path {path} is a folder; give a file name such as {path / 'embeddings.tif'}.")
+        raise RasterInputError(
+            f"The output path {path} is a folder; give a file name such as {path / 'embeddings.tif'}."
+        )
     if path.exists() and not overwrite:
         raise RasterInputError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) or choose another name.")
     if not os.access(folder, os.W_OK):
@@ -113,8 +116,15 @@ class GeoTiffWriter:
         # band interleaving: each embedding dimension is a smooth image that compresses well with the
         # floating-point predictor (about half the size of pixel interleaving, for ~30 % more write time)
         profile: dict[str, Any] = dict(
-            driver="GTiff", height=self.height, width=self.width, count=self.count, crs=crs, transform=transform,
-            tiled=not small, bigtiff="IF_SAFER", interleave="band",
+            driver="GTiff",
+            height=self.height,
+            width=self.width,
+            count=self.count,
+            crs=crs,
+            transform=transform,
+            tiled=not small,
+            bigtiff="IF_SAFER",
+            interleave="band",
         )
         if not small:
             profile.update(blockxsize=blocksize, blockysize=blocksize)
@@ -191,9 +201,14 @@ class GeoTiffWriter:
 
         out = _temp_name(self.path, "cog")
         p = self._profile
-        opts: dict[str, Any] = dict(driver="COG", blocksize=p.get("blockxsize", 256), bigtiff="IF_SAFER",
-                                    compress=p.get("compress", "none"), overviews="AUTO",
-                                    overview_resampling="mode" if self.dtype == "uint8" else "average")
+        opts: dict[str, Any] = dict(
+            driver="COG",
+            blocksize=p.get("blockxsize", 256),
+            bigtiff="IF_SAFER",
+            compress=p.get("compress", "none"),
+            overviews="AUTO",
+            overview_resampling="mode" if self.dtype == "uint8" else "average",
+        )
         if "predictor" in p:
             opts["predictor"] = "YES" if p["predictor"] == 2 else "FLOATING_POINT"
         if p.get("compress") == "zstd":
@@ -238,7 +253,7 @@ class GeoTiffWriter:
             self._tmp.unlink(missing_ok=True)
             self._finished = True
 
-    def __enter__(self) -> "GeoTiffWriter":
+    def __enter__(self) -> GeoTiffWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

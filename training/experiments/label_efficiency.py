@@ -42,10 +42,14 @@ INITS = ("pretrained", "random", "image_level", "linear_probe")
 
 #: What ``--scale`` changes: the pre-training config and the fine-tuning budget.
 SCALES: dict[str, dict[str, Any]] = {
-    "cpu": {"pretrain_config": "training/configs/label-efficiency-cpu.yaml",
-            "finetune": {"steps": 200, "batch_size": 8, "eval_every": 50, "chip": 64, "threads": 1}},
-    "gpu": {"pretrain_config": "training/configs/gpu.yaml",
-            "finetune": {"steps": 2000, "batch_size": 32, "eval_every": 200, "chip": 64, "threads": 0}},
+    "cpu": {
+        "pretrain_config": "training/configs/label-efficiency-cpu.yaml",
+        "finetune": {"steps": 200, "batch_size": 8, "eval_every": 50, "chip": 64, "threads": 1},
+    },
+    "gpu": {
+        "pretrain_config": "training/configs/gpu.yaml",
+        "finetune": {"steps": 2000, "batch_size": 32, "eval_every": 200, "chip": 64, "threads": 0},
+    },
 }
 
 
@@ -57,16 +61,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inits", nargs="+", default=list(INITS), choices=INITS)
     p.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     p.add_argument("--pretrain-config", help="override the scale's pre-training config")
-    p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra pre-training override (repeatable), applied to both pre-trainings")
+    p.add_argument(
+        "--pretrain-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra pre-training override (repeatable), applied to both pre-trainings",
+    )
     p.add_argument("--data-root", default=None, help="pre-training data root (default from the config)")
     p.add_argument("--encoder", help="use this dense encoder instead of pre-training one")
     p.add_argument("--image-level-encoder", help="use this image-level encoder instead of pre-training one")
     p.add_argument("--finetune-steps", type=int)
     p.add_argument("--finetune-batch-size", type=int)
     p.add_argument("--chip", type=int)
-    p.add_argument("--select", choices=("val", "last"), default="val",
-                   help="fine-tuning model selection: best validation step (default) or the final step")
+    p.add_argument(
+        "--select",
+        choices=("val", "last"),
+        default="val",
+        help="fine-tuning model selection: best validation step (default) or the final step",
+    )
     p.add_argument("--work-dir", default="runs/label_efficiency")
     p.add_argument("--out-json", default="docs/results/label_efficiency.json")
     p.add_argument("--out-md", default="docs/results/label_efficiency.md")
@@ -103,9 +116,27 @@ def _finetune_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _finetune_argv(args: argparse.Namespace, init: str, fraction: float, seed: int, encoders: dict) -> list[str]:
     f = _finetune_settings(args)
-    argv = ["--data", args.data, "--label-fraction", str(fraction), "--seed", str(seed), "--no-save",
-            "--steps", str(f["steps"]), "--batch-size", str(f["batch_size"]), "--eval-every", str(f["eval_every"]),
-            "--chip", str(f["chip"]), "--threads", str(f["threads"]), "--select", args.select]
+    argv = [
+        "--data",
+        args.data,
+        "--label-fraction",
+        str(fraction),
+        "--seed",
+        str(seed),
+        "--no-save",
+        "--steps",
+        str(f["steps"]),
+        "--batch-size",
+        str(f["batch_size"]),
+        "--eval-every",
+        str(f["eval_every"]),
+        "--chip",
+        str(f["chip"]),
+        "--threads",
+        str(f["threads"]),
+        "--select",
+        args.select,
+    ]
     if init == "pretrained":
         argv += ["--init", f"pretrained:{encoders['pretrained']}"]
     elif init == "image_level":
@@ -145,23 +176,40 @@ def summarise(runs: list[dict], fractions: list[float], inits: list[str]) -> dic
             for c in rs[0]["per_class_iou"]:
                 v = [100 * r["per_class_iou"][c] for r in rs if r["per_class_iou"][c] is not None]
                 per_class[c] = (float(np.mean(v)), float(np.std(v))) if v else None
-            out.setdefault(init, {})[f"{f:g}"] = {"mean": float(m.mean()), "std": float(m.std()), "n": len(rs),
-                                                  "per_class": per_class}
+            out.setdefault(init, {})[f"{f:g}"] = {
+                "mean": float(m.mean()),
+                "std": float(m.std()),
+                "n": len(rs),
+                "per_class": per_class,
+            }
     return out
 
 
 def write_markdown(path: Path, summary: dict, fractions: list[float], meta: dict) -> None:
     cols = [f"{100 * f:g} %" for f in fractions]
-    lines = [f"# Label efficiency on `{meta['data']}`", "",
-             f"Date {meta['date']}, scale `{meta['scale']}`, wall time of this invocation {meta['wall_time_s'] / 60:.1f} min; "
-             f"the {meta['n_runs']} fine-tunes took {meta['finetune_wall_time_s'] / 60:.1f} min summed (runs finished by "
-             "an earlier, interrupted or split invocation are reused from `<work-dir>/runs.json`). Command:", "",
-             "```bash", meta["command"], "```", "",
-             "Test-block mIoU (%), mean +- std over seeds (n), by share of training chips:", "",
-             "| start | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines = [
+        f"# Label efficiency on `{meta['data']}`",
+        "",
+        f"Date {meta['date']}, scale `{meta['scale']}`, wall time of this invocation {meta['wall_time_s'] / 60:.1f} min; "
+        f"the {meta['n_runs']} fine-tunes took {meta['finetune_wall_time_s'] / 60:.1f} min summed (runs finished by "
+        "an earlier, interrupted or split invocation are reused from `<work-dir>/runs.json`). Command:",
+        "",
+        "```bash",
+        meta["command"],
+        "```",
+        "",
+        "Test-block mIoU (%), mean +- std over seeds (n), by share of training chips:",
+        "",
+        "| start | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for init, by_f in summary.items():
-        cells = [f"{by_f[f'{f:g}']['mean']:.2f} +- {by_f[f'{f:g}']['std']:.2f} ({by_f[f'{f:g}']['n']})"
-                 if f"{f:g}" in by_f else "" for f in fractions]
+        cells = [
+            f"{by_f[f'{f:g}']['mean']:.2f} +- {by_f[f'{f:g}']['std']:.2f} ({by_f[f'{f:g}']['n']})"
+            if f"{f:g}" in by_f
+            else ""
+            for f in fractions
+        ]
         lines.append(f"| {init} | " + " | ".join(cells) + " |")
     lines += ["", "Per-class test IoU (%), mean +- std over seeds:", ""]
     classes = next(iter(next(iter(summary.values())).values()))["per_class"].keys() if summary else []
@@ -184,8 +232,14 @@ def write_plot(path: Path, summary: dict, fractions: list[float], title: str) ->
     fig, ax = plt.subplots(figsize=(6, 4))
     for init, by_f in summary.items():
         fs = [f for f in fractions if f"{f:g}" in by_f]
-        ax.errorbar([100 * f for f in fs], [by_f[f"{f:g}"]["mean"] for f in fs],
-                    yerr=[by_f[f"{f:g}"]["std"] for f in fs], marker="o", capsize=3, label=init)
+        ax.errorbar(
+            [100 * f for f in fs],
+            [by_f[f"{f:g}"]["mean"] for f in fs],
+            yerr=[by_f[f"{f:g}"]["std"] for f in fs],
+            marker="o",
+            capsize=3,
+            label=init,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("training chips used (%)")
     ax.set_ylabel("test mIoU (%)")
@@ -209,7 +263,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     t0 = time.perf_counter()
     command = "python training/experiments/label_efficiency.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     work = Path(args.work_dir)
     encoders: dict[str, str] = {}
     needs = set(args.inits)
@@ -219,8 +274,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         encoders["image_level"] = args.image_level_encoder or _pretrain(args, "image_level", work)
     partial = work / "runs.json"  # finished fine-tunes, so an interrupted experiment continues
     runs: list[dict] = json.loads(partial.read_text())["runs"] if partial.is_file() else []
-    starts = {init: start_key(init, encoders) + ("" if args.select == "val" else f"|select={args.select}")
-              for init in args.inits}
+    starts = {
+        init: start_key(init, encoders) + ("" if args.select == "val" else f"|select={args.select}")
+        for init in args.inits
+    }
     done = {(r["init"], r["fraction"], r["seed"], r.get("start")) for r in runs}
     for fraction in args.fractions:
         for seed in args.seeds:
@@ -229,21 +286,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     continue
                 res = ft.finetune(ft.parse_args(_finetune_argv(args, init, fraction, seed, encoders)))
                 t = res["test"]
-                runs.append({"init": init, "start": starts[init], "fraction": fraction, "seed": seed, "miou": t["miou"],
-                             "per_class_iou": t["per_class_iou"], "pixel_accuracy": t["pixel_accuracy"],
-                             "train_chips": res["train_chips"], "selected_step": res["selected_step"],
-                             "best_val_miou": res["best_val_miou"], "wall_time_s": res["wall_time_s"]})
+                runs.append(
+                    {
+                        "init": init,
+                        "start": starts[init],
+                        "fraction": fraction,
+                        "seed": seed,
+                        "miou": t["miou"],
+                        "per_class_iou": t["per_class_iou"],
+                        "pixel_accuracy": t["pixel_accuracy"],
+                        "train_chips": res["train_chips"],
+                        "selected_step": res["selected_step"],
+                        "best_val_miou": res["best_val_miou"],
+                        "wall_time_s": res["wall_time_s"],
+                    }
+                )
                 _atomic_json(partial, {"runs": runs})
-                print(f"[label_efficiency] {init:>12s} fraction {fraction:g} seed {seed}: "
-                      f"test mIoU {100 * t['miou']:.2f} ({res['train_chips']} chips, {res['wall_time_s']:.0f} s)",
-                      flush=True)
-    keep = [r for r in runs if r["init"] in args.inits and r["fraction"] in args.fractions and r["seed"] in args.seeds
-            and r.get("start") == starts[r["init"]]]
-    meta = {"command": command, "date": _dt.date.today().isoformat(), "scale": args.scale, "data": args.data,
-            "encoders": encoders, "wall_time_s": time.perf_counter() - t0, "inits": list(args.inits),
-            "seeds": list(args.seeds), "n_runs": len(keep),
-            "finetune_wall_time_s": float(sum(r["wall_time_s"] for r in keep)),
-            "finetune": {**_finetune_settings(args), "select": args.select}}
+                print(
+                    f"[label_efficiency] {init:>12s} fraction {fraction:g} seed {seed}: "
+                    f"test mIoU {100 * t['miou']:.2f} ({res['train_chips']} chips, {res['wall_time_s']:.0f} s)",
+                    flush=True,
+                )
+    keep = [
+        r
+        for r in runs
+        if r["init"] in args.inits
+        and r["fraction"] in args.fractions
+        and r["seed"] in args.seeds
+        and r.get("start") == starts[r["init"]]
+    ]
+    meta = {
+        "command": command,
+        "date": _dt.date.today().isoformat(),
+        "scale": args.scale,
+        "data": args.data,
+        "encoders": encoders,
+        "wall_time_s": time.perf_counter() - t0,
+        "inits": list(args.inits),
+        "seeds": list(args.seeds),
+        "n_runs": len(keep),
+        "finetune_wall_time_s": float(sum(r["wall_time_s"] for r in keep)),
+        "finetune": {**_finetune_settings(args), "select": args.select},
+    }
     result = {"fractions": list(args.fractions), "runs": keep, "meta": meta}
     summary = summarise(keep, list(args.fractions), list(args.inits))
     _atomic_json(Path(args.out_json), result)

@@ -58,21 +58,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         folder = Path(args.data_root) / "labelled" / name
         refl, y, scene = scene_arrays(folder, enc.bands)
         train, test = halves(scene, name)
-        starts: list[tuple[str, int | None, EarthEncoder | None]] = [("raw bands", None, None), ("pretrained", None, enc)]
+        starts: list[tuple[str, int | None, EarthEncoder | None]] = [
+            ("raw bands", None, None),
+            ("pretrained", None, enc),
+        ]
         for seed in args.random_seeds:
             torch.manual_seed(seed)
             starts.append(("random init", seed, EarthEncoder(enc.config).eval()))
         for label, seed, model in starts:
             t0 = time.time()
             m = probe_scores(features(model, refl, norm.mean, norm.std), y, train, test, scene.classes)
-            rows.append({"dataset": name, "features": label, "seed": seed, "miou": m["miou"],
-                         "pixel_accuracy": m["pixel_accuracy"], "per_class_iou": m["per_class_iou"],
-                         "classes_scored": m["classes_scored"], "n_train_pixels": m["n_train_pixels"],
-                         "n_test_pixels": m["n_test_pixels"], "seconds": round(time.time() - t0, 1)})
-            print(f"{name:18s} {label:12s} seed={seed!s:4s} mIoU {100 * m['miou']:.1f}  acc {100 * m['pixel_accuracy']:.1f}",
-                  flush=True)
-    return {"encoder": str(args.encoder), "rows": rows, "date": _dt.date.today().isoformat(),
-            "command": "python " + " ".join(shlex.quote(a) for a in sys.argv)}
+            rows.append(
+                {
+                    "dataset": name,
+                    "features": label,
+                    "seed": seed,
+                    "miou": m["miou"],
+                    "pixel_accuracy": m["pixel_accuracy"],
+                    "per_class_iou": m["per_class_iou"],
+                    "classes_scored": m["classes_scored"],
+                    "n_train_pixels": m["n_train_pixels"],
+                    "n_test_pixels": m["n_test_pixels"],
+                    "seconds": round(time.time() - t0, 1),
+                }
+            )
+            print(
+                f"{name:18s} {label:12s} seed={seed!s:4s} mIoU {100 * m['miou']:.1f}  acc {100 * m['pixel_accuracy']:.1f}",
+                flush=True,
+            )
+    return {
+        "encoder": str(args.encoder),
+        "rows": rows,
+        "date": _dt.date.today().isoformat(),
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+    }
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
@@ -89,8 +108,10 @@ def summary_markdown(result: dict[str, Any]) -> str:
             pm = f" +- {mi.std():.1f}" if len(rs) > 1 else ""
             pa = f" +- {acc.std():.1f}" if len(rs) > 1 else ""
             n = f" (n={len(rs)})" if len(rs) > 1 else ""
-            lines.append(f"| {ds} | {feats}{n} | {mi.mean():.1f}{pm} | {acc.mean():.1f}{pa} | "
-                         f"{rs[0]['n_train_pixels']} / {rs[0]['n_test_pixels']} |")
+            lines.append(
+                f"| {ds} | {feats}{n} | {mi.mean():.1f}{pm} | {acc.mean():.1f}{pa} | "
+                f"{rs[0]['n_train_pixels']} / {rs[0]['n_test_pixels']} |"
+            )
     return "\n".join(lines)
 
 

@@ -33,15 +33,20 @@ def encoder_from_checkpoint(cfg: dict, ckpt: Path | None, which: str = "query") 
     """The run's encoder with the weights of ``ckpt`` (``query``: trained by gradient; ``key``: the EMA copy;
     ``ckpt=None``: fresh random weights)."""
     norm = cfg["model"]["normalization"]
-    enc = EarthEncoder.new(cfg["model"]["architecture"], bands=cfg["data"]["bands"],
-                           embed_dim=int(cfg["model"]["embed_dim"]), mean=norm["mean"], std=norm["std"])
+    enc = EarthEncoder.new(
+        cfg["model"]["architecture"],
+        bands=cfg["data"]["bands"],
+        embed_dim=int(cfg["model"]["embed_dim"]),
+        mean=norm["mean"],
+        std=norm["std"],
+    )
     if ckpt is None:
         return enc.eval()
     if which == "query":
         state = load_file(ckpt / "model.safetensors")
     else:  # accelerate's register_for_checkpointing order in pretrain.py: 0 = TrainState, 1 = key net
         state = torch.load(ckpt / "custom_checkpoint_1.pkl", map_location="cpu", weights_only=True)
-    enc.load_state_dict({k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")})
+    enc.load_state_dict({k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")})
     return enc.eval()
 
 
@@ -51,8 +56,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--datasets", nargs="+", default=["brandenburg-osm", "slovenia-eolearn", "austria-ben-v2"])
     p.add_argument("--key", action="store_true", help="also probe the EMA key encoder of each checkpoint")
-    p.add_argument("--references", action="store_true",
-                   help="also probe the raw bands and the architecture at random init (seed 0) on the same splits")
+    p.add_argument(
+        "--references",
+        action="store_true",
+        help="also probe the raw bands and the architecture at random init (seed 0) on the same splits",
+    )
     p.add_argument("--max-train", type=int, default=20000, help="probe training pixels per dataset (subsampled)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", help="JSON output (default <run>/probe_curve.json)")
@@ -75,10 +83,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.references:
         torch.manual_seed(0)
         candidates += [(0, "raw bands", None), (0, "random init", "random")]
-    for ckpt in ckpts:
-        step = int(ckpt.name.split("_")[1])
-        candidates += [(step, which, ckpt) for which in (("query", "key") if args.key else ("query",))]
-    out = Path(args.out or run / "probe_curve.json")
+    for ckpt_dir in ckpts:
+        step = int(ckpt_dir.name.split("_")[1])
+        candidates += [(step, which, ckpt_dir) for which in (("query", "key") if args.key else ("query",))]
+    out = Path(args.out) if args.out else run / "probe_curve.json"
     old = json.loads(out.read_text())["rows"] if out.is_file() else []  # rows of an earlier call are reused
     done = {(r["step"], r["encoder"]): r for r in old if all(d in r for d in args.datasets)}
     rows = []
@@ -86,17 +94,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if (step, which) in done:
             rows.append(done[(step, which)])
             continue
-        enc = None if ckpt is None else encoder_from_checkpoint(cfg, None if ckpt == "random" else ckpt, which)
+        enc = None if ckpt is None else encoder_from_checkpoint(cfg, None if ckpt == "random" else Path(ckpt), which)
         norm = cfg["model"]["normalization"]
         row: dict[str, Any] = {"step": step, "encoder": which}
         for name, refl, y, scene, fit, score in sets:
-            m = probe_scores(features(enc, refl, norm["mean"], norm["std"]), y, fit, score, scene.classes,
-                             max_train=args.max_train)
+            m = probe_scores(
+                features(enc, refl, norm["mean"], norm["std"]), y, fit, score, scene.classes, max_train=args.max_train
+            )
             row[name] = round(100 * m["miou"], 2)
         rows.append(row)
         print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-    out.write_text(json.dumps({"run": str(run), "split": "brandenburg-osm: train->val block; others: west->east half",
-                               "rows": rows}, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {"run": str(run), "split": "brandenburg-osm: train->val block; others: west->east half", "rows": rows},
+            indent=1,
+        )
+        + "\n"
+    )
     return rows
 
 

@@ -1,0 +1,94 @@
+"""Helpers shared by the ``earth-embed`` subcommands: model loading, default models, stream options."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..errors import EarthEmbedError
+
+DEMO_ARCHITECTURE = "unet-resnet18"
+DEMO_EMBED_DIM = 64
+
+
+def default_model(kind: str = "encoder") -> str | None:
+    """The model used when none is given: the released model folder (see ``earth_embed.released``), or None."""
+    from ..released import find_released
+
+    return find_released(kind)
+
+
+def banner(lines: Sequence[str]) -> None:
+    width = max(len(line) for line in lines) + 4
+    print("!" * width, file=sys.stderr)
+    for line in lines:
+        print(f"! {line.ljust(width - 4)} !", file=sys.stderr)
+    print("!" * width, file=sys.stderr)
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def model_arg(args: argparse.Namespace) -> str:
+    name = args.model or default_model()
+    if name is None:
+        raise EarthEmbedError(
+            "No --model given and no released default model is installed. Pass --model with a model folder "
+            "(config.json + model.safetensors) or a Hugging Face Hub id such as org/name."
+        )
+    return name
+
+
+def load_model(kind: str, name: str, revision: str | None):
+    from .. import EarthEncoder, EarthSegmenter
+
+    cls = EarthSegmenter if kind == "segmenter" else EarthEncoder
+    model = cls.from_pretrained(name, revision=revision)
+    return model
+
+
+def stream_kwargs(args: argparse.Namespace) -> dict:
+    return dict(
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.quiet,
+        bands=args.bands,
+        dn_offset=args.dn_offset,
+        overwrite=args.overwrite,
+        overviews=args.overviews,
+    )
+
+
+def scene_arg(paths: Sequence[str]):
+    return paths[0] if len(paths) == 1 else list(paths)
+
+
+def add_stream_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", help="model folder or Hugging Face Hub id (default: the released model, if any)")
+    p.add_argument("--revision", help="Hub branch, tag or commit of the model")
+    p.add_argument(
+        "--bands",
+        nargs="+",
+        metavar="BAND",
+        help="names of the input's bands in file order (for a multi-band file without band descriptions)",
+    )
+    p.add_argument("--tile", type=int, help="window size in px (default 1088 for stride-32 backbones)")
+    p.add_argument("--overlap", type=int, help="overlap between windows in px (default 64)")
+    p.add_argument("--batch-size", type=int, help="windows per forward pass (default 1 on CPU, 4 on CUDA)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument(
+        "--dn-offset", type=float, help="DN offset, e.g. -1000 for processing baseline >= 04.00 (default: the model's)"
+    )
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    p.add_argument(
+        "--overviews", action="store_true", help="add internal overviews (one more pass through GDAL's COG driver)"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
