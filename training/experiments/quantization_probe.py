@@ -15,7 +15,7 @@ Rules compared (one row each):
 - ``unit-float32``: the float vector scaled to unit length, no rounding (what a unit-length rule keeps).
 - ``unit-sqrt-int8`` (AlphaEarth): unit-length vectors, code ``q = sign(v) round(127.5 sqrt|v|)`` in
   [-127, 127], value ``sign(q) (|q| / 127.5)^2``.
-- ``pixel-scale-int8`` (TESSERA): per-pixel scale ``s = max|v| / 127`` stored as float32, code
+- ``pixel-scale-int8`` (TESSERA; the library's rule, ``earth_embed.region.quantize``): per-pixel scale ``s = max|v| / 127`` stored as float32, code
   ``q = round(v / s)`` in [-127, 127], value ``q * s``; keeps each vector's length.
 
 Decode error is measured against what the rule stores: the unit vector for unit-length rules, the
@@ -41,6 +41,7 @@ if __package__ in (None, ""):
 import torch
 
 from earth_embed import EarthEncoder
+from earth_embed.region import quantize
 from training.experiments.linear_probe import halves
 from training.probe import features, probe_scores, scene_arrays
 
@@ -50,7 +51,7 @@ def _unit(f: torch.Tensor) -> torch.Tensor:
 
 
 def unit_sqrt_int8(f: torch.Tensor) -> torch.Tensor:
-    """AlphaEarth's rule on (N, D) float32 features: encode to int8 codes and decode again."""
+    """AlphaEarth's rule (the alternative this measurement rejected) on (N, D) float32 features: encode to int8 codes and decode again."""
     u = _unit(f)
     q = (torch.sign(u) * torch.round(127.5 * u.abs().sqrt())).clamp(-127, 127).to(torch.int8)
     a = q.float()
@@ -58,10 +59,9 @@ def unit_sqrt_int8(f: torch.Tensor) -> torch.Tensor:
 
 
 def pixel_scale_int8(f: torch.Tensor) -> torch.Tensor:
-    """TESSERA's rule on (N, D) float32 features: int8 codes times a float32 per-pixel scale."""
-    s = f.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
-    q = torch.round(f / s).clamp(-127, 127).to(torch.int8)
-    return q.float() * s
+    """The library's rule (``earth_embed.region.quantize``, TESSERA's per-pixel scale) on (N, D) features."""
+    codes, scales = quantize.quantize(f.numpy(), axis=1)
+    return torch.from_numpy(quantize.dequantize(codes, scales, axis=1))
 
 
 #: name -> (encode-and-decode, keeps the vector's length)
