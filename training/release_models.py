@@ -9,7 +9,7 @@ render their model cards from ``model_cards/`` with the measured results.
 The encoder and segmenter are loaded with ``from_pretrained`` (the run folders written by
 ``training/pretrain.py`` and ``training/finetune.py``), given their release names, a description,
 limitations, data attributions and the results of ``docs/results/label_efficiency.json`` /
-``docs/results/linear_probe.json``, and saved with ``save_pretrained`` (config.json,
+``docs/results/linear_probe.json`` / ``docs/results/quantization_probe.json``, and saved with ``save_pretrained`` (config.json,
 model.safetensors, README.md card). ``models/README.md`` lists them. Re-running re-renders the cards.
 """
 
@@ -79,6 +79,14 @@ def results_markdown(docs: Path) -> str:
             "Linear probes on frozen per-pixel features (train on one half, test on the other):\n\n"
             + lp["markdown"]
             + f"\n\nCommand: `{lp['command']}` ({lp['date']})."
+        )
+    qp = _read(docs / "results" / "quantization_probe.json")
+    if qp:
+        parts.append(
+            "Stored as int8 (`earth-embed embed-region`'s Zarr/COG outputs, rule `pixel-scale-int8`: "
+            "TESSERA's per-pixel scale): linear-probe mIoU on brandenburg-osm and decode error vs float32:\n\n"
+            + qp["markdown"]
+            + f"\n\nCommand: `{qp['command']}` ({qp['date']})."
         )
     if not parts:
         return "No evaluation has been run for this release yet."
