@@ -20,7 +20,12 @@ from .registry import get_architecture
 
 
 def check_input(x: torch.Tensor, bands: Sequence[str]) -> None:
-    """Raise a clear error unless ``x`` is (B, C, H, W) with C == len(bands)."""
+    """Raise a clear error unless ``x`` is a (B, C, H, W) tensor with C == len(bands) and H, W >= 1."""
+    if not isinstance(x, torch.Tensor):
+        hint = " Convert it with torch.from_numpy(x)." if type(x).__module__.startswith("numpy") else ""
+        raise BandError(
+            f"expected a torch.Tensor of shape (batch, bands, height, width), got {type(x).__name__}.{hint}"
+        )
     if x.ndim != 4:
         raise BandError(
             f"expected a (batch, bands, height, width) tensor, got shape {tuple(x.shape)}; "
@@ -30,6 +35,11 @@ def check_input(x: torch.Tensor, bands: Sequence[str]) -> None:
         raise BandError(
             f"input has {x.shape[1]} bands but the model expects {len(bands)}: {', '.join(bands)}. "
             "Reorder or subset by name with earth_embed.bands.select_bands(available, model.bands)."
+        )
+    if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        raise BandError(
+            f"input of shape {tuple(x.shape)} is empty; give at least one image of at least 1 x 1 px "
+            "(16 x 16 px or more for meaningful embeddings)."
         )
 
 
@@ -136,13 +146,24 @@ class EarthEncoder(nn.Module, EarthHubMixin):
         return (reflectance - mean) / std
 
     def embed(self, dn: torch.Tensor, dn_offset: float | None = None) -> torch.Tensor:
-        """Raw Sentinel-2 digital numbers ``(B, C, H, W)`` -> embeddings ``(B, D, H, W)``."""
-        return self(self.normalize(dn, dn_offset))
+        """Raw Sentinel-2 digital numbers ``(B, C, H, W)`` -> embeddings ``(B, D, H, W)``.
+
+        Pixels with NaN or infinity in any band enter the model as the band mean and get NaN
+        embeddings; they never spread to their neighbours.
+        """
+        check_input(dn, self.config.bands)
+        valid = torch.isfinite(dn).all(dim=1, keepdim=True)
+        if bool(valid.all()):
+            return self(self.normalize(dn, dn_offset))
+        emb = self(torch.where(valid, self.normalize(dn, dn_offset), 0.0))
+        return torch.where(valid, emb, float("nan"))
 
     def pooled(self, dn: torch.Tensor, dn_offset: float | None = None) -> torch.Tensor:
         """One embedding per image ``(B, D)``: the mean over valid (non-nodata) pixels."""
         emb = self.embed(dn, dn_offset)
-        valid = (dn != 0).any(dim=1, keepdim=True).to(emb.dtype)
+        finite = torch.isfinite(dn).all(dim=1, keepdim=True)
+        valid = ((dn != 0).any(dim=1, keepdim=True) & finite).to(emb.dtype)
+        emb = torch.where(finite, emb, 0.0)
         empty = valid.sum(dim=(2, 3), keepdim=True) == 0
         valid = torch.where(empty, torch.ones_like(valid), valid)
         return (emb * valid).sum(dim=(2, 3)) / valid.sum(dim=(2, 3))

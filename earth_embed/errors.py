@@ -25,3 +25,11 @@ class ModelNotFoundError(EarthEmbedError):
 
 class RasterInputError(EarthEmbedError):
     """A raster input that cannot be used (no CRS, truncated, too small, unnamed bands...)."""
+
+
+class OutputError(EarthEmbedError):
+    """An output that cannot be written: full disk, file-size limit, another run writing the same file."""
+
+
+class InputWarning(UserWarning):
+    """An input that is used but looks wrong (implausible values, a likely missing DN offset...)."""

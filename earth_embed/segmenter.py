@@ -93,8 +93,11 @@ class EarthSegmenter(nn.Module, EarthHubMixin):
         return self.encoder.normalize(dn, dn_offset)
 
     def class_scores(self, dn: torch.Tensor, dn_offset: float | None = None) -> torch.Tensor:
-        """Raw digital numbers -> logits ``(B, K, H, W)``."""
-        return self(self.normalize(dn, dn_offset))
+        """Raw digital numbers -> logits ``(B, K, H, W)``; NaN where any band of a pixel is NaN."""
+        valid = torch.isfinite(dn).all(dim=1, keepdim=True) if isinstance(dn, torch.Tensor) else None
+        if valid is None or bool(valid.all()):
+            return self(self.normalize(dn, dn_offset))
+        return torch.where(valid, self(torch.where(valid, self.normalize(dn, dn_offset), 0.0)), float("nan"))
 
     @torch.no_grad()
     def predict(self, dn: torch.Tensor, dn_offset: float | None = None) -> torch.Tensor:

