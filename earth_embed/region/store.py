@@ -4,7 +4,8 @@ Layout of ``OUT.zarr``::
 
     zarr.json                   root group: the run's plan fingerprint, model, quantisation, scenes
     EPSG_32618/                 one group per CRS (the plan's group key)
-        embeddings              int8 (band, y, x): all bands in each chunk, sharded, zstd, -128 nodata
+        embeddings              int8 codes (band, y, x): all bands in each chunk, sharded, zstd, -128 nodata
+        scales                  float32 (y, x): each pixel's scale (value = code * scale), NaN nodata
         x, y                    pixel-centre coordinates (CRS units), band (0..D-1)
         spatial_ref             CF grid mapping (crs_wkt, GeoTransform): xarray/rioxarray georeference
     _units/EPSG_32618/3.4.json  registry of finished units, written after the unit's data
@@ -35,6 +36,7 @@ from .. import __version__
 from ..errors import RasterInputError
 from . import quantize
 from .plan import RegionPlan, WorkUnit
+from .unit import UnitOutput
 
 _REGISTRY = "_units"
 _CONVENTIONS = [
@@ -88,7 +90,7 @@ class RegionStore:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._arrays: dict[str, Any] = {}
+        self._arrays: dict[tuple[str, str], Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path}
@@ -155,12 +157,12 @@ class RegionStore:
         meta = json.loads((self.path / "zarr.json").read_text(encoding="utf-8"))
         return dict(meta.get("attributes", {}))
 
-    def array(self, group: str) -> Any:
-        """The ``embeddings`` zarr array of ``group`` (opened once per process)."""
-        if group not in self._arrays:
+    def array(self, group: str, name: str = "embeddings") -> Any:
+        """The ``embeddings`` (or ``scales``) zarr array of ``group`` (opened once per process)."""
+        if (group, name) not in self._arrays:
             zarr = _zarr()
-            self._arrays[group] = zarr.open_array(self.path / group / "embeddings", mode="r+")
-        return self._arrays[group]
+            self._arrays[group, name] = zarr.open_array(self.path / group / name, mode="r+")
+        return self._arrays[group, name]
 
     # -- the UnitSink interface --------------------------------------------------------------------
     def _entry(self, unit: WorkUnit) -> Path:
@@ -170,14 +172,16 @@ class RegionStore:
         """True when ``unit``'s data and registry entry were written."""
         return self._entry(unit).is_file()
 
-    def write_unit(self, unit: WorkUnit, data: np.ndarray) -> None:
-        """Write a whole unit of int8 codes ``(D, unit.height, unit.width)``, then register it."""
-        if data.dtype != np.int8 or data.shape[1:] != (unit.height, unit.width):
+    def write_unit(self, unit: WorkUnit, out: UnitOutput) -> None:
+        """Write a whole unit (int8 codes ``(D, unit.height, unit.width)`` and their scales), then register it."""
+        data = out.data
+        if data.dtype != np.int8 or data.shape[1:] != (unit.height, unit.width) or out.scales is None:
             raise ValueError(
-                f"unit {unit.key} needs int8 (D, {unit.height}, {unit.width}), got {data.dtype} {data.shape}"
+                f"unit {unit.key} needs int8 codes (D, {unit.height}, {unit.width}) and scales, got {data.dtype} {data.shape}"
             )
-        arr = self.array(unit.group)
-        arr[:, unit.row : unit.row + unit.height, unit.col : unit.col + unit.width] = data
+        rows, cols = slice(unit.row, unit.row + unit.height), slice(unit.col, unit.col + unit.width)
+        self.array(unit.group)[:, rows, cols] = data
+        self.array(unit.group, quantize.SCALES_NAME)[rows, cols] = out.scales
         valid = int(quantize.valid_mask(data).sum())
         _write_json(self._entry(unit), {"unit": unit.key, "pixels": unit.pixels, "valid_pixels": valid})
 
@@ -200,8 +204,7 @@ def _embedding_attrs(plan: RegionPlan, model_id: str, revision: str, sources: li
         "geoemb:model_revision": revision,
         "geoemb:dimensions": plan.embed_dim,
         "geoemb:data_type": "int8",
-        "geoemb:quantization": quantize.RULE,
-        "geoemb:quantization_rule": quantize.DESCRIPTION,
+        "geoemb:quantization": quantize.geoemb_quantization(),
         "geoemb:nodata": quantize.NODATA,
         "geoemb:input_bands": list(plan.bands),
         "geoemb:software": f"earth-embed {__version__}",
@@ -250,6 +253,21 @@ def _create_group(root, key: str, grid, plan: RegionPlan, model_id: str, revisio
         },
     )
     del emb
+    group.create_array(
+        quantize.SCALES_NAME,
+        shape=(grid.height, grid.width),
+        dtype="float32",
+        chunks=(plan.chunk, plan.chunk),
+        shards=(plan.shard, plan.shard),
+        compressors=ZstdCodec(level=3),
+        fill_value=np.nan,
+        dimension_names=("y", "x"),
+        attributes={
+            "grid_mapping": "spatial_ref",
+            "coordinates": "spatial_ref",
+            "long_name": "per-pixel scale of the int8 codes (value = code * scale)",
+        },
+    )
     x = t.c + t.a * (np.arange(grid.width) + 0.5)
     y = t.f + t.e * (np.arange(grid.height) + 0.5)
     for name, values in (("x", x), ("y", y), ("band", np.arange(d, dtype=np.int32))):

@@ -21,7 +21,7 @@ from rasterio.windows import Window
 from . import quantize
 from .plan import RegionPlan, WorkUnit
 
-#: What a unit can be encoded as: int8 codes (:mod:`.quantize`), float16/float32 embeddings
+#: What a unit can be encoded as: int8 codes + per-pixel scales (:mod:`.quantize`), float16/float32 embeddings
 #: (NaN nodata), or uint8 class indices + 1 (0 nodata) from a segmenter's logits.
 OUTPUTS = ("int8", "float16", "float32", "classes")
 _NODATA = {"int8": quantize.NODATA, "float16": np.nan, "float32": np.nan, "classes": 0}
@@ -114,23 +114,38 @@ def read_unit(plan: RegionPlan, unit: WorkUnit, scenes: SceneCache | None = None
     return out
 
 
-def output_channels(plan: RegionPlan, output: str, classes: int = 0) -> int:
-    """Bands of a unit's encoded output."""
-    return 1 if output == "classes" else (classes or plan.embed_dim)
+@dataclass
+class UnitOutput:
+    """A computed unit: ``data`` (C, h, w) in the run's encoding; for int8, ``scales`` (h, w) float32
+    holds each pixel's scale (:mod:`.quantize`: value = code * scale, NaN where nodata)."""
+
+    data: np.ndarray
+    scales: np.ndarray | None = None
 
 
-def empty_output(unit: WorkUnit, output: str, channels: int) -> np.ndarray:
-    """A unit-sized array of nodata in the encoding ``output``."""
-    return np.full((channels, unit.height, unit.width), _NODATA[output], dtype=_DTYPES[output])
+def empty_output(unit: WorkUnit, output: str, channels: int) -> UnitOutput:
+    """A unit-sized output of nodata in the encoding ``output``."""
+    data = np.full((channels, unit.height, unit.width), _NODATA[output], dtype=_DTYPES[output])
+    scales = np.full((unit.height, unit.width), np.nan, np.float32) if output == "int8" else None
+    return UnitOutput(data, scales)
 
 
-def _encode(values: np.ndarray, take: np.ndarray, output: str) -> np.ndarray:
-    """Model output (C, h, w) float32 -> the encoding's values at ``take`` pixels, (C', n)."""
+def _place(out: UnitOutput, values: np.ndarray, piece: Piece, output: str) -> None:
+    """Encode model output ``values`` (C, h, w) of ``piece``'s core into ``out`` at its ``take`` pixels."""
+    r, c, h, w = piece.core
+    dr, dc = piece.dest
+    take = piece.take
+    core = values[:, r : r + h, c : c + w]
+    target = out.data[:, dr : dr + h, dc : dc + w]
     if output == "int8":
-        return quantize.quantize(values[:, take][:, :, None])[:, :, 0]
-    if output == "classes":
-        return (values[:, take].argmax(axis=0).astype(np.uint8) + 1)[None]
-    return values[:, take].astype(_DTYPES[output])
+        codes, scales = quantize.quantize(core[:, take])
+        target[:, take] = codes
+        assert out.scales is not None
+        out.scales[dr : dr + h, dc : dc + w][take] = scales
+    elif output == "classes":
+        target[:, take] = core[:, take].argmax(axis=0).astype(np.uint8) + 1
+    else:
+        target[:, take] = core[:, take].astype(_DTYPES[output])
 
 
 def _autocast(device: torch.device):
@@ -169,11 +184,11 @@ def compute_unit(
     dn_offset: float | None = None,
     batch_size: int = 1,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> np.ndarray:
+) -> UnitOutput:
     """Run ``model`` (eval mode, on its device) over a read unit and return it encoded.
 
-    The result is ``(C, unit.height, unit.width)``: int8 codes, float16/float32 embeddings or
-    uint8 classes, nodata where no scene has a valid input. Input pixels that are nodata are fed
+    ``result.data`` is ``(C, unit.height, unit.width)``: int8 codes (with ``result.scales``),
+    float16/float32 embeddings or uint8 classes, nodata where no scene has a valid input. Input pixels that are nodata are fed
     to the model as 0 (the normalised mean). ``dn_offset`` applies to scenes without their own.
     ``forward`` replaces ``model(x)`` (e.g. a compiled model); normalisation is ``model.normalize``.
     """
@@ -197,13 +212,10 @@ def compute_unit(
         if classes and values.shape[1] != classes:
             raise ValueError(f"the segmenter returned {values.shape[1]} channels for {classes} classes")
         for k, p in enumerate(batch):
-            r, c, h, w = p.core
-            dr, dc = p.dest
-            target = result[:, dr : dr + h, dc : dc + w]
-            target[:, p.take] = _encode(values[k, :, r : r + h, c : c + w], p.take, output)
+            _place(result, values[k], p, output)
     return result
 
 
-def run_unit(model: Any, plan: RegionPlan, unit: WorkUnit, output: str = "int8", **kwargs: Any) -> np.ndarray:
+def run_unit(model: Any, plan: RegionPlan, unit: WorkUnit, output: str = "int8", **kwargs: Any) -> UnitOutput:
     """:func:`read_unit` then :func:`compute_unit`: one unit, start to end, in this process."""
     return compute_unit(model, read_unit(plan, unit), output, **kwargs)
