@@ -7,7 +7,16 @@ __version__ = "0.1.0"
 from .bands import RELEASE_BANDS, S2_BANDS, canonical_band_name, select_bands
 from .config import EarthConfig, Normalization
 from .encoder import EarthEncoder
-from .errors import BandError, ConfigError, EarthEmbedError, ModelNotFoundError, RasterInputError, WeightsError
+from .errors import (
+    BandError,
+    ConfigError,
+    EarthEmbedError,
+    LabelError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    RasterInputError,
+    WeightsError,
+)
 from .registry import list_architectures
 from .segmenter import EarthSegmenter
 
@@ -20,6 +29,8 @@ __all__ = [
     "EarthEmbedError",
     "EarthEncoder",
     "EarthSegmenter",
+    "LabelError",
+    "MissingDependencyError",
     "ModelNotFoundError",
     "Normalization",
     "RasterInputError",

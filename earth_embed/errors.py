@@ -33,3 +33,11 @@ class OutputError(EarthEmbedError):
 
 class InputWarning(UserWarning):
     """An input that is used but looks wrong (implausible values, a likely missing DN offset...)."""
+
+
+class LabelError(EarthEmbedError):
+    """Labels (vector or raster) that cannot be used to fit a head: empty, off the raster, unknown column..."""
+
+
+class MissingDependencyError(EarthEmbedError):
+    """An optional dependency (an extra such as ``earth-embed[apps]``) is not installed."""

@@ -1,15 +1,35 @@
-"""A PNG of a land-cover GeoTIFF (as written by ``classify_raster``) with its colour legend."""
+"""Class-map GeoTIFFs: their tags and colour table (one convention for every writer), and a PNG with a legend."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import rasterio
 from PIL import Image, ImageDraw
 
 from ..errors import RasterInputError
+
+#: Grey for classes given without a colour.
+NO_COLOR = (128, 128, 128)
+
+
+def class_map_style(
+    classes: Sequence[str], colors: Sequence[Sequence[int]] | None = None
+) -> tuple[dict[str, str], dict[int, tuple[int, int, int, int]]]:
+    """Tags and colour table of a uint8 class map: class ``i`` is stored as ``i + 1``, 0 is nodata.
+
+    Tags: ``KIND=classes``, ``CLASS_NAMES`` (JSON, index = stored value), ``CLASS_<value>``, ``NODATA_VALUE``.
+    """
+    if len(classes) > 254:
+        raise RasterInputError(f"{len(classes)} classes do not fit a uint8 map (max 254).")
+    tags = {"KIND": "classes", "CLASS_NAMES": json.dumps(["nodata", *classes]), "NODATA_VALUE": "0"}
+    tags.update({f"CLASS_{i + 1}": str(c) for i, c in enumerate(classes)})
+    colors = list(colors or [NO_COLOR] * len(classes))
+    colormap = {0: (0, 0, 0, 0), **{i + 1: (*(int(v) for v in c[:3]), 255) for i, c in enumerate(colors)}}
+    return tags, colormap  # type: ignore[return-value]
 
 
 def landcover_png(map_tif: str | os.PathLike, out_png: str | os.PathLike, max_size: int = 1024) -> str:

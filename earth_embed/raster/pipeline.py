@@ -24,6 +24,7 @@ from rasterio.windows import Window
 
 from .. import __version__
 from ..errors import RasterInputError
+from .classmap import class_map_style
 from .reader import Scene, open_scene
 from .windows import Blender, Tile, TileGrid, default_tiling
 from .writer import GeoTiffWriter, check_output_path
@@ -389,15 +390,11 @@ def classify_raster(
         raise RasterInputError(
             "classify_raster needs an EarthSegmenter (a model with classes); for an encoder use embed_raster."
         )
-    if len(classes) > 254:
-        raise RasterInputError(f"{len(classes)} classes do not fit a uint8 map (max 254).")
+    style_tags, colormap = class_map_style(classes, segmenter.class_colors or None)
     scene, grid, dev, batch_size = _prepare(segmenter, src, dst, tile, overlap, batch_size, device, bands, overwrite)
     with scene, _model_on(segmenter, dev), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         tags = _base_tags(segmenter, scene, grid, dn_offset, model_id, revision, bands)
-        tags.update(KIND="classes", CLASS_NAMES=json.dumps(["nodata"] + classes), NODATA_VALUE="0")
-        tags.update({f"CLASS_{i + 1}": c for i, c in enumerate(classes)})
-        colors = segmenter.class_colors or [(128, 128, 128)] * len(classes)
-        colormap = {0: (0, 0, 0, 0), **{i + 1: (*map(int, c[:3]), 255) for i, c in enumerate(colors)}}
+        tags.update(style_tags)
         writer = GeoTiffWriter(
             dst,
             height=scene.height,

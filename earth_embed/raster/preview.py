@@ -17,6 +17,7 @@ from rasterio.windows import Window
 
 from ..bands import RGB_BANDS
 from ..errors import RasterInputError
+from .embeddings import dequantize
 from .reader import open_scene
 
 PCA_SAMPLE = 200_000
@@ -61,14 +62,9 @@ def read_reduced(ds, factor: int, strip_blocks: int = 8) -> np.ndarray:
     h, w = ds.height // factor, ds.width // factor
     out = np.full((ds.count, h, w), np.nan, np.float32)
     rows = factor * strip_blocks
-    quantised = ds.dtypes[0] == "int8"
-    scales = np.array(ds.scales, np.float32)[:, None, None]
-    offsets = np.array(ds.offsets, np.float32)[:, None, None]
     for r in range(0, h * factor, rows):
         n = min(rows, h * factor - r)
-        x = ds.read(window=Window(0, r, w * factor, n)).astype(np.float32)
-        if quantised:
-            x = np.where(x == ds.nodata, np.nan, x * scales + offsets)
+        x = dequantize(ds.read(window=Window(0, r, w * factor, n)), ds)
         x = x.reshape(ds.count, n // factor, factor, w, factor)
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN

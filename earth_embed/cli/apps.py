@@ -1,0 +1,169 @@
+"""Map commands of ``earth-embed`` on frozen embeddings: fit (few-shot land cover), similar, cluster."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..errors import LabelError
+from .common import scene_arg, set_threads
+
+
+def _lonlat(text: str) -> tuple[float, float]:
+    try:
+        lon, lat = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LON,LAT (e.g. -75.62,37.79)") from None
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a longitude,latitude pair in degrees (longitude first)")
+    return lon, lat
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from ..apps import fit
+    from ..apps.heads import cv_markdown
+
+    set_threads(args)
+    t0 = time.perf_counter()
+    result = fit(
+        scene_arg(args.src),
+        args.labels,
+        args.out,
+        model=args.model,
+        revision=args.revision,
+        column=args.column,
+        head=args.head,
+        folds=args.folds,
+        block_size=args.block_size,
+        n_neighbors=args.neighbors,
+        probabilities=args.probabilities,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        device=args.device,
+    )
+    report = result.report
+    for note in result.notes:
+        print(f"note: {note}")
+    print(cv_markdown(report, report["classes"], report["counts"]))
+    for warning in report["warnings"]:
+        print(f"warning: {warning}")
+    print(f"wrote {result.class_map} (class map), {result.legend} (map + legend), {result.out_dir / 'cv_report.json'}")
+    if result.probabilities:
+        print(f"wrote {result.probabilities} (one band per class)")
+    if result.segmenter:
+        print(
+            f"wrote {result.segmenter} (EarthSegmenter: earth-embed classify SCENE map.tif --model {result.segmenter})"
+        )
+    print(f"done in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    from ..apps import similar
+
+    if not args.point and not args.polygon:
+        raise LabelError("Give the query: --point LON,LAT (repeatable) or --polygon FILE.")
+    out = similar(
+        args.emb,
+        args.out,
+        points=args.point or None,
+        polygon=args.polygon,
+        png=False if args.no_png else (args.png or True),
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {out} (cosine similarity, float32)"
+        + ("" if args.no_png else f" and {args.png or out.with_suffix('.png')}")
+    )
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from ..apps import cluster
+
+    out = cluster(
+        args.emb,
+        args.out,
+        k=args.k,
+        sample=args.sample,
+        seed=args.seed,
+        png=False if args.no_png else (args.png or True),
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {out} ({args.k} clusters, uint8)"
+        + ("" if args.no_png else f" and {args.png or out.with_suffix('.png')}")
+    )
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add fit, similar and cluster to the ``earth-embed`` parser."""
+    p = sub.add_parser(
+        "fit",
+        help="few-shot land cover: fit a head on labelled points/polygons, map the scene, save a segmenter",
+        description="Fit a light head (logistic regression on standardised embeddings, or cosine kNN) on "
+        "labelled pixels, report a spatially blocked cross-validation (overall accuracy, per-class IoU, "
+        "confusion matrix), and write OUT/classes.tif + classes.png, OUT/cv_report.json, optionally "
+        "OUT/probabilities.tif and, for the logistic head, OUT/segmenter/ (an EarthSegmenter for "
+        "`earth-embed classify`). Needs: pip install 'earth-embed[apps]'.",
+    )
+    p.add_argument("src", nargs="+", metavar="EMB_OR_SCENE", help="embedding GeoTIFF from `embed`, or a scene to embed")
+    p.add_argument("labels", metavar="LABELS", help="vector file (GeoJSON, GPKG, SHP, FGB; any CRS) or label raster")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--model", "-m", help="encoder (default: the one named in the embeddings, or the released one)")
+    p.add_argument("--revision", help="Hub branch, tag or commit of the model")
+    p.add_argument("--column", default="class", help="attribute holding the class names (default: class)")
+    p.add_argument("--head", default="logistic", choices=["logistic", "knn"], help="the classifier (default: logistic)")
+    p.add_argument("--neighbors", type=int, default=5, help="k of the kNN head (default 5)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument(
+        "--block-size", type=int, default=256, help="side of the held-out squares in px (default 256 = 2.56 km at 10 m)"
+    )
+    p.add_argument("--probabilities", action="store_true", help="also write OUT/probabilities.tif")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the head")
+    p.add_argument("--device", help="device for embedding a scene (cpu, cuda ...)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    _common(p)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser(
+        "similar",
+        help="cosine similarity of every pixel to query points or polygons (GeoTIFF + PNG)",
+        description="Write the cosine similarity of every pixel's embedding to the mean embedding of the "
+        "query pixels (points in longitude/latitude, or every pixel of the features in a vector file), "
+        "streamed into a float32 GeoTIFF, plus a PNG. Needs: pip install 'earth-embed[apps]'.",
+    )
+    p.add_argument("emb", help="embedding GeoTIFF written by `earth-embed embed`")
+    p.add_argument("--point", action="append", type=_lonlat, metavar="LON,LAT", help="a query point in degrees, repeatable; write --point=LON,LAT (with =) when the longitude is negative")
+    p.add_argument("--polygon", metavar="FILE", help="vector file whose features' pixels form the query")
+    p.add_argument("--out", required=True, help="output GeoTIFF")
+    p.add_argument("--png", help="PNG path (default: OUT with .png)")
+    p.add_argument("--no-png", action="store_true", help="no PNG")
+    _common(p)
+    p.set_defaults(func=cmd_similar)
+
+    p = sub.add_parser(
+        "cluster",
+        help="k-means clusters of the embeddings as a class map (GeoTIFF + PNG)",
+        description="Fit k-means on a uniform sample of valid pixels (unit-length embeddings), assign every "
+        "pixel window by window and write a uint8 map (clusters 1..K by size, 0 = nodata) with a colour "
+        "table, plus a PNG with a legend. Needs: pip install 'earth-embed[apps]'.",
+    )
+    p.add_argument("emb", help="embedding GeoTIFF written by `earth-embed embed`")
+    p.add_argument("--k", type=int, required=True, help="number of clusters (2..254)")
+    p.add_argument("--out", required=True, help="output GeoTIFF")
+    p.add_argument("--sample", type=int, default=50_000, help="pixels k-means is fitted on (default 50000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample and k-means")
+    p.add_argument("--png", help="PNG path (default: OUT with .png)")
+    p.add_argument("--no-png", action="store_true", help="no PNG")
+    _common(p)
+    p.set_defaults(func=cmd_cluster)
