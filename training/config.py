@@ -65,7 +65,9 @@ DEFAULTS: dict[str, Any] = {
         "probe_every": 0,  # linear probe of the encoder every N steps (0 = never); curve in probe.csv
         "probe_data": "labelled/brandenburg-osm",  # under data_root: fit on its training block, score on validation
         "probe_max_pixels": 20000,  # probe training pixels (subsampled)
-        "select": "last",  # which encoder becomes encoder/: last (final step) | probe (best validation probe)
+        # which encoder becomes encoder/: last (final step) | probe (best validation-block probe) |
+        # probe_cv (best 3-fold spatial CV probe inside the training block, query or EMA key encoder)
+        "select": "last",
     },
 }
 

@@ -11,7 +11,8 @@ Writes ``<output-dir>/`` (default ``runs/<config name>/``): ``config.yaml`` (res
 With ``train.probe_every: N`` a linear probe scores the encoder every N steps on the validation block
 of ``train.probe_data`` (``probe.csv``; best so far in ``encoder_best_probe/``), and
 ``train.select: probe`` makes that best encoder the run's ``encoder/`` (model selection by a probe,
-never by the loss).
+never by the loss); ``train.select: probe_cv`` scores by 3-fold spatial cross-validation inside the
+training block instead and also probes the EMA key encoder (``training/probe.py: ProbeSelector``).
 """
 
 from __future__ import annotations
@@ -214,7 +215,9 @@ def _card_metadata(
             **(
                 {
                     "model selection": f"step {stats['selected_step']} of {state.step}, best linear probe (mIoU "
-                    f"{100 * state.probe_best['probe_val_miou']:.1f}) on the validation block of "
+                    f"{100 * state.probe_best['probe_val_miou']:.1f}, "
+                    f"{'EMA key' if state.probe_best.get('selected_is_key') else 'query'} encoder) "
+                    f"{'by 3-fold spatial CV inside the training block' if t['select'] == 'probe_cv' else 'on the validation block'} of "
                     f"{t['probe_data']} (probed every {t['probe_every']} steps)"
                 }
                 if "selected_step" in stats
@@ -236,9 +239,11 @@ def main(argv: list[str] | None = None) -> dict:
         raise ConfigError(f"loss.method must be 'dense' or 'image_level', got {l_cfg['method']!r}")
     if l_cfg["key_encoder"] not in ("ema", "shared"):
         raise ConfigError(f"loss.key_encoder must be 'ema' or 'shared', got {l_cfg['key_encoder']!r}")
-    if t_cfg["select"] not in ("last", "probe") or (t_cfg["select"] == "probe" and not int(t_cfg["probe_every"])):
+    if t_cfg["select"] not in ("last", "probe", "probe_cv") or (
+        t_cfg["select"] != "last" and not int(t_cfg["probe_every"])
+    ):
         raise ConfigError(
-            f"train.select must be 'last' or 'probe' (the latter needs train.probe_every > 0), "
+            f"train.select must be 'last', 'probe' or 'probe_cv' (the probes need train.probe_every > 0), "
             f"got select={t_cfg['select']!r}, probe_every={t_cfg['probe_every']!r}"
         )
     out = Path(args.output_dir or Path("runs") / cfg["name"])
@@ -323,6 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
             cfg["data"]["bands"],
             out / "encoder_best_probe",
             int(t_cfg["probe_max_pixels"]),
+            method="cv" if t_cfg["select"] == "probe_cv" else "val",
         )
         probe.best = state.probe_best or None
 
@@ -400,7 +406,8 @@ def main(argv: list[str] | None = None) -> dict:
             t_last, n_last = now, 0
         if probe_every and state.step % probe_every == 0:
             if probe is not None:
-                result = probe(_plain_copy(unwrapped.encoder), state.step)
+                key_enc = _plain_copy(key_net.encoder) if key_net is not None else None
+                result = probe(_plain_copy(unwrapped.encoder), state.step, key=key_enc)
                 probe_log.log({k: v for k, v in result.items() if k != "step"}, step=state.step)
                 state.probe_best = dict(probe.best or {})
                 bar.set_postfix(probe=f"{100 * result['probe_val_miou']:.1f}")
@@ -426,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
         stats["probe_best"] = state.probe_best
     if accelerator.is_main_process and state.step >= total:
         enc = _plain_copy(unwrapped.encoder)
-        if t_cfg["select"] == "probe":
+        if t_cfg["select"] in ("probe", "probe_cv"):
             enc = EarthEncoder.from_pretrained(out / "encoder_best_probe")
             stats["selected_step"] = state.probe_best["step"]
         enc.config.name = enc.config.name or f"earth-embed-{cfg['name']}"

