@@ -26,6 +26,7 @@ __all__ = [
     "ProbeSelector",
     "block_masks",
     "cv_folds",
+    "features",
     "fit_probe",
     "probe_scores",
     "probe_source",
@@ -51,6 +52,12 @@ def block_masks(scene: LabelledScene, blocks: tuple[str, ...], chip: int = 64) -
             mask[c.row : c.row + c.size, c.col : c.col + c.size] = True
         masks.append(mask)
     return masks
+
+
+def features(enc: EarthEncoder | None, refl: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """(H*W, F) per-pixel features: the encoder's embeddings (stored BatchNorm), or the normalised bands when
+    ``enc`` is None (:func:`training.features.scene_features` has the other sources and AdaBN)."""
+    return scene_features("raw" if enc is None else enc, refl, mean, std)
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int = 300, seed: int = 0) -> torch.nn.Linear:
