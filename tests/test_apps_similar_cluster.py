@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import rasterio
 import shapely
 from affine import Affine
@@ -11,6 +12,7 @@ from pyogrio.raw import write as write_vector
 
 from earth_embed.apps import cluster, similar
 from earth_embed.cli import main
+from earth_embed.errors import RasterInputError
 from earth_embed.raster.embeddings import open_embeddings
 from earth_embed.raster.writer import GeoTiffWriter
 from tests.apps_data import COL0, CROP_POINTS, ROW0, lonlat_of_pixels
@@ -83,3 +85,30 @@ def test_int8_embeddings_are_dequantised(tmp_path):
     assert np.isnan(a[:, :2, :2]).all() and np.array_equal(np.isnan(a), np.isnan(b))
     # int8 rounding, plus the float16 the writer streams through before quantising
     assert np.nanmax(np.abs(a - b)) <= step / 2 + 4e-3
+
+
+def test_region_cog_codes_are_decoded_with_their_scales(crop_embeddings, tmp_path):
+    """A code COG + scales COG pair tagged as the region export writes them reads back as float embeddings,
+    and the apps run on it."""
+    from earth_embed.region import quantize
+
+    with rasterio.open(crop_embeddings) as ds:
+        x = ds.read().astype(np.float32)
+        base = dict(driver="GTiff", height=ds.height, width=ds.width, crs=ds.crs, transform=ds.transform)
+    codes, scales = quantize.quantize(x)
+    tags = {**quantize.metadata(), "EMBEDDING_MODEL": "models/earth-embed-s2-unet-r18s16"}
+    with rasterio.open(tmp_path / "scales.tif", "w", count=1, dtype="float32", nodata=float("nan"), **base) as ds:
+        ds.write(scales, 1)
+    with rasterio.open(tmp_path / "emb.tif", "w", count=len(x), dtype="int8", nodata=-128, **base) as ds:
+        ds.write(codes)
+        ds.update_tags(**tags, EMBEDDING_SCALES_FILE="scales.tif")
+    with open_embeddings(tmp_path / "emb.tif") as emb:
+        assert emb.model == "models/earth-embed-s2-unet-r18s16"
+        decoded = emb.read()
+    rel = np.abs(decoded - x).max(axis=0) / np.abs(x).max(axis=0)
+    assert np.nanmax(rel) < 0.01
+    out = cluster(tmp_path / "emb.tif", tmp_path / "k.tif", k=3, sample=2000, png=False)
+    assert out.is_file()
+    (tmp_path / "scales.tif").unlink()
+    with pytest.raises(RasterInputError, match="per-pixel scales"):
+        open_embeddings(tmp_path / "emb.tif")

@@ -23,7 +23,7 @@ import rasterio
 
 from ..errors import EarthEmbedError, LabelError, RasterInputError
 from ..raster.classmap import class_map_style, landcover_png
-from ..raster.embeddings import EmbeddingRaster, open_embeddings
+from ..raster.embeddings import EmbeddingRaster, is_embedding_tags, open_embeddings
 from .heads import HEADS, block_ids, blocked_cv, check_cv, cv_markdown, fit_head, make_head, predict_proba, to_segmenter
 from .labels import Labels, read_labels
 from .maps import map_writer, stream_pixels
@@ -54,7 +54,7 @@ class FitResult:
 
 
 def is_embedding_raster(src: Any) -> bool:
-    """True if ``src`` is one GeoTIFF written by ``earth-embed embed`` (its KIND tag says so)."""
+    """True if ``src`` is one embedding raster (``earth-embed embed``'s GeoTIFF or a region COG), by its tags."""
     if isinstance(src, (list, tuple)):
         if len(src) != 1:
             return False
@@ -63,7 +63,7 @@ def is_embedding_raster(src: Any) -> bool:
         return False
     try:
         with rasterio.open(src) as ds:
-            return ds.tags().get("KIND") == "embeddings"
+            return is_embedding_tags(ds.tags())
     except rasterio.errors.RasterioIOError:
         return False
 

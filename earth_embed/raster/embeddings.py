@@ -1,8 +1,15 @@
-"""Read embedding rasters written by ``earth-embed embed``: one reader, one dequantisation rule per format.
+"""Read embedding rasters: one reader, and the dequantisation of every storage rule in one place.
 
 Every consumer of embedding rasters (the apps: fit, similar, cluster; the preview) reads through
 :func:`open_embeddings` / :func:`dequantize`, which return float32 values with NaN where the raster
-is nodata, whatever the stored type: float16/float32 as stored, int8 by the raster's own metadata.
+is nodata, whatever the stored type, by the raster's own tags:
+
+* float16/float32 GeoTIFFs of ``earth-embed embed``: as stored (NaN is nodata);
+* int8 GeoTIFFs of ``earth-embed embed --dtype int8``: ``stored * scale + offset`` per band, -128 nodata;
+* int8 COGs exported from a region store (tag ``EMBEDDING_QUANTIZATION=pixel-scale-int8``): the per-pixel
+  rule of :mod:`earth_embed.region.quantize`, with the scales read from the COG named by
+  ``EMBEDDING_SCALES_FILE`` beside it.
+
 A new storage rule is added here, once.
 """
 
@@ -18,9 +25,15 @@ import rasterio
 from rasterio.windows import Window
 
 from ..errors import RasterInputError
+from ..region import quantize
 
 #: Side of the windows that the apps read, predict and write at a time (a multiple of the 256 px tiles).
 WINDOW = 512
+
+
+def is_embedding_tags(tags: dict[str, str]) -> bool:
+    """True for the tags of an embedding raster (``embed``'s KIND, or a region COG's quantisation tag)."""
+    return tags.get("KIND") == "embeddings" or quantize.TAG in tags
 
 
 def dequantize(stored: np.ndarray, ds: Any, bands: list[int] | None = None) -> np.ndarray:
@@ -53,7 +66,8 @@ class EmbeddingRaster:
         except rasterio.errors.RasterioIOError as err:
             raise RasterInputError(f"{self.path} is not a readable raster ({err}).") from err
         self.tags: dict[str, str] = self._ds.tags()
-        if self.tags.get("KIND") != "embeddings":
+        self._scales = None  # the per-pixel scales raster of a region COG
+        if not is_embedding_tags(self.tags):
             kind = self.tags.get("KIND")
             self._ds.close()
             what = f"a {kind!r} raster" if kind else "not an embedding raster (no KIND=embeddings tag)"
@@ -64,6 +78,15 @@ class EmbeddingRaster:
         if self._ds.crs is None:
             self._ds.close()
             raise RasterInputError(f"{self.path} has no CRS; re-run `earth-embed embed` on a georeferenced scene.")
+        if self.tags.get(quantize.TAG) == quantize.RULE:
+            scales = self.path.parent / self.tags.get("EMBEDDING_SCALES_FILE", "")
+            if not scales.is_file() or scales == self.path.parent:
+                self._ds.close()
+                raise RasterInputError(
+                    f"{self.path} holds int8 codes whose per-pixel scales are in {scales}, which is missing; "
+                    "keep the scales COG beside the codes (export them together)."
+                )
+            self._scales = rasterio.open(scales)
 
     @property
     def height(self) -> int:
@@ -92,11 +115,13 @@ class EmbeddingRaster:
 
     @property
     def model(self) -> str | None:
-        """The encoder that wrote the raster (its MODEL tag), if recorded."""
-        return self.tags.get("MODEL") or None
+        """The encoder that wrote the raster (its MODEL or EMBEDDING_MODEL tag), if recorded."""
+        return self.tags.get("MODEL") or self.tags.get("EMBEDDING_MODEL") or None
 
     def read(self, window: Window | None = None) -> np.ndarray:
         """Float32 embeddings (D, h, w) of ``window`` (default: all), NaN where nodata."""
+        if self._scales is not None:
+            return quantize.decode(self._ds.read(window=window), self.tags, self._scales.read(1, window=window))
         return dequantize(self._ds.read(window=window), self._ds)
 
     def read_pixels(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -119,6 +144,8 @@ class EmbeddingRaster:
 
     def close(self) -> None:
         self._ds.close()
+        if self._scales is not None:
+            self._scales.close()
 
     def __enter__(self) -> EmbeddingRaster:
         return self
