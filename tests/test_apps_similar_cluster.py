@@ -9,6 +9,7 @@ import shapely
 from affine import Affine
 from PIL import Image
 from pyogrio.raw import write as write_vector
+from rasterio.windows import Window
 
 from earth_embed.apps import cluster, similar
 from earth_embed.cli import main
@@ -87,28 +88,30 @@ def test_int8_embeddings_are_dequantised(tmp_path):
     assert np.nanmax(np.abs(a - b)) <= step / 2 + 4e-3
 
 
-def test_region_cog_codes_are_decoded_with_their_scales(crop_embeddings, tmp_path):
-    """A code COG + scales COG pair tagged as the region export writes them reads back as float embeddings,
-    and the apps run on it."""
-    from earth_embed.region import quantize
+def test_region_store_and_its_cogs(crop_embeddings, tmp_path):
+    """Embeddings in a region store (int8 codes + per-pixel scales) and in the COGs exported from it read back
+    as the float embeddings, and the apps run on both."""
+    from earth_embed.region import cog
+    from earth_embed.region import quantize as qz
+    from tests.test_region_export import H, W, _write_store
 
     with rasterio.open(crop_embeddings) as ds:
         x = ds.read().astype(np.float32)
-        base = dict(driver="GTiff", height=ds.height, width=ds.width, crs=ds.crs, transform=ds.transform)
-    codes, scales = quantize.quantize(x)
-    tags = {**quantize.metadata(), "EMBEDDING_MODEL": "models/earth-embed-s2-unet-r18s16"}
-    with rasterio.open(tmp_path / "scales.tif", "w", count=1, dtype="float32", nodata=float("nan"), **base) as ds:
-        ds.write(scales, 1)
-    with rasterio.open(tmp_path / "emb.tif", "w", count=len(x), dtype="int8", nodata=-128, **base) as ds:
-        ds.write(codes)
-        ds.update_tags(**tags, EMBEDDING_SCALES_FILE="scales.tif")
-    with open_embeddings(tmp_path / "emb.tif") as emb:
-        assert emb.model == "models/earth-embed-s2-unet-r18s16"
-        decoded = emb.read()
-    rel = np.abs(decoded - x).max(axis=0) / np.abs(x).max(axis=0)
+        crs, transform = ds.crs, ds.transform
+    padded = np.full((len(x), H, W), np.nan, np.float32)  # the export test's 2 x 2 shard layout
+    padded[:, :384, :384] = x
+    codes, scales = qz.quantize(padded)
+    store = tmp_path / "out.zarr"
+    _write_store(store, codes, scales, crs, transform, [{"name": "crop", "date": None}])
+    tiles = cog.export_cogs(store, tmp_path / "cogs")
+    with open_embeddings(store) as z, open_embeddings(tiles[0].path) as c:
+        assert z.model and z.model == c.model and z.transform == transform and c.transform == transform
+        from_store, from_cog = z.read(Window(0, 0, 384, 384)), c.read(Window(0, 0, 384, 384))
+    assert np.array_equal(from_store, from_cog, equal_nan=True)
+    rel = np.abs(from_store - x).max(axis=0) / np.abs(x).max(axis=0)
     assert np.nanmax(rel) < 0.01
-    out = cluster(tmp_path / "emb.tif", tmp_path / "k.tif", k=3, sample=2000, png=False)
-    assert out.is_file()
-    (tmp_path / "scales.tif").unlink()
+    assert cluster(store, tmp_path / "k.tif", k=3, sample=2000, png=False).is_file()
+    assert cluster(tiles[0].path, tmp_path / "k2.tif", k=3, sample=2000, png=False).is_file()
+    tiles[0].scales_path.unlink()
     with pytest.raises(RasterInputError, match="per-pixel scales"):
-        open_embeddings(tmp_path / "emb.tif")
+        open_embeddings(tiles[0].path)

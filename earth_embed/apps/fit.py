@@ -54,11 +54,13 @@ class FitResult:
 
 
 def is_embedding_raster(src: Any) -> bool:
-    """True if ``src`` is one embedding raster (``earth-embed embed``'s GeoTIFF or a region COG), by its tags."""
+    """True if ``src`` holds embeddings (``embed``'s GeoTIFF, a region COG by its tags, a region store)."""
     if isinstance(src, (list, tuple)):
         if len(src) != 1:
             return False
         src = src[0]
+    if (Path(src) / "zarr.json").is_file():  # a region store or one of its groups
+        return True
     if not Path(src).is_file():
         return False
     try:

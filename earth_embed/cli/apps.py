@@ -116,7 +116,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/probabilities.tif and, for the logistic head, OUT/segmenter/ (an EarthSegmenter for "
         "`earth-embed classify`). Needs: pip install 'earth-embed[apps]'.",
     )
-    p.add_argument("src", nargs="+", metavar="EMB_OR_SCENE", help="embedding GeoTIFF from `embed`, or a scene to embed")
+    p.add_argument(
+        "src",
+        nargs="+",
+        metavar="EMB_OR_SCENE",
+        help="embeddings (GeoTIFF of `embed`, region COG or OUT.zarr store), or a scene to embed",
+    )
     p.add_argument("labels", metavar="LABELS", help="vector file (GeoJSON, GPKG, SHP, FGB; any CRS) or label raster")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist unless --overwrite)")
     p.add_argument("--model", "-m", help="encoder (default: the one named in the embeddings, or the released one)")
@@ -142,7 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "query pixels (points in longitude/latitude, or every pixel of the features in a vector file), "
         "streamed into a float32 GeoTIFF, plus a PNG. Needs: pip install 'earth-embed[apps]'.",
     )
-    p.add_argument("emb", help="embedding GeoTIFF written by `earth-embed embed`")
+    p.add_argument("emb", help="embeddings: GeoTIFF of `earth-embed embed`, a region COG or an OUT.zarr store")
     p.add_argument(
         "--point",
         action="append",
@@ -164,7 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pixel window by window and write a uint8 map (clusters 1..K by size, 0 = nodata) with a colour "
         "table, plus a PNG with a legend. Needs: pip install 'earth-embed[apps]'.",
     )
-    p.add_argument("emb", help="embedding GeoTIFF written by `earth-embed embed`")
+    p.add_argument("emb", help="embeddings: GeoTIFF of `earth-embed embed`, a region COG or an OUT.zarr store")
     p.add_argument("--k", type=int, required=True, help="number of clusters (2..254)")
     p.add_argument("--out", required=True, help="output GeoTIFF")
     p.add_argument("--sample", type=int, default=50_000, help="pixels k-means is fitted on (default 50000)")

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.coords import BoundingBox
+from rasterio.transform import array_bounds
 from rasterio.windows import Window
 
 from ..errors import RasterInputError
@@ -55,74 +57,32 @@ def dequantize(stored: np.ndarray, ds: Any, bands: list[int] | None = None) -> n
 
 
 class EmbeddingRaster:
-    """An open embedding raster: grid (CRS, transform, size), dimension, tags, and float32 windows."""
+    """Open embeddings on one grid: CRS, transform, size, dimension D, tags, and float32 windows.
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise RasterInputError(f"{self.path} does not exist; write embeddings first with `earth-embed embed`.")
-        try:
-            self._ds = rasterio.open(self.path)
-        except rasterio.errors.RasterioIOError as err:
-            raise RasterInputError(f"{self.path} is not a readable raster ({err}).") from err
-        self.tags: dict[str, str] = self._ds.tags()
-        self._scales = None  # the per-pixel scales raster of a region COG
-        if not is_embedding_tags(self.tags):
-            kind = self.tags.get("KIND")
-            self._ds.close()
-            what = f"a {kind!r} raster" if kind else "not an embedding raster (no KIND=embeddings tag)"
-            raise RasterInputError(
-                f"{self.path} is {what}; pass a GeoTIFF written by `earth-embed embed` "
-                "(or, for `fit`, a scene together with --model to embed it on the fly)."
-            )
-        if self._ds.crs is None:
-            self._ds.close()
-            raise RasterInputError(f"{self.path} has no CRS; re-run `earth-embed embed` on a georeferenced scene.")
-        if self.tags.get(quantize.TAG) == quantize.RULE:
-            scales = self.path.parent / self.tags.get("EMBEDDING_SCALES_FILE", "")
-            if not scales.is_file() or scales == self.path.parent:
-                self._ds.close()
-                raise RasterInputError(
-                    f"{self.path} holds int8 codes whose per-pixel scales are in {scales}, which is missing; "
-                    "keep the scales COG beside the codes (export them together)."
-                )
-            self._scales = rasterio.open(scales)
+    Use :func:`open_embeddings`; the subclasses read a GeoTIFF/COG or a region store's Zarr group.
+    """
+
+    path: Path
+    height: int
+    width: int
+    dim: int
+    crs: Any
+    transform: Any
+    tags: dict[str, str]
 
     @property
-    def height(self) -> int:
-        return int(self._ds.height)
-
-    @property
-    def width(self) -> int:
-        return int(self._ds.width)
-
-    @property
-    def dim(self) -> int:
-        """Embedding size D (number of bands)."""
-        return int(self._ds.count)
-
-    @property
-    def crs(self) -> Any:
-        return self._ds.crs
-
-    @property
-    def transform(self) -> Any:
-        return self._ds.transform
-
-    @property
-    def bounds(self) -> Any:
-        return self._ds.bounds
+    def bounds(self) -> BoundingBox:
+        """(left, bottom, right, top) in the raster's CRS."""
+        return BoundingBox(*array_bounds(self.height, self.width, self.transform))
 
     @property
     def model(self) -> str | None:
-        """The encoder that wrote the raster (its MODEL or EMBEDDING_MODEL tag), if recorded."""
+        """The encoder that wrote the embeddings (MODEL or EMBEDDING_MODEL tag), if recorded."""
         return self.tags.get("MODEL") or self.tags.get("EMBEDDING_MODEL") or None
 
     def read(self, window: Window | None = None) -> np.ndarray:
         """Float32 embeddings (D, h, w) of ``window`` (default: all), NaN where nodata."""
-        if self._scales is not None:
-            return quantize.decode(self._ds.read(window=window), self.tags, self._scales.read(1, window=window))
-        return dequantize(self._ds.read(window=window), self._ds)
+        raise NotImplementedError
 
     def read_pixels(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Float32 embeddings (n, D) at pixel positions, read window by window (rows of any order)."""
@@ -143,9 +103,7 @@ class EmbeddingRaster:
                 yield Window(c, r, min(size, self.width - c), min(size, self.height - r))
 
     def close(self) -> None:
-        self._ds.close()
-        if self._scales is not None:
-            self._scales.close()
+        """Release the files."""
 
     def __enter__(self) -> EmbeddingRaster:
         return self
@@ -154,6 +112,98 @@ class EmbeddingRaster:
         self.close()
 
 
+class GeoTiffEmbeddings(EmbeddingRaster):
+    """A GeoTIFF of ``earth-embed embed`` (float or per-band int8) or a region COG (pixel-scale int8)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            self._ds = rasterio.open(self.path)
+        except rasterio.errors.RasterioIOError as err:
+            raise RasterInputError(f"{self.path} is not a readable raster ({err}).") from err
+        ds = self._ds
+        self.tags = ds.tags()
+        self.height, self.width, self.dim = int(ds.height), int(ds.width), int(ds.count)
+        self.crs, self.transform = ds.crs, ds.transform
+        self._scales = None  # the per-pixel scales raster of a region COG
+        try:
+            if not is_embedding_tags(self.tags):
+                kind = self.tags.get("KIND")
+                what = f"a {kind!r} raster" if kind else "not an embedding raster (no KIND=embeddings tag)"
+                raise RasterInputError(
+                    f"{self.path} is {what}; pass a GeoTIFF written by `earth-embed embed` "
+                    "(or, for `fit`, a scene together with --model to embed it on the fly)."
+                )
+            if ds.crs is None:
+                raise RasterInputError(f"{self.path} has no CRS; re-run `earth-embed embed` on a georeferenced scene.")
+            if self.tags.get(quantize.TAG) == quantize.RULE:
+                scales = self.path.parent / self.tags.get("EMBEDDING_SCALES_FILE", "")
+                if not scales.is_file():
+                    raise RasterInputError(
+                        f"{self.path} holds int8 codes whose per-pixel scales are in {scales}, which is missing; "
+                        "keep the scales COG beside the codes (export them together)."
+                    )
+                self._scales = rasterio.open(scales)
+        except BaseException:
+            ds.close()
+            raise
+
+    def read(self, window: Window | None = None) -> np.ndarray:
+        if self._scales is not None:
+            return quantize.decode(self._ds.read(window=window), self.tags, self._scales.read(1, window=window))
+        return dequantize(self._ds.read(window=window), self._ds)
+
+    def close(self) -> None:
+        self._ds.close()
+        if self._scales is not None:
+            self._scales.close()
+
+
+class ZarrEmbeddings(EmbeddingRaster):
+    """One CRS group of a region store (``earth-embed embed-region``): int8 codes + per-pixel scales."""
+
+    def __init__(self, store: Path, group: str) -> None:
+        from ..region.cog import group_info
+
+        info = group_info(store, group)
+        import zarr
+
+        g = zarr.open_group(store / group, mode="r")
+        if quantize.SCALES_NAME not in g:
+            raise RasterInputError(
+                f"group {group} of {store} has no '{quantize.SCALES_NAME}' array, so its int8 codes cannot be "
+                "decoded; re-embed the region with this version of earth-embed."
+            )
+        self.path = store / group
+        self.height, self.width = info.shape
+        self.dim, self.crs, self.transform = info.dimensions, info.crs, info.transform
+        self.tags = {quantize.TAG: quantize.RULE, "EMBEDDING_MODEL": info.model, "KIND": "embeddings"}
+        self._codes: Any = g["embeddings"]
+        self._scales: Any = g[quantize.SCALES_NAME]
+
+    def read(self, window: Window | None = None) -> np.ndarray:
+        win = window or Window(0, 0, self.width, self.height)
+        rows = slice(int(win.row_off), int(win.row_off + win.height))
+        cols = slice(int(win.col_off), int(win.col_off + win.width))
+        return quantize.decode(np.asarray(self._codes[:, rows, cols]), self.tags, np.asarray(self._scales[rows, cols]))
+
+
 def open_embeddings(path: str | os.PathLike) -> EmbeddingRaster:
-    """Open an embedding raster written by ``earth-embed embed`` (float16, float32 or int8 GeoTIFF)."""
-    return EmbeddingRaster(path)
+    """Open embeddings: a GeoTIFF of ``earth-embed embed`` (float16, float32 or int8), a region COG, or a
+    region store (``OUT.zarr`` with one CRS group, or ``OUT.zarr/GROUP``)."""
+    p = Path(path)
+    if not p.exists():
+        raise RasterInputError(f"{p} does not exist; write embeddings first with `earth-embed embed`.")
+    if p.is_dir() and (p / "zarr.json").is_file():
+        if (p.parent / "zarr.json").is_file():  # a group inside a store
+            return ZarrEmbeddings(p.parent, p.name)
+        from ..region.cog import store_groups
+
+        groups = store_groups(p)
+        if len(groups) != 1:
+            raise RasterInputError(
+                f"The region store {p} has {len(groups)} CRS groups ({', '.join(groups) or 'none'}); pass one of "
+                f"them as {p}/GROUP."
+            )
+        return ZarrEmbeddings(p, groups[0])
+    return GeoTiffEmbeddings(p)
