@@ -124,7 +124,11 @@ def summary_markdown(result: dict[str, Any], head: str = "logistic") -> str:
             cells = []
             for n in shots:
                 v = np.array(
-                    [r["miou"] for r in result["rows"] if (r["dataset"], r["features"], r["head"], r["shots"]) == (ds, feats, head, n)]
+                    [
+                        r["miou"]
+                        for r in result["rows"]
+                        if (r["dataset"], r["features"], r["head"], r["shots"]) == (ds, feats, head, n)
+                    ]
                 )
                 cells.append(f"{100 * v.mean():.1f} +- {100 * v.std():.1f}" if v.size else "-")
             lines.append(f"| {ds} | {feats} | " + " | ".join(cells) + " |")
