@@ -16,6 +16,13 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "backbone_out_indices": [0, 1, 2, 3],
         "decoder_channels": [128, 64, 32, 32],
     },
+    # The same backbone with a decoder as wide as the 64-d embedding at the output (release 3): the
+    # release-2 decoder ends at 32 channels, so its 64-d embedding had rank <= 32 (issue 10, cause 6).
+    "unet-resnet18-s16-fr": {
+        "backbone": "resnet18",
+        "backbone_out_indices": [0, 1, 2, 3],
+        "decoder_channels": [128, 64, 64, 64],
+    },
     "unet-resnet34": {"backbone": "resnet34", "decoder_channels": [256, 128, 64, 32, 32]},
     "unet-resnet50": {"backbone": "resnet50", "decoder_channels": [256, 128, 64, 32, 32]},
     "unet-convnext-tiny": {"backbone": "convnext_tiny", "decoder_channels": [256, 128, 64, 32, 32]},

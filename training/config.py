@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
         "patch_size": 96,  # windows read from the scenes; views are cropped from them
         "max_nodata": 0.05,
         "num_workers": 0,
+        "cross_p": 0.0,  # share of windows whose view 2 is the same ground from another acquisition (group)
     },
     "model": {
         "architecture": "unet-resnet18",
@@ -46,6 +47,10 @@ DEFAULTS: dict[str, Any] = {
         "max_negatives": None,
         "same_image_negatives": False,
         "min_dist": 8.0,
+        "mask_same_ground": False,  # keys of windows showing the same ground (scene or group) are never negatives
+        "recon_weight": 0.0,  # input-anchored target: a linear head reconstructs the clean bands from the embedding
+        "recon_whiten": True,  # ... in PCA-whitened band space (from the measured band correlation)
+        "vc_weight": 0.0,  # per-image VICReg variance + covariance on the embedding at the query pixels
     },
     "train": {
         "steps": 1000,  # optimizer steps

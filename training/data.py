@@ -43,6 +43,7 @@ class SceneSource:
     level: str
     dn_offset: float
     weight: float  # sampling probability of this scene (sums to 1 over all scenes)
+    group: str | None = None  # scenes with the same group key are acquisitions of the same ground
 
 
 @dataclass
@@ -68,7 +69,10 @@ def load_data_config(path: str | Path, data_root: str | Path) -> DataConfig:
 
     Each source: ``name``, ``scenes`` (a folder or glob), ``level`` (L1C/L2A), ``dn_offset``
     (0, or -1000 for processing baseline >= 04.00), ``weight`` (share of samples, split evenly
-    over the source's scenes), optional ``exclude: true`` with a ``reason``, ``attribution``.
+    over the source's scenes), optional ``exclude: true`` with a ``reason``, ``attribution``, and
+    optional ``group``: ``name`` (scenes with the same folder name, across sources, are acquisitions
+    of the same ground, e.g. ``oscd/<city>`` and ``oscd-date1/<city>``) or ``parent`` (scenes in the
+    same parent folder are, e.g. the four SSL4EO acquisitions of one location).
     """
     path, data_root = Path(path), Path(data_root)
     try:
@@ -94,8 +98,14 @@ def load_data_config(path: str | Path, data_root: str | Path) -> DataConfig:
                 f"{data_root}; pass --data-root pointing at the shared data folder"
             )
         w = float(src.get("weight", 1.0)) / total / len(folders)
+        grouping = src.get("group")
+        if grouping not in (None, "name", "parent"):
+            raise ConfigError(
+                f"data config {path}: source {src['name']!r}: group must be 'name' or 'parent', got {grouping!r}"
+            )
         for f in folders:
-            scenes.append(SceneSource(src["name"], f, str(src["level"]), float(src["dn_offset"]), w))
+            group = None if grouping is None else f"{grouping}:{f.name if grouping == 'name' else f.parent.resolve()}"
+            scenes.append(SceneSource(src["name"], f, str(src["level"]), float(src["dn_offset"]), w, group))
         summary.append(
             {
                 "name": src["name"],
@@ -119,7 +129,15 @@ class UnlabelledWindows(Dataset):
     Item ``i`` draws (scene, window) from ``np.random.default_rng([seed, i])``: a scene with the
     probability given by the data config, a uniform window position, redrawn while more than
     ``max_nodata`` of the window is nodata (DN 0 in any band). Returns ``{"x": (C, S, S)
-    reflectance with nodata set to 0, "valid": (1, S, S)}``.
+    reflectance with nodata set to 0, "valid": (1, S, S), "scene", "group", "row", "col"}``: ``group``
+    is the same integer for acquisitions of one ground (``SceneSource.group``) and (row, col) the
+    window's origin on the grid of the group's first scene, so two windows show the same ground
+    when their group matches and their origins are less than ``patch_size`` apart.
+
+    With ``cross_p`` > 0, an item of a scene that has other acquisitions also gets, with that
+    probability, ``x2``/``valid2``: the same ground read from another acquisition of its group
+    (mapped by georeference, so grids with slightly different pixel sizes pair correctly up to
+    rounding) and ``cross`` = 1; otherwise ``x2`` is ``x`` and ``cross`` 0.
     """
 
     def __init__(
@@ -132,6 +150,7 @@ class UnlabelledWindows(Dataset):
         max_nodata: float = 0.05,
         max_tries: int = 20,
         start: int = 0,
+        cross_p: float = 0.0,
     ) -> None:
         self.start = int(start)  # item i is window number start + i (resuming skips without reading)
         self.scenes = list(scenes)
@@ -143,8 +162,10 @@ class UnlabelledWindows(Dataset):
         self.max_tries = int(max_tries)
         self.p = np.array([s.weight for s in self.scenes], dtype=np.float64)
         self.p /= self.p.sum()
+        self.cross_p = float(cross_p)
         self._open: dict[int, Any] = {}
         self._shapes: list[tuple[int, int]] = []
+        self._transforms: list[Any] = []
         for s in self.scenes:  # check every scene once: bands present, big enough
             with open_scene(s.path, bands=self.bands) as sc:
                 sc.read(Window(0, 0, 1, 1), bands=self.bands)
@@ -154,6 +175,15 @@ class UnlabelledWindows(Dataset):
                         "lower patch_size or exclude the scene in the data config"
                     )
                 self._shapes.append((sc.height, sc.width))
+                self._transforms.append(sc.transform)
+        keys = [s.group or f"scene:{k}" for k, s in enumerate(self.scenes)]
+        ids = {key: n for n, key in enumerate(dict.fromkeys(keys))}
+        self.group_ids = [ids[key] for key in keys]
+        self.partners = [
+            [j for j in range(len(keys)) if j != k and self.scenes[k].group and keys[j] == keys[k]]
+            for k in range(len(keys))
+        ]
+        self._anchor = [keys.index(key) for key in keys]  # the group's first scene: its grid numbers windows
 
     def __len__(self) -> int:
         return self.length - self.start
@@ -168,35 +198,90 @@ class UnlabelledWindows(Dataset):
         state["_open"] = {}
         return state
 
+    def map_origin(self, k: int, j: int, row: int, col: int) -> tuple[int, int]:
+        """Window origin (row, col) on scene ``k``'s grid -> scene ``j``'s grid, by georeference, clamped inside."""
+        x, y = self._transforms[k] @ (col, row)
+        c2, r2 = ~self._transforms[j] @ (x, y)
+        h, w = self._shapes[j]
+        S = self.patch_size
+        return int(min(max(round(r2), 0), h - S)), int(min(max(round(c2), 0), w - S))
+
+    def _reflectance(self, k: int, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
+        S = self.patch_size
+        dn = self._scene(k).read(Window(col, row, S, S), bands=self.bands)
+        valid = ~(dn == 0).any(0)
+        refl = (dn + self.scenes[k].dn_offset) / DN_SCALE
+        refl[:, ~valid] = 0.0
+        return refl.astype(np.float32), valid
+
     def read_window(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(reflectance (C,S,S), valid (S,S) bool, scene index) of item ``i``."""
+        refl, valid, k, _, _ = self._draw(i)
+        return refl, valid, k
+
+    def _draw(self, i: int) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+        """(reflectance, valid, scene index, row, col) of item ``i``."""
         rng = np.random.default_rng([self.seed, int(i)])
         S = self.patch_size
-        best: tuple[np.ndarray, np.ndarray, int, float] | None = None
+        best: tuple[np.ndarray, np.ndarray, int, int, int, float] | None = None
         for _ in range(self.max_tries):
             k = int(rng.choice(len(self.scenes), p=self.p))
             h, w = self._shapes[k]
             r, c = int(rng.integers(0, h - S + 1)), int(rng.integers(0, w - S + 1))
-            dn = self._scene(k).read(Window(c, r, S, S), bands=self.bands)
-            valid = ~(dn == 0).any(0)
+            refl, valid = self._reflectance(k, r, c)
             frac_bad = 1.0 - valid.mean()
-            if best is None or frac_bad < best[3]:
-                best = (dn, valid, k, frac_bad)
+            if best is None or frac_bad < best[5]:
+                best = (refl, valid, k, r, c, frac_bad)
             if frac_bad <= self.max_nodata:
                 break
         assert best is not None  # the loop runs at least once
-        dn, valid, k, _ = best
-        refl = (dn + self.scenes[k].dn_offset) / DN_SCALE
-        refl[:, ~valid] = 0.0
-        return refl.astype(np.float32), valid, k
+        refl, valid, k, r, c, _ = best
+        return refl, valid, k, r, c
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        refl, valid, k = self.read_window(self.start + i)
+        refl, valid, k, r, c = self._draw(self.start + i)
+        refl2, valid2, cross = refl, valid, 0
+        if self.cross_p > 0 and self.partners[k]:
+            rng = np.random.default_rng([self.seed, int(self.start + i), 1])
+            if rng.random() < self.cross_p:
+                j = int(rng.choice(self.partners[k]))
+                refl2, valid2 = self._reflectance(j, *self.map_origin(k, j, r, c))
+                cross = 1
+        ar, ac = self.map_origin(k, self._anchor[k], r, c) if self._anchor[k] != k else (r, c)
         return {
             "x": torch.from_numpy(refl),
             "valid": torch.from_numpy(valid[None].astype(np.float32)),
+            "x2": torch.from_numpy(refl2),
+            "valid2": torch.from_numpy(valid2[None].astype(np.float32)),
+            "cross": torch.tensor(cross),
             "scene": torch.tensor(k),
+            "group": torch.tensor(self.group_ids[k]),
+            "row": torch.tensor(ar),
+            "col": torch.tensor(ac),
         }
+
+
+def band_moments(
+    ds: UnlabelledWindows, n_windows: int = 64, start: int = 10**9
+) -> tuple[list[float], list[float], list[list[float]]]:
+    """Per-band mean, std and the band correlation matrix of reflectance over the valid pixels of
+    ``n_windows`` windows of ``ds`` (items ``start .. start + n_windows``, disjoint from training
+    indices by default). The correlation is the covariance of the normalised bands."""
+    C = len(ds.bands)
+    s1, s2, n = np.zeros(C), np.zeros((C, C)), 0
+    for i in range(start, start + n_windows):
+        refl, valid, _ = ds.read_window(i)
+        v = refl[:, valid].astype(np.float64)
+        s1 += v.sum(1)
+        s2 += v @ v.T
+        n += v.shape[1]
+    if n == 0:
+        raise RasterInputError("no valid pixel in the windows drawn for band statistics")
+    mean = s1 / n
+    cov = s2 / n - np.outer(mean, mean)
+    std = np.sqrt(np.maximum(np.diag(cov), 1e-12))
+    corr = cov / np.outer(std, std)
+    return [float(m) for m in mean], [float(s) for s in std], corr.tolist()
 
 
 def band_statistics(ds: UnlabelledWindows, n_windows: int = 64, start: int = 10**9) -> tuple[list[float], list[float]]:
@@ -204,20 +289,8 @@ def band_statistics(ds: UnlabelledWindows, n_windows: int = 64, start: int = 10*
 
     Items ``start .. start + n_windows`` are used (disjoint from training indices by default).
     """
-    s1 = np.zeros(len(ds.bands))
-    s2 = np.zeros(len(ds.bands))
-    n = 0
-    for i in range(start, start + n_windows):
-        refl, valid, _ = ds.read_window(i)
-        v = refl[:, valid].astype(np.float64)
-        s1 += v.sum(1)
-        s2 += (v * v).sum(1)
-        n += v.shape[1]
-    if n == 0:
-        raise RasterInputError("no valid pixel in the windows drawn for band statistics")
-    mean = s1 / n
-    std = np.sqrt(np.maximum(s2 / n - mean**2, 1e-12))
-    return [float(m) for m in mean], [float(s) for s in std]
+    mean, std, _ = band_moments(ds, n_windows, start)
+    return mean, std
 
 
 # --------------------------------------------------------------------------- labelled

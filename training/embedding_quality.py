@@ -12,6 +12,14 @@ embeds every pixel and reports:
 * ``top1_var``: share of the variance on the first principal axis.
 
 The random-init rows use ``--random-seeds`` fresh initialisations (same config and normalisation).
+
+Within-scene collapse (issue 10, cause 8) is measured on whole labelled scenes instead:
+
+    python training/embedding_quality.py --encoder runs/cpu/encoder --scenes brandenburg-osm slovenia-eolearn
+
+embeds every pixel of each scene (one forward pass) and reports :func:`scene_rank`: the effective
+rank of the centred (pixels x D) embedding matrix, exp(entropy of its normalised singular values)
+(Roy & Vetterli 2007), and how much of each normalised input band a linear map recovers (R^2).
 """
 
 from __future__ import annotations
@@ -54,6 +62,44 @@ def embedding_stats(emb: torch.Tensor, pairs: int = 20000, seed: int = 0) -> dic
     }
 
 
+def scene_rank(emb: torch.Tensor, bands: torch.Tensor | None = None) -> dict[str, object]:
+    """Effective rank of pixel embeddings ``emb`` (N, D) of one scene, and the R^2 of a least-squares
+    map from the embedding (plus a constant) to each normalised band of ``bands`` (N, C)."""
+    e = emb.double() - emb.double().mean(0)
+    sv = torch.linalg.svdvals(e)
+    p = sv / sv.sum()
+    p = p[p > 0]
+    out: dict[str, object] = {"effective_rank_sv": float(torch.exp(-(p * p.log()).sum())), "dim": int(emb.shape[1])}
+    ev = sv.pow(2) / sv.pow(2).sum()
+    ev = ev[ev > 0]
+    out["effective_rank_var"] = float(torch.exp(-(ev * ev.log()).sum()))
+    if bands is not None:
+        A = torch.cat([e, torch.ones(e.shape[0], 1, dtype=e.dtype)], 1)
+        y = bands.double()
+        coef = torch.linalg.lstsq(A, y).solution
+        res = (y - A @ coef).pow(2).sum(0)
+        tot = (y - y.mean(0)).pow(2).sum(0).clamp(min=1e-12)
+        out["band_r2"] = [float(v) for v in 1 - res / tot]
+    return out
+
+
+def scene_ranks(enc: EarthEncoder, data_root: str | Path, scenes: list[str]) -> dict[str, dict]:
+    """:func:`scene_rank` of ``enc`` over every valid pixel of each labelled scene (by folder name)."""
+    from training.probe import scene_arrays
+
+    enc.eval()
+    norm = enc.config.normalization
+    result = {}
+    for name in scenes:
+        refl, _, _ = scene_arrays(Path(data_root) / "labelled" / name, enc.bands)
+        valid = (refl != 0).any(0).flatten()
+        x = (refl - torch.tensor(norm.mean).view(-1, 1, 1)) / torch.tensor(norm.std).view(-1, 1, 1)
+        with torch.no_grad():
+            emb = enc(x[None])[0].flatten(1).T[valid]
+        result[name] = {**scene_rank(emb, x.flatten(1).T[valid]), "pixels": int(valid.sum())}
+    return result
+
+
 @torch.no_grad()
 def pixel_embeddings(enc: EarthEncoder, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """(N_valid_pixels, D) embeddings of normalised windows x (B, C, H, W)."""
@@ -74,9 +120,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--pairs", type=int, default=20000)
     p.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", help="write the JSON here")
+    p.add_argument("--scenes", nargs="+", help="labelled scenes (under DATA_ROOT/labelled): whole-scene rank instead")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     enc = EarthEncoder.from_pretrained(args.encoder)
+    if args.scenes:
+        ranks = scene_ranks(enc, args.data_root, args.scenes)
+        for name, r in ranks.items():
+            r2 = " ".join(f"{v:.2f}" for v in r["band_r2"])
+            print(
+                f"{name}: effective rank {r['effective_rank_sv']:.2f} (singular values), "
+                f"{r['effective_rank_var']:.2f} (variance) of {r['dim']}; band R^2 {r2}"
+            )
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({"encoder": args.encoder, "scenes": ranks}, indent=2) + "\n")
+        return ranks
     sources = Path(args.sources) if Path(args.sources).is_file() else REPO / args.sources
     data = load_data_config(sources, args.data_root)
     ds = UnlabelledWindows(data.scenes, enc.bands, args.size, length=args.windows, seed=12345, start=2 * 10**9)

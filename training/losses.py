@@ -18,7 +18,15 @@ from torch import Tensor
 
 from training.views import ViewPair, bilinear_lookup, sample_correspondences
 
-__all__ = ["dense_pair_loss", "info_nce", "masked_mean_pool", "nt_xent"]
+__all__ = [
+    "dense_pair_loss",
+    "info_nce",
+    "masked_mean_pool",
+    "nt_xent",
+    "pca_whitening",
+    "per_image_variance_covariance",
+    "reconstruction_loss",
+]
 
 
 def info_nce(
@@ -31,6 +39,7 @@ def info_nce(
     xy_patch: Tensor | None = None,
     min_dist: float = 8.0,
     generator: torch.Generator | None = None,
+    same_ground: Tensor | None = None,
 ) -> Tensor:
     """Pixel InfoNCE. ``q``, ``k``: (B, N, d) L2-normalised; the positive of ``q[b, n]`` is ``k[b, n]``.
 
@@ -38,7 +47,9 @@ def info_nce(
     ``same_image_negatives`` also keys of the same image whose patch coordinates (``xy_patch``,
     (B, N, 2)) are more than ``min_dist`` apart. ``max_negatives`` keeps a random subset of key
     columns (shared by all queries) to bound memory. ``weight`` (B, N) weights the queries and
-    removes zero-weight keys from the negatives. Returns the weighted mean loss.
+    removes zero-weight keys from the negatives. ``same_ground`` (B, B) bool marks pairs of images
+    that show the same ground (overlapping windows of one scene or of one group of acquisitions):
+    their keys are never negatives of each other. Returns the weighted mean loss.
     """
     if q.shape != k.shape or q.ndim != 3:
         raise ValueError(f"q and k must both be (B, N, d), got {tuple(q.shape)} and {tuple(k.shape)}")
@@ -59,6 +70,8 @@ def info_nce(
         xy = xy_patch.reshape(B * N, 2).to(q.device, q.dtype)
         far = torch.cdist(xy, xy[cols]) > min_dist
         is_neg = is_neg | ((img[:, None] == img[cols][None, :]) & far)
+    if same_ground is not None:
+        is_neg = is_neg & ~same_ground.to(q.device)[img][:, img[cols]]
     is_neg = is_neg & (w[cols] > 0)[None, :]
     neg = neg.masked_fill(~is_neg, float("-inf"))
     logits = torch.cat([pos[:, None], neg], 1)
@@ -111,6 +124,53 @@ def dense_pair_loss(
     l12 = _dense_direction(q1, k2, pair, 1, q_head, k_head, n_points, tau, gen, **kw)
     l21 = _dense_direction(q2, k1, pair, 2, q_head, k_head, n_points, tau, gen, **kw)
     return 0.5 * (l12 + l21)
+
+
+def per_image_variance_covariance(v: Tensor, weight: Tensor | None = None, gamma: float = 1.0) -> Tensor:
+    """VICReg's variance + covariance terms computed over the pixels of EACH image, then averaged.
+
+    ``v`` (B, N, D): embedding vectors at N pixels of each image; ``weight`` (B, N): 0 drops a pixel.
+    Per image: hinge ``mean_d relu(gamma - sqrt(var_d + 1e-4))`` plus the squared off-diagonal
+    covariances over D (Bardes et al. 2022). A batch-wide term is satisfied by scene-to-scene
+    differences; per image it asks for spread *within* a scene, where land cover has to be told apart.
+    Images with fewer than 2 weighted pixels are skipped.
+    """
+    B, N, D = v.shape
+    w = torch.ones(B, N, device=v.device) if weight is None else (weight > 0).to(v.device, v.dtype)
+    n = w.sum(1)  # (B,)
+    keep = n >= 2
+    if not bool(keep.any()):
+        return v.sum() * 0.0
+    v, w, n = v[keep], w[keep], n[keep]
+    mean = (v * w[..., None]).sum(1) / n[:, None]
+    c = (v - mean[:, None]) * w[..., None]
+    cov = c.transpose(1, 2) @ c / (n[:, None, None] - 1)  # (B', D, D)
+    var = torch.diagonal(cov, dim1=1, dim2=2)
+    var_term = F.relu(gamma - torch.sqrt(var + 1e-4)).mean(1)
+    off = cov - torch.diag_embed(var)
+    cov_term = off.pow(2).sum((1, 2)) / D
+    return (var_term + cov_term).mean()
+
+
+def pca_whitening(corr: Tensor, floor: float = 1e-3) -> Tensor:
+    """(C, C) matrix W with ``z = x @ W.T`` white (unit variance, uncorrelated) for bands x of correlation ``corr``.
+
+    PCA whitening ``W = diag(lambda)^-1/2 U^T`` of the band correlation (normalised bands): spectral
+    shape (the small components) weighs as much as brightness (the first one). Eigenvalues are
+    floored at ``floor`` times the largest so pure-noise directions are not blown up without bound.
+    """
+    lam, U = torch.linalg.eigh(corr.double())
+    lam = lam.clamp(min=float(lam.max()) * floor)
+    return (torch.diag(lam.rsqrt()) @ U.T).float()
+
+
+def reconstruction_loss(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Weighted mean squared error over pixels (B, N, C) of the reconstructed vs the target bands."""
+    err = (pred.float() - target.float()).pow(2).mean(-1)  # (B, N)
+    if weight is None:
+        return err.mean()
+    w = weight.to(err)
+    return (err * w).sum() / w.sum().clamp(min=1e-8)
 
 
 def masked_mean_pool(feat: Tensor, valid: Tensor | None = None) -> Tensor:

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as _dt
 import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,29 +41,15 @@ from tqdm.auto import tqdm
 from earth_embed import EarthEncoder
 from earth_embed.errors import ConfigError
 from training.config import CONFIG_DIR, load_config
-from training.data import UnlabelledWindows, band_statistics, load_data_config
+from training.data import UnlabelledWindows, band_moments, load_data_config
 from training.launch import respawn_cpu_ranks
-from training.losses import info_nce, nt_xent
+from training.losses import nt_xent, pca_whitening
 from training.model import PretrainNet, ema_update, make_key_net, save_pretrained_atomic
+from training.objective import DenseObjective
 from training.probe import ProbeSelector
+from training.run_state import TrainState, card_metadata, latest_checkpoint, save_checkpoint
 from training.tracking import CSVTracker
-from training.views import ViewConfig, draw_batch_params, make_views, sample_correspondences
-
-
-class TrainState:
-    """Progress saved with ``save_state``: optimizer steps done and training seconds so far."""
-
-    def __init__(self) -> None:
-        self.step = 0
-        self.elapsed = 0.0
-        self.probe_best: dict = {}  # {"step", "probe_val_miou", ...} of the best probe so far
-
-    def state_dict(self) -> dict:
-        return {"step": self.step, "elapsed": self.elapsed, "probe_best": dict(self.probe_best)}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.step, self.elapsed = int(d["step"]), float(d["elapsed"])
-        self.probe_best = dict(d.get("probe_best", {}))
+from training.views import ViewConfig, draw_batch_params, make_views
 
 
 def lr_at(step: int, cfg: dict) -> float:
@@ -155,78 +139,11 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
-def _latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / "checkpoints").glob("step_*"))
-    return ckpts[-1] if ckpts else None
-
-
 def _sources_path(cfg: dict) -> Path:
     p = Path(cfg["data"]["sources"])
     if not p.is_absolute() and not p.is_file():
         p = Path(__file__).resolve().parent.parent / p  # relative to the repository
     return p
-
-
-def _save_checkpoint(accelerator: Accelerator, out: Path, step: int, keep: int) -> None:
-    final = out / "checkpoints" / f"step_{step:07d}"
-    tmp = out / "checkpoints" / f".tmp_step_{step:07d}"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)  # never a half-written checkpoint under its final name
-        for old in sorted((out / "checkpoints").glob("step_*"))[:-keep] if keep > 0 else []:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
-def _card_metadata(
-    cfg: dict, data_cfg, state: TrainState, stats: dict, accelerator: Accelerator, config_path: list[str] | None
-) -> dict:
-    data_txt = "; ".join(
-        f"{s['name']}: excluded ({s['excluded']})"
-        if "excluded" in s
-        else f"{s['name']} ({s['scenes']} scene(s), {s['level']}, DN offset {s['dn_offset']:g}, weight {s['weight']:.3f})"
-        for s in data_cfg.summary
-    )
-    t, loss = cfg["train"], cfg["loss"]
-    hw = f"{accelerator.num_processes} x {accelerator.device.type}"
-    if accelerator.device.type == "cuda":
-        hw += f" ({torch.cuda.get_device_name(accelerator.device)})"
-    return {
-        "training": {
-            "recipe": f"earth-embed training/pretrain.py, Embedding Earth {loss['method']} contrastive "
-            f"(tau {loss['tau']}, {loss['points']} points/view, key encoder {loss['key_encoder']} "
-            f"{loss['ema'] if loss['key_encoder'] == 'ema' else ''})".replace(" )", ")"),
-            "config": f"{' + '.join(config_path) if config_path else '(defaults)'} (name {cfg['name']})",
-            "data": data_txt,
-            "steps": state.step,
-            "batch": f"{t['batch_size']} x {t['grad_accum']} accumulation x {accelerator.num_processes} processes",
-            "patch / views": f"{cfg['data']['patch_size']} px windows, views {cfg['views']['out_sizes']} px",
-            "wall time": f"{state.elapsed / 60:.1f} min",
-            "throughput": f"{stats['samples_per_s']:.2f} view pairs/s",
-            "final loss": f"{stats['final_loss']:.4f} (mean of the last {stats['final_window']} steps)",
-            "hardware": hw,
-            "date": _dt.date.today().isoformat(),
-            **(
-                {
-                    "model selection": f"step {stats['selected_step']} of {state.step}, best linear probe (mIoU "
-                    f"{100 * state.probe_best['probe_val_miou']:.1f}, "
-                    f"{'EMA key' if state.probe_best.get('selected_is_key') else 'query'} encoder) "
-                    f"{'by 3-fold spatial CV inside the training block' if t['select'] == 'probe_cv' else 'on the validation block'} of "
-                    f"{t['probe_data']} (probed every {t['probe_every']} steps)"
-                }
-                if "selected_step" in stats
-                else {}
-            ),
-        },
-        "training_config": cfg,
-        "attribution": list(data_cfg.attribution),
-    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -271,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
         length=total * accum * B * nproc,
         seed=int(t_cfg["seed"]),
         max_nodata=float(cfg["data"]["max_nodata"]),
+        cross_p=float(cfg["data"]["cross_p"]),
     )
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=B, shuffle=False, drop_last=True, num_workers=int(cfg["data"]["num_workers"])
@@ -279,13 +197,29 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- model
     m_cfg = cfg["model"]
     if m_cfg["normalization"] == "auto":
-        mean, std = band_statistics(dataset, int(m_cfg["stats_windows"]))
-        cfg["model"]["normalization"] = {"mean": mean, "std": std, "measured_on_windows": int(m_cfg["stats_windows"])}
+        mean, std, corr = band_moments(dataset, int(m_cfg["stats_windows"]))
+        cfg["model"]["normalization"] = {
+            "mean": mean,
+            "std": std,
+            "correlation": corr,
+            "measured_on_windows": int(m_cfg["stats_windows"]),
+        }
     mean, std = cfg["model"]["normalization"]["mean"], cfg["model"]["normalization"]["std"]
+    whitening = None
+    if float(l_cfg["recon_weight"]) > 0:
+        if "correlation" not in cfg["model"]["normalization"]:
+            raise ConfigError(
+                "loss.recon_weight > 0 needs model.normalization: auto (it measures the band correlation)"
+            )
+        whitening = pca_whitening(torch.tensor(cfg["model"]["normalization"]["correlation"]))
+        if not l_cfg["recon_whiten"]:
+            whitening = torch.eye(len(mean))
+    objective = DenseObjective(l_cfg, whitening)
     encoder = EarthEncoder.new(
         m_cfg["architecture"], bands=cfg["data"]["bands"], embed_dim=int(m_cfg["embed_dim"]), mean=mean, std=std
     )
-    net = PretrainNet(encoder, int(l_cfg["proj_dim"]), int(l_cfg["proj_hidden"]))
+    recon_dim = len(mean) if float(l_cfg["recon_weight"]) > 0 else 0
+    net = PretrainNet(encoder, int(l_cfg["proj_dim"]), int(l_cfg["proj_hidden"]), recon_dim)
     mem = torch.channels_last if m_cfg["channels_last"] else torch.contiguous_format
     net = net.to(memory_format=mem)
     key_net = make_key_net(net) if (l_cfg["method"] == "dense" and l_cfg["key_encoder"] == "ema") else None
@@ -305,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- resume
     if args.resume:
-        ckpt = _latest_checkpoint(out) if args.resume == "latest" else Path(args.resume)
+        ckpt = latest_checkpoint(out) if args.resume == "latest" else Path(args.resume)
         if ckpt is None or not ckpt.is_dir():
             raise ConfigError(f"--resume: no checkpoint found ({ckpt or out / 'checkpoints'}); run without --resume")
         accelerator.load_state(str(ckpt))
@@ -347,6 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
     if key_net is not None:
         key_net.train()
     losses: list[float] = []
+    part_sums: dict[str, float] = {}  # the objective's terms, averaged over each logging interval
+    n_parts = 0
     micro, acc_loss, t_last, n_last = state.step * accum, 0.0, time.perf_counter(), 0
     t_run = time.perf_counter()
     elapsed0 = state.elapsed
@@ -361,11 +297,14 @@ def main(argv: list[str] | None = None) -> dict:
         rng = random.Random(_seed_for(t_cfg["seed"], micro, accelerator.process_index, 1))
         with accelerator.accumulate(net):
             x = (batch["x"] - mean_t) / std_t * batch["valid"]
+            x2 = (batch["x2"] - mean_t) / std_t * batch["valid2"] if "x2" in batch else x
             bp = draw_batch_params(view_cfg, x.shape[1], rng)
-            pair = make_views(x, view_cfg, bp, gen, valid=batch["valid"])
+            pair = make_views(x, view_cfg, bp, gen, valid=batch["valid"], patches2=x2, valid2=batch.get("valid2"))
             views = torch.cat([pair.view1, pair.view2]).contiguous(memory_format=mem)
             if l_cfg["method"] == "dense":
-                loss = _dense_loss(net, unwrapped, key_net, pair, views, l_cfg, gen, accelerator)
+                loss, parts = objective(net, unwrapped, key_net, pair, views, batch, x, x2, gen, accelerator)
+                for name, value in parts.items():
+                    part_sums[name] = part_sums.get(name, 0.0) + value
             else:
                 assert pair.valid1 is not None and pair.valid2 is not None
                 valid = torch.cat([pair.valid1, pair.valid2])
@@ -387,6 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
         losses.append(step_loss)
         acc_loss = 0.0
         n_last += B * accum * nproc
+        n_parts += 1
         bar.update(1)
         if state.step % int(t_cfg["log_every"]) == 0 or state.step == stop_at:
             now = time.perf_counter()
@@ -396,6 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
                 {
                     "loss": step_loss,
                     "loss_avg": float(np.mean(losses[-int(t_cfg["log_every"]) :])),
+                    **{f"loss_{k}": v / max(1, n_parts) for k, v in part_sums.items()},
                     "lr": lr,
                     "samples_per_s": sps,
                     "elapsed_s": state.elapsed,
@@ -404,6 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
             bar.set_postfix(loss=f"{step_loss:.3f}", pairs_per_s=f"{sps:.1f}")
             t_last, n_last = now, 0
+            part_sums, n_parts = {}, 0
         if probe_every and state.step % probe_every == 0:
             if probe is not None:
                 key_enc = _plain_copy(key_net.encoder) if key_net is not None else None
@@ -414,10 +356,10 @@ def main(argv: list[str] | None = None) -> dict:
             accelerator.wait_for_everyone()
         if save_every and state.step % save_every == 0 and state.step < stop_at:
             state.elapsed = elapsed0 + (time.perf_counter() - t_run)
-            _save_checkpoint(accelerator, out, state.step, int(t_cfg["keep_checkpoints"]))
+            save_checkpoint(accelerator, out, state.step, int(t_cfg["keep_checkpoints"]))
     bar.close()
     state.elapsed = elapsed0 + (time.perf_counter() - t_run)
-    _save_checkpoint(accelerator, out, state.step, int(t_cfg["keep_checkpoints"]))
+    save_checkpoint(accelerator, out, state.step, int(t_cfg["keep_checkpoints"]))
     done_here = state.step - start_step
     window = min(50, len(losses)) or 1
     stats = {
@@ -437,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
             enc = EarthEncoder.from_pretrained(out / "encoder_best_probe")
             stats["selected_step"] = state.probe_best["step"]
         enc.config.name = enc.config.name or f"earth-embed-{cfg['name']}"
-        enc.config.metadata = _card_metadata(
+        enc.config.metadata = card_metadata(
             cfg,
             data_cfg,
             state,
@@ -457,31 +399,6 @@ def _plain_copy(encoder: torch.nn.Module) -> EarthEncoder:
     """A CPU, contiguous-format copy of the (possibly compiled) encoder, safe to save while training goes on."""
     enc = getattr(encoder, "_orig_mod", encoder)
     return cast(EarthEncoder, copy.deepcopy(enc).to(memory_format=torch.contiguous_format).cpu())
-
-
-def _dense_loss(net, unwrapped, key_net, pair, views, l_cfg, gen, accelerator) -> torch.Tensor:
-    """Symmetrised dense InfoNCE: queries at view-a pixels, keys at their partners in view b."""
-    P = int(l_cfg["points"])
-    idx1, xyk2, xyp1, w1 = sample_correspondences(pair, P, gen, 1)
-    idx2, xyk1, xyp2, w2 = sample_correspondences(pair, P, gen, 2)
-    dev = accelerator.device
-    B = pair.view1.shape[0]
-    q = net(views, idx=torch.cat([idx1, idx2]).to(dev))
-    with torch.no_grad(), accelerator.autocast():
-        keys = key_net if key_net is not None else unwrapped
-        k = keys(views, xy=torch.cat([xyk1, xyk2]).to(dev))
-    q = torch.nn.functional.normalize(q.float(), dim=-1)
-    k = torch.nn.functional.normalize(k.float(), dim=-1)
-    kw = dict(
-        tau=float(l_cfg["tau"]),
-        max_negatives=l_cfg["max_negatives"],
-        same_image_negatives=bool(l_cfg["same_image_negatives"]),
-        min_dist=float(l_cfg["min_dist"]),
-        generator=gen,
-    )
-    l12 = info_nce(q[:B], k[B:], weight=w1.to(dev), xy_patch=xyp1, **kw)  # view-1 queries vs view-2 keys
-    l21 = info_nce(q[B:], k[:B], weight=w2.to(dev), xy_patch=xyp2, **kw)
-    return 0.5 * (l12 + l21)
 
 
 if __name__ == "__main__":

