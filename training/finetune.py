@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,13 +34,24 @@ from earth_embed.bands import RELEASE_BANDS
 from earth_embed.errors import ConfigError
 from training.data import IGNORE_INDEX, LabelledChips, LabelledScene, label_fraction_subset, region_split
 from training.evaluate import evaluate_model, format_metrics, normalised
+from training.probe import fit_probe
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="labelled folder: B*.tif + labels.tif + classes.json")
     p.add_argument("--init", required=True, help="pretrained:PATH (encoder or segmenter folder) | random")
-    p.add_argument("--freeze-encoder", action="store_true", help="linear probe: train only the 1x1 classifier")
+    p.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="linear probe: only the 1x1 classifier, fit as the standardised L-BFGS probe (training.probe)",
+    )
+    p.add_argument(
+        "--lp-ft",
+        action="store_true",
+        help="linear-probe-then-fine-tune: fit the classifier first as the frozen-encoder probe, then train "
+        "the whole net (encoder at --encoder-lr)",
+    )
     p.add_argument("--label-fraction", type=float, default=1.0, help="share of training chips used (0, 1]")
     p.add_argument("--seed", type=int, default=0, help="chip subset, initialisation and batch order")
     p.add_argument("--arch", default="unet-resnet18", help="architecture for --init random")
@@ -54,13 +65,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--probe-lr", type=float, default=1e-2, help="learning rate of the classifier in --freeze-encoder")
+    p.add_argument("--encoder-lr", type=float, default=None, help="peak lr of the encoder's weights (default --lr)")
+    p.add_argument("--probe-pixels", type=int, default=20000, help="labelled pixels the probe head is fit on")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--chip", type=int, default=64)
     p.add_argument("--test-fraction", type=float, default=0.3)
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--gap", type=int, default=None, help="pixels between blocks (default one chip)")
-    p.add_argument("--eval-every", type=int, default=50, help="validation mIoU every N steps (model selection)")
+    p.add_argument(
+        "--eval-every", type=int, default=50, help="validation mIoU every N steps (model selection; 0 = final only)"
+    )
     p.add_argument(
         "--select",
         choices=("val", "last"),
@@ -99,6 +113,31 @@ def build_encoder(args: argparse.Namespace, train_chips: LabelledChips | None) -
     )
 
 
+@torch.no_grad()
+def fit_linear_head(seg: EarthSegmenter, x: torch.Tensor, y: torch.Tensor, max_pixels: int, seed: int) -> None:
+    """Set ``seg.classifier`` to the standardised L-BFGS linear probe (``training.probe.fit_probe``) of the
+    frozen encoder's embeddings (BatchNorm as stored) of normalised chips ``x`` with labels ``y``.
+
+    The probe's standardisation is folded into the 1x1 convolution, so the segmenter stays a plain
+    encoder + classifier. At most ``max_pixels`` labelled pixels, drawn with ``seed``.
+    """
+    seg.encoder.eval()
+    feats = torch.cat([seg.encoder(x[i : i + 16]).float() for i in range(0, x.shape[0], 16)])
+    f = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
+    yf = y.reshape(-1)
+    keep = torch.nonzero(yf != IGNORE_INDEX)[:, 0]
+    if len(keep) == 0:
+        raise ConfigError("the training chips hold no labelled pixel; use a larger --label-fraction")
+    if len(keep) > max_pixels:
+        keep = keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(seed))[:max_pixels]]
+    mu, sd = f[keep].mean(0), f[keep].std(0).clamp(min=1e-6)
+    with torch.enable_grad():
+        probe = fit_probe((f[keep] - mu) / sd, yf[keep], seg.classifier.out_channels, seed=seed)
+    w = probe.weight / sd  # (K, D): logits = W (f - mu) / sd + b
+    seg.classifier.weight.copy_(w[:, :, None, None])
+    cast(torch.Tensor, seg.classifier.bias).copy_(probe.bias - w @ mu)
+
+
 def _d4(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random flip/rot90 for a chip batch and its labels (per sample)."""
     xs, ys = [], []
@@ -135,56 +174,48 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     x_all, y_all = train.stacked()
     x_all = normalised(x_all, norm.mean, norm.std)
     val = LabelledChips(scene, blocks["val"], bands) if blocks["val"] else None
-    g = torch.Generator().manual_seed(args.seed)
+    g = torch.Generator().manual_seed(args.seed)  # batch order and flips: the same for every start of a seed
+    steps = 0 if args.freeze_encoder else args.steps
+    if args.freeze_encoder or args.lp_ft:
+        fit_linear_head(seg, x_all.to(device), y_all, args.probe_pixels, args.seed)
     if args.freeze_encoder:
-        for p in seg.encoder.parameters():
-            p.requires_grad_(False)
-        params = [{"params": seg.classifier.parameters(), "lr": args.probe_lr}]
-    else:
-        params = [{"params": seg.parameters(), "lr": args.lr}]
+        seg.encoder.requires_grad_(False)
+    head = list(seg.classifier.parameters())
+    params = [
+        {"params": list(seg.encoder.parameters()), "lr": args.lr if args.encoder_lr is None else args.encoder_lr},
+        {"params": head, "lr": args.lr},
+    ]
     opt = torch.optim.AdamW(params, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[p["lr"] for p in params], total_steps=args.steps, pct_start=0.1
+        opt, max_lr=[p["lr"] for p in params], total_steps=max(steps, 1), pct_start=0.1
     )
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    feats = None
-    if args.freeze_encoder:  # a frozen encoder's embeddings are computed once; the 1x1 classifier trains on them
-        seg.encoder.eval()
-        with torch.no_grad(), amp:
-            feats = torch.cat(
-                [
-                    seg.encoder(x_all[i : i + 16].to(device).contiguous(memory_format=torch.channels_last)).float()
-                    for i in range(0, x_all.shape[0], 16)
-                ]
-            )
     best: tuple[float, dict[str, Any] | None, int] = (-1.0, None, 0)
     history = []
-    for step in range(1, args.steps + 1):
+    for step in range(1, steps + 1):
         seg.train()
-        if args.freeze_encoder:
-            seg.encoder.eval()  # frozen: BN statistics stay those of the starting encoder
         idx = torch.randint(0, x_all.shape[0], (args.batch_size,), generator=g)
-        if feats is not None:
-            logits, yb = seg.classifier(feats[idx.to(device)]), y_all[idx]
-        else:
-            xb, yb = _d4(x_all[idx], y_all[idx], g)
-            with amp:
-                logits = seg(xb.to(device).contiguous(memory_format=torch.channels_last))
+        xb, yb = _d4(x_all[idx], y_all[idx], g)
+        with amp:
+            logits = seg(xb.to(device).contiguous(memory_format=torch.channels_last))
         loss = F.cross_entropy(logits.float(), yb.to(device), ignore_index=IGNORE_INDEX)
         opt.zero_grad(set_to_none=True)
-        if torch.isfinite(loss) and loss.requires_grad:
+        if torch.isfinite(loss):
             loss.backward()
             opt.step()
         sched.step()
-        if val is not None and (step % args.eval_every == 0 or step == args.steps):
+        if val is not None and ((args.eval_every and step % args.eval_every == 0) or step == steps):
             v = evaluate_model(seg, val, scene.classes, norm.mean, norm.std, device)["miou"]
             history.append({"step": step, "loss": float(loss.detach()), "val_miou": v})
             if v > best[0]:
                 best = (v, copy.deepcopy(seg.state_dict()), step)
+    final_val = history[-1]["val_miou"] if history else None
+    if val is not None and steps == 0:  # the probe: its validation mIoU, for lr/probe choices
+        final_val = evaluate_model(seg, val, scene.classes, norm.mean, norm.std, device)["miou"]
     if best[1] is not None and args.select == "val":
         seg.load_state_dict(best[1])
     else:
-        best = (best[0], best[1], args.steps)
+        best = (best[0], best[1], steps)
     test = evaluate_model(seg, LabelledChips(scene, blocks["test"], bands), scene.classes, norm.mean, norm.std, device)
     split = {"axis": "x", "chip": args.chip, "test": args.test_fraction, "val": args.val_fraction, "gap": args.gap}
     result = {
@@ -196,9 +227,13 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         "train_chips_total": len(blocks["train"]),
         "val_chips": len(blocks["val"]),
         "test_chips": len(blocks["test"]),
-        "selected_step": best[2] or args.steps,
+        "selected_step": best[2],
         "best_val_miou": best[0] if best[1] is not None else None,
-        "steps": args.steps,
+        "final_val_miou": final_val,
+        "steps": steps,
+        "lp_ft": bool(args.lp_ft),
+        "lr": args.lr,
+        "encoder_lr": args.lr if args.encoder_lr is None else args.encoder_lr,
         "wall_time_s": time.perf_counter() - t0,
         "history": history,
         "test": test,

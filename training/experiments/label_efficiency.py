@@ -1,20 +1,25 @@
-"""Label-efficiency experiment: pre-trained vs random vs image-level-pre-trained (vs linear probe) starts.
+"""Label efficiency: fine-tuning from a pre-trained encoder vs from random init, paired by seed.
 
-    python training/experiments/label_efficiency.py --data ../shared/data/labelled/brandenburg-osm
-    python training/experiments/label_efficiency.py --data ... --scale gpu            # bigger patches/steps/model
-    python training/experiments/label_efficiency.py --data ... --encoder models/x --image-level-encoder runs/y/encoder
+    python training/experiments/label_efficiency.py --data ../shared/data/labelled/brandenburg-osm \
+        --encoder models/earth-embed-s2-unet-r18s16                   # the full protocol (below)
+    python training/experiments/label_efficiency.py --data ... --encoder ... --max-seeds 2 --time-budget-min 75
 
-1. Pre-trains the dense (Embedding Earth) encoder and the image-level (SimCLR-style) encoder with
-   the same config and budget (skipped when ``--encoder`` / ``--image-level-encoder`` are given).
-2. Fine-tunes every start at every label fraction and seed (``training/finetune.py``: region split,
-   model selection on the validation block, test block only for the reported mIoU).
-3. Writes the JSON (``{"fractions": [...], "runs": [{"init", "fraction", "seed", "miou", ...}]}``),
-   a markdown table (mean +- std over seeds, with the command and date) and a plot.
+Protocol (issue 10): every fine-tuned start is linear-probe-then-fine-tune (``finetune.py --lp-ft``:
+the 1x1 head is first fit as the standardised L-BFGS probe on the frozen encoder, then the whole net
+trains with the encoder at a lower lr); its encoder lr is chosen **once per start** from ``--lr-grid``
+by the validation-block mIoU at ``--grid-fraction`` / ``--grid-seed`` (the same budget for each
+start); every run keeps its final step (fixed schedule); within a seed every start sees the same
+chips and the same batch order and flips. Seeds per fraction: ``--seeds-per-fraction`` (default 10
+at 1 % and 5 %, 5 at 25 % and 100 %), run seed-round by seed-round so a run cut short by
+``--max-seeds`` or ``--time-budget-min`` still has balanced pairs. ``linear_probe`` = the frozen
+encoder with the standardised probe (``finetune.py --freeze-encoder``). Reported: per-start mean +- std
+and the paired difference pretrained - random per fraction (mean +- standard error, wins out of
+seeds). Writes JSON, a markdown table and a plot; finished runs are kept in ``<work-dir>/runs.json``
+and reused (same start, fraction, seed, lr and schedule).
 
-Starts (``--inits``): ``pretrained`` (fine-tune the dense encoder), ``random`` (same architecture
-and normalisation, random weights; a new init per seed), ``image_level`` (fine-tune the image-level
-encoder), ``linear_probe`` (frozen dense encoder + 1x1 classifier).
-CPU defaults (``--scale cpu``) finish in about 30-45 min on 2 cores.
+Starts (``--inits``): ``pretrained`` (the dense encoder), ``random`` (same architecture and
+normalisation, fresh weights per seed), ``image_level`` (an image-level encoder), ``linear_probe``.
+Without ``--encoder`` / ``--image-level-encoder`` the encoders are pre-trained first.
 """
 
 from __future__ import annotations
@@ -40,25 +45,41 @@ from training import pretrain
 REPO = Path(__file__).resolve().parent.parent.parent
 INITS = ("pretrained", "random", "image_level", "linear_probe")
 
-#: What ``--scale`` changes: the pre-training config and the fine-tuning budget.
+#: What ``--scale`` changes: the pre-training config and the fine-tuning budget (the same for every start).
 SCALES: dict[str, dict[str, Any]] = {
     "cpu": {
         "pretrain_config": "training/configs/label-efficiency-cpu.yaml",
-        "finetune": {"steps": 200, "batch_size": 8, "eval_every": 50, "chip": 64, "threads": 1},
+        "finetune": {"steps": 40, "batch_size": 8, "chip": 64, "threads": 1, "head_lr": 1e-3},
     },
     "gpu": {
         "pretrain_config": "training/configs/gpu.yaml",
-        "finetune": {"steps": 2000, "batch_size": 32, "eval_every": 200, "chip": 64, "threads": 0},
+        "finetune": {"steps": 1000, "batch_size": 32, "chip": 64, "threads": 0, "head_lr": 1e-3},
     },
 }
+DEFAULT_SEEDS = ["0.01:10", "0.05:10", "0.25:5", "1:5"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="labelled folder (B*.tif + labels.tif + classes.json)")
-    p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.25, 1.0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--inits", nargs="+", default=list(INITS), choices=INITS)
+    p.add_argument(
+        "--seeds-per-fraction",
+        nargs="+",
+        default=DEFAULT_SEEDS,
+        metavar="FRACTION:N",
+        help="label fractions and how many seeds (0..N-1) each gets",
+    )
+    p.add_argument("--max-seeds", type=int, default=None, help="cap the seeds of every fraction (a shorter run)")
+    p.add_argument(
+        "--time-budget-min",
+        type=float,
+        default=None,
+        help="start no new seed round after this many minutes; results so far are written",
+    )
+    p.add_argument("--inits", nargs="+", default=["pretrained", "random", "linear_probe"], choices=INITS)
+    p.add_argument("--lr-grid", type=float, nargs="+", default=[1e-4, 1e-3], help="encoder lrs tried per start")
+    p.add_argument("--grid-fraction", type=float, default=0.05, help="label fraction of the lr choice")
+    p.add_argument("--grid-seed", type=int, default=0, help="seed of the lr choice")
     p.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     p.add_argument("--pretrain-config", help="override the scale's pre-training config")
     p.add_argument(
@@ -74,17 +95,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-steps", type=int)
     p.add_argument("--finetune-batch-size", type=int)
     p.add_argument("--chip", type=int)
-    p.add_argument(
-        "--select",
-        choices=("val", "last"),
-        default="val",
-        help="fine-tuning model selection: best validation step (default) or the final step",
-    )
     p.add_argument("--work-dir", default="runs/label_efficiency")
     p.add_argument("--out-json", default="docs/results/label_efficiency.json")
     p.add_argument("--out-md", default="docs/results/label_efficiency.md")
     p.add_argument("--out-png", default="docs/results/label_efficiency.png")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        pairs = [(float(f), int(n)) for f, n in (item.split(":") for item in args.seeds_per_fraction)]
+    except ValueError as err:
+        raise SystemExit(
+            f"--seeds-per-fraction takes FRACTION:N items (e.g. 0.01:10), got {args.seeds_per_fraction}"
+        ) from err
+    args.seeds = {f: min(n, args.max_seeds) if args.max_seeds else n for f, n in pairs}
+    args.fractions = [f for f, _ in pairs]
+    return args
 
 
 def _pretrain(args: argparse.Namespace, method: str, work: Path) -> str:
@@ -114,38 +138,20 @@ def _finetune_settings(args: argparse.Namespace) -> dict[str, Any]:
     return f
 
 
-def _finetune_argv(args: argparse.Namespace, init: str, fraction: float, seed: int, encoders: dict) -> list[str]:
+def _finetune_argv(
+    args: argparse.Namespace, init: str, fraction: float, seed: int, encoders: dict, lr: float | None
+) -> list[str]:
+    """``finetune.py`` arguments of one run: LP-FT at encoder lr ``lr``, or the frozen probe (``linear_probe``)."""
     f = _finetune_settings(args)
-    argv = [
-        "--data",
-        args.data,
-        "--label-fraction",
-        str(fraction),
-        "--seed",
-        str(seed),
-        "--no-save",
-        "--steps",
-        str(f["steps"]),
-        "--batch-size",
-        str(f["batch_size"]),
-        "--eval-every",
-        str(f["eval_every"]),
-        "--chip",
-        str(f["chip"]),
-        "--threads",
-        str(f["threads"]),
-        "--select",
-        args.select,
-    ]
-    if init == "pretrained":
-        argv += ["--init", f"pretrained:{encoders['pretrained']}"]
-    elif init == "image_level":
-        argv += ["--init", f"pretrained:{encoders['image_level']}"]
-    elif init == "linear_probe":
-        argv += ["--init", f"pretrained:{encoders['pretrained']}", "--freeze-encoder"]
-    else:  # same architecture, bands and normalisation as the dense encoder; weights random per seed
-        argv += ["--init", "random", "--norm-from", encoders["pretrained"]]
-    return argv
+    argv = ["--data", args.data, "--label-fraction", str(fraction), "--seed", str(seed), "--no-save"]
+    argv += ["--steps", str(f["steps"]), "--batch-size", str(f["batch_size"]), "--chip", str(f["chip"])]
+    argv += ["--threads", str(f["threads"]), "--select", "last", "--eval-every", "0", "--lr", str(f["head_lr"])]
+    if init == "linear_probe":
+        return argv + ["--init", f"pretrained:{encoders['pretrained']}", "--freeze-encoder"]
+    argv += ["--lp-ft", "--encoder-lr", str(lr)]
+    if init == "random":  # same architecture, bands and normalisation as the dense encoder; weights random per seed
+        return argv + ["--init", "random", "--norm-from", encoders["pretrained"]]
+    return argv + ["--init", f"pretrained:{encoders['image_level' if init == 'image_level' else 'pretrained']}"]
 
 
 def start_key(init: str, encoders: dict[str, str]) -> str:
@@ -163,6 +169,11 @@ def start_key(init: str, encoders: dict[str, str]) -> str:
     return f"{init}:{folder}:{digest}"
 
 
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    v = 100 * np.array(values, dtype=float)
+    return float(v.mean()), float(v.std())
+
+
 def summarise(runs: list[dict], fractions: list[float], inits: list[str]) -> dict[str, dict[str, dict]]:
     """init -> fraction -> {mean, std, n, per_class: {class: (mean, std)}} (mIoU in %)."""
     out: dict[str, dict[str, dict]] = {}
@@ -171,28 +182,54 @@ def summarise(runs: list[dict], fractions: list[float], inits: list[str]) -> dic
             rs = [r for r in runs if r["init"] == init and abs(r["fraction"] - f) < 1e-12]
             if not rs:
                 continue
-            m = 100 * np.array([r["miou"] for r in rs])
+            mean, std = _mean_std([r["miou"] for r in rs])
             per_class = {}
             for c in rs[0]["per_class_iou"]:
-                v = [100 * r["per_class_iou"][c] for r in rs if r["per_class_iou"][c] is not None]
-                per_class[c] = (float(np.mean(v)), float(np.std(v))) if v else None
-            out.setdefault(init, {})[f"{f:g}"] = {
-                "mean": float(m.mean()),
-                "std": float(m.std()),
-                "n": len(rs),
-                "per_class": per_class,
-            }
+                v = [r["per_class_iou"][c] for r in rs if r["per_class_iou"][c] is not None]
+                per_class[c] = _mean_std(v) if v else None
+            out.setdefault(init, {})[f"{f:g}"] = {"mean": mean, "std": std, "n": len(rs), "per_class": per_class}
     return out
 
 
-def write_markdown(path: Path, summary: dict, fractions: list[float], meta: dict) -> None:
+def paired(runs: list[dict], fractions: list[float], a: str = "pretrained", b: str = "random") -> dict[str, dict]:
+    """fraction -> the paired difference ``a - b`` over the seeds both have: mean, standard error, wins, n (mIoU %)."""
+    out = {}
+    for f in fractions:
+        by_seed = {
+            init: {r["seed"]: r["miou"] for r in runs if r["init"] == init and abs(r["fraction"] - f) < 1e-12}
+            for init in (a, b)
+        }
+        seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
+        if not seeds:
+            continue
+        d = 100 * np.array([by_seed[a][s] - by_seed[b][s] for s in seeds])
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
+        out[f"{f:g}"] = {"mean": float(d.mean()), "se": se, "wins": int((d > 0).sum()), "n": len(d), "seeds": seeds}
+    return out
+
+
+def choose_lrs(grid_runs: list[dict], inits: list[str]) -> dict[str, float]:
+    """Per fine-tuned start: the encoder lr with the best validation-block mIoU at the final step."""
+    out = {}
+    for init in inits:
+        rs = [r for r in grid_runs if r["init"] == init]
+        if rs:
+            out[init] = max(rs, key=lambda r: (r["final_val_miou"], -r["encoder_lr"]))["encoder_lr"]
+    return out
+
+
+def write_markdown(path: Path, result: dict) -> None:
+    meta, fractions = result["meta"], result["fractions"]
+    summary, pair = result["summary"], result["paired"]
     cols = [f"{100 * f:g} %" for f in fractions]
     lines = [
-        f"# Label efficiency on `{meta['data']}`",
+        f"# Label efficiency on `{meta['data']}` (LP-FT, paired seeds)",
         "",
-        f"Date {meta['date']}, scale `{meta['scale']}`, wall time of this invocation {meta['wall_time_s'] / 60:.1f} min; "
-        f"the {meta['n_runs']} fine-tunes took {meta['finetune_wall_time_s'] / 60:.1f} min summed (runs finished by "
-        "an earlier, interrupted or split invocation are reused from `<work-dir>/runs.json`). Command:",
+        f"Date {meta['date']}, scale `{meta['scale']}`, {meta['n_runs']} runs ({meta['finetune_wall_time_s'] / 60:.1f} min "
+        f"of fine-tuning summed); fine-tuning {json.dumps(meta['finetune'])}; encoder lr per start "
+        f"(chosen on the validation block at {100 * meta['grid_fraction']:g} %, seed {meta['grid_seed']}, from "
+        f"{meta['lr_grid']}): {json.dumps(result['lr_choice'])}. Seeds run per fraction: "
+        f"{json.dumps(meta['seeds_run'])} (planned {json.dumps(meta['seeds_planned'])}). Command:",
         "",
         "```bash",
         meta["command"],
@@ -205,12 +242,16 @@ def write_markdown(path: Path, summary: dict, fractions: list[float], meta: dict
     ]
     for init, by_f in summary.items():
         cells = [
-            f"{by_f[f'{f:g}']['mean']:.2f} +- {by_f[f'{f:g}']['std']:.2f} ({by_f[f'{f:g}']['n']})"
-            if f"{f:g}" in by_f
-            else ""
+            f"{by_f[k]['mean']:.2f} +- {by_f[k]['std']:.2f} ({by_f[k]['n']})" if (k := f"{f:g}") in by_f else ""
             for f in fractions
         ]
         lines.append(f"| {init} | " + " | ".join(cells) + " |")
+    cells = []
+    for f in fractions:
+        q = pair.get(f"{f:g}")
+        se = "n/a" if q is None or q["se"] is None else f"{q['se']:.2f}"
+        cells.append("" if q is None else f"{q['mean']:+.2f} +- {se} ({q['wins']}/{q['n']} wins)")
+    lines.append("| **pretrained - random** (paired, mean +- s.e.) | " + " | ".join(cells) + " |")
     lines += ["", "Per-class test IoU (%), mean +- std over seeds:", ""]
     classes = next(iter(next(iter(summary.values())).values()))["per_class"].keys() if summary else []
     lines += ["| start | fraction | " + " | ".join(classes) + " |", "|---|---|" + "---|" * len(classes)]
@@ -259,6 +300,24 @@ def _atomic_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def _record(init: str, start: str, fraction: float, seed: int, res: dict) -> dict:
+    t = res["test"]
+    return {
+        "init": init,
+        "start": start,
+        "fraction": fraction,
+        "seed": seed,
+        "encoder_lr": None if res["freeze_encoder"] else res["encoder_lr"],
+        "steps": res["steps"],
+        "miou": t["miou"],
+        "per_class_iou": t["per_class_iou"],
+        "pixel_accuracy": t["pixel_accuracy"],
+        "final_val_miou": res["final_val_miou"],
+        "train_chips": res["train_chips"],
+        "wall_time_s": res["wall_time_s"],
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     t0 = time.perf_counter()
@@ -267,72 +326,83 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     work = Path(args.work_dir)
     encoders: dict[str, str] = {}
-    needs = set(args.inits)
-    if needs & {"pretrained", "random", "linear_probe"}:
+    if set(args.inits) & {"pretrained", "random", "linear_probe"}:
         encoders["pretrained"] = args.encoder or _pretrain(args, "dense", work)
-    if "image_level" in needs:
+    if "image_level" in args.inits:
         encoders["image_level"] = args.image_level_encoder or _pretrain(args, "image_level", work)
-    partial = work / "runs.json"  # finished fine-tunes, so an interrupted experiment continues
+    settings = _finetune_settings(args)
+    schedule = f"|lpft|steps={settings['steps']}|batch={settings['batch_size']}|head_lr={settings['head_lr']}"
+    starts = {init: start_key(init, encoders) + schedule for init in args.inits}
+    partial = work / "runs.json"  # finished runs, so an interrupted experiment continues
     runs: list[dict] = json.loads(partial.read_text())["runs"] if partial.is_file() else []
-    starts = {
-        init: start_key(init, encoders) + ("" if args.select == "val" else f"|select={args.select}")
-        for init in args.inits
-    }
-    done = {(r["init"], r["fraction"], r["seed"], r.get("start")) for r in runs}
-    for fraction in args.fractions:
-        for seed in args.seeds:
-            for init in args.inits:
-                if (init, fraction, seed, starts[init]) in done:
-                    continue
-                res = ft.finetune(ft.parse_args(_finetune_argv(args, init, fraction, seed, encoders)))
-                t = res["test"]
-                runs.append(
-                    {
-                        "init": init,
-                        "start": starts[init],
-                        "fraction": fraction,
-                        "seed": seed,
-                        "miou": t["miou"],
-                        "per_class_iou": t["per_class_iou"],
-                        "pixel_accuracy": t["pixel_accuracy"],
-                        "train_chips": res["train_chips"],
-                        "selected_step": res["selected_step"],
-                        "best_val_miou": res["best_val_miou"],
-                        "wall_time_s": res["wall_time_s"],
-                    }
-                )
-                _atomic_json(partial, {"runs": runs})
-                print(
-                    f"[label_efficiency] {init:>12s} fraction {fraction:g} seed {seed}: "
-                    f"test mIoU {100 * t['miou']:.2f} ({res['train_chips']} chips, {res['wall_time_s']:.0f} s)",
-                    flush=True,
-                )
-    keep = [
-        r
-        for r in runs
-        if r["init"] in args.inits
-        and r["fraction"] in args.fractions
-        and r["seed"] in args.seeds
-        and r.get("start") == starts[r["init"]]
-    ]
+
+    def run(init: str, fraction: float, seed: int, lr: float | None) -> dict:
+        for r in runs:
+            if (r["init"], r["start"], r["fraction"], r["seed"], r["encoder_lr"]) == (
+                init,
+                starts[init],
+                fraction,
+                seed,
+                lr,
+            ):
+                return r
+        res = ft.finetune(ft.parse_args(_finetune_argv(args, init, fraction, seed, encoders, lr)))
+        rec = _record(init, starts[init], fraction, seed, res)
+        runs.append(rec)
+        _atomic_json(partial, {"runs": runs})
+        print(
+            f"[label_efficiency] {init:>12s} {100 * fraction:g} % seed {seed} lr {lr}: test mIoU "
+            f"{100 * rec['miou']:.2f}, val {100 * (rec['final_val_miou'] or 0):.2f} ({res['wall_time_s']:.0f} s)",
+            flush=True,
+        )
+        return rec
+
+    tuned = [i for i in args.inits if i != "linear_probe"]
+    grid = [run(i, args.grid_fraction, args.grid_seed, lr) for lr in args.lr_grid for i in tuned]
+    lr_choice = choose_lrs(grid, tuned)
+    print(f"[label_efficiency] encoder lr per start (validation block): {lr_choice}", flush=True)
+    keep: list[dict] = []
+    for i in range(max(args.seeds.values())):  # seed rounds: every fraction gets seed i before any gets i + 1
+        if args.time_budget_min and (time.perf_counter() - t0) / 60 > args.time_budget_min:
+            print(f"[label_efficiency] time budget reached before seed round {i}", flush=True)
+            break
+        for fraction in args.fractions:
+            if args.time_budget_min and (time.perf_counter() - t0) / 60 > args.time_budget_min:
+                break
+            if i < args.seeds[fraction]:
+                keep += [run(init, fraction, i, lr_choice.get(init)) for init in args.inits]
+    seeds_run = {f"{f:g}": sorted({r["seed"] for r in keep if r["fraction"] == f}) for f in args.fractions}
     meta = {
         "command": command,
         "date": _dt.date.today().isoformat(),
         "scale": args.scale,
         "data": args.data,
         "encoders": encoders,
-        "wall_time_s": time.perf_counter() - t0,
         "inits": list(args.inits),
-        "seeds": list(args.seeds),
-        "n_runs": len(keep),
-        "finetune_wall_time_s": float(sum(r["wall_time_s"] for r in keep)),
-        "finetune": {**_finetune_settings(args), "select": args.select},
+        "seeds_planned": {f"{f:g}": n for f, n in args.seeds.items()},
+        "seeds_run": seeds_run,
+        "lr_grid": list(args.lr_grid),
+        "grid_fraction": args.grid_fraction,
+        "grid_seed": args.grid_seed,
+        "n_runs": len(keep) + len(grid),
+        "wall_time_s": time.perf_counter() - t0,
+        "finetune_wall_time_s": float(sum(r["wall_time_s"] for r in {id(r): r for r in keep + grid}.values())),
+        "finetune": settings,
     }
-    result = {"fractions": list(args.fractions), "runs": keep, "meta": meta}
     summary = summarise(keep, list(args.fractions), list(args.inits))
+    result = {
+        "protocol": "LP-FT, encoder lr per start from a validation grid, final step, paired seeds",
+        "fractions": list(args.fractions),
+        "lr_choice": lr_choice,
+        "summary": summary,
+        "paired": paired(keep, list(args.fractions)),
+        "runs": keep,
+        "lr_grid_runs": grid,
+        "meta": meta,
+    }
     _atomic_json(Path(args.out_json), result)
-    write_markdown(Path(args.out_md), summary, list(args.fractions), meta)
-    write_plot(Path(args.out_png), summary, list(args.fractions), f"label efficiency, {Path(args.data).name}")
+    write_markdown(Path(args.out_md), result)
+    write_plot(Path(args.out_png), summary, list(args.fractions), f"label efficiency (LP-FT), {Path(args.data).name}")
     print(Path(args.out_md).read_text())
     return result
 
