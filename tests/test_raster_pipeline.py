@@ -279,7 +279,7 @@ def test_bad_inputs(encoder, stack_tif, scene_window, tmp_path):
     with pytest.raises(RasterInputError, match="truncated or corrupt"):
         embed_raster(encoder, truncated, tmp_path / "o.tif", tile=192, overlap=64, progress=False)
     with pytest.raises(RasterInputError, match="pad_multiple"):
-        embed_raster(encoder, stack_tif, tmp_path / "o.tif", tile=200, progress=False)
+        embed_raster(encoder, stack_tif, tmp_path / "o.tif", tile=200, overlap=64, progress=False)
     with pytest.raises(RasterInputError, match="dtype"):
         embed_raster(encoder, stack_tif, tmp_path / "o.tif", dtype="float64", progress=False)
     assert not (tmp_path / "o.tif").exists()

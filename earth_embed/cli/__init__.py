@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import EarthEmbedError
-from . import apps, scene
+from . import apps, region, scene
 from .common import cli_session, default_model
 
-COMMAND_MODULES = [scene, apps]
+COMMAND_MODULES = [scene, apps, region]
 
 __all__ = ["build_parser", "default_model", "main"]
 

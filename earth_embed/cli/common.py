@@ -86,8 +86,10 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
         metavar="BAND",
         help="names of the input's bands in file order (for a multi-band file without band descriptions)",
     )
-    p.add_argument("--tile", type=int, help="window size in px (default 1088 for stride-32 backbones)")
-    p.add_argument("--overlap", type=int, help="overlap between windows in px (default 64)")
+    p.add_argument(
+        "--tile", type=int, help="window size in px: a block plus its halo on both sides (default 1024 + 2 x 48 = 1120)"
+    )
+    p.add_argument("--overlap", type=int, help="overlap between windows in px, twice the halo (default 96)")
     p.add_argument("--batch-size", type=int, help="windows per forward pass (default 1 on CPU, 4 on CUDA)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument(

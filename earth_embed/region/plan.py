@@ -19,6 +19,7 @@ computes units, :mod:`earth_embed.region.engine` runs them.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -189,12 +190,7 @@ class RegionPlan:
         specs = [SceneSpec.of(s) for s in scenes]
         if not specs:
             raise RasterInputError("No scenes given; pass at least one scene (file, folder or band files).")
-        infos = []
-        for spec in specs:
-            with spec.open() as scene:
-                scene.read(((0, 1), (0, 1)), bands=model.bands)  # BandError naming missing bands
-                check_scene_size(scene.height, scene.width, spec.name)
-                infos.append((spec, scene.crs, scene.transform, scene.height, scene.width, scene.nodata))
+        infos = [inspect_scene(spec, model) for spec in specs]
         # the fixed priority order: latest date first, undated last, ties by name
         infos.sort(key=lambda t: (t[0].date is None, _neg_date(t[0].date), t[0].name))
         groups, placed = _place(infos)
@@ -252,6 +248,16 @@ class RegionPlan:
         return self.groups[unit.group].transform @ Affine.translation(unit.col, unit.row)
 
 
+def inspect_scene(spec: SceneSpec, model: Any) -> tuple:
+    """Open ``spec`` once: ``(spec, crs, transform, height, width, nodata)``; raises a clear
+    :class:`~earth_embed.errors.EarthEmbedError` for an unreadable scene, missing bands or a tiny area."""
+    with spec.open() as scene:
+        scene.read(((0, 1), (0, 1)), bands=model.bands)  # BandError naming missing bands
+        check_scene_size(scene.height, scene.width, spec.name)
+        group_key(scene.crs)
+        return spec, scene.crs, scene.transform, scene.height, scene.width, scene.nodata
+
+
 def check_sizes(chunk: int, shard: int, block: int, halo: int, multiple: int) -> None:
     """Raise a clear error for chunk/shard/block/halo sizes the plan cannot use."""
     for name, value in (("chunk", chunk), ("shard", shard), ("block", block)):
@@ -279,13 +285,15 @@ def check_scene_size(height: int, width: int, name: str) -> None:
 
 
 def group_key(crs: Any) -> str:
-    """Store group name of a CRS: ``EPSG_<code>``."""
-    code = crs.to_epsg() if crs is not None else None
-    if code is None:
+    """Store group name of a CRS: ``EPSG_<code>``, or ``CRS_<hash of its WKT>`` without an EPSG code."""
+    if crs is None:
         raise RasterInputError(
-            f"The scene's CRS ({crs}) has no EPSG code; reproject it to its UTM zone (gdalwarp -t_srs EPSG:326xx)."
+            "The scene has no coordinate reference system; georeference it first (gdal_edit -a_srs)."
         )
-    return f"EPSG_{code}"
+    code = crs.to_epsg()
+    if code is not None:
+        return f"EPSG_{code}"
+    return "CRS_" + hashlib.sha1(crs.to_wkt().encode()).hexdigest()[:12]
 
 
 def _neg_date(date: str | None) -> str:
@@ -327,7 +335,8 @@ def _place(infos: list) -> tuple[dict[str, GroupGrid], list[PlacedScene]]:
         bottom = max(r + h for _, r, _, h, _ in offsets)
         right = max(c + w for _, _, c, _, w in offsets)
         transform = t0 @ Affine.translation(left, top)
-        groups[key] = GroupGrid(key, f"EPSG:{key.split('_')[1]}", transform, bottom - top, right - left)
+        crs = f"EPSG:{key[5:]}" if key.startswith("EPSG_") else first[1].to_wkt()
+        groups[key] = GroupGrid(key, crs, transform, bottom - top, right - left)
         for i, r, c, h, w in offsets:
             placed[i] = PlacedScene(infos[i][0], key, r - top, c - left, h, w)
     return groups, [p for p in placed if p is not None]

@@ -207,7 +207,9 @@ def compute_unit(
         if device.type == "cuda":
             x, v = x.pin_memory().to(device, non_blocking=True), v.pin_memory().to(device, non_blocking=True)
         with torch.inference_mode(), _autocast(device):
-            xin = model.normalize(x, own if own is not None else dn_offset) * v[:, None].to(torch.float32)
+            # invalid pixels (nodata, NaN) enter as 0, the normalised mean; torch.where, not a product:
+            # NaN * 0 is NaN, and the convolutions would spread it to valid pixels
+            xin = torch.where(v[:, None], model.normalize(x, own if own is not None else dn_offset), 0.0)
             values = run(xin).float().cpu().numpy()
         if classes and values.shape[1] != classes:
             raise ValueError(f"the segmenter returned {values.shape[1]} channels for {classes} classes")
