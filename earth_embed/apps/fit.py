@@ -186,11 +186,12 @@ def fit(
         raise LabelError(f"block_size={block_size} must be >= 1 px.")
     out = Path(out_dir).expanduser()
     _check_out_dir(out, overwrite)
-    opts = dict(
+    opts: dict[str, Any] = dict(
         model=model, revision=revision, column=column, head=head, folds=folds, block_size=block_size,
         n_neighbors=n_neighbors, probabilities=probabilities, seed=seed, progress=progress, device=device,
     )  # fmt: skip
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+    opts["final"] = lambda p: str(out / Path(p).relative_to(tmp)) if Path(p).is_relative_to(tmp) else str(p)
     tmp.mkdir()
     try:
         result = _fit_into(source, labels, tmp, opts)
@@ -262,14 +263,15 @@ def _fit_into(source: Any, labels_path: Any, tmp: Path, opts: dict[str, Any]) ->
             x, labels.y, groups, labels.classes, opts["head"], folds, n_neighbors=opts["n_neighbors"], seed=opts["seed"]
         )
         res_m = abs(emb.transform.a)
+        emb_name = opts["final"](emb.path)  # where the embeddings are once out_dir is in place
         report.update(
             block_px=opts["block_size"], block_m=opts["block_size"] * res_m, head=opts["head"], counts=counts,
-            classes=labels.classes, labels=str(labels.source), embeddings=str(emb.path), notes=notes,
+            classes=labels.classes, labels=str(labels.source), embeddings=emb_name, notes=notes,
         )  # fmt: skip
         model = fit_head(make_head(opts["head"], opts["n_neighbors"], opts["seed"]), x, labels.y)
         k = len(labels.classes)
         style_tags, colormap = class_map_style(labels.classes, labels.colors)
-        tags = {**style_tags, "HEAD": opts["head"], "LABELS": str(labels.source)}
+        tags = {**style_tags, "HEAD": opts["head"], "LABELS": str(labels.source), "SOURCE_EMBEDDINGS": emb_name}
         outputs = [
             (
                 map_writer(emb, tmp / CLASS_MAP, count=1, dtype="uint8", tags=tags, colormap=colormap),
@@ -278,6 +280,7 @@ def _fit_into(source: Any, labels_path: Any, tmp: Path, opts: dict[str, Any]) ->
         ]
         if opts["probabilities"]:
             ptags = {"KIND": "class_probabilities", "CLASS_NAMES": json.dumps(labels.classes), "HEAD": opts["head"]}
+            ptags["SOURCE_EMBEDDINGS"] = emb_name
             outputs.append(
                 (
                     map_writer(
@@ -290,7 +293,7 @@ def _fit_into(source: Any, labels_path: Any, tmp: Path, opts: dict[str, Any]) ->
         legend = Path(landcover_png(tmp / CLASS_MAP, tmp / LEGEND))
         seg_dir = None
         if encoder is not None:
-            sources = {"encoder": encoder_name, "embeddings": str(emb.path), "labels": str(labels.source)}
+            sources = {"encoder": encoder_name, "embeddings": emb_name, "labels": str(labels.source)}
             seg = to_segmenter(
                 model, encoder, labels.classes, labels.colors, dn_offset=_dn_offset(emb),
                 metadata=_metadata(labels, counts, report, opts["head"], sources, encoder),
