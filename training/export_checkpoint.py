@@ -1,0 +1,47 @@
+"""Save the encoder of one pre-training checkpoint as a loadable encoder folder (``from_pretrained``).
+
+    python training/export_checkpoint.py runs/release3/checkpoints/step_0000100 runs/release3/encoder_step100
+    python training/export_checkpoint.py runs/release3/checkpoints/step_0000100 OUT --key   # the EMA key encoder
+
+The run's ``config.yaml`` (two folders up) gives the architecture, bands and normalisation; the card
+records which run, step and encoder the weights come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml
+
+from earth_embed.errors import ConfigError
+from training.experiments.probe_checkpoints import encoder_from_checkpoint
+from training.model import save_pretrained_atomic
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="RUN/checkpoints/step_NNNNNNN")
+    p.add_argument("out", help="encoder folder to write")
+    p.add_argument("--key", action="store_true", help="the EMA key encoder instead of the query encoder")
+    args = p.parse_args(argv)
+    ckpt = Path(args.checkpoint)
+    cfg_path = ckpt.parent.parent / "config.yaml"
+    if not (ckpt / "model.safetensors").is_file() or not cfg_path.is_file():
+        raise ConfigError(f"{ckpt} is not a pre-training checkpoint (RUN/checkpoints/step_N with RUN/config.yaml)")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    which = "key" if args.key else "query"
+    enc = encoder_from_checkpoint(cfg, ckpt, which)
+    enc.config.name = f"{cfg['name']}-{ckpt.name}-{which}"
+    enc.config.metadata = {"training": {"checkpoint": f"{ckpt} ({which} encoder)", "config": cfg["name"]}}
+    out = save_pretrained_atomic(enc, Path(args.out))
+    print(f"saved {which} encoder of {ckpt} to {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
