@@ -12,8 +12,8 @@ import yaml
 
 from earth_embed import EarthEncoder
 from training.config import load_config
-from training.export_checkpoint import main as export_main
 from training.data import UnlabelledWindows, load_data_config
+from training.export_checkpoint import main as export_main
 from training.losses import info_nce, pca_whitening, per_image_variance_covariance, reconstruction_loss
 from training.model import PretrainNet, ProjectionHead
 from training.objective import same_ground_matrix
