@@ -16,6 +16,7 @@ from earth_embed.cli import main
 from earth_embed.errors import RasterInputError
 from earth_embed.raster.embeddings import open_embeddings
 from earth_embed.raster.writer import GeoTiffWriter
+from earth_embed.region import quantize
 from tests.apps_data import COL0, CROP_POINTS, ROW0, lonlat_of_pixels
 
 
@@ -71,21 +72,21 @@ def test_cluster_map(crop_embeddings, tmp_path):
 
 
 def test_int8_embeddings_are_dequantised(tmp_path):
+    """int8 codes + per-pixel scales (the one rule of region/quantize.py, as `embed` writes them) read back."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 40, 40)).astype(np.float32)
     x[:, :2, :2] = np.nan
-    paths = {}
-    for dtype in ("int8", "float32"):
-        paths[dtype] = tmp_path / f"{dtype}.tif"
-        with GeoTiffWriter(paths[dtype], height=40, width=40, count=3, crs="EPSG:32618", dtype=dtype,
-                           transform=Affine(10, 0, 0, 0, -10, 0), tags={"KIND": "embeddings"}) as w:  # fmt: skip
-            w.write(0, 0, x)
-    with open_embeddings(paths["int8"]) as q, open_embeddings(paths["float32"]) as f:
-        a, b = q.read(), f.read()
-        step = np.max(np.nanmax(x, axis=(1, 2)) - np.nanmin(x, axis=(1, 2))) / 254
-    assert np.isnan(a[:, :2, :2]).all() and np.array_equal(np.isnan(a), np.isnan(b))
-    # int8 rounding, plus the float16 the writer streams through before quantising
-    assert np.nanmax(np.abs(a - b)) <= step / 2 + 4e-3
+    codes, scales = quantize.quantize(x)
+    geo = dict(height=40, width=40, crs="EPSG:32618", transform=Affine(10, 0, 0, 0, -10, 0))
+    tags = {"KIND": "embeddings", **quantize.metadata(), "EMBEDDING_SCALES_FILE": "q.scales.tif"}
+    with GeoTiffWriter(tmp_path / "q.tif", count=3, dtype="int8", tags=tags, **geo) as w:
+        w.write(0, 0, codes)
+    with GeoTiffWriter(tmp_path / "q.scales.tif", count=1, dtype="float32", **geo) as w:
+        w.write(0, 0, scales[None])
+    with open_embeddings(tmp_path / "q.tif") as q:
+        a = q.read()
+    assert np.array_equal(np.isnan(a), np.isnan(x))
+    assert np.nanmax(np.abs(a - x) - scales / 2) <= 1e-6  # half a code step per pixel
 
 
 def test_region_store_and_its_cogs(crop_embeddings, tmp_path):

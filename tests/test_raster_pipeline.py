@@ -14,6 +14,7 @@ from earth_embed import RELEASE_BANDS, EarthEncoder, EarthSegmenter
 from earth_embed.errors import BandError, RasterInputError
 from earth_embed.raster import classify_raster, embed_raster, open_scene
 from earth_embed.raster.writer import GeoTiffWriter
+from earth_embed.region import quantize as qz
 
 WINDOW = ((320, 576), (640, 960))  # 256 x 320 px of farmland, marsh and town near the coast
 
@@ -178,11 +179,17 @@ def test_nodata_propagates(encoder, scene_window, tmp_path):
     ) as ds:
         q = ds.read()
         assert ds.nodata == -128 and ds.dtypes[0] == "int8"
-        scales, offsets = np.array(ds.scales), np.array(ds.offsets)
+        tags = ds.tags()
+    assert tags["EMBEDDING_QUANTIZATION"] == qz.RULE and tags["EMBEDDING_SCALES_FILE"] == "q.scales.tif"
+    with rasterio.open(tmp_path / "q.scales.tif") as ds:
+        scales = ds.read(1)
+        assert ds.dtypes[0] == "float32" and ds.transform == transform
     np.testing.assert_array_equal((q == -128).any(axis=0), invalid)
-    restored = q * scales[:, None, None] + offsets[:, None, None]
+    np.testing.assert_array_equal(np.isnan(scales), invalid)
     ok = ~invalid
-    assert np.abs(restored[:, ok] - out[:, ok]).max() <= scales.max() * 0.5 + 2e-3 * np.abs(out[:, ok]).max()
+    restored = qz.dequantize(q, scales)
+    # one rule, fixed: half a code step per pixel (the scale is that pixel's max |value| / 127)
+    assert (np.abs(restored[:, ok] - out[:, ok]) <= scales[ok] * 0.5 + 2e-3 * np.abs(out[:, ok]).max()).all()
 
 
 def test_classify_raster(encoder, stack_tif, scene_window, tmp_path):

@@ -153,8 +153,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         overwrite=True,
         model_id=name,
         revision=args.revision,
+        dtype="int8",
     )
-    print(f"wrote {emb} ({model.embed_dim} bands) in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"wrote {emb} ({model.embed_dim} bands, int8 codes; per-pixel scales in {emb.stem}.scales.tif) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     png = make_preview(emb, out_dir / "preview.png")
     print(f"wrote {png} (input RGB | embedding PCA)")
     seg_name = getattr(args, "segmenter", None) or default_model("segmenter")
@@ -208,9 +212,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_stream_options(p)
     p.add_argument(
         "--dtype",
-        default="float16",
-        choices=["float16", "float32", "int8"],
-        help="output type (int8: per-band scale/offset in the metadata)",
+        default="int8",
+        choices=["int8", "float16", "float32"],
+        help="output type (default int8: codes + per-pixel scales in DST's NAME.scales.tif, "
+        "value = code x scale; 4x smaller than float32)",
     )
     p.add_argument("--compress", default="zstd", choices=["zstd", "deflate", "lzw", "none"], help="compression")
     p.set_defaults(func=cmd_embed)

@@ -5,10 +5,9 @@ Every consumer of embedding rasters (the apps: fit, similar, cluster; the previe
 is nodata, whatever the stored type, by the raster's own tags:
 
 * float16/float32 GeoTIFFs of ``earth-embed embed``: as stored (NaN is nodata);
-* int8 GeoTIFFs of ``earth-embed embed --dtype int8``: ``stored * scale + offset`` per band, -128 nodata;
-* int8 COGs exported from a region store (tag ``EMBEDDING_QUANTIZATION=pixel-scale-int8``): the per-pixel
-  rule of :mod:`earth_embed.region.quantize`, with the scales read from the COG named by
-  ``EMBEDDING_SCALES_FILE`` beside it.
+* int8 GeoTIFFs of ``earth-embed embed`` and COGs exported from a region store (tag
+  ``EMBEDDING_QUANTIZATION=pixel-scale-int8``): the per-pixel rule of :mod:`earth_embed.region.quantize`,
+  with the scales read from the raster named by ``EMBEDDING_SCALES_FILE`` beside it.
 
 A new storage rule is added here, once.
 """
@@ -39,19 +38,19 @@ def is_embedding_tags(tags: dict[str, str]) -> bool:
 
 
 def dequantize(stored: np.ndarray, ds: Any, bands: list[int] | None = None) -> np.ndarray:
-    """Stored values (C, h, w) of the open dataset ``ds`` -> float32 embeddings, NaN where nodata.
+    """Stored float values (C, h, w) of the open dataset ``ds`` -> float32, NaN where nodata.
 
-    int8: ``value = stored * scale + offset`` per band (the GeoTIFF's scale/offset metadata written by
-    ``GeoTiffWriter``), ``nodata`` (-128) -> NaN. Floats: as stored (NaN is their nodata).
-    ``bands`` are the 1-based band indexes that ``stored`` holds (default: all).
+    int8 rasters need their per-pixel scales: read them through :class:`GeoTiffEmbeddings`.
+    ``bands`` is accepted for symmetry (the 1-based band indexes that ``stored`` holds).
     """
-    x = stored.astype(np.float32, copy=False)
     if ds.dtypes[0] == "int8":
-        idx = [b - 1 for b in (bands or range(1, ds.count + 1))]
-        scales = np.asarray(ds.scales, np.float32)[idx, None, None]
-        offsets = np.asarray(ds.offsets, np.float32)[idx, None, None]
-        x = np.where(stored == ds.nodata, np.nan, x * scales + offsets).astype(np.float32)
-    elif ds.nodata is not None and np.isfinite(ds.nodata):
+        raise RasterInputError(
+            f"{ds.name} holds int8 codes; read them with earth_embed.raster.embeddings.open_embeddings, which "
+            "applies their per-pixel scales (int8 files without the EMBEDDING_QUANTIZATION tag come from an older "
+            "earth-embed: re-embed the scene)."
+        )
+    x = stored.astype(np.float32, copy=False)
+    if ds.nodata is not None and np.isfinite(ds.nodata):
         x = np.where(stored == ds.nodata, np.nan, x)
     return x
 
@@ -113,7 +112,7 @@ class EmbeddingRaster:
 
 
 class GeoTiffEmbeddings(EmbeddingRaster):
-    """A GeoTIFF of ``earth-embed embed`` (float or per-band int8) or a region COG (pixel-scale int8)."""
+    """A GeoTIFF of ``earth-embed embed`` (float, or pixel-scale int8 + scales) or a region COG (the same)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)

@@ -21,6 +21,7 @@ import torch
 
 from .. import __version__
 from ..errors import RasterInputError
+from ..region import quantize
 from ..region.engine import RunOptions, pick_device, run_plan
 from ..region.plan import RegionPlan, SceneSpec, WorkUnit
 from ..region.unit import UnitOutput
@@ -40,16 +41,26 @@ def model_identity(model: Any) -> tuple[str, str]:
 
 
 class _GeoTiffSink:
-    """The engine's sink for one scene: every unit goes to the writer; nothing is ever 'done' before."""
+    """The engine's sink for one scene: every unit goes to the writer (int8: codes, and scales to a
+    second writer); nothing is ever 'done' before."""
 
-    def __init__(self, writer: GeoTiffWriter) -> None:
+    def __init__(self, writer: GeoTiffWriter, scales: GeoTiffWriter | None = None) -> None:
         self.writer = writer
+        self.scales = scales
 
     def is_done(self, unit: WorkUnit) -> bool:
         return False
 
     def write_unit(self, unit: WorkUnit, out: UnitOutput) -> None:
         self.writer.write(unit.row, unit.col, out.data)
+        if self.scales is not None and out.scales is not None:
+            self.scales.write(unit.row, unit.col, out.scales[None])
+
+
+def scales_path(dst: str | os.PathLike) -> Path:
+    """Where the per-pixel scales of an int8 embedding GeoTIFF go: ``NAME.scales.tif`` beside it."""
+    p = Path(dst)
+    return p.with_name(f"{p.stem}.scales.tif")
 
 
 def _source(src: Any) -> str | tuple[str, ...]:
@@ -104,24 +115,36 @@ def _base_tags(model, plan: RegionPlan, tiling, dn_offset, model_id, revision, b
 
 
 def _write(model, plan: RegionPlan, dev, batch_size, dn_offset, progress, output: str, desc: str, **writer_args):
-    """Run the plan on the local engine into a GeoTiffWriter; return the written path."""
+    """Run the plan on the local engine into a GeoTiffWriter (int8: plus one for the scales); return the path."""
     grid = next(iter(plan.groups.values()))
+    dst = writer_args.pop("dst")
+    geo: dict[str, Any] = dict(
+        height=grid.height, width=grid.width, crs=grid.crs, transform=grid.transform, blocksize=plan.chunk
+    )
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        writer = GeoTiffWriter(
-            writer_args.pop("dst"),
-            height=grid.height,
-            width=grid.width,
-            crs=plan.groups[grid.key].crs,
-            transform=grid.transform,
-            blocksize=plan.chunk,
-            threads=_writer_threads(dev),
-            **writer_args,
-        )
-        options = RunOptions(
-            output=output, device=str(dev), batch_size=batch_size, dn_offset=dn_offset, progress=progress, desc=desc
-        )
+        writer = GeoTiffWriter(dst, threads=_writer_threads(dev), **geo, **writer_args)
+        scales = None
         with writer:
-            run_plan(plan, lambda: model, _GeoTiffSink(writer), options)
+            if output == "int8":  # the codes' per-pixel scales, one float32 band, committed before the codes
+                tags = {k: v for k, v in writer_args["tags"].items() if k not in ("KIND", "OUTPUT_DTYPE")}
+                scales = GeoTiffWriter(
+                    scales_path(dst),
+                    count=1,
+                    dtype="float32",
+                    descriptions=["scale"],
+                    tags={**tags, "KIND": "embedding-scales"},
+                    overwrite=writer_args.get("overwrite", False),
+                    overviews=writer_args.get("overviews", False),
+                    **geo,
+                )
+            options = RunOptions(
+                output=output, device=str(dev), batch_size=batch_size, dn_offset=dn_offset, progress=progress, desc=desc
+            )
+            if scales is None:
+                run_plan(plan, lambda: model, _GeoTiffSink(writer), options)
+            else:
+                with scales:
+                    run_plan(plan, lambda: model, _GeoTiffSink(writer, scales), options)
     return writer.path
 
 
@@ -151,7 +174,9 @@ def embed_raster(
     band's grid), bands ``emb_000...``, NaN (int8: -128) where the input is nodata.
     ``tile`` (window) / ``overlap`` (between neighbouring windows) default to a 1024 px block plus a
     48 px halo on each side (stride 16/32 backbones: 1120/96); ``batch_size`` to 1 on CPU, 4 on CUDA;
-    ``device`` to CUDA when available. ``dtype``: float16 (default), float32 or int8. ``dn_offset``
+    ``device`` to CUDA when available. ``dtype``: float16 (default), float32 or int8 (the fixed
+    per-pixel-scale rule of :mod:`earth_embed.region.quantize`: int8 codes here, their float32
+    scales in ``NAME.scales.tif`` beside it, tag ``EMBEDDING_SCALES_FILE``). ``dn_offset``
     overrides the model's DN offset (-1000 for processing baseline >= 04.00). The file is a tiled,
     compressed Cloud-Optimized GeoTIFF (directory first, then blocks); ``overviews=True`` adds
     internal overviews through one more pass with GDAL's COG driver. Written under a temporary
@@ -162,7 +187,9 @@ def embed_raster(
     plan, dev, batch_size, tiling = _plan(model, src, dst, tile, overlap, batch_size, device, bands, overwrite)
     tags = _base_tags(model, plan, tiling, dn_offset, model_id, revision, bands)
     tags.update(KIND="embeddings", EMBED_DIM=str(model.embed_dim), OUTPUT_DTYPE=dtype)
-    output = "float16" if dtype == "float16" else "float32"
+    if dtype == "int8":
+        tags.update(quantize.metadata(), EMBEDDING_SCALES_FILE=scales_path(dst).name)
+    output = dtype
     return _write(
         model,
         plan,

@@ -17,7 +17,7 @@ from rasterio.windows import Window
 
 from ..bands import RGB_BANDS
 from ..errors import RasterInputError
-from .embeddings import dequantize
+from .embeddings import GeoTiffEmbeddings, dequantize
 from .reader import open_scene
 
 PCA_SAMPLE = 200_000
@@ -62,13 +62,17 @@ def read_reduced(ds, factor: int, strip_blocks: int = 8) -> np.ndarray:
     h, w = ds.height // factor, ds.width // factor
     out = np.full((ds.count, h, w), np.nan, np.float32)
     rows = factor * strip_blocks
+    codes = GeoTiffEmbeddings(ds.name) if ds.dtypes[0] == "int8" else None  # int8: with its per-pixel scales
     for r in range(0, h * factor, rows):
         n = min(rows, h * factor - r)
-        x = dequantize(ds.read(window=Window(0, r, w * factor, n)), ds)
+        win = Window(0, r, w * factor, n)
+        x = codes.read(win) if codes is not None else dequantize(ds.read(window=win), ds)
         x = x.reshape(ds.count, n // factor, factor, w, factor)
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
             out[:, r // factor : (r + n) // factor] = np.nanmean(x, axis=(2, 4))
+    if codes is not None:
+        codes.close()
     return out
 
 

@@ -5,9 +5,8 @@ file and the image blocks after it: the Cloud-Optimized GeoTIFF layout (without 
 asked for; ``overviews=True`` adds them through GDAL's COG driver, one more pass).
 
 Float outputs are float16 (IEEE half, stored with ``NBITS=16``) or float32 with NaN as nodata.
-int8 outputs are quantised per band with a linear scale/offset from the band's min/max over the
-whole scene (the TIFF's scale/offset metadata: ``value = stored * scale + offset``), -128 is nodata;
-this needs one more pass over the file after streaming. uint8 is for class maps (0 = nodata).
+int8 outputs hold codes exactly as given (the fixed rule of ``earth_embed.region.quantize``, whose
+per-pixel scales the caller writes to a second file), -128 is nodata. uint8 is for class maps (0 = nodata).
 A crash, an exception or a signal never leaves a file under the final name: every write and the
 close are checked, the file is flushed (``fsync``) and verified before the rename, and one run at a
 time may write a name (see ``outputs``). Unwritten blocks are left sparse, so an aborted run closes
@@ -121,8 +120,6 @@ class GeoTiffWriter:
         self._colormap = colormap
         self._threads = max(1, int(threads))
         self._overviews = bool(overviews)
-        self._min = np.full(count, np.inf)
-        self._max = np.full(count, -np.inf)
         self.valid_pixels = 0  # pixels written with a value (not nodata) in band 1
         self._lock = OutputLock(self.path)
         self._lock.acquire()  # refuses a second writer; removes leftovers of killed runs to this name
@@ -131,22 +128,19 @@ class GeoTiffWriter:
         try:
             self._profile = self._make_profile(crs, transform, blocksize, compress)
             stream_profile = dict(self._profile)
-            if dtype == "int8":  # stream float16 first, quantise once the range is known
-                stream_profile.update(dtype="float32", nbits=16, nodata=float("nan"))
             _warn_if_short_of_space(self.path, height * width * count * (1 if dtype in ("int8", "uint8") else 2))
             self._ds = rasterio.open(self._tmp, "w", **stream_profile)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             self._lock.release()
             raise
-        if dtype != "int8":
-            # metadata before any pixel: GDAL then writes the directory (IFD) at the start of the file,
-            # ahead of the image blocks, as the Cloud-Optimized GeoTIFF layout wants
-            try:
-                self._finish_metadata(self._ds)
-            except BaseException:
-                self.abort()
-                raise
+        # metadata before any pixel: GDAL then writes the directory (IFD) at the start of the file,
+        # ahead of the image blocks, as the Cloud-Optimized GeoTIFF layout wants
+        try:
+            self._finish_metadata(self._ds)
+        except BaseException:
+            self.abort()
+            raise
 
     def _make_profile(self, crs, transform, blocksize: int, compress: str) -> dict[str, Any]:
         small = max(self.height, self.width) <= blocksize
@@ -188,17 +182,12 @@ class GeoTiffWriter:
         """Write ``block`` (count, h, w) at (row, col). Float blocks use NaN for nodata."""
         if block.ndim != 3 or block.shape[0] != self.count:
             raise ValueError(f"block must be ({self.count}, h, w), got {block.shape}")
+        data = block if self.dtype in ("uint8", "int8") else block.astype(np.float32, copy=False)
         if self.dtype == "int8":
-            with np.errstate(invalid="ignore"):
-                flat = block.reshape(self.count, -1)
-                finite = np.isfinite(flat)
-                if finite.any():
-                    lo = np.where(finite, flat, np.inf).min(axis=1)
-                    hi = np.where(finite, flat, -np.inf).max(axis=1)
-                    np.minimum(self._min, lo, out=self._min)
-                    np.maximum(self._max, hi, out=self._max)
-        data = block if self.dtype == "uint8" else block.astype(np.float32, copy=False)
-        self.valid_pixels += int(np.count_nonzero(data[0] != 0 if self.dtype == "uint8" else np.isfinite(data[0])))
+            valid = data[0] != INT8_NODATA
+        else:
+            valid = data[0] != 0 if self.dtype == "uint8" else np.isfinite(data[0])
+        self.valid_pixels += int(np.count_nonzero(valid))
         try:
             self._ds.write(data, window=Window(col, row, block.shape[2], block.shape[1]))
         except Exception as err:  # RasterioIOError and rasterio's CPLE_* errors
@@ -230,42 +219,6 @@ class GeoTiffWriter:
         except OutputError as err:
             raise write_failure(self.path, str(err)) from err
 
-    def _quantise(self) -> Path:
-        """Second pass for int8: linear per-band quantisation to -127..127 from the scene min/max."""
-        lo = np.where(np.isfinite(self._min), self._min, 0.0)
-        hi = np.where(np.isfinite(self._max), self._max, 0.0)
-        offset = (hi + lo) / 2.0
-        scale = np.maximum((hi - lo) / 254.0, 1e-12)
-        out = temp_name(self.path, "int8")
-        try:
-            with rasterio.open(self._tmp) as src:
-                dst = rasterio.open(out, "w", **self._profile)
-                try:
-                    dst.scales = tuple(float(s) for s in scale)
-                    dst.offsets = tuple(float(o) for o in offset)
-                    self._finish_metadata(dst)
-                    step = self._profile.get("blockysize", self.height)
-                    for r in range(0, self.height, step):
-                        win = Window(0, r, self.width, min(step, self.height - r))
-                        x = src.read(window=win)
-                        q = np.rint((x - offset[:, None, None]) / scale[:, None, None])
-                        q = np.where(np.isfinite(x), np.clip(q, -127, 127), INT8_NODATA).astype(np.int8)
-                        try:
-                            dst.write(q, window=win)
-                        except Exception as err:
-                            raise write_failure(
-                                self.path, f"GDAL could not write a block ({_root_cause(err)})."
-                            ) from err
-                except BaseException:
-                    dst.close()
-                    raise
-                self._finish_file(out, dst.close)
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
-        self._tmp.unlink(missing_ok=True)
-        return out
-
     def _with_overviews(self, src: Path) -> Path:
         """One more pass through GDAL's COG driver: the same file plus internal overviews."""
         from rasterio.shutil import copy as gdal_copy
@@ -278,7 +231,7 @@ class GeoTiffWriter:
             bigtiff="IF_SAFER",
             compress=p.get("compress", "none"),
             overviews="AUTO",
-            overview_resampling="mode" if self.dtype == "uint8" else "average",
+            overview_resampling={"uint8": "mode", "int8": "nearest"}.get(self.dtype, "average"),
         )
         if "predictor" in p:
             opts["predictor"] = "YES" if p["predictor"] == 2 else "FLOATING_POINT"
@@ -341,8 +294,6 @@ class GeoTiffWriter:
                     "the input: all-zero or all-NaN band files, band files of different scenes, or the wrong bands."
                 )
             self._finish_file(self._tmp, self._ds.close)
-            if self.dtype == "int8":
-                current = self._quantise()
             if self._overviews:
                 current = self._with_overviews(current)
             self._move_into_place(current)
