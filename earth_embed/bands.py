@@ -73,7 +73,12 @@ def canonical_band_name(name: str) -> str:
 
 
 def canonical_band_names(names: Sequence[str]) -> list[str]:
-    """Canonicalise a list of band names, refusing duplicates."""
+    """Canonicalise a list of band names, refusing duplicates (and a bare string, which is not a list)."""
+    if isinstance(names, (str, bytes)):
+        raise BandError(
+            f"Band names {names!r} were given as one string; pass a list such as ['B04', 'B03', 'B02'] "
+            "(CLI: --bands B04 B03 B02)."
+        )
     canon = [canonical_band_name(n) for n in names]
     duplicates = sorted({b for b in canon if canon.count(b) > 1})
     if duplicates:

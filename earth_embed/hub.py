@@ -42,10 +42,22 @@ def _hub_file(repo_id: str, filename: str, **kwargs: Any) -> str:
     try:
         return hf_hub_download(repo_id=repo_id, filename=filename, **kwargs)
     except LocalEntryNotFoundError as err:
+        from huggingface_hub import constants
+
+        revision = kwargs.get("revision")
+        what = f"{repo_id!r} ({filename}" + (f", revision {revision!r})" if revision else ")")
+        no_folder = f"or pass the path of a local model folder (no folder {repo_id!r} exists here)"
+        if kwargs.get("local_files_only") or constants.HF_HUB_OFFLINE:
+            switch = "local_files_only=True" if kwargs.get("local_files_only") else "HF_HUB_OFFLINE=1"
+            raise ModelNotFoundError(
+                f"{what} is not in the local Hugging Face cache and downloading is off ({switch}). Download it once "
+                f"while online (`hf download {repo_id}"
+                + (f" --revision {revision}" if revision else "")
+                + f"`), {no_folder}."
+            ) from err
         raise ModelNotFoundError(
-            f"{repo_id!r} ({filename}) is not in the local Hugging Face cache and downloading is off "
-            "(HF_HUB_OFFLINE=1 or local_files_only=True). Download it once while online "
-            f"(`hf download {repo_id}`), or pass the path of a local model folder (no folder {repo_id!r} exists here)."
+            f"Cannot reach the Hugging Face Hub ({constants.ENDPOINT}) to fetch {what}, and no copy is in the local "
+            f"cache. Check the network connection (and HF_ENDPOINT), {no_folder}."
         ) from err
     except RepositoryNotFoundError as err:
         raise ModelNotFoundError(

@@ -99,7 +99,10 @@ def parse_override(text: str) -> dict:
     parts = key.strip().split(".")
     for p in parts[:-1]:
         node = node.setdefault(p, {})
-    parsed = yaml.safe_load(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({err}); e.g. train.steps=100") from err
     if isinstance(parsed, str):  # YAML 1.1 reads "5e-4" as a string; a number is meant
         try:
             parsed = float(parsed)
@@ -109,6 +112,19 @@ def parse_override(text: str) -> dict:
     return out
 
 
+def _load_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; a syntax error names the file and the line."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(
+            f"{path} is not valid YAML{where}: {problem}. Fix the file (indentation, ':' after keys)."
+        ) from err
+
+
 def _read_yaml(path: str | Path, seen: tuple[Path, ...] = ()) -> tuple[Path, dict]:
     """One config file as a mapping, with its ``base:`` file (same folder or CONFIG_DIR) merged underneath."""
     path = Path(path)
@@ -116,7 +132,7 @@ def _read_yaml(path: str | Path, seen: tuple[Path, ...] = ()) -> tuple[Path, dic
         path = CONFIG_DIR / path.name
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; configs live in {CONFIG_DIR}")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = _load_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a YAML mapping of sections (data, model, views, loss, train)")
     base = raw.pop("base", None)
@@ -148,7 +164,7 @@ def load_config(path: str | Path | list | None, overrides: list[str] | None = No
     for n, path in enumerate(paths):
         path, raw = _read_yaml(path)
         if n == 0:
-            raw["name"] = yaml.safe_load(path.read_text(encoding="utf-8")).get("name", path.stem)
+            raw["name"] = (_load_yaml(path) or {}).get("name", path.stem)
         deep_update(cfg, raw)
     for text in overrides or []:
         deep_update(cfg, parse_override(text))

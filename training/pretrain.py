@@ -47,7 +47,7 @@ from training.losses import nt_xent, pca_whitening
 from training.model import PretrainNet, ema_update, make_key_net, save_pretrained_atomic
 from training.objective import DenseObjective
 from training.probe import ProbeSelector
-from training.run_state import TrainState, card_metadata, latest_checkpoint, save_checkpoint
+from training.run_state import FINAL_WINDOW, TrainState, card_metadata, latest_checkpoint, save_checkpoint
 from training.tracking import CSVTracker
 from training.views import ViewConfig, draw_batch_params, make_views
 
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
     net.train()
     if key_net is not None:
         key_net.train()
-    losses: list[float] = []
+    losses: list[float] = list(state.recent_losses)  # a resumed run continues the window
     part_sums: dict[str, float] = {}  # the objective's terms, averaged over each logging interval
     n_parts = 0
     micro, acc_loss, t_last, n_last = state.step * accum, 0.0, time.perf_counter(), 0
@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
         state.step += 1
         step_loss = float(accelerator.reduce(torch.tensor(acc_loss, device=accelerator.device), "mean"))
         losses.append(step_loss)
+        state.recent_losses = losses[-FINAL_WINDOW:]
         acc_loss = 0.0
         n_last += B * accum * nproc
         n_parts += 1
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict:
     state.elapsed = elapsed0 + (time.perf_counter() - t_run)
     save_checkpoint(accelerator, out, state.step, int(t_cfg["keep_checkpoints"]))
     done_here = state.step - start_step
-    window = min(50, len(losses)) or 1
+    window = min(FINAL_WINDOW, len(losses)) or 1
     stats = {
         "steps": state.step,
         "steps_this_run": done_here,
@@ -401,5 +402,15 @@ def _plain_copy(encoder: torch.nn.Module) -> EarthEncoder:
     return cast(EarthEncoder, copy.deepcopy(enc).to(memory_format=torch.contiguous_format).cpu())
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``python training/pretrain.py``: config errors print as one message (exit 2), not a traceback."""
+    try:
+        main(argv)
+    except ConfigError as err:
+        print(f"pretrain.py: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -17,13 +17,26 @@ class TrainState:
         self.step = 0
         self.elapsed = 0.0
         self.probe_best: dict = {}  # {"step", "probe_val_miou", ...} of the best probe so far
+        # the last FINAL_WINDOW step losses, so a resumed run's "final loss" averages the same steps as an
+        # uninterrupted run's (not only those after the resume)
+        self.recent_losses: list[float] = []
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "elapsed": self.elapsed, "probe_best": dict(self.probe_best)}
+        return {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "probe_best": dict(self.probe_best),
+            "recent_losses": list(self.recent_losses),
+        }
 
     def load_state_dict(self, d: dict) -> None:
         self.step, self.elapsed = int(d["step"]), float(d["elapsed"])
         self.probe_best = dict(d.get("probe_best", {}))
+        self.recent_losses = [float(v) for v in d.get("recent_losses", [])]
+
+
+#: Steps averaged into the reported final loss.
+FINAL_WINDOW = 50
 
 
 def latest_checkpoint(out: Path) -> Path | None:

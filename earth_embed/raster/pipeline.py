@@ -26,6 +26,8 @@ from ..region.engine import RunOptions, pick_device, run_plan
 from ..region.plan import RegionPlan, SceneSpec, WorkUnit
 from ..region.unit import UnitOutput
 from .classmap import class_map_style
+from .plausibility import inspect_input
+from .reader import open_scene
 from .windows import block_and_halo, check_tiling, default_tiling
 from .writer import OUTPUT_DTYPES, GeoTiffWriter, check_output_path
 
@@ -86,6 +88,13 @@ def _plan(model: Any, src: Any, dst: Any, tile, overlap, batch_size, device, ban
     chunk = next((b for b in (256, 512, 128, 64, 32, 16) if block % b == 0 and b % m == 0), block)
     plan = RegionPlan.from_scenes([spec], model, chunk=chunk, shard=block, block=block, halo=halo)
     return plan, dev, batch_size, (tile, overlap)
+
+
+def _settle_input(model: Any, src: Any, bands: Any, dn_offset: float | None) -> float:
+    """The DN offset (explicit > the product's own metadata > the model's), said aloud, and warnings about
+    implausible values in a sample of the scene (see ``plausibility``); no valid pixel at all is an error."""
+    with open_scene(src, bands=bands) as scene:
+        return inspect_input(scene, model, dn_offset)
 
 
 def _writer_threads(device: torch.device) -> int:
@@ -185,6 +194,7 @@ def embed_raster(
     if dtype not in OUTPUT_DTYPES or dtype == "uint8":
         raise RasterInputError(f"dtype={dtype!r} is not supported; use float16, float32 or int8.")
     plan, dev, batch_size, tiling = _plan(model, src, dst, tile, overlap, batch_size, device, bands, overwrite)
+    dn_offset = _settle_input(model, src, bands, dn_offset)
     tags = _base_tags(model, plan, tiling, dn_offset, model_id, revision, bands)
     tags.update(KIND="embeddings", EMBED_DIM=str(model.embed_dim), OUTPUT_DTYPE=dtype)
     if dtype == "int8":
@@ -242,6 +252,7 @@ def classify_raster(
         )
     style_tags, colormap = class_map_style(classes, segmenter.class_colors or None)
     plan, dev, batch_size, tiling = _plan(segmenter, src, dst, tile, overlap, batch_size, device, bands, overwrite)
+    dn_offset = _settle_input(segmenter, src, bands, dn_offset)
     tags = _base_tags(segmenter, plan, tiling, dn_offset, model_id, revision, bands)
     tags.update(style_tags)
     return _write(

@@ -13,6 +13,7 @@ import numpy as np
 import rasterio
 from PIL import Image, ImageDraw
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from ..bands import RGB_BANDS
@@ -120,8 +121,20 @@ def make_preview(
         raise RasterInputError(f"The output folder {out.parent} does not exist; create it first.")
     if not Path(emb_tif).is_file():
         raise RasterInputError(f"{emb_tif} does not exist; give the GeoTIFF written by `earth-embed embed`.")
-    with rasterio.open(emb_tif) as ds:
+    try:
+        ds = rasterio.open(emb_tif)
+    except RasterioError as err:
+        raise RasterInputError(
+            f"{emb_tif} is not a raster ({err}); give the GeoTIFF written by `earth-embed embed` or `classify`."
+        ) from err
+    with ds:
         tags = ds.tags()
+        if tags.get("KIND") not in ("embeddings", "classes"):
+            raise RasterInputError(
+                f"{emb_tif} is not an earth-embed output (it has no KIND=embeddings/classes tag): preview shows the "
+                "GeoTIFF written by `earth-embed embed` or `classify`. Embed the scene first "
+                "(`earth-embed embed SCENE emb.tif`), then preview emb.tif."
+            )
         factor = max(1, -(-max(ds.height, ds.width) // max_size))
         shape = (ds.height // factor, ds.width // factor)
         if tags.get("KIND") == "classes":

@@ -8,51 +8,27 @@ by a fraction of a pixel line up correctly. Nothing reads a whole scene into mem
 from __future__ import annotations
 
 import os
-import re
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from ..bands import ALL_BANDS, S2_BANDS, canonical_band_name, canonical_band_names
+from ..bands import ALL_BANDS, S2_BANDS, canonical_band_names
 from ..errors import BandError, RasterInputError
+from .bandfiles import RASTER_SUFFIXES, band_files, band_from_filename, check_same_scene, named_bands
+from .opening import check_footprints, check_georeferenced, open_raster
+from .safe import ProductInfo, info_from_mapping, info_from_name, info_from_sidecars, is_safe, safe_band_files
 
 PathLike = Union[str, os.PathLike]  # noqa: UP007 (a runtime alias)
 WindowLike = Union[Window, tuple]  # noqa: UP007
 
-#: File suffixes looked at when a folder is given.
-RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 #: Sentinel-2 digital numbers use 0 for "no data".
 S2_NODATA = 0.0
-
-_TOKEN_SPLIT = re.compile(r"[_\-.\s]+")
-_BAND_TOKEN = re.compile(r"^B(0?[1-9]|1[0-2]|8A)$", re.IGNORECASE)
-
-
-def band_from_filename(path: PathLike) -> str | None:
-    """The canonical band named by a file name (``s2_B8A.jp2`` -> ``'B8A'``), or None.
-
-    The name is split at ``_``, ``-`` and ``.``; the last token like ``B02``/``B2``/``B8A`` wins,
-    so ``T33UUU_20170216T102101_B02_10m.jp2`` gives ``'B02'`` and ``labels.tif`` gives None.
-    """
-    stem = Path(path).name
-    for suffix in RASTER_SUFFIXES:
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    found = None
-    for token in _TOKEN_SPLIT.split(stem):
-        if _BAND_TOKEN.match(token):
-            found = canonical_band_name(token)
-    return found
 
 
 @dataclass
@@ -65,6 +41,7 @@ class _BandSource:
     index: int  # 1-based band index inside ``dataset``
     resolution: float  # native pixel size (CRS units)
     warped: bool  # True when resampled onto the finest grid
+    dtype: str = "float32"  # data type in the file
 
 
 class Scene:
@@ -90,6 +67,7 @@ class Scene:
         self.nodata = nodata
         self.description = description
         self.source: list[str] = []  # the file, folder or files the scene was opened from
+        self.product = ProductInfo()  # what the product says about itself (baseline, DN offset)
         self.closed = False
 
     # -- metadata ----------------------------------------------------------------------------
@@ -117,6 +95,11 @@ class Scene:
     def band_resolutions(self) -> dict[str, float]:
         """Native pixel size of each band before resampling."""
         return {s.name: s.resolution for s in self._sources}
+
+    @property
+    def dtypes(self) -> dict[str, str]:
+        """Data type of each band in its file."""
+        return {s.name: s.dtype for s in self._sources}
 
     @property
     def paths(self) -> dict[str, str]:
@@ -253,65 +236,11 @@ def _as_window(window: WindowLike | None, height: int, width: int) -> Window:
     return win
 
 
-def _open(path: str):
-    if not os.path.exists(path):
-        raise RasterInputError(f"Input {path} does not exist; check the path.")
-    if os.path.isdir(path):
-        raise RasterInputError(f"{path} is a folder where a raster file was expected.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except RasterioError as err:
-        raise RasterInputError(
-            f"Cannot open {path} as a raster ({err}). Give a GeoTIFF or JP2 file; if it is one, it is "
-            "truncated or corrupt: download or export it again."
-        ) from err
-
-
-def _check_georeferenced(ds, path: str) -> None:
-    if ds.crs is None:
-        raise RasterInputError(
-            f"{path} has no coordinate reference system (CRS), so bands cannot be aligned and the output "
-            "cannot be georeferenced. Assign one, e.g. `gdal_edit.py -a_srs EPSG:32633 FILE`, or export "
-            "the scene with its CRS."
-        )
-    if ds.transform.is_identity:
-        raise RasterInputError(
-            f"{path} has no geotransform (pixel size and origin). Export the scene with its georeferencing."
-        )
-    if ds.transform.b != 0 or ds.transform.d != 0:
-        raise RasterInputError(
-            f"{path} has a rotated geotransform, which earth-embed does not support. Warp it to a north-up "
-            "grid first, e.g. `gdalwarp IN OUT`."
-        )
-
-
-def _named_bands(ds) -> list[str] | None:
-    """Canonical band names from the band descriptions (or BAND_NAME tags), or None if any is missing."""
-    names = []
-    for i in range(1, ds.count + 1):
-        candidates = [ds.descriptions[i - 1]] + [ds.tags(i).get(k) for k in ("BAND_NAME", "band_name", "name", "NAME")]
-        name = None
-        for cand in candidates:
-            if not cand:
-                continue
-            try:
-                name = canonical_band_name(cand)
-                break
-            except BandError:
-                continue
-        if name is None:
-            return None
-        names.append(name)
-    return names
-
-
 def _open_multiband(path: str, bands: Sequence[str] | None) -> Scene:
-    ds = _open(path)
+    ds = open_raster(path)
     try:
-        _check_georeferenced(ds, path)
-        named = _named_bands(ds)
+        check_georeferenced(ds, path)
+        named = named_bands(ds)
         if named is not None:
             if len(set(named)) != len(named):
                 raise BandError(f"{path} names some bands twice ({named}); fix its band descriptions.")
@@ -319,15 +248,16 @@ def _open_multiband(path: str, bands: Sequence[str] | None) -> Scene:
         elif bands is None:
             raise RasterInputError(
                 f"{path} has {ds.count} band(s) whose descriptions do not name Sentinel-2 bands "
-                f"(descriptions: {list(ds.descriptions)}). Pass bands=[...] with the name of each band in "
-                f"file order, e.g. bands={ALL_BANDS[: ds.count]!r}, or set the band descriptions."
+                f"(descriptions: {list(ds.descriptions)}). Name each band in file order: CLI --bands "
+                f"{' '.join(ALL_BANDS[: ds.count])} (Python: bands={ALL_BANDS[: ds.count]!r}), or set the band "
+                "descriptions."
             )
         else:
             names = canonical_band_names(bands)
             if len(names) != ds.count:
                 raise BandError(
-                    f"{path} has {ds.count} band(s) but bands= lists {len(names)} ({', '.join(names)}). "
-                    f"List exactly one name per band of the file, in file order."
+                    f"{path} has {ds.count} band(s) but --bands (Python: bands=) lists {len(names)} "
+                    f"({', '.join(names)}). List exactly one name per band of the file, in file order."
                 )
             file_names, selection = names, None
         if selection is not None:
@@ -341,54 +271,24 @@ def _open_multiband(path: str, bands: Sequence[str] | None) -> Scene:
         else:
             order = list(range(len(file_names)))
         res = abs(ds.transform.a)
-        sources = [_BandSource(file_names[i], path, ds, i + 1, res, False) for i in order]
+        sources = [_BandSource(file_names[i], path, ds, i + 1, res, False, ds.dtypes[i]) for i in order]
         nodata = S2_NODATA if ds.nodata is None else float(ds.nodata)
         scene = Scene(sources, [ds], ds.crs, ds.transform, ds.height, ds.width, nodata, path)
         scene.source = [os.path.abspath(path)]
+        folder = os.path.dirname(os.path.abspath(path))
+        scene.product = (
+            info_from_mapping(ds.tags(), f"the tags of {path}")
+            .merged(info_from_sidecars(folder))
+            .merged(info_from_name(path))
+        )
         return scene
     except Exception:
         ds.close()
         raise
 
 
-def _band_files(src: PathLike | Sequence[PathLike]) -> tuple[dict[str, str], str]:
-    """Map band name -> file for a folder or an explicit list of files."""
-    if isinstance(src, (str, os.PathLike)):
-        folder = os.fspath(src)
-        entries = sorted(e for e in os.listdir(folder) if e.lower().endswith(RASTER_SUFFIXES))
-        paths = [os.path.join(folder, e) for e in entries]
-        strict, description = False, folder
-    else:
-        paths = [os.fspath(p) for p in src]
-        if not paths:
-            raise RasterInputError("The list of band files is empty; pass one file per band.")
-        strict, description = True, f"{len(paths)} band files in {os.path.dirname(paths[0]) or '.'}"
-    found: dict[str, str] = {}
-    for p in paths:
-        band = band_from_filename(p)
-        if band is None:
-            if strict:
-                raise RasterInputError(
-                    f"Cannot tell which band {p} holds: its name has no band token such as B02 or B8A. "
-                    "Rename it (e.g. B02.tif) or leave it out."
-                )
-            continue  # e.g. labels.tif, preview.jp2
-        if band in found:
-            raise RasterInputError(
-                f"Two files hold band {band}: {found[band]} and {p}. Keep one file per band "
-                "(for an L2A product, point at one resolution folder or pass a list of files)."
-            )
-        found[band] = p
-    if not found:
-        raise RasterInputError(
-            f"No band files found in {description}: expected names like B02.tif, s2_B02.jp2 or "
-            "T33UUU_20170216T102101_B02.jp2."
-        )
-    return found, description
-
-
-def _open_band_files(src, bands: Sequence[str] | None) -> Scene:
-    files, description = _band_files(src)
+def _open_band_files(files: dict[str, str], description: str, bands: Sequence[str] | None) -> Scene:
+    check_same_scene(files, description)
     # stack order: canonical Sentinel-2 order, or the order asked for
     if bands is not None:
         wanted = canonical_band_names(bands)
@@ -404,9 +304,9 @@ def _open_band_files(src, bands: Sequence[str] | None) -> Scene:
     try:
         datasets = {}
         for b in wanted:
-            ds = _open(files[b])
+            ds = open_raster(files[b])
             owned.append(ds)
-            _check_georeferenced(ds, files[b])
+            check_georeferenced(ds, files[b])
             if ds.count != 1:
                 raise RasterInputError(
                     f"{files[b]} has {ds.count} bands but its name says it is band {b} alone. Pass a multi-band "
@@ -417,10 +317,11 @@ def _open_band_files(src, bands: Sequence[str] | None) -> Scene:
         # every band selection of one product gives the same grid; first in Sentinel-2 order among equals.
         nominal = min(files, key=lambda b: (S2_BANDS[b].resolution_m, ALL_BANDS.index(b)))
         if nominal not in datasets:
-            ds = _open(files[nominal])
+            ds = open_raster(files[nominal])
             owned.append(ds)
-            _check_georeferenced(ds, files[nominal])
+            check_georeferenced(ds, files[nominal])
             datasets[nominal] = ds
+        check_footprints(datasets, files, nominal)
         ref_name = min(
             datasets, key=lambda b: (abs(datasets[b].transform.a) * abs(datasets[b].transform.e), ALL_BANDS.index(b))
         )
@@ -438,7 +339,7 @@ def _open_band_files(src, bands: Sequence[str] | None) -> Scene:
                 and ds.height == ref.height
             )
             if same_grid:
-                sources.append(_BandSource(b, files[b], ds, 1, res, False))
+                sources.append(_BandSource(b, files[b], ds, 1, res, False, ds.dtypes[0]))
                 continue
             src_nodata = nodata if ds.nodata is None else ds.nodata
             vrt = WarpedVRT(
@@ -453,14 +354,10 @@ def _open_band_files(src, bands: Sequence[str] | None) -> Scene:
                 dtype="float32",
             )
             warped_views.append(vrt)
-            sources.append(_BandSource(b, files[b], vrt, 1, res, True))
+            sources.append(_BandSource(b, files[b], vrt, 1, res, True, ds.dtypes[0]))
         # close the warped views before their datasets
         scene = Scene(sources, warped_views + owned, ref.crs, ref.transform, ref.height, ref.width, nodata, description)
-        scene.source = (
-            [os.path.abspath(os.fspath(src))]
-            if isinstance(src, (str, os.PathLike))
-            else [os.path.abspath(os.fspath(p)) for p in src]
-        )
+        scene.product = info_from_mapping(ref.tags(), f"the tags of {files[ref_name]}")
         return scene
     except Exception:
         for ds in owned:
@@ -476,7 +373,10 @@ def open_scene(src: PathLike | Sequence[PathLike], bands: Sequence[str] | None =
     (b) a folder of per-band files (``B02.tif``, ``s2_B8A.jp2``, ``T33UUU_..._B02.jp2``; files without
     a band token such as ``labels.tif`` are ignored); or (c) a list of per-band files. For (b) and
     (c) ``bands`` picks and orders bands; default: all found, in Sentinel-2 order (B01..B12, B8A
-    after B08). Use as a context manager: ``with open_scene(path) as scene: scene.read(...)``.
+    after B08); (d) a Sentinel-2 SAFE product, folder or zip (bands under ``GRANULE/*/IMG_DATA``, L2A at
+    each band's finest resolution). ``scene.product`` holds what the product says about itself
+    (processing baseline, DN offset) from ``MTD_MSI*.xml``, ``source.json`` sidecars, GeoTIFF tags or
+    the product name. Use as a context manager: ``with open_scene(path) as scene: scene.read(...)``.
     """
     if isinstance(bands, str):
         raise BandError(f"bands={bands!r} is a string; pass a list of band names such as ['B04', 'B03', 'B02'].")
@@ -484,14 +384,29 @@ def open_scene(src: PathLike | Sequence[PathLike], bands: Sequence[str] | None =
         path = os.fspath(src)
         if not os.path.exists(path):
             raise RasterInputError(f"Input {path} does not exist; check the path.")
-        if os.path.isdir(path):
-            return _open_band_files(path, bands)
-        return _open_multiband(path, bands)
+        if is_safe(path):
+            files, product = safe_band_files(path)
+            scene = _open_band_files(files, path, bands)
+            scene.product = product
+        elif os.path.isdir(path):
+            files, description = band_files(path)
+            scene = _open_band_files(files, description, bands)
+            scene.product = scene.product.merged(info_from_sidecars(path)).merged(info_from_name(path))
+        else:
+            return _open_multiband(path, bands)
+        scene.source = [os.path.abspath(path)]
+        return scene
     if isinstance(src, Iterable):
-        return _open_band_files(list(src), bands)
+        paths = [os.fspath(p) for p in src]
+        files, description = band_files(paths)
+        scene = _open_band_files(files, description, bands)
+        folder = os.path.dirname(os.path.abspath(paths[0]))
+        scene.product = scene.product.merged(info_from_sidecars(folder)).merged(info_from_name(paths[0]))
+        scene.source = [os.path.abspath(p) for p in paths]
+        return scene
     raise RasterInputError(
         f"Cannot open a scene from {type(src).__name__}; pass a file path, a folder or a list of band files."
     )
 
 
-__all__ = ["S2_NODATA", "Scene", "band_from_filename", "open_scene"]
+__all__ = ["RASTER_SUFFIXES", "S2_NODATA", "Scene", "band_from_filename", "open_scene"]
