@@ -47,7 +47,7 @@ def band_folder(folder: Path, dn, crs, transform, shift=None, prefix="", crs_of=
     for i, b in enumerate(RELEASE_BANDS):
         t, c = transform, crs
         if shift and b == shift[0]:
-            t = Affine.translation(*shift[1]) * transform
+            t = Affine.translation(*shift[1]) @ transform
         if crs_of and b == crs_of[0]:
             c, t = crs_of[1], crs_of[2]
         name = prefix(b) if callable(prefix) else f"{prefix}{b}.tif"
@@ -118,7 +118,7 @@ def make_safe(root: Path, band_files: dict[str, Path], bounds, level: str, produ
     if level == "L2A" and "B02" in band_files:  # the 20 m copy of a 10 m band: the reader must take R10m
         with rasterio.open(img / "R10m" / f"{tile}_{when}_B02_10m.jp2") as ds:
             half = ds.read(out_shape=(1, ds.height // 2, ds.width // 2))
-            t = ds.transform * Affine.scale(2)
+            t = ds.transform @ Affine.scale(2)
             write_tif(img / "R20m" / f"{tile}_{when}_B02_20m.jp2", half + 7, ds.crs, t, names=None)
     (safe / f"MTD_MSI{level}.xml").write_text(product_xml(level, product_id, baseline, offset), encoding="utf-8")
     (safe / "manifest.safe").write_text("<xfdu:XFDU/>", encoding="utf-8")
@@ -166,7 +166,7 @@ def build_bad_inputs(root: Path, dn: np.ndarray, crs, transform) -> dict[str, Pa
     p["sidecar"] = sidecar / "scene.tif"
     dn16 = dn.astype(np.uint16)
     p["far_bands"] = band_folder(root / "far_bands", dn16, crs, transform, shift=("B03", (100_000, 0)))
-    wgs84 = Affine.translation(10.0, 50.0) * Affine.scale(0.0001, -0.0001)
+    wgs84 = Affine.translation(10.0, 50.0) @ Affine.scale(0.0001, -0.0001)
     p["other_crs_bands"] = band_folder(root / "other_crs", dn16, crs, transform, crs_of=("B03", "EPSG:4326", wgs84))
     dates = {b: ("20180101T000000" if b != "B04" else "20190606T000000") for b in RELEASE_BANDS}
     p["two_dates"] = band_folder(
