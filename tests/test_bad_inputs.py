@@ -95,6 +95,13 @@ CLI_CASES = [
     ("out-folder-missing", "embed {scene} {root}/no/dir/x.tif -m {enc}", 2, ["does not exist", "mkdir -p"], False),
     ("out-is-folder", "embed {scene} {root} -m {enc}", 2, ["is a folder", "file name"], False),
     ("out-exists", "embed {scene} {scene} -m {enc}", 2, ["already exists", "--overwrite"], True),
+    (
+        "hub-unreachable",
+        "embed {scene} {out} -m org/no-such-model",
+        2,
+        ["Cannot reach the Hugging Face Hub", "network"],
+        False,
+    ),
     ("no-model-folder", "embed {scene} {out} -m {root}/no-model", 2, ["No model folder", "check the path"], False),
     ("pickle-weights", "embed {scene} {out} -m {pickled}", 2, ["refuses to unpickle", "safetensors"], False),
     ("model-needs-b01", "embed {scene} {out} -m {needs_b01}", 2, ["Missing band(s) B01", "includes them"], False),
@@ -325,6 +332,9 @@ def test_safe_n0400_applies_the_offset_by_itself(env, tmp_path, shared_data, cap
     """Acceptance: an N0400 L2A SAFE of the real Major-TOM scene gets -1000 without a flag and says so; the
     result equals an explicit --dn-offset -1000 and an explicit --dn-offset wins."""
     scene = shared_data / "unlabelled" / "majortom" / "0U_199R"
+    for cell, offset in (("0U_199R", -1000), ("199U_1099R", 0)):  # their source.json sidecars (N0400, N9999)
+        with open_scene(scene.parent / cell) as s:
+            assert s.product.dn_offset(RELEASE_BANDS) == offset
     files = {b: scene / f"{b}.tif" for b in RELEASE_BANDS}
     with rasterio.open(files["B02"]) as ds:
         bounds = rasterio.windows.bounds(((400, 464), (400, 464)), ds.transform)

