@@ -95,13 +95,6 @@ CLI_CASES = [
     ("out-folder-missing", "embed {scene} {root}/no/dir/x.tif -m {enc}", 2, ["does not exist", "mkdir -p"], False),
     ("out-is-folder", "embed {scene} {root} -m {enc}", 2, ["is a folder", "file name"], False),
     ("out-exists", "embed {scene} {scene} -m {enc}", 2, ["already exists", "--overwrite"], True),
-    (
-        "hub-unreachable",
-        "embed {scene} {out} -m org/no-such-model",
-        2,
-        ["Cannot reach the Hugging Face Hub", "network"],
-        False,
-    ),
     ("no-model-folder", "embed {scene} {out} -m {root}/no-model", 2, ["No model folder", "check the path"], False),
     ("pickle-weights", "embed {scene} {out} -m {pickled}", 2, ["refuses to unpickle", "safetensors"], False),
     ("model-needs-b01", "embed {scene} {out} -m {needs_b01}", 2, ["Missing band(s) B01", "includes them"], False),
