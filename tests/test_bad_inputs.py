@@ -196,13 +196,27 @@ def test_embed_with_nan_pixels_keeps_the_rest(env):
 
 
 # -- faults: a real file-size limit, signals, kill -9 and two writers, in real subprocesses --------------
+RUNNING: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_stray_process():
+    """A failing fault test must not leave its subprocess running."""
+    yield
+    while RUNNING:
+        proc = RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def run_cli(args, limit_bytes=None, **kw):
     def limit():
         if limit_bytes is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "earth_embed", *map(str, args)],
         env=env,
         preexec_fn=limit,
@@ -211,6 +225,8 @@ def run_cli(args, limit_bytes=None, **kw):
         text=True,
         **kw,
     )
+    RUNNING.append(proc)
+    return proc
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])

@@ -24,7 +24,8 @@ from ..errors import OutputError
 
 #: Stages of a temporary output file (streamed, quantised, with overviews).
 TEMP_STAGES = ("partial", "int8", "cog")
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:" + "|".join(TEMP_STAGES) + r")-.+-\d+-[0-9a-f]{8}\.tif$")
+# ".NAME.partial-HOST-PID-RANDOM.tif" (HOST absent in names of earlier versions)
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:" + "|".join(TEMP_STAGES) + r")-(?:.+-)?\d+-[0-9a-f]{8}\.tif$")
 _LOCK = re.compile(r"^\.(?P<name>.+)\.lock$")
 
 
