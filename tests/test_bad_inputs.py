@@ -257,14 +257,11 @@ def wait_for_temp(folder: Path, proc, timeout=90.0) -> list[str]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_a_huge_run_at_once_and_cleans_up(env, tmp_path, capsys, sig):
-    """Findings 4, 6 and 7: a 100 000^2 px run stops within seconds of SIGINT/SIGTERM, leaves nothing, and while
-    it runs a second run to the same output is refused."""
+    """Findings 4 and 6: a 100 000^2 px run stops within seconds of SIGINT/SIGTERM and leaves nothing."""
     out = tmp_path / "huge-emb.tif"
     proc = run_cli(["embed", env["huge"], out, "-m", env["enc"], "-q", "--dtype", "int8"])
     wait_for_temp(tmp_path, proc)
-    assert main(["embed", str(env["scene"]), str(out), "-m", str(env["enc"]), "-q"]) == 2
-    err = capsys.readouterr().err
-    assert f"pid {proc.pid}" in err and "Wait for it to finish" in err
+    time.sleep(1.0)
     t0 = time.time()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -273,11 +270,15 @@ def test_signal_stops_a_huge_run_at_once_and_cleans_up(env, tmp_path, capsys, si
     assert not out.exists() and leftovers(tmp_path) == []
 
 
-def test_kill_9_leftovers_are_removed_and_named(env, tmp_path, capsys):
-    """Finding 6: kill -9 leaves a temporary file; the next run to that name removes it and says so; `clean` too."""
+def test_second_writer_refused_and_kill_9_leftovers_removed(env, tmp_path, capsys):
+    """Finding 7: while a run writes an output, a second run to it is refused. Finding 6: kill -9 leaves a
+    temporary file; the next run to that name removes it and says so; `earth-embed clean` too."""
     out = tmp_path / "emb.tif"
     proc = run_cli(["embed", env["huge"], out, "-m", env["enc"], "-q"])
     temp = wait_for_temp(tmp_path, proc)
+    assert main(["embed", str(env["scene"]), str(out), "-m", str(env["enc"]), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"pid {proc.pid}" in err and "Wait for it to finish" in err and not out.exists()
     proc.kill()
     proc.communicate(timeout=30)
     assert set(temp) <= set(leftovers(tmp_path))
