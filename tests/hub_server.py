@@ -26,23 +26,24 @@ class HubServer:
             def log_message(self, *args) -> None:  # keep test output quiet
                 pass
 
-            def _resolve(self) -> Path | None:
+            def _resolve(self) -> Path | str:
+                """The file to serve, or the Hub's error code (``X-Error-Code``) for a 404."""
                 parts = unquote(urlsplit(self.path).path).strip("/").split("/")
                 server.requests.append(f"{self.command} {self.path}")
                 if len(parts) < 5 or parts[2] != "resolve":
-                    return None
+                    return "EntryNotFound"
                 repo = "/".join(parts[:2])
                 if repo not in server.repos:
-                    return None
+                    return "RepoNotFound"
                 if parts[3] not in ("main", server.commit):
-                    return None
+                    return "RevisionNotFound"
                 file = server.repos[repo] / "/".join(parts[4:])
-                return file if file.is_file() else None
+                return file if file.is_file() else "EntryNotFound"
 
-            def _headers(self, file: Path | None) -> None:
-                if file is None:
+            def _headers(self, file: Path | str) -> None:
+                if isinstance(file, str):
                     self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("X-Error-Code", file)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -59,7 +60,7 @@ class HubServer:
             def do_GET(self) -> None:
                 file = self._resolve()
                 self._headers(file)
-                if file is not None:
+                if isinstance(file, Path):
                     self.wfile.write(file.read_bytes())
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -192,3 +192,39 @@ def test_hub_id_through_loopback_server_then_offline_cache(encoder, saved, tmp_p
     missing = _load_in_subprocess("earth-embed/never-cached", offline_env, tmp_path / "c.pt")
     assert missing.returncode == 3, missing.stdout + missing.stderr
     assert "not in the local Hugging Face cache" in missing.stdout and "hf download" in missing.stdout
+
+
+def test_hub_messages_name_the_real_cause(saved, tmp_path):
+    """Finding 9: a missing revision is called missing (not 'not in the cache'), and with no network the
+    message says the Hub cannot be reached (not that HF_HUB_OFFLINE is set)."""
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(tmp_path / "hf-cache"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    env.pop("HF_HUB_OFFLINE", None)
+
+    def start(repo_id: str, endpoint: str, out: str, *extra: str) -> subprocess.Popen:
+        args = [sys.executable, "-c", LOAD_SCRIPT, repo_id, *extra, str(tmp_path / out)]
+        return subprocess.Popen(args, env={**env, "HF_ENDPOINT": endpoint}, stdout=subprocess.PIPE, text=True)
+
+    with HubServer({"earth-embed/test-r18": saved}) as hub:
+        # huggingface_hub retries a refused connection for ~25 s: run the unreachable case alongside the others.
+        unreachable = start("earth-embed/test-r18", "http://127.0.0.1:9", "u.pt")
+        no_revision = start("earth-embed/test-r18", hub.endpoint, "r.pt", "v9.9")
+        no_repo = start("earth-embed/not-there", hub.endpoint, "n.pt")
+        outputs = {
+            name: p.communicate(timeout=300)[0]
+            for name, p in [("unreachable", unreachable), ("no_revision", no_revision), ("no_repo", no_repo)]
+        }
+        codes = {
+            name: p.returncode
+            for name, p in [("unreachable", unreachable), ("no_revision", no_revision), ("no_repo", no_repo)]
+        }
+    assert codes == {"unreachable": 3, "no_revision": 3, "no_repo": 3}, outputs
+    assert "Cannot reach the Hugging Face Hub" in outputs["unreachable"], outputs["unreachable"]
+    assert "HF_HUB_OFFLINE" not in outputs["unreachable"] and "network" in outputs["unreachable"]
+    assert "Revision 'v9.9' does not exist" in outputs["no_revision"], outputs["no_revision"]
+    assert "not in the local" not in outputs["no_revision"]
+    assert "No model repository 'earth-embed/not-there'" in outputs["no_repo"], outputs["no_repo"]
