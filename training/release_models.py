@@ -45,6 +45,14 @@ MAKE_COMMANDS = [
     "--label-fraction 1.0 --seed 0 --steps 200 --threads 1 --select last --output-dir runs/release-segmenter",
     "python training/release_models.py --encoder runs/release/encoder --segmenter runs/release-segmenter/segmenter",
 ]
+#: Which release the folders hold and what changed (the first line of every card's description).
+RELEASE_NOTE = (
+    "Release 2 (weights of 2026-11-24), kept after the release-3 review of 2026-11-30 (issue 10): the "
+    "release-3 recipe arms (native exact-pixel views, input-anchored band reconstruction, per-image "
+    "anti-collapse, positives across acquisitions, full-rank decoder) were not measured better than this "
+    "recipe at the budget the shared CPU allowed (docs/results.md, 'Release-3 recipe arms'), so the "
+    "weights are unchanged."
+)
 LIMITATIONS = [
     "Pre-trained on a CPU for a short budget (see Training): far fewer steps than the paper's; "
     "treat it as a first release of the recipe, not as converged weights.",
@@ -100,6 +108,7 @@ def release_encoder(src: str, out: Path, docs: Path) -> Path:
     meta = dict(enc.config.metadata)
     meta.update(
         description=(
+            RELEASE_NOTE + " "
             "Per-pixel 64-d embeddings of Sentinel-2 scenes from the ten 10/20 m bands, pre-trained "
             "with earth-embed's dense contrastive recipe (training/configs/release.yaml) on real "
             "unlabelled imagery from five continents."
@@ -121,6 +130,7 @@ def release_segmenter(src: str, out: Path, docs: Path) -> Path:
     meta.pop("split", None)
     meta.update(
         description=(
+            RELEASE_NOTE + " "
             f"An example land-cover (OpenStreetMap land-use) segmenter: the `{ENCODER_NAME}` encoder "
             "fine-tuned on all training chips of brandenburg-osm's training block (one winter "
             "scene, 8 classes). An example of the workflow, not a general land-cover product."
