@@ -149,3 +149,18 @@ def test_plan_errors(encoder, virginia, tmp_path):
         ds.descriptions = tuple(RELEASE_BANDS)
     with pytest.raises(RasterInputError, match="not on the pixel grid"):
         RegionPlan.from_scenes([virginia[0], shifted], encoder)
+
+
+def test_product_offset_applied_to_region_scenes(encoder, shared_data, tmp_path, caplog):
+    """The real N0400 Major-TOM cell (its source.json says BOA_ADD_OFFSET -1000): the plan carries the
+    product's offset for the API, and the CLI settles it as `embed` does (explicit > product > model)."""
+    from earth_embed.cli.region import _usable_scenes
+
+    n0400, n9999 = (shared_data / "unlabelled" / "majortom" / c for c in ("0U_199R", "199U_1099R"))
+    plan = RegionPlan.from_scenes([n0400, n9999], encoder, chunk=64, shard=256, halo=48)
+    assert sorted(s.spec.dn_offset for s in plan.scenes) == [-1000.0, 0.0]
+    with caplog.at_level("INFO", logger="earth_embed"):
+        (settled,) = _usable_scenes([str(n0400)], encoder, "stop", None)
+    assert settled.dn_offset == -1000.0 and "applying DN offset -1000" in caplog.text
+    (explicit,) = _usable_scenes([str(n0400)], encoder, "stop", 0.0)
+    assert explicit.dn_offset == 0.0

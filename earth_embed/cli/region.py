@@ -26,15 +26,16 @@ def _scene_sources(paths: list[str]) -> list:
     return sources
 
 
-def _usable_scenes(paths: list[str], model, on_bad: str) -> list:
-    """SceneSpecs of the scenes that open with the model's bands; bad ones stop the run or are skipped."""
-    from ..region.plan import SceneSpec, inspect_scene
+def _usable_scenes(paths: list[str], model, on_bad: str, dn_offset: float | None) -> list:
+    """SceneSpecs of the scenes that open with the model's bands, each with its DN offset settled as
+    ``embed`` settles it (said aloud); bad ones stop the run or are skipped."""
+    from ..region.plan import SceneSpec, settle_scene
 
     specs = []
     for path in _scene_sources(paths):
         spec = SceneSpec.of(path)
         try:
-            inspect_scene(spec, model)
+            spec = settle_scene(spec, model, dn_offset)
         except EarthEmbedError as err:
             if on_bad == "stop":
                 raise EarthEmbedError(
@@ -58,7 +59,7 @@ def cmd_embed_region(args: argparse.Namespace) -> int:
     set_threads(args)
     name = model_arg(args)
     model = load_model("encoder", name, args.revision)
-    specs = _usable_scenes(args.scenes, model, args.on_bad_scene)
+    specs = _usable_scenes(args.scenes, model, args.on_bad_scene, args.dn_offset)
     plan = RegionPlan.from_scenes(specs, model, chunk=args.chunk, shard=args.shard, block=args.block, halo=args.halo)
     store = RegionStore.create(
         args.out, plan, model_id=name, revision=args.revision or "none", overwrite=args.overwrite
@@ -141,7 +142,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--halo", type=int, help="context read around each block in px (default 48, model-aligned)")
     p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--dn-offset", type=float, help="DN offset for every scene (default: the model's)")
+    p.add_argument(
+        "--dn-offset",
+        type=float,
+        help="DN offset for every scene (default: what each product says of itself, e.g. -1000 for baseline >= 04.00, else the model's)",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument(
         "--overwrite",

@@ -71,8 +71,8 @@ def _source(src: Any) -> str | tuple[str, ...]:
     return tuple(os.path.abspath(os.fspath(p)) for p in src)
 
 
-def _plan(model: Any, src: Any, dst: Any, tile, overlap, batch_size, device, bands, overwrite):
-    """Common checks (cheap ones first), then the single-scene plan."""
+def _plan(model: Any, src: Any, dst: Any, tile, overlap, batch_size, device, bands, overwrite, dn_offset):
+    """Common checks (cheap ones first), the scene's DN offset settled, then the single-scene plan."""
     check_output_path(dst, overwrite)
     dev = pick_device(device)
     m = int(model.pad_multiple)
@@ -84,10 +84,11 @@ def _plan(model: Any, src: Any, dst: Any, tile, overlap, batch_size, device, ban
     if batch_size < 1:
         raise RasterInputError(f"batch_size={batch_size} must be >= 1.")
     block, halo = block_and_halo(tile, overlap)
-    spec = SceneSpec(_source(src), tuple(bands) if bands else None)
+    dn_offset = _settle_input(model, src, bands, dn_offset)
+    spec = SceneSpec(_source(src), tuple(bands) if bands else None, dn_offset=dn_offset)
     chunk = next((b for b in (256, 512, 128, 64, 32, 16) if block % b == 0 and b % m == 0), block)
     plan = RegionPlan.from_scenes([spec], model, chunk=chunk, shard=block, block=block, halo=halo)
-    return plan, dev, batch_size, (tile, overlap)
+    return plan, dev, batch_size, (tile, overlap), dn_offset
 
 
 def _settle_input(model: Any, src: Any, bands: Any, dn_offset: float | None) -> float:
@@ -193,8 +194,9 @@ def embed_raster(
     """
     if dtype not in OUTPUT_DTYPES or dtype == "uint8":
         raise RasterInputError(f"dtype={dtype!r} is not supported; use float16, float32 or int8.")
-    plan, dev, batch_size, tiling = _plan(model, src, dst, tile, overlap, batch_size, device, bands, overwrite)
-    dn_offset = _settle_input(model, src, bands, dn_offset)
+    plan, dev, batch_size, tiling, dn_offset = _plan(
+        model, src, dst, tile, overlap, batch_size, device, bands, overwrite, dn_offset
+    )
     tags = _base_tags(model, plan, tiling, dn_offset, model_id, revision, bands)
     tags.update(KIND="embeddings", EMBED_DIM=str(model.embed_dim), OUTPUT_DTYPE=dtype)
     if dtype == "int8":
@@ -251,8 +253,9 @@ def classify_raster(
             "classify_raster needs an EarthSegmenter (a model with classes); for an encoder use embed_raster."
         )
     style_tags, colormap = class_map_style(classes, segmenter.class_colors or None)
-    plan, dev, batch_size, tiling = _plan(segmenter, src, dst, tile, overlap, batch_size, device, bands, overwrite)
-    dn_offset = _settle_input(segmenter, src, bands, dn_offset)
+    plan, dev, batch_size, tiling, dn_offset = _plan(
+        segmenter, src, dst, tile, overlap, batch_size, device, bands, overwrite, dn_offset
+    )
     tags = _base_tags(segmenter, plan, tiling, dn_offset, model_id, revision, bands)
     tags.update(style_tags)
     return _write(

@@ -250,12 +250,27 @@ class RegionPlan:
 
 def inspect_scene(spec: SceneSpec, model: Any) -> tuple:
     """Open ``spec`` once: ``(spec, crs, transform, height, width, nodata)``; raises a clear
-    :class:`~earth_embed.errors.EarthEmbedError` for an unreadable scene, missing bands or a tiny area."""
+    :class:`~earth_embed.errors.EarthEmbedError` for an unreadable scene, missing bands or a tiny area.
+    A spec without a ``dn_offset`` comes back with the one the product states about itself (SAFE
+    metadata, sidecar, tags: -1000 for baseline >= 04.00), if it states one."""
     with spec.open() as scene:
         scene.read(((0, 1), (0, 1)), bands=model.bands)  # BandError naming missing bands
         check_scene_size(scene.height, scene.width, spec.name)
         group_key(scene.crs)
+        own = scene.product.dn_offset(list(model.bands))
+        if spec.dn_offset is None and own is not None:
+            spec = replace(spec, dn_offset=float(own))
         return spec, scene.crs, scene.transform, scene.height, scene.width, scene.nodata
+
+
+def settle_scene(spec: SceneSpec, model: Any, dn_offset: float | None = None) -> SceneSpec:
+    """``spec`` with its DN offset settled (explicit ``dn_offset`` > the product's own > the model's, the
+    choice logged) after the checks of :func:`inspect_scene` and the plausibility warnings of ``embed``."""
+    from ..raster.plausibility import inspect_input
+
+    inspect_scene(spec, model)
+    with spec.open() as scene:
+        return replace(spec, dn_offset=inspect_input(scene, model, dn_offset))
 
 
 def check_sizes(chunk: int, shard: int, block: int, halo: int, multiple: int) -> None:
