@@ -49,7 +49,7 @@ INITS = ("pretrained", "random", "image_level", "linear_probe")
 SCALES: dict[str, dict[str, Any]] = {
     "cpu": {
         "pretrain_config": "training/configs/label-efficiency-cpu.yaml",
-        "finetune": {"steps": 40, "batch_size": 8, "chip": 64, "threads": 1, "head_lr": 1e-3},
+        "finetune": {"steps": 200, "batch_size": 8, "chip": 64, "threads": 1, "head_lr": 1e-3},
     },
     "gpu": {
         "pretrain_config": "training/configs/gpu.yaml",
