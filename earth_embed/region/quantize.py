@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
 #: Name of the rule, written into every output that uses it.
 RULE = "pixel-scale-int8"
@@ -48,25 +49,37 @@ DESCRIPTION = (
 )
 
 
+def quantize_tensor(
+    emb: torch.Tensor, valid: torch.Tensor | None = None, dim: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rule on a tensor, on its own device (the one implementation; :func:`quantize` wraps it).
+
+    Float embeddings (vectors along ``dim``) -> ``(codes, scales)``: int8 codes with the shape of ``emb``,
+    float32 scales with ``dim`` removed. Pixels where ``valid`` is False, or where any component is not
+    finite, get :data:`NODATA` in every band and a NaN scale. A zero vector stays zero (codes 0, scale 0).
+    """
+    x = emb.float()
+    scale = x.abs().amax(dim=dim, keepdim=True) / QMAX  # NaN or inf where any component is not finite
+    keep = torch.isfinite(scale)
+    if valid is not None:
+        keep = keep & valid.to(device=x.device, dtype=torch.bool).unsqueeze(dim)
+    q = torch.round(x / torch.where(scale > 0, scale, 1.0)).clamp_(-QMAX, QMAX)
+    codes = torch.where(keep, q.nan_to_num_(0.0).to(torch.int8), NODATA)  # masked pixels: any code, then nodata
+    scales = torch.where(keep, scale, torch.nan)
+    return codes, scales.squeeze(dim)
+
+
 def quantize(emb: np.ndarray, valid: np.ndarray | None = None, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Float embeddings -> ``(codes, scales)`` by :data:`RULE` (vectors along ``axis``, default ``(D, H, W)``).
 
-    ``codes`` is int8 with the shape of ``emb``; ``scales`` is float32 with ``axis`` removed. Pixels where
-    ``valid`` is False, or where any component is not finite, get :data:`NODATA` in every band and a NaN
-    scale. A zero vector stays zero (codes 0, scale 0).
+    ``codes`` is int8 with the shape of ``emb``; ``scales`` is float32 with ``axis`` removed; nodata as in
+    :func:`quantize_tensor`, which computes them (multi-threaded; no copy of ``emb`` when it is float32).
     """
-    x = np.asarray(emb, dtype=np.float32)
-    finite = np.isfinite(x).all(axis=axis, keepdims=True)
-    x = np.where(finite, x, np.float32(0.0))
-    scale = np.abs(x).max(axis=axis, keepdims=True) / np.float32(QMAX)
-    q = np.rint(x / np.where(scale > 0, scale, np.float32(1.0)))
-    codes = np.clip(q, -QMAX, QMAX).astype(np.int8)
-    keep = finite
-    if valid is not None:
-        keep = keep & np.expand_dims(np.asarray(valid, dtype=bool), axis)
-    codes = np.where(keep, codes, np.int8(NODATA))
-    scales = np.where(keep, scale, np.float32(np.nan)).astype(np.float32)
-    return codes, np.squeeze(scales, axis=axis)
+    x = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
+    mask = None if valid is None else torch.from_numpy(np.ascontiguousarray(valid, dtype=bool))
+    with torch.inference_mode():
+        codes, scales = quantize_tensor(x, mask, dim=axis)
+    return codes.numpy(), scales.numpy()
 
 
 def dequantize(codes: np.ndarray, scales: np.ndarray, axis: int = 0) -> np.ndarray:

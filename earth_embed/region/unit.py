@@ -130,19 +130,21 @@ def empty_output(unit: WorkUnit, output: str, channels: int) -> UnitOutput:
     return UnitOutput(data, scales)
 
 
-def _place(out: UnitOutput, values: np.ndarray, piece: Piece, output: str) -> None:
-    """Encode model output ``values`` (C, h, w) of ``piece``'s core into ``out`` at its ``take`` pixels."""
+def _place(out: UnitOutput, values: Any, piece: Piece, output: str) -> None:
+    """Write model output ``values`` of ``piece``'s core into ``out`` at its ``take`` pixels: ``(C, h, w)``
+    floats, or for ``int8`` the ``(codes, scales)`` already encoded by :func:`.quantize.quantize_tensor`."""
     r, c, h, w = piece.core
     dr, dc = piece.dest
     take = piece.take
-    core = values[:, r : r + h, c : c + w]
     target = out.data[:, dr : dr + h, dc : dc + w]
     if output == "int8":
-        codes, scales = quantize.quantize(core[:, take])
-        target[:, take] = codes
+        codes, scales = values
+        np.copyto(target, codes[:, r : r + h, c : c + w], where=take[None])
         assert out.scales is not None
-        out.scales[dr : dr + h, dc : dc + w][take] = scales
-    elif output == "classes":
+        np.copyto(out.scales[dr : dr + h, dc : dc + w], scales[r : r + h, c : c + w], where=take)
+        return
+    core = values[:, r : r + h, c : c + w]
+    if output == "classes":
         target[:, take] = core[:, take].argmax(axis=0).astype(np.uint8) + 1
     else:
         target[:, take] = core[:, take].astype(_DTYPES[output])
@@ -210,7 +212,14 @@ def compute_unit(
             # invalid pixels (nodata, NaN) enter as 0, the normalised mean; torch.where, not a product:
             # NaN * 0 is NaN, and the convolutions would spread it to valid pixels
             xin = torch.where(v[:, None], model.normalize(x, own if own is not None else dn_offset), 0.0)
-            values = run(xin).float().cpu().numpy()
+            raw = run(xin).float()
+            if output == "int8":  # encoded where the model ran (all cores / the GPU), then copied back
+                codes, scales = (t.cpu().numpy() for t in quantize.quantize_tensor(raw, dim=1))
+        if output == "int8":
+            for k, p in enumerate(batch):
+                _place(result, (codes[k], scales[k]), p, output)
+            continue
+        values = raw.cpu().numpy()
         if classes and values.shape[1] != classes:
             raise ValueError(f"the segmenter returned {values.shape[1]} channels for {classes} classes")
         for k, p in enumerate(batch):
