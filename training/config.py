@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
         "mask_same_ground": False,  # keys of windows showing the same ground (scene or group) are never negatives
         "recon_weight": 0.0,  # input-anchored target: a linear head reconstructs the clean bands from the embedding
         "recon_whiten": True,  # ... in PCA-whitened band space (from the measured band correlation)
+        "recon_target": "bands",  # bands | stack: the hand-made stack (bands, box means, local std), standardised
         "vc_weight": 0.0,  # per-image VICReg variance + covariance on the embedding at the query pixels
     },
     "train": {

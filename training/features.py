@@ -27,15 +27,19 @@ __all__ = [
     "BOX_MEAN_SIZES",
     "HANDMADE",
     "LOCAL_STD_SIZES",
+    "STACK_FEATURES",
     "adabn_windows",
     "adapt_batchnorm",
     "handmade_stack",
+    "handmade_stack_batch",
     "normalise_scene",
     "scene_features",
 ]
 
 BOX_MEAN_SIZES: tuple[int, ...] = (3, 7, 15)
 LOCAL_STD_SIZES: tuple[int, ...] = (5, 15)
+#: Features per band in the hand-made stack: the band, its box means, its local standard deviations.
+STACK_FEATURES = 1 + len(BOX_MEAN_SIZES) + len(LOCAL_STD_SIZES)
 BN_MODES = ("stored", "adabn")
 #: Parameter-free feature sources by name: (box-mean sizes, local-std sizes) added to the bands.
 HANDMADE: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -77,12 +81,20 @@ def handmade_stack(
                 f"window {k} px does not fit a {x.shape[-2]}x{x.shape[-1]} scene; use odd sizes below twice "
                 "the shorter side"
             )
-    xb = x[None].float()
+    return handmade_stack_batch(x[None], mean_sizes, std_sizes)[0]
+
+
+def handmade_stack_batch(
+    xb: torch.Tensor, mean_sizes: Sequence[int] = BOX_MEAN_SIZES, std_sizes: Sequence[int] = LOCAL_STD_SIZES
+) -> torch.Tensor:
+    """:func:`handmade_stack` of a batch (B, C, H, W) -> (B, C * (1 + len(mean_sizes) + len(std_sizes)), H, W),
+    without its checks (the pre-training target of ``loss.recon_target: stack``; no gradient flows to it)."""
+    xb = xb.float()
     feats = [xb] + [_box_mean(xb, k) for k in mean_sizes]
     for k in std_sizes:
         mu = _box_mean(xb, k)
         feats.append((_box_mean(xb * xb, k) - mu * mu).clamp(min=0).sqrt())
-    return torch.cat(feats, 1)[0]
+    return torch.cat(feats, 1)
 
 
 def adabn_windows(

@@ -8,7 +8,10 @@
   (co-registration across dates is ~1 px, so the positive is a neighbourhood).
 * Input-anchored target (``loss.recon_weight`` > 0): a training-only linear head reconstructs the clean
   normalised bands at the query pixels, in a PCA-whitened band space (``loss.recon_whiten``), from the
-  embedding itself.
+  embedding itself. ``loss.recon_target: stack`` reconstructs the hand-made stack instead (the bands, box
+  means over 3/7/15 px and local standard deviations over 5/15 px of the clean patch, each standardised
+  over the batch's query pixels): the embedding must carry at least the local texture a probe gets from
+  ten lines of box filters (hand-designed targets as in MaskFeat's HOG, Wei et al. 2022).
 * Per-image anti-collapse (``loss.vc_weight`` > 0): VICReg variance + covariance over the query pixels
   of each image (within-scene spread; a batch-wide term is met by scene-to-scene differences).
 """
@@ -21,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from training.features import handmade_stack_batch
 from training.losses import info_nce, per_image_variance_covariance, reconstruction_loss
 from training.views import ViewPair, bilinear_lookup, sample_correspondences
 
@@ -49,7 +53,8 @@ class DenseObjective:
         self.recon_weight = float(l_cfg["recon_weight"])
         self.vc_weight = float(l_cfg["vc_weight"])
         self.whitening = whitening
-        if self.recon_weight > 0 and whitening is None:
+        self.recon_stack = l_cfg.get("recon_target", "bands") == "stack"
+        if self.recon_weight > 0 and whitening is None and not self.recon_stack:
             raise ValueError("loss.recon_weight > 0 needs the band whitening matrix")
 
     def __call__(
@@ -97,9 +102,8 @@ class DenseObjective:
         if emb is not None:
             weight = torch.cat([w1, w2])
             if self.recon_weight > 0:
-                assert self.whitening is not None and recon is not None, "the net needs a recon head"
-                W = self.whitening.to(dev)
-                target = torch.cat([bilinear_lookup(x, xyp1.to(dev)), bilinear_lookup(x2, xyp2.to(dev))]) @ W.T
+                assert recon is not None, "the net needs a recon head"
+                target = self._recon_target(x.to(dev), x2.to(dev), xyp1.to(dev), xyp2.to(dev))
                 rec = reconstruction_loss(recon, target, weight)
                 loss = loss + self.recon_weight * rec
                 parts["recon"] = float(rec.detach())
@@ -108,3 +112,13 @@ class DenseObjective:
                 loss = loss + self.vc_weight * vc
                 parts["vc"] = float(vc.detach())
         return loss, parts
+
+    @torch.no_grad()
+    def _recon_target(self, x: Tensor, x2: Tensor, xyp1: Tensor, xyp2: Tensor) -> Tensor:
+        """(2B, N, F) reconstruction target at the query pixels of both views."""
+        if not self.recon_stack:
+            assert self.whitening is not None
+            return torch.cat([bilinear_lookup(x, xyp1), bilinear_lookup(x2, xyp2)]) @ self.whitening.to(x.device).T
+        t = torch.cat([bilinear_lookup(handmade_stack_batch(x), xyp1), bilinear_lookup(handmade_stack_batch(x2), xyp2)])
+        flat = t.reshape(-1, t.shape[-1])
+        return (t - flat.mean(0)) / flat.std(0).clamp(min=1e-6)

@@ -42,6 +42,7 @@ from earth_embed import EarthEncoder
 from earth_embed.errors import ConfigError
 from training.config import CONFIG_DIR, load_config
 from training.data import UnlabelledWindows, band_moments, load_data_config
+from training.features import STACK_FEATURES
 from training.launch import respawn_cpu_ranks
 from training.losses import nt_xent, pca_whitening
 from training.model import PretrainNet, ema_update, make_key_net, save_pretrained_atomic
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"train.select must be 'last', 'probe' or 'probe_cv' (the probes need train.probe_every > 0), "
             f"got select={t_cfg['select']!r}, probe_every={t_cfg['probe_every']!r}"
         )
+    if l_cfg["recon_target"] not in ("bands", "stack"):
+        raise ConfigError(f"loss.recon_target must be 'bands' or 'stack', got {l_cfg['recon_target']!r}")
     out = Path(args.output_dir or Path("runs") / cfg["name"])
     tracker = CSVTracker(out)
     probe_log = CSVTracker(out, "probe.csv")
@@ -206,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
     mean, std = cfg["model"]["normalization"]["mean"], cfg["model"]["normalization"]["std"]
     whitening = None
-    if float(l_cfg["recon_weight"]) > 0:
+    if float(l_cfg["recon_weight"]) > 0 and l_cfg["recon_target"] == "bands":
         if "correlation" not in cfg["model"]["normalization"]:
             raise ConfigError(
                 "loss.recon_weight > 0 needs model.normalization: auto (it measures the band correlation)"
@@ -218,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     encoder = EarthEncoder.new(
         m_cfg["architecture"], bands=cfg["data"]["bands"], embed_dim=int(m_cfg["embed_dim"]), mean=mean, std=std
     )
-    recon_dim = len(mean) if float(l_cfg["recon_weight"]) > 0 else 0
+    recon_dim = len(mean) * (STACK_FEATURES if l_cfg["recon_target"] == "stack" else 1)
+    recon_dim = recon_dim if float(l_cfg["recon_weight"]) > 0 else 0
     net = PretrainNet(encoder, int(l_cfg["proj_dim"]), int(l_cfg["proj_hidden"]), recon_dim)
     mem = torch.channels_last if m_cfg["channels_last"] else torch.contiguous_format
     net = net.to(memory_format=mem)
