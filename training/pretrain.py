@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
             "loss.recon_within_weight > 0 weighs the reconstruction head's within-image error: "
             "set loss.recon_weight > 0 as well (e.g. --set loss.recon_weight=1.0)"
         )
+    if l_cfg["recon_log_std"] and l_cfg["recon_target"] != "stack":
+        raise ConfigError("loss.recon_log_std applies to the stack target: set loss.recon_target=stack as well")
     out = Path(args.output_dir or Path("runs") / cfg["name"])
     tracker = CSVTracker(out)
     probe_log = CSVTracker(out, "probe.csv")
