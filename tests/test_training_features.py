@@ -129,11 +129,13 @@ def test_linear_probe_table_on_real_pixels(tmp_path, shared_data):
     out = tmp_path / "probe.json"
     argv = ["--encoder", str(enc_dir), "--data-root", str(shared_data), "--sets", "slovenia-eolearn"]
     res = linear_probe.main(
-        argv + ["--random-seeds", "0", "--fast", "--json", str(out), "--md", str(tmp_path / "t.md")]
+        argv + ["--random-seeds", "0", "--fast", "--with-stack", "--json", str(out), "--md", str(tmp_path / "t.md")]
     )
     kinds = {(r["features"], r["bn"]) for r in res["rows"]}
     assert {("raw bands", None), ("hand-made stack", None)} <= kinds
     assert {(f, bn) for f in ("encoder", "random init") for bn in ("stored", "adabn")} <= kinds
+    both = [r for r in res["rows"] if r["features"] == linear_probe.WITH_STACK]
+    assert len(both) == 2 and all(0.1 < r["miou"] < 0.7 for r in both)  # encoder + stack, per BN mode (no twins)
     saved = json.loads(out.read_text())
     stack = next(r for r in saved["rows"] if r["features"] == "hand-made stack")
     assert 0.25 < stack["miou"] < 0.6 and "Forest" in stack["per_class_iou"]  # real labels, 5 classes, 75 % forest

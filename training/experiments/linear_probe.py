@@ -14,6 +14,7 @@ Options (stable; other scripts and the recipe arms rely on them):
   --max-train N        probe training pixels (subsampled; default all)
   --random-seeds S ... random-init twins per encoder (default 0 1 2; none: pass --random-seeds with no value)
   --bn MODE ...        stored and/or adabn (default both)
+  --with-stack         also each encoder + the hand-made stack in one probe: does the embedding add to the bar?
 
 Each labelled folder (per-band ``B*.tif`` + ``labels.tif`` + ``classes.json``) is split in two: the
 probe (standardised features, multinomial logistic regression by L-BFGS, ``training.probe``) trains
@@ -45,8 +46,8 @@ import torch
 
 from earth_embed import EarthEncoder
 from training.data import LabelledScene
-from training.features import BN_MODES
-from training.probe import block_masks, probe_source, scene_arrays
+from training.features import BN_MODES, scene_features
+from training.probe import block_masks, probe_scores, probe_source, scene_arrays
 
 DATASETS = ("brandenburg-osm", "slovenia-eolearn", "austria-ben-v2")
 HANDMADE_ROWS = {
@@ -56,6 +57,8 @@ HANDMADE_ROWS = {
     "raw+std": "raw + local std",
 }
 FAST_MAX_TRAIN = 20000
+#: ``--with-stack`` rows: the embedding concatenated with the hand-made stack, one probe on both.
+WITH_STACK = "encoder + hand-made stack"
 
 
 def halves(scene: LabelledScene, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,6 +136,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     t0 = time.time()
                     m = probe_source(model, x, mean=n.mean, std=n.std, bn=bn, **common)
                     log(_row(name, label, path, bn, seed, m, t0))
+                    if args.with_stack and seed is None:  # does the embedding add anything to the bar?
+                        t0 = time.time()
+                        both = torch.cat(
+                            [scene_features(model, x, n.mean, n.std, bn=bn), scene_features("stack", x, n.mean, n.std)],
+                            1,
+                        )
+                        m = probe_scores(both, y, fit, score, scene.classes, max_train=args.max_train)
+                        log(_row(name, WITH_STACK, path, bn, None, m, t0))
     result = {
         "encoders": list(encoders),
         "sets": list(args.sets),
@@ -204,7 +215,7 @@ def summary_markdown(result: dict[str, Any]) -> str:
         ]
         groups: list[tuple[str, str | None, str | None]] = [(lab, None, None) for lab in HANDMADE_ROWS.values()]
         for enc in result.get("encoders", []):
-            groups += [(feat, enc, bn) for feat in ("encoder", "random init") for bn in BN_MODES]
+            groups += [(feat, enc, bn) for feat in ("encoder", WITH_STACK, "random init") for bn in BN_MODES]
         for feat, enc, bn in groups:
             rs = _select(rows, ds, feat, enc, bn)
             if not rs:
@@ -241,6 +252,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-train", type=int, default=None, help="probe training pixels (default all)")
     p.add_argument("--fast", action="store_true", help=f"--max-train {FAST_MAX_TRAIN}, no sub-stack rows")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--with-stack",
+        action="store_true",
+        help="also probe each encoder's embedding concatenated with the hand-made stack (what it adds to the bar)",
+    )
     p.add_argument("--json", "--out", dest="json", default="docs/results/linear_probe.json")
     p.add_argument("--md", default=None, help="also write the markdown tables here")
     args = p.parse_args(argv)
