@@ -51,8 +51,8 @@ DEFAULTS: dict[str, Any] = {
         "recon_weight": 0.0,  # input-anchored target: a linear head reconstructs the clean bands from the embedding
         "recon_whiten": True,  # ... in PCA-whitened band space (from the measured band correlation)
         "recon_target": "bands",  # bands | stack: the hand-made stack (bands, box means, local std), standardised
-        "recon_within_weight": 0.0,
-        "recon_log_std": False,  # the stack target's local std as log(std + 0.01) (relative texture)  # + 1 - R^2 within each image of the same head (needs recon_weight > 0)
+        "recon_within_weight": 0.0,  # + 1 - R^2 within each image of the same head (needs recon_weight > 0)
+        "recon_log_std": False,  # the stack target's local std as log(std + 0.01) (relative texture)
         "vc_weight": 0.0,  # per-image VICReg variance + covariance on the embedding at the query pixels
     },
     "train": {

@@ -47,7 +47,7 @@ import torch
 from earth_embed import EarthEncoder
 from training.data import LabelledScene
 from training.features import BN_MODES, scene_features
-from training.probe import block_masks, probe_scores, probe_source, scene_arrays
+from training.probe import block_masks, probe_scores, scene_arrays
 
 DATASETS = ("brandenburg-osm", "slovenia-eolearn", "austria-ben-v2")
 HANDMADE_ROWS = {
@@ -118,10 +118,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.sets:
         refl, y, scene = scene_arrays(Path(args.data_root) / "labelled" / name, first.bands)
         fit, score = halves(scene, name)
-        common = {"y": y, "fit": fit, "score": score, "classes": scene.classes, "max_train": args.max_train}
+        scored = {"y": y, "train": fit, "test": score, "classes": scene.classes, "max_train": args.max_train}
         for src in handmade:
             t0 = time.time()
-            m = probe_source(src, refl, mean=norm.mean, std=norm.std, **common)
+            m = probe_scores(scene_features(src, refl, norm.mean, norm.std), **scored)
             log(_row(name, HANDMADE_ROWS[src], None, None, None, m, t0))
         for path, enc in encoders.items():
             n = enc.config.normalization
@@ -131,18 +131,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else scene_arrays(Path(args.data_root) / "labelled" / name, enc.bands)[0]
             )
             starts = [("encoder", None, enc)] + [("random init", s, random_twin(enc, s)) for s in args.random_seeds]
+            stack = scene_features("stack", x, n.mean, n.std) if args.with_stack else None
             for label, seed, model in starts:
                 for bn in args.bn:
                     t0 = time.time()
-                    m = probe_source(model, x, mean=n.mean, std=n.std, bn=bn, **common)
-                    log(_row(name, label, path, bn, seed, m, t0))
-                    if args.with_stack and seed is None:  # does the embedding add anything to the bar?
+                    feats = scene_features(model, x, n.mean, n.std, bn=bn)
+                    log(_row(name, label, path, bn, seed, probe_scores(feats, **scored), t0))
+                    if stack is not None and seed is None:  # does the embedding add anything to the bar?
                         t0 = time.time()
-                        both = torch.cat(
-                            [scene_features(model, x, n.mean, n.std, bn=bn), scene_features("stack", x, n.mean, n.std)],
-                            1,
-                        )
-                        m = probe_scores(both, y, fit, score, scene.classes, max_train=args.max_train)
+                        m = probe_scores(torch.cat([feats, stack], 1), **scored)
                         log(_row(name, WITH_STACK, path, bn, None, m, t0))
     result = {
         "encoders": list(encoders),
