@@ -12,16 +12,8 @@ from rasterio.windows import Window
 
 from earth_embed.bands import RELEASE_BANDS
 from earth_embed.errors import ConfigError
-from training.data import (
-    IGNORE_INDEX,
-    LabelledChips,
-    LabelledScene,
-    SceneSource,
-    UnlabelledWindows,
-    label_fraction_subset,
-    load_data_config,
-    region_split,
-)
+from training.data import SceneSource, UnlabelledWindows, load_data_config
+from training.labelled import IGNORE_INDEX, LabelledChips, LabelledScene, label_fraction_subset, region_split
 
 REPO = Path(__file__).resolve().parent.parent
 

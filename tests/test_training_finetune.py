@@ -13,7 +13,7 @@ from earth_embed import EarthEncoder, EarthSegmenter
 from earth_embed.bands import RELEASE_BANDS
 from training import evaluate as ev
 from training import finetune as ft
-from training.data import IGNORE_INDEX
+from training.labelled import IGNORE_INDEX
 
 REPO = Path(__file__).resolve().parent.parent
 

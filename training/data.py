@@ -1,35 +1,31 @@
-"""Datasets for pre-training and fine-tuning, read with rasterio windows through ``open_scene``.
+"""Pre-training data: data configs and random windows of real scenes, read through ``open_scene``.
+
+rasterio is imported where a file is read, not here: pre-training from an array cache
+(:mod:`training.array_cache`) runs where rasterio is not installed (the lent GPU machine).
 
 * :func:`load_data_config` reads a data config YAML (sources, product level, DN offset, weight).
 * :class:`UnlabelledWindows`: random square windows, drawn deterministically from the sample index
   (so a resumed run sees the same data), balanced across sources and scenes.
-* :class:`LabelledScene` / :class:`LabelledChips`: image/label chips of a labelled folder
-  (``B*.tif`` + ``labels.tif`` + ``classes.json``), unlabelled/nodata pixels -> :data:`IGNORE_INDEX`.
-* :func:`region_split`: train / validation / test blocks that keep regions apart;
-  :func:`label_fraction_subset`: nested chip subsets drawn with a fixed seed.
+
+Labelled folders (fine-tuning, probes) are read by :mod:`training.labelled`.
 """
 
 from __future__ import annotations
 
 import glob
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
-import rasterio
 import torch
 import yaml
-from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from earth_embed.errors import ConfigError, RasterInputError
-from earth_embed.raster import open_scene
+from training.cached_scene import CachedScene
 
-IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss's default ignore_index
 DN_SCALE = 10000.0
 
 
@@ -167,8 +163,8 @@ class UnlabelledWindows(Dataset):
         self._shapes: list[tuple[int, int]] = []
         self._transforms: list[Any] = []
         for s in self.scenes:  # check every scene once: bands present, big enough
-            with open_scene(s.path, bands=self.bands) as sc:
-                sc.read(Window(0, 0, 1, 1), bands=self.bands)
+            with _open_unlabelled(s.path, self.bands) as sc:
+                sc.read(((0, 1), (0, 1)), bands=self.bands)
                 if sc.height < self.patch_size or sc.width < self.patch_size:
                     raise RasterInputError(
                         f"scene {s.path} is {sc.height}x{sc.width} px, smaller than patch_size {self.patch_size}; "
@@ -190,7 +186,7 @@ class UnlabelledWindows(Dataset):
 
     def _scene(self, k: int):
         if k not in self._open:  # opened lazily: each DataLoader worker holds its own handles
-            self._open[k] = open_scene(self.scenes[k].path, bands=self.bands)
+            self._open[k] = _open_unlabelled(self.scenes[k].path, self.bands)
         return self._open[k]
 
     def __getstate__(self) -> dict:
@@ -200,15 +196,18 @@ class UnlabelledWindows(Dataset):
 
     def map_origin(self, k: int, j: int, row: int, col: int) -> tuple[int, int]:
         """Window origin (row, col) on scene ``k``'s grid -> scene ``j``'s grid, by georeference, clamped inside."""
-        x, y = self._transforms[k] @ (col, row)
-        c2, r2 = ~self._transforms[j] @ (x, y)
+        a, b, c, d, e, f = (self._transforms[k][n] for n in range(6))
+        x, y = a * col + b * row + c, d * col + e * row + f
+        a, b, c, d, e, f = (self._transforms[j][n] for n in range(6))
+        det = a * e - b * d  # the inverse of scene j's affine transform, applied to (x, y)
+        c2, r2 = (e * (x - c) - b * (y - f)) / det, (a * (y - f) - d * (x - c)) / det
         h, w = self._shapes[j]
         S = self.patch_size
         return int(min(max(round(r2), 0), h - S)), int(min(max(round(c2), 0), w - S))
 
     def _reflectance(self, k: int, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
         S = self.patch_size
-        dn = self._scene(k).read(Window(col, row, S, S), bands=self.bands)
+        dn = self._scene(k).read(((row, row + S), (col, col + S)), bands=self.bands)
         valid = ~(dn == 0).any(0)
         refl = (dn + self.scenes[k].dn_offset) / DN_SCALE
         refl[:, ~valid] = 0.0
@@ -293,131 +292,10 @@ def band_statistics(ds: UnlabelledWindows, n_windows: int = 64, start: int = 10*
     return mean, std
 
 
-# --------------------------------------------------------------------------- labelled
-class LabelledScene:
-    """A labelled folder: per-band ``B*.tif``, ``labels.tif`` (0 = unlabelled, 1..K), ``classes.json``."""
+def _open_unlabelled(path: Path, bands: Sequence[str]) -> Any:
+    """A scene of a pre-training source: an array-cache folder (:mod:`training.array_cache`) or a raster one."""
+    if CachedScene.holds(path):
+        return CachedScene(path, bands)
+    from earth_embed.raster import open_scene
 
-    def __init__(self, folder: str | Path, dn_offset: float = 0.0) -> None:
-        self.folder = Path(folder)
-        for name in ("labels.tif", "classes.json"):
-            if not (self.folder / name).is_file():
-                raise RasterInputError(
-                    f"{self.folder} has no {name}; a labelled folder holds per-band B*.tif, labels.tif "
-                    "(0 = unlabelled, classes 1..K) and classes.json"
-                )
-        meta = json.loads((self.folder / "classes.json").read_text(encoding="utf-8"))
-        names = {int(k): v for k, v in meta["names"].items()}
-        colors = {int(k): v for k, v in meta.get("colors_rgb", {}).items()}
-        ignore = int(meta.get("ignore_index", 0))
-        ids = sorted(k for k in names if k != ignore)
-        if ids != list(range(1, len(ids) + 1)):
-            raise RasterInputError(f"{self.folder}/classes.json: class ids must be 1..K, got {ids}")
-        self.classes = [names[k] for k in ids]
-        self.colors = [list(colors.get(k, [128, 128, 128])) for k in ids]
-        self.dn_offset = float(dn_offset)
-        with rasterio.open(self.folder / "labels.tif") as lab:
-            self.height, self.width = lab.height, lab.width
-
-    def read(self, window: Window, bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(reflectance (C,h,w) float32 with nodata 0, labels (h,w) int64 in 0..K-1 or IGNORE_INDEX)."""
-        with open_scene(self.folder, bands=bands) as sc:
-            if (sc.height, sc.width) != (self.height, self.width):
-                raise RasterInputError(
-                    f"{self.folder}: labels.tif is {self.height}x{self.width} but the bands' finest grid is "
-                    f"{sc.height}x{sc.width}; labels must be on the 10 m grid"
-                )
-            dn = sc.read(window, bands=bands)
-        with rasterio.open(self.folder / "labels.tif") as lab:
-            y = lab.read(1, window=window, boundless=True, fill_value=0).astype(np.int64)
-        valid = ~(dn == 0).any(0)
-        y = np.where((y > 0) & valid, y - 1, IGNORE_INDEX)
-        refl = ((dn + self.dn_offset) / DN_SCALE).astype(np.float32)
-        refl[:, ~valid] = 0.0
-        return refl, y
-
-
-@dataclass
-class Chip:
-    row: int
-    col: int
-    size: int
-    n_labelled: int = 0
-
-
-def region_split(
-    scene: LabelledScene, chip: int = 64, test: float = 0.3, val: float = 0.15, gap: int | None = None, axis: str = "x"
-) -> dict[str, list[Chip]]:
-    """Non-overlapping chips in three blocks along ``axis`` that keep regions apart.
-
-    Along x (columns, west to east): ``[train | gap | val | gap | test]``; ``test`` and ``val`` are
-    fractions of the scene extent; ``gap`` (default one chip) pixels separate the blocks so no chip
-    of one block touches another. Chips without any labelled pixel are dropped.
-    """
-    if axis not in ("x", "y"):
-        raise ConfigError(f"split axis must be 'x' or 'y', got {axis!r}")
-    gap = chip if gap is None else int(gap)
-    extent = scene.width if axis == "x" else scene.height
-    other = scene.height if axis == "x" else scene.width
-    test_start = int(round(extent * (1 - test)))
-    val_start = int(round(extent * (1 - test - val)))
-    blocks = {"train": (0, val_start - gap), "val": (val_start, test_start - gap), "test": (test_start, extent)}
-    if val <= 0:
-        blocks = {"train": (0, test_start - gap), "val": (0, 0), "test": (test_start, extent)}
-    with rasterio.open(scene.folder / "labels.tif") as lab:  # labels counted chip by chip (windows)
-        out: dict[str, list[Chip]] = {}
-        for name, (a, b) in blocks.items():
-            chips = []
-            for p in range(a, b - chip + 1, chip):
-                for q in range(0, other - chip + 1, chip):
-                    row, col = (q, p) if axis == "x" else (p, q)
-                    labels = lab.read(1, window=Window(col, row, chip, chip))
-                    n = int((labels > 0).sum())
-                    if n > 0:
-                        chips.append(Chip(row, col, chip, n))
-            out[name] = chips
-    if not out["train"] or not out["test"]:
-        raise ConfigError(
-            f"region split of {scene.folder} ({scene.height}x{scene.width}, chip {chip}) left "
-            f"{len(out['train'])} train and {len(out['test'])} test chips; use a smaller chip or gap"
-        )
-    return out
-
-
-def label_fraction_subset(chips: Sequence[Chip], fraction: float, seed: int) -> list[Chip]:
-    """``ceil(fraction * n)`` chips (at least 1) drawn with ``seed``; nested across fractions for one seed."""
-    if not 0 < fraction <= 1:
-        raise ConfigError(f"label fraction must be in (0, 1], got {fraction}")
-    order = np.random.default_rng(seed).permutation(len(chips))
-    k = max(1, math.ceil(fraction * len(chips) - 1e-9))
-    return [chips[i] for i in sorted(order[:k])]
-
-
-class LabelledChips(Dataset):
-    """Image/label chips of a :class:`LabelledScene`; each chip is read once (window) and cached.
-
-    The cache is shared by all instances of a process (experiments fine-tune many times on the same chips).
-    """
-
-    _cache: ClassVar[dict[tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
-    cache_limit = 4096  # chips
-
-    def __init__(self, scene: LabelledScene, chips: Sequence[Chip], bands: Sequence[str]) -> None:
-        self.scene, self.chips, self.bands = scene, list(chips), list(bands)
-
-    def __len__(self) -> int:
-        return len(self.chips)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.chips[i]
-        key = (str(self.scene.folder.resolve()), self.scene.dn_offset, tuple(self.bands), c.row, c.col, c.size)
-        if key not in self._cache:
-            refl, y = self.scene.read(Window(c.col, c.row, c.size, c.size), self.bands)
-            if len(self._cache) >= self.cache_limit:
-                self._cache.clear()
-            self._cache[key] = (torch.from_numpy(refl), torch.from_numpy(y))
-        return self._cache[key]
-
-    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All chips as (N, C, S, S) reflectance and (N, S, S) labels."""
-        xs, ys = zip(*(self[i] for i in range(len(self))))
-        return torch.stack(xs), torch.stack(ys)
+    return open_scene(path, bands=bands)

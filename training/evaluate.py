@@ -27,7 +27,7 @@ import operator
 import numpy as np
 import torch
 
-from training.data import IGNORE_INDEX, LabelledChips, LabelledScene, region_split
+from training.labelled import IGNORE_INDEX, LabelledChips, LabelledScene, region_split
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:

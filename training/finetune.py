@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from earth_embed import EarthEncoder, EarthSegmenter
 from earth_embed.bands import RELEASE_BANDS
 from earth_embed.errors import ConfigError
-from training.data import IGNORE_INDEX, LabelledChips, LabelledScene, label_fraction_subset, region_split
 from training.evaluate import evaluate_model, format_metrics, normalised
+from training.labelled import IGNORE_INDEX, LabelledChips, LabelledScene, label_fraction_subset, region_split
 from training.probe import fit_probe
 
 

@@ -3,7 +3,7 @@
 The pre-text loss keeps falling long after the features stop getting better for land cover (issue 6's
 reference run and our ablation 1), so checkpoints are chosen by a probe instead: a multinomial
 logistic regression on frozen embeddings, fit on labelled pixels of a scene's *training* block and
-scored on its *validation* block (:func:`training.data.region_split`). The test block is never read.
+scored on its *validation* block (:func:`training.labelled.region_split`). The test block is never read.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rasterio.windows import Window
 
 from earth_embed import EarthEncoder
-from training.data import IGNORE_INDEX, LabelledScene, region_split
 from training.evaluate import confusion_matrix, metrics_from_confusion
 from training.features import scene_features
+from training.labelled import IGNORE_INDEX, LabelledScene, region_split
 from training.model import save_pretrained_atomic
 
 __all__ = [
@@ -38,7 +37,7 @@ __all__ = [
 def scene_arrays(folder: Path, bands: list[str]) -> tuple[torch.Tensor, torch.Tensor, LabelledScene]:
     """Whole-scene reflectance (C, H, W) and labels (H, W) (0..K-1 or IGNORE_INDEX)."""
     scene = LabelledScene(folder)
-    refl, y = scene.read(Window(0, 0, scene.width, scene.height), bands)
+    refl, y = scene.read(((0, scene.height), (0, scene.width)), bands)
     return torch.from_numpy(refl), torch.from_numpy(y), scene
 
 

@@ -34,10 +34,10 @@ import torch
 
 from earth_embed import EarthEncoder
 from earth_embed.apps.heads import fit_head, make_head, predict_proba
-from training.data import IGNORE_INDEX
 from training.evaluate import confusion_matrix, metrics_from_confusion
 from training.experiments.linear_probe import DATASETS, halves
 from training.features import scene_features
+from training.labelled import IGNORE_INDEX
 from training.probe import scene_arrays
 
 SHOTS = (5, 20, 100)

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 from earth_embed import EarthEncoder
-from training.data import LabelledScene
 from training.features import BN_MODES, scene_features
+from training.labelled import LabelledScene
 from training.probe import block_masks, probe_scores, scene_arrays
 
 DATASETS = ("brandenburg-osm", "slovenia-eolearn", "austria-ben-v2")
