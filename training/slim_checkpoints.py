@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,11 @@ def spread(items: list[Path], keep: int) -> list[Path]:
     return [items[i] for i in sorted(idx)]
 
 
-def slim_run(run: str | Path, out: str | Path, keep: int = 3) -> list[Path]:
-    """Write the slim copy of ``run`` into ``out`` (new or empty); returns the checkpoint folders written."""
+def slim_run(run: str | Path, out: str | Path, keep: int = 3, run_files: Sequence[str] = RUN_FILES) -> list[Path]:
+    """Write the slim copy of ``run`` into ``out`` (new or empty), with ``run_files`` from the run folder.
+
+    Returns the checkpoint folders written.
+    """
     run, out = Path(run), Path(out)
     ckpts = sorted((run / "checkpoints").glob("step_*"))
     if not (run / "config.yaml").is_file() or not ckpts:
@@ -51,7 +55,7 @@ def slim_run(run: str | Path, out: str | Path, keep: int = 3) -> list[Path]:
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty; give a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
+    for name in run_files:
         if (run / name).is_file():
             shutil.copy2(run / name, out / name)
     written = []
