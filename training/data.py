@@ -24,7 +24,7 @@ import yaml
 from torch.utils.data import Dataset
 
 from earth_embed.errors import ConfigError, RasterInputError
-from training.cached_scene import CachedScene
+from training.cached_scene import CachedScene, to_map, to_pixel
 
 DN_SCALE = 10000.0
 
@@ -196,11 +196,7 @@ class UnlabelledWindows(Dataset):
 
     def map_origin(self, k: int, j: int, row: int, col: int) -> tuple[int, int]:
         """Window origin (row, col) on scene ``k``'s grid -> scene ``j``'s grid, by georeference, clamped inside."""
-        a, b, c, d, e, f = (self._transforms[k][n] for n in range(6))
-        x, y = a * col + b * row + c, d * col + e * row + f
-        a, b, c, d, e, f = (self._transforms[j][n] for n in range(6))
-        det = a * e - b * d  # the inverse of scene j's affine transform, applied to (x, y)
-        c2, r2 = (e * (x - c) - b * (y - f)) / det, (a * (y - f) - d * (x - c)) / det
+        c2, r2 = to_pixel(self._transforms[j], *to_map(self._transforms[k], col, row))
         h, w = self._shapes[j]
         S = self.patch_size
         return int(min(max(round(r2), 0), h - S)), int(min(max(round(c2), 0), w - S))

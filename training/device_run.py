@@ -17,7 +17,6 @@ sizing and the run's log): 2 + 2 x keep files, within the 8 a call returns. Ther
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import tempfile
@@ -28,17 +27,15 @@ from typing import Any
 from earth_embed.errors import ConfigError
 from training import pretrain
 from training.slim_checkpoints import slim_run
+from training.tracking import read_log
 
 
 def seconds_per_step(log_csv: Path, skip: int) -> float:
     """Mean wall seconds per step after the first ``skip`` steps (start-up and compilation), from ``log.csv``."""
-    with log_csv.open(newline="") as f:
-        rows = [(int(r["step"]), float(r["elapsed_s"])) for r in csv.DictReader(f)]
-    later = [r for r in rows if r[0] > skip]
+    later = [r for r in read_log(log_csv) if r["step"] > skip]
     if len(later) < 2:
         raise ConfigError(f"{log_csv}: too few logged steps after step {skip} to time; raise --timing-steps")
-    (s0, t0), (s1, t1) = later[0], later[-1]
-    return (t1 - t0) / (s1 - s0)
+    return (later[-1]["elapsed_s"] - later[0]["elapsed_s"]) / (later[-1]["step"] - later[0]["step"])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -83,8 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         run_s = time.perf_counter() - t1
         slim_run(work / "run", out, keep=args.keep, run_files=("config.yaml",))  # 8 files come back at most
-        with (work / "run" / "log.csv").open(newline="") as f:
-            log = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+        log = read_log(work / "run" / "log.csv")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = {

@@ -9,6 +9,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
+# What accelerate's save_state writes into a checkpoint folder for pretrain.py: the prepared model (the query
+# net, safetensors) and the registered objects in order (0 = TrainState, 1 = the EMA key net, if any).
+QUERY_WEIGHTS = "model.safetensors"
+KEY_WEIGHTS = "custom_checkpoint_1.pkl"
+
 
 class TrainState:
     """Progress saved with ``save_state``: optimizer steps done and training seconds so far."""

@@ -21,10 +21,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from earth_embed.errors import ConfigError
+from training.run_state import KEY_WEIGHTS, QUERY_WEIGHTS
 
 RUN_FILES = ("config.yaml", "log.csv", "summary.json")
-QUERY_FILE = "model.safetensors"
-KEY_FILE = "custom_checkpoint_1.pkl"  # accelerate's second registered object in pretrain.py: the EMA key net
 
 
 def _encoder_half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -62,10 +61,10 @@ def slim_run(run: str | Path, out: str | Path, keep: int = 3, run_files: Sequenc
     for ckpt in spread(ckpts, keep):
         dst = out / "checkpoints" / ckpt.name
         dst.mkdir(parents=True)
-        save_file(_encoder_half(load_file(ckpt / QUERY_FILE)), dst / QUERY_FILE)
-        if (ckpt / KEY_FILE).is_file():
-            key = torch.load(ckpt / KEY_FILE, map_location="cpu", weights_only=True)
-            torch.save(_encoder_half(key), dst / KEY_FILE)
+        save_file(_encoder_half(load_file(ckpt / QUERY_WEIGHTS)), dst / QUERY_WEIGHTS)
+        if (ckpt / KEY_WEIGHTS).is_file():
+            key = torch.load(ckpt / KEY_WEIGHTS, map_location="cpu", weights_only=True)
+            torch.save(_encoder_half(key), dst / KEY_WEIGHTS)
         written.append(dst)
     return written
 

@@ -186,8 +186,8 @@ def targets(rows: list[dict]) -> list[dict[str, Any]]:
             # one decimal, as the tables print them (rounding twice printed 20.4 beside a table's 20.5)
             t: dict[str, Any] = {"dataset": ds, "encoder": enc, "encoder_miou": round(e, 1)}
             if stack:
-                t["stack_miou"] = round(_mean(stack)[0], 1)
-                t["beats_stack"] = bool(e >= _mean(stack)[0])
+                stack_m = _mean(stack)[0]
+                t["stack_miou"], t["beats_stack"] = round(stack_m, 1), bool(e >= stack_m)
             hand = [_mean(_select(rows, ds, lab))[0] for lab in HANDMADE_ROWS.values() if _select(rows, ds, lab)]
             if hand:
                 t["best_handmade_miou"] = round(max(hand), 1)

@@ -34,6 +34,7 @@ from earth_embed import EarthEncoder
 from training.experiments.linear_probe import DATASETS, FAST_MAX_TRAIN, halves
 from training.features import BN_MODES
 from training.probe import REFERENCES, ProbeSelector, probe_source, scene_arrays
+from training.run_state import KEY_WEIGHTS, QUERY_WEIGHTS
 
 
 def encoder_from_checkpoint(cfg: dict, ckpt: Path | None, which: str = "query") -> EarthEncoder:
@@ -50,9 +51,9 @@ def encoder_from_checkpoint(cfg: dict, ckpt: Path | None, which: str = "query") 
     if ckpt is None:
         return enc.eval()
     if which == "query":
-        state = load_file(ckpt / "model.safetensors")
-    else:  # accelerate's register_for_checkpointing order in pretrain.py: 0 = TrainState, 1 = key net
-        state = torch.load(ckpt / "custom_checkpoint_1.pkl", map_location="cpu", weights_only=True)
+        state = load_file(ckpt / QUERY_WEIGHTS)
+    else:
+        state = torch.load(ckpt / KEY_WEIGHTS, map_location="cpu", weights_only=True)
     enc.load_state_dict({k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")})
     return enc.eval()
 
