@@ -179,3 +179,11 @@ def test_brandenburg_shift_splits_the_test_block_on_real_pixels(tmp_path, shared
     with torch.no_grad():  # two tiles side by side, each embedded on its own
         halves = torch.cat([enc(x[None, :, :, :64])[0], enc(x[None, :, :, 64:])[0]], 2).flatten(1).T
     torch.testing.assert_close(brandenburg_shift.tiled_features(enc, x, 64), halves, atol=1e-5, rtol=1e-4)
+
+
+def test_results_json_is_written_whole(tmp_path):
+    from training.experiments.results_file import write_json
+
+    out = write_json(tmp_path / "sub" / "r.json", {"miou": 0.5})
+    assert json.loads(out.read_text()) == {"miou": 0.5}
+    assert [p.name for p in out.parent.iterdir()] == ["r.json"]  # no temporary file left beside it

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 
 from earth_embed import EarthEncoder
 from training.experiments.linear_probe import FAST_MAX_TRAIN, halves, random_twin
+from training.experiments.results_file import write_json
 from training.features import normalise_scene, scene_features
 from training.probe import probe_scores, scene_arrays
 
@@ -148,11 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     result = run(args)
     result["markdown"] = markdown(result)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    write_json(args.json, result)
     print(result["markdown"])
     return result
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import shlex
 import sys
 import time
@@ -36,6 +35,7 @@ from earth_embed import EarthEncoder
 from earth_embed.apps.heads import fit_head, make_head, predict_proba
 from training.evaluate import confusion_matrix, metrics_from_confusion
 from training.experiments.linear_probe import DATASETS, halves
+from training.experiments.results_file import write_json
 from training.features import scene_features
 from training.labelled import IGNORE_INDEX
 from training.probe import scene_arrays
@@ -148,11 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     result = run(args)
     result["markdown"] = {h: summary_markdown(result, h) for h in args.heads}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    write_json(args.out, result)
     for h in args.heads:
         print(f"\n{h}:\n{result['markdown'][h]}")
     return result

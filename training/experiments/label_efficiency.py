@@ -41,6 +41,7 @@ import numpy as np
 
 from training import finetune as ft
 from training import pretrain
+from training.experiments.results_file import write_json
 
 REPO = Path(__file__).resolve().parent.parent.parent
 INITS = ("pretrained", "random", "image_level", "linear_probe")
@@ -293,13 +294,6 @@ def write_plot(path: Path, summary: dict, fractions: list[float], title: str) ->
     plt.close(fig)
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def _record(init: str, start: str, fraction: float, seed: int, res: dict) -> dict:
     t = res["test"]
     return {
@@ -349,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res = ft.finetune(ft.parse_args(_finetune_argv(args, init, fraction, seed, encoders, lr)))
         rec = _record(init, starts[init], fraction, seed, res)
         runs.append(rec)
-        _atomic_json(partial, {"runs": runs})
+        write_json(partial, {"runs": runs}, indent=2)
         print(
             f"[label_efficiency] {init:>12s} {100 * fraction:g} % seed {seed} lr {lr}: test mIoU "
             f"{100 * rec['miou']:.2f}, val {100 * (rec['final_val_miou'] or 0):.2f} ({res['wall_time_s']:.0f} s)",
@@ -400,7 +394,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "lr_grid_runs": grid,
         "meta": meta,
     }
-    _atomic_json(Path(args.out_json), result)
+    write_json(args.out_json, result, indent=2)
     write_markdown(Path(args.out_md), result)
     write_plot(Path(args.out_png), summary, list(args.fractions), f"label efficiency (LP-FT), {Path(args.data).name}")
     print(Path(args.out_md).read_text())

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import shlex
 import sys
 import time
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 
 from earth_embed import EarthEncoder
+from training.experiments.results_file import write_json
 from training.features import BN_MODES, scene_features
 from training.labelled import LabelledScene
 from training.probe import block_masks, probe_scores, scene_arrays
@@ -271,11 +271,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     result = run(args)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    write_json(args.json, result)
     if args.md:
         Path(args.md).write_text(result["markdown"] + "\n")
     print(result["markdown"])

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import shlex
 import sys
 import time
@@ -43,6 +42,7 @@ import torch
 from earth_embed import EarthEncoder
 from earth_embed.region import quantize
 from training.experiments.linear_probe import halves
+from training.experiments.results_file import write_json
 from training.probe import features, probe_scores, scene_arrays
 
 
@@ -160,11 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     result = run(args)
     result["markdown"] = summary_markdown(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    write_json(args.out, result)
     print(result["markdown"])
     return result
 
