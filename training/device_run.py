@@ -8,7 +8,7 @@ and the query and EMA encoders of ``--keep`` checkpoints) and ``device_run.json`
 sizing and the run's log): 2 + 2 x keep files, within the 8 a call returns. There are no in-loop probes
 (they read labelled rasters): probe the returned checkpoints on the CPU.
 
-    python -m training.array_cache --data training/configs/data/pretrain-landcover.yaml --crop 192 --out .cache/arrays
+    python -m training.array_cache --data training/configs/data/pretrain-real.yaml --crop 256 --out .cache/arrays
     # device tool, carry [".cache"], timeout_s 600:
     PYTHONUNBUFFERED=1 python3 -m training.device_run --config training/configs/release4-candidate.yaml \\
         --scale gpu --cache .cache/arrays --minutes 7 --out "$OUT"
