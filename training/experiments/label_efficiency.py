@@ -15,7 +15,8 @@ at 1 % and 5 %, 5 at 25 % and 100 %), run seed-round by seed-round so a run cut 
 encoder with the standardised probe (``finetune.py --freeze-encoder``). Reported: per-start mean +- std
 and the paired difference pretrained - random per fraction (mean +- standard error, wins out of
 seeds). Writes JSON, a markdown table and a plot; finished runs are kept in ``<work-dir>/runs.json``
-and reused (same start, fraction, seed, lr and schedule).
+and reused (same start, fraction, seed, lr and schedule); ``--reuse-runs`` seeds that cache from earlier
+results files, e.g. the random-init runs of the last release (they do not depend on the encoder).
 
 Starts (``--inits``): ``pretrained`` (the dense encoder), ``random`` (same architecture and
 normalisation, fresh weights per seed), ``image_level`` (an image-level encoder), ``linear_probe``.
@@ -41,6 +42,7 @@ import numpy as np
 
 from training import finetune as ft
 from training import pretrain
+from training.experiments.label_efficiency_report import write_markdown, write_plot
 from training.experiments.results_file import write_json
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -97,6 +99,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-batch-size", type=int)
     p.add_argument("--chip", type=int)
     p.add_argument("--work-dir", default="runs/label_efficiency")
+    p.add_argument(
+        "--reuse-runs",
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="earlier results files (e.g. docs/results/label_efficiency.json) whose runs seed the cache; a run is "
+        "reused only for the same start key, fraction, seed, lr and schedule (random starts: the same architecture, "
+        "bands and normalisation), as with --work-dir",
+    )
     p.add_argument("--out-json", default="docs/results/label_efficiency.json")
     p.add_argument("--out-md", default="docs/results/label_efficiency.md")
     p.add_argument("--out-png", default="docs/results/label_efficiency.png")
@@ -219,81 +230,6 @@ def choose_lrs(grid_runs: list[dict], inits: list[str]) -> dict[str, float]:
     return out
 
 
-def write_markdown(path: Path, result: dict) -> None:
-    meta, fractions = result["meta"], result["fractions"]
-    summary, pair = result["summary"], result["paired"]
-    cols = [f"{100 * f:g} %" for f in fractions]
-    lines = [
-        f"# Label efficiency on `{meta['data']}` (LP-FT, paired seeds)",
-        "",
-        f"Date {meta['date']}, scale `{meta['scale']}`, {meta['n_runs']} runs ({meta['finetune_wall_time_s'] / 60:.1f} min "
-        f"of fine-tuning summed); fine-tuning {json.dumps(meta['finetune'])}; encoder lr per start "
-        f"(chosen on the validation block at {100 * meta['grid_fraction']:g} %, seed {meta['grid_seed']}, from "
-        f"{meta['lr_grid']}): {json.dumps(result['lr_choice'])}. Seeds run per fraction: "
-        f"{json.dumps(meta['seeds_run'])} (planned {json.dumps(meta['seeds_planned'])}). Command:",
-        "",
-        "```bash",
-        meta["command"],
-        "```",
-        "",
-        "Test-block mIoU (%), mean +- std over seeds (n), by share of training chips:",
-        "",
-        "| start | " + " | ".join(cols) + " |",
-        "|---|" + "---|" * len(cols),
-    ]
-    for init, by_f in summary.items():
-        cells = [
-            f"{by_f[k]['mean']:.2f} +- {by_f[k]['std']:.2f} ({by_f[k]['n']})" if (k := f"{f:g}") in by_f else ""
-            for f in fractions
-        ]
-        lines.append(f"| {init} | " + " | ".join(cells) + " |")
-    cells = []
-    for f in fractions:
-        q = pair.get(f"{f:g}")
-        se = "n/a" if q is None or q["se"] is None else f"{q['se']:.2f}"
-        cells.append("" if q is None else f"{q['mean']:+.2f} +- {se} ({q['wins']}/{q['n']} wins)")
-    lines.append("| **pretrained - random** (paired, mean +- s.e.) | " + " | ".join(cells) + " |")
-    lines += ["", "Per-class test IoU (%), mean +- std over seeds:", ""]
-    classes = next(iter(next(iter(summary.values())).values()))["per_class"].keys() if summary else []
-    lines += ["| start | fraction | " + " | ".join(classes) + " |", "|---|---|" + "---|" * len(classes)]
-    for init, by_f in summary.items():
-        for f, s in by_f.items():
-            cells = ["-" if v is None else f"{v[0]:.1f} +- {v[1]:.1f}" for v in s["per_class"].values()]
-            lines.append(f"| {init} | {100 * float(f):g} % | " + " | ".join(cells) + " |")
-    lines += ["", f"Encoders: {json.dumps(meta['encoders'])}.", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-
-
-def write_plot(path: Path, summary: dict, fractions: list[float], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for init, by_f in summary.items():
-        fs = [f for f in fractions if f"{f:g}" in by_f]
-        ax.errorbar(
-            [100 * f for f in fs],
-            [by_f[f"{f:g}"]["mean"] for f in fs],
-            yerr=[by_f[f"{f:g}"]["std"] for f in fs],
-            marker="o",
-            capsize=3,
-            label=init,
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("training chips used (%)")
-    ax.set_ylabel("test mIoU (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def _record(init: str, start: str, fraction: float, seed: int, res: dict) -> dict:
     t = res["test"]
     return {
@@ -329,6 +265,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     starts = {init: start_key(init, encoders) + schedule for init in args.inits}
     partial = work / "runs.json"  # finished runs, so an interrupted experiment continues
     runs: list[dict] = json.loads(partial.read_text())["runs"] if partial.is_file() else []
+    for earlier in args.reuse_runs:  # finished runs of earlier experiments (their lr-grid runs too)
+        data = json.loads(Path(earlier).read_text())
+        runs += [r for r in data["runs"] + data.get("lr_grid_runs", []) if r["start"] in starts.values()]
 
     def run(init: str, fraction: float, seed: int, lr: float | None) -> dict:
         for r in runs:
