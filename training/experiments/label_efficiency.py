@@ -166,16 +166,30 @@ def _finetune_argv(
     return argv + ["--init", f"pretrained:{encoders['image_level' if init == 'image_level' else 'pretrained']}"]
 
 
+def _rounded(value: Any) -> Any:
+    """``value`` with every float rounded to 7 significant digits (nested lists and dicts kept)."""
+    if isinstance(value, float):
+        return float(f"{value:.7g}")
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
 def start_key(init: str, encoders: dict[str, str]) -> str:
     """What a fine-tune starts from, so ``runs.json`` reuses a run only for the same start.
 
     Pre-trained starts: the encoder's weights file (path and SHA-256). Random starts: the
-    architecture, bands and normalisation they copy (the weights are random per seed).
+    architecture, bands and normalisation they copy (the weights are random per seed), the
+    normalisation rounded to 7 significant digits (float32's precision): two encoders whose
+    measured statistics differ only in float64 noise give the same random start.
     """
     folder = Path(encoders["image_level" if init == "image_level" else "pretrained"])
     if init == "random":
         cfg = json.loads((folder / "config.json").read_text())
-        spec = {k: cfg.get(k) for k in ("architecture", "bands", "embed_dim", "normalization")}
+        spec = {k: cfg.get(k) for k in ("architecture", "bands", "embed_dim")}
+        spec["normalization"] = _rounded(cfg.get("normalization"))
         return "random:" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()[:16]
     return f"{init}:{folder}:{digest}"
