@@ -128,8 +128,12 @@ def test_random_start_key_ignores_float_noise_in_the_normalisation(tmp_path):
     def key(std: list[float]) -> str:
         folder = tmp_path / f"enc{len(list(tmp_path.iterdir()))}"
         folder.mkdir()
-        cfg = {"architecture": "unet-resnet18-s16", "bands": ["B02"], "embed_dim": 64,
-               "normalization": {"mean": [0.1], "std": std}}
+        cfg = {
+            "architecture": "unet-resnet18-s16",
+            "bands": ["B02"],
+            "embed_dim": 64,
+            "normalization": {"mean": [0.1], "std": std},
+        }
         (folder / "config.json").write_text(json.dumps(cfg))
         return le.start_key("random", {"pretrained": str(folder)})
 
