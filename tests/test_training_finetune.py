@@ -125,8 +125,8 @@ def test_paired_differences_hand_computed():
 def test_random_start_key_ignores_float_noise_in_the_normalisation(tmp_path):
     from training.experiments import label_efficiency as le
 
-    def key(std: list[float]) -> str:
-        folder = tmp_path / f"enc{len(list(tmp_path.iterdir()))}"
+    def key(name: str, std: list[float]) -> str:
+        folder = tmp_path / name
         folder.mkdir()
         cfg = {
             "architecture": "unet-resnet18-s16",
@@ -137,9 +137,9 @@ def test_random_start_key_ignores_float_noise_in_the_normalisation(tmp_path):
         (folder / "config.json").write_text(json.dumps(cfg))
         return le.start_key("random", {"pretrained": str(folder)})
 
-    base = key([0.123456789012345])
-    assert key([0.123456789012345 + 1e-16]) == base  # float64 noise (two measurements of one set of windows)
-    assert key([0.1235]) != base  # a different normalisation is a different start
+    base = key("a", [0.123456789012345])
+    assert key("b", [0.123456789012345 + 1e-16]) == base  # float64 noise (two measurements of one set of windows)
+    assert key("c", [0.1235]) != base  # a different normalisation is a different start
 
 
 def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):

@@ -154,9 +154,8 @@ def test_every_shipped_recipe_loads(path):
     assert cfg["name"] == path.stem and cfg["train"]["steps"] > 0
     if path.stem in ("release", "cpu-60min"):  # released recipes choose their encoder by the probe
         assert cfg["train"]["select"] == "probe" and cfg["train"]["probe_every"] > 0
-    if (
-        path.stem == "within-image"
-    ):  # releases 3 and 3.1: the within-image band target, chosen by the cross-validated probe
+    # releases 3 and 3.1: the within-image band target, chosen by the cross-validated probe
+    if path.stem == "within-image":
         assert cfg["train"]["select"] == "probe_cv" and cfg["loss"]["recon_within_weight"] == 10.0
 
 
