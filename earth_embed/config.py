@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .bands import canonical_band_names
 from .errors import ConfigError
+
+
+def check_windows(windows: Sequence[int]) -> list[int]:
+    """The window sizes as ints, or a ConfigError unless each is odd and >= 3."""
+    out = [int(w) for w in windows]
+    bad = [w for w in out if w < 3 or w % 2 == 0]
+    if bad or not out:
+        raise ConfigError(f"local_stats windows must be odd sizes >= 3 (e.g. [5, 15]), got {list(windows)}.")
+    return out
+
 
 #: Version of the config.json format; bump on incompatible changes.
 CONFIG_VERSION = 1
@@ -55,6 +66,7 @@ class EarthConfig:
     normalization: Normalization
     kind: str = "encoder"
     backbone_out_indices: list[int] | None = None  # timm feature stages used (None: all)
+    local_stats: list[int] | None = None  # windows of the texture layer before the head (None: no layer)
     classes: list[str] | None = None
     class_colors: list[list[int]] | None = None
     name: str = ""
@@ -67,6 +79,8 @@ class EarthConfig:
             self.normalization = Normalization(**self.normalization)
         self.bands = canonical_band_names(self.bands)
         self.decoder_channels = [int(c) for c in self.decoder_channels]
+        if self.local_stats is not None:
+            self.local_stats = check_windows(self.local_stats)
         if not self.bands:
             raise ConfigError("config lists no input bands; give at least one band name.")
         if self.embed_dim < 1:
@@ -88,8 +102,11 @@ class EarthConfig:
 
     # --- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return asdict(self)
+        """A JSON-serialisable dict (``local_stats`` only when set, so such configs stay readable by older releases)."""
+        data = asdict(self)
+        if data["local_stats"] is None:
+            del data["local_stats"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EarthConfig:

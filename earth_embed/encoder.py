@@ -16,6 +16,7 @@ from .config import EarthConfig, Normalization
 from .decoder import UNetDecoder
 from .errors import BandError
 from .hub import EarthHubMixin, apply_state_dict
+from .local_stats import LocalStats
 from .registry import get_architecture
 
 
@@ -63,7 +64,11 @@ class EarthEncoder(nn.Module, EarthHubMixin):
         )
         info: Any = self.backbone.feature_info
         self.decoder = UNetDecoder(info.channels(), info.reduction(), len(config.bands), config.decoder_channels)
-        self.head = nn.Conv2d(self.decoder.out_channels, config.embed_dim, kernel_size=1)
+        self.local_stats = LocalStats(config.local_stats) if config.local_stats else None
+        head_in = self.decoder.out_channels
+        if self.local_stats is not None:
+            head_in = self.local_stats.out_channels(head_in)
+        self.head = nn.Conv2d(head_in, config.embed_dim, kernel_size=1)
         norm = config.normalization
         self.register_buffer("_mean", torch.tensor(norm.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(norm.std).view(1, -1, 1, 1), persistent=False)
@@ -132,7 +137,10 @@ class EarthEncoder(nn.Module, EarthHubMixin):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         features = self.backbone(x)
-        y = self.head(self.decoder(features, x))
+        decoded = self.decoder(features, x)
+        if self.local_stats is not None:
+            decoded = self.local_stats(decoded)
+        y = self.head(decoded)
         return y[..., :height, :width]
 
     def normalize(self, dn: torch.Tensor, dn_offset: float | None = None) -> torch.Tensor:

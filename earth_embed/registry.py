@@ -23,6 +23,15 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "backbone_out_indices": [0, 1, 2, 3],
         "decoder_channels": [128, 64, 64, 64],
     },
+    # The stride-16 model with a texture layer before the head (issue 10, arm k): the head also sees the
+    # local standard deviation of each last-decoder channel over 5 and 15 px, so that within-scene texture
+    # (what the hand-made stack adds to the bands) costs the network no capacity to carry.
+    "unet-resnet18-s16-ls": {
+        "backbone": "resnet18",
+        "backbone_out_indices": [0, 1, 2, 3],
+        "decoder_channels": [128, 64, 32, 32],
+        "local_stats": [5, 15],
+    },
     "unet-resnet34": {"backbone": "resnet34", "decoder_channels": [256, 128, 64, 32, 32]},
     "unet-resnet50": {"backbone": "resnet50", "decoder_channels": [256, 128, 64, 32, 32]},
     "unet-convnext-tiny": {"backbone": "convnext_tiny", "decoder_channels": [256, 128, 64, 32, 32]},
