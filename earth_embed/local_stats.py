@@ -11,6 +11,16 @@ from torch import nn
 from .config import check_windows
 
 
+def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean over the k x k window clipped at the border: two 1-D depthwise box sums over the pixel counts."""
+    c, (height, width), r = x.shape[1], x.shape[-2:], k // 2
+    kernel = x.new_ones(c, 1, k, 1)
+    sums = F.conv2d(F.conv2d(x, kernel, padding=(r, 0), groups=c), kernel.view(c, 1, 1, k), padding=(0, r), groups=c)
+    box = x.new_ones(1, 1, k)
+    rows, cols = (F.conv1d(x.new_ones(1, 1, n), box, padding=r)[0, 0] for n in (height, width))
+    return sums / (rows[:, None] * cols[None, :])
+
+
 class LocalStats(nn.Module):
     """Concatenate, for each window size k, the per-channel standard deviation over k x k pixels.
 
@@ -32,8 +42,7 @@ class LocalStats(nn.Module):
         h = x.float()
         parts = [x]
         for k in self.windows:
-            mean = F.avg_pool2d(h, k, stride=1, padding=k // 2, count_include_pad=False)
-            mean_sq = F.avg_pool2d(h * h, k, stride=1, padding=k // 2, count_include_pad=False)
+            mean, mean_sq = _box_mean(h, k), _box_mean(h * h, k)
             std = (mean_sq - mean * mean).clamp_min(0.0).add(self.eps).sqrt()
             parts.append(std.to(x.dtype))
         return torch.cat(parts, dim=1)

@@ -10,7 +10,7 @@ sizing and the run's log): 2 + 2 x keep files, within the 8 a call returns. Ther
 
     python -m training.array_cache --data training/configs/data/pretrain-real.yaml --crop 256 --out .cache/arrays
     # device tool, carry [".cache"], timeout_s 600:
-    PYTHONUNBUFFERED=1 python3 -m training.device_run --config training/configs/within-image.yaml \\
+    PYTHONUNBUFFERED=1 python3 -m training.device_run --config training/configs/local-stats.yaml \\
         --scale gpu --cache .cache/arrays --minutes 7 --out "$OUT"
 """
 
