@@ -10,15 +10,34 @@ from torch import nn
 
 from .config import check_windows
 
+EDGES = ("clip", "reflect")
 
-def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Mean over the k x k window clipped at the border: two 1-D depthwise box sums over the pixel counts."""
-    c, (height, width), r = x.shape[1], x.shape[-2:], k // 2
+
+def box_mean(x: torch.Tensor, k: int, edge: str = "clip") -> torch.Tensor:
+    """Mean over the k x k window centred on each pixel of ``(B, C, H, W)``, as two 1-D passes.
+
+    ``edge="clip"`` cuts the window at the border and divides by the pixels inside it (the texture layer:
+    depthwise box sums, the faster form on CPU); ``edge="reflect"`` mirrors the image at its edges first
+    (the hand-made stack; k // 2 < each side; average pooling, bit for bit the stack's published numbers).
+    """
+    if edge not in EDGES:
+        raise ValueError(f"edge must be one of {EDGES}, got {edge!r}")
+    r = k // 2
+    if edge == "reflect":
+        xp = F.pad(x, (r, r, r, r), mode="reflect")
+        return F.avg_pool2d(F.avg_pool2d(xp, (1, k), stride=1), (k, 1), stride=1)
+    c, (height, width) = x.shape[1], x.shape[-2:]
     kernel = x.new_ones(c, 1, k, 1)
     sums = F.conv2d(F.conv2d(x, kernel, padding=(r, 0), groups=c), kernel.view(c, 1, 1, k), padding=(0, r), groups=c)
     box = x.new_ones(1, 1, k)
     rows, cols = (F.conv1d(x.new_ones(1, 1, n), box, padding=r)[0, 0] for n in (height, width))
     return sums / (rows[:, None] * cols[None, :])
+
+
+def local_std(x: torch.Tensor, k: int, edge: str = "clip", eps: float = 0.0) -> torch.Tensor:
+    """Per-channel standard deviation over k x k windows of ``(B, C, H, W)`` (edges as :func:`box_mean`)."""
+    mean, mean_sq = box_mean(x, k, edge), box_mean(x * x, k, edge)
+    return (mean_sq - mean * mean).clamp_min(0.0).add(eps).sqrt()
 
 
 class LocalStats(nn.Module):
@@ -42,9 +61,7 @@ class LocalStats(nn.Module):
         h = x.float()
         parts = [x]
         for k in self.windows:
-            mean, mean_sq = _box_mean(h, k), _box_mean(h * h, k)
-            std = (mean_sq - mean * mean).clamp_min(0.0).add(self.eps).sqrt()
-            parts.append(std.to(x.dtype))
+            parts.append(local_std(h, k, eps=self.eps).to(x.dtype))
         return torch.cat(parts, dim=1)
 
     def extra_repr(self) -> str:

