@@ -32,6 +32,14 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "decoder_channels": [128, 64, 32, 32],
         "local_stats": [5, 15],
     },
+    # Arm (l) (issue 10): the texture layer with the 5 px window only. On release 4 the 15 px block carries
+    # austria-ben-v2 and costs slovenia-eolearn and brandenburg-osm (docs/results.md, "Arm (l)").
+    "unet-resnet18-s16-ls5": {
+        "backbone": "resnet18",
+        "backbone_out_indices": [0, 1, 2, 3],
+        "decoder_channels": [128, 64, 32, 32],
+        "local_stats": [5],
+    },
     "unet-resnet34": {"backbone": "resnet34", "decoder_channels": [256, 128, 64, 32, 32]},
     "unet-resnet50": {"backbone": "resnet50", "decoder_channels": [256, 128, 64, 32, 32]},
     "unet-convnext-tiny": {"backbone": "convnext_tiny", "decoder_channels": [256, 128, 64, 32, 32]},
