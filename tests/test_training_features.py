@@ -187,3 +187,31 @@ def test_results_json_is_written_whole(tmp_path):
     out = write_json(tmp_path / "sub" / "r.json", {"miou": 0.5})
     assert json.loads(out.read_text()) == {"miou": 0.5}
     assert [p.name for p in out.parent.iterdir()] == ["r.json"]  # no temporary file left beside it
+
+
+def test_texture_windows_holds_each_block_of_the_layer_on_real_pixels(tmp_path, shared_data):
+    """Stack rows per local-std window, and the encoder with each texture block held at its scene mean."""
+    from training.experiments import texture_windows
+
+    torch.manual_seed(0)
+    enc = EarthEncoder.new("unet-resnet18-s16-ls", bands=RELEASE_BANDS, embed_dim=8, mean=[0.1] * 10, std=[0.05] * 10)
+    assert texture_windows.texture_blocks(enc) == {
+        "as trained": [],
+        "no std5": [(32, 64)],
+        "no std15": [(64, 96)],
+        "no texture": [(32, 96)],
+    }
+    enc.eval().save_pretrained(tmp_path / "enc")
+    argv = ["--encoder", str(tmp_path / "enc"), "--data-root", str(shared_data), "--sets", "slovenia-eolearn"]
+    res = texture_windows.main(argv + ["--windows", "5", "--json", str(tmp_path / "t.json")])
+    got = {(r["kind"], r["variant"]): r["miou"] for r in res["rows"]}
+    assert set(got) == {("stack", v) for v in ("raw+means", "+std5", "stack")} | {
+        ("encoder", v) for v in ("as trained", "no std5", "no std15", "no texture")
+    }
+    assert all(0.1 < v < 0.7 for v in got.values())
+    assert got[("encoder", "no texture")] != got[("encoder", "as trained")]  # the hook changed the features
+    assert "stack: +std5" in json.loads((tmp_path / "t.json").read_text())["markdown"]
+    plain = EarthEncoder.new("unet-resnet18-s16", bands=RELEASE_BANDS, embed_dim=8)
+    plain.save_pretrained(tmp_path / "plain")
+    with pytest.raises(SystemExit, match="no texture layer"):
+        texture_windows.main(["--encoder", str(tmp_path / "plain"), "--json", str(tmp_path / "x.json")])
