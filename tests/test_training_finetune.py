@@ -155,6 +155,9 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
         "--lr-grid",
         "1e-4",
         "1e-3",
+        "--grid-seeds",
+        "0",
+        "1",
         "--pretrain-config",
         str(REPO / "training/configs/smoke.yaml"),
         "--pretrain-set",
@@ -172,8 +175,9 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
     ]
     res = le.main(argv)
     data = json.loads((out / "le.json").read_text())
-    assert data["fractions"] == [0.05] and len(data["runs"]) == 2 * 3 and len(data["lr_grid_runs"]) == 4
+    assert data["fractions"] == [0.05] and len(data["runs"]) == 2 * 3 and len(data["lr_grid_runs"]) == 2 * 2 * 2
     assert set(data["lr_choice"]) == {"pretrained", "random"} and data["lr_choice"]["random"] in (1e-4, 1e-3)
+    assert data["meta"]["grid_seeds"] == [0, 1]
     for r in data["runs"]:
         assert r["init"] in ("pretrained", "random", "linear_probe") and 0.0 <= r["miou"] <= 1.0
         assert r["encoder_lr"] == (None if r["init"] == "linear_probe" else data["lr_choice"][r["init"]])
@@ -191,3 +195,15 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
     seeded = [*argv[:i], str(tmp_path / "w2"), *argv[i + 1 :], "--encoder", res["meta"]["encoders"]["pretrained"]]
     reused = le.main([*seeded, "--reuse-runs", str(out / "le.json")])
     assert [r["miou"] for r in reused["runs"]] == [r["miou"] for r in data["runs"]]
+
+
+def test_lr_choice_is_the_best_mean_over_the_grid_seeds():
+    """One validation run can pick the wrong lr; the mean over the grid's seeds decides, ties to the lower lr."""
+    from training.experiments.label_efficiency import choose_lrs
+
+    val = {(1e-4, 0): 0.12, (1e-3, 0): 0.10, (1e-4, 1): 0.05, (1e-3, 1): 0.11, (1e-4, 2): 0.08, (1e-3, 2): 0.09}
+    grid = [{"init": "pretrained", "encoder_lr": lr, "seed": s, "final_val_miou": v} for (lr, s), v in val.items()]
+    assert choose_lrs([r for r in grid if r["seed"] == 0], ["pretrained"]) == {"pretrained": 1e-4}
+    assert choose_lrs(grid, ["pretrained", "random"]) == {"pretrained": 1e-3}
+    tie = [{"init": "random", "encoder_lr": lr, "seed": 0, "final_val_miou": 0.1} for lr in (1e-3, 1e-4)]
+    assert choose_lrs(tie, ["random"]) == {"random": 1e-4}

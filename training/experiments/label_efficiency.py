@@ -7,7 +7,7 @@
 Protocol (issue 10): every fine-tuned start is linear-probe-then-fine-tune (``finetune.py --lp-ft``:
 the 1x1 head is first fit as the standardised L-BFGS probe on the frozen encoder, then the whole net
 trains with the encoder at a lower lr); its encoder lr is chosen **once per start** from ``--lr-grid``
-by the validation-block mIoU at ``--grid-fraction`` / ``--grid-seed`` (the same budget for each
+by the validation-block mIoU at ``--grid-fraction``, averaged over ``--grid-seeds`` (the same budget for each
 start); every run keeps its final step (fixed schedule); within a seed every start sees the same
 chips and the same batch order and flips. Seeds per fraction: ``--seeds-per-fraction`` (default 10
 at 1 % and 5 %, 5 at 25 % and 100 %), run seed-round by seed-round so a run cut short by
@@ -82,7 +82,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inits", nargs="+", default=["pretrained", "random", "linear_probe"], choices=INITS)
     p.add_argument("--lr-grid", type=float, nargs="+", default=[1e-4, 1e-3], help="encoder lrs tried per start")
     p.add_argument("--grid-fraction", type=float, default=0.05, help="label fraction of the lr choice")
-    p.add_argument("--grid-seed", type=int, default=0, help="seed of the lr choice")
+    p.add_argument(
+        "--grid-seeds",
+        "--grid-seed",
+        dest="grid_seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="seeds of the lr choice: the mean validation mIoU over them picks each start's lr",
+    )
     p.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     p.add_argument("--pretrain-config", help="override the scale's pre-training config")
     p.add_argument(
@@ -235,12 +243,16 @@ def paired(runs: list[dict], fractions: list[float], a: str = "pretrained", b: s
 
 
 def choose_lrs(grid_runs: list[dict], inits: list[str]) -> dict[str, float]:
-    """Per fine-tuned start: the encoder lr with the best validation-block mIoU at the final step."""
+    """Per fine-tuned start: the encoder lr with the best validation-block mIoU at the final step, averaged over the
+    grid's seeds (ties go to the lower lr)."""
     out = {}
     for init in inits:
-        rs = [r for r in grid_runs if r["init"] == init]
-        if rs:
-            out[init] = max(rs, key=lambda r: (r["final_val_miou"], -r["encoder_lr"]))["encoder_lr"]
+        val: dict[float, list[float]] = {}
+        for r in grid_runs:
+            if r["init"] == init:
+                val.setdefault(r["encoder_lr"], []).append(r["final_val_miou"])
+        if val:
+            out[init] = max(val, key=lambda lr: (float(np.mean(val[lr])), -lr))
     return out
 
 
@@ -305,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return rec
 
     tuned = [i for i in args.inits if i != "linear_probe"]
-    grid = [run(i, args.grid_fraction, args.grid_seed, lr) for lr in args.lr_grid for i in tuned]
+    grid = [run(i, args.grid_fraction, seed, lr) for seed in args.grid_seeds for lr in args.lr_grid for i in tuned]
     lr_choice = choose_lrs(grid, tuned)
     print(f"[label_efficiency] encoder lr per start (validation block): {lr_choice}", flush=True)
     keep: list[dict] = []
@@ -330,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds_run": seeds_run,
         "lr_grid": list(args.lr_grid),
         "grid_fraction": args.grid_fraction,
-        "grid_seed": args.grid_seed,
+        "grid_seeds": list(args.grid_seeds),
         "n_runs": len(keep) + len(grid),
         "wall_time_s": time.perf_counter() - t0,
         "finetune_wall_time_s": float(sum(r["wall_time_s"] for r in {id(r): r for r in keep + grid}.values())),
