@@ -210,7 +210,8 @@ def test_texture_windows_holds_each_block_of_the_layer_on_real_pixels(tmp_path, 
     }
     assert all(0.1 < v < 0.7 for v in got.values())
     assert got[("encoder", "no texture")] != got[("encoder", "as trained")]  # the hook changed the features
-    assert "stack: +std5" in json.loads((tmp_path / "t.json").read_text())["markdown"]
+    markdown = json.loads((tmp_path / "t.json").read_text())["markdown"]
+    assert "stack: +std5" in markdown and "`enc`: no std15" in markdown
     plain = EarthEncoder.new("unet-resnet18-s16", bands=RELEASE_BANDS, embed_dim=8)
     plain.save_pretrained(tmp_path / "plain")
     with pytest.raises(SystemExit, match="no texture layer"):

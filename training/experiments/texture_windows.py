@@ -111,6 +111,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _short(path: str) -> str:
+    """A run's encoder folder by its run's name (``runs/arm-seed0/encoder`` -> ``arm-seed0``), else its own."""
+    p = Path(path)
+    return p.parent.name if p.name in ("encoder", "encoder_best_probe") else p.name
+
+
 def table(result: dict[str, Any]) -> str:
     """Markdown: one row per (kind, encoder, variant), one column per set."""
     sets = list(dict.fromkeys(r["dataset"] for r in result["rows"]))
@@ -118,7 +124,7 @@ def table(result: dict[str, Any]) -> str:
     miou = {(r["kind"], r["encoder"], r["variant"], r["dataset"]): r["miou"] for r in result["rows"]}
     out = ["| features | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
     for kind, enc, variant in keys:
-        label = f"stack: {variant}" if kind == "stack" else f"`{Path(enc).name}`: {variant}"
+        label = f"stack: {variant}" if kind == "stack" else f"`{_short(enc)}`: {variant}"
         cells = [f"{100 * miou[(kind, enc, variant, s)]:.1f}" if (kind, enc, variant, s) in miou else "-" for s in sets]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(out)
