@@ -262,3 +262,22 @@ def test_release3_recipes_load():
     release3 = load_config(REPO / "training/configs/release3.yaml")
     assert release3["data"]["sources"].endswith("pretrain-landcover.yaml") and release3["train"]["select"] == "probe_cv"
     assert release3["loss"] == load_config(REPO / "training/configs/release.yaml")["loss"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("loss.method=simclr", "loss.method must be"),
+        ("train.probe_every=0", "the probes need train.probe_every > 0"),
+        ("loss.recon_weight=0", "set loss.recon_weight > 0 as well"),
+        ("loss.recon_log_std=true", "set loss.recon_target=stack as well"),
+    ],
+)
+def test_pretrain_config_errors_name_the_fix(override, message):
+    """Release 4's recipe is runnable; one bad option at a time is refused with the option to change."""
+    from training.config import check_pretrain_config, load_config
+
+    recipe = Path(__file__).resolve().parents[1] / "training/configs/local-stats.yaml"
+    check_pretrain_config(load_config(recipe))
+    with pytest.raises(ConfigError, match=message):
+        check_pretrain_config(load_config(recipe, [override]))

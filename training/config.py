@@ -172,3 +172,28 @@ def load_config(path: str | Path | list | None, overrides: list[str] | None = No
     for text in overrides or []:
         deep_update(cfg, parse_override(text))
     return cfg
+
+
+def check_pretrain_config(cfg: dict) -> None:
+    """Raise a ConfigError naming the fix for option values, or combinations, that ``pretrain.py`` cannot run."""
+    t_cfg, l_cfg = cfg["train"], cfg["loss"]
+    if l_cfg["method"] not in ("dense", "image_level"):
+        raise ConfigError(f"loss.method must be 'dense' or 'image_level', got {l_cfg['method']!r}")
+    if l_cfg["key_encoder"] not in ("ema", "shared"):
+        raise ConfigError(f"loss.key_encoder must be 'ema' or 'shared', got {l_cfg['key_encoder']!r}")
+    if t_cfg["select"] not in ("last", "probe", "probe_cv") or (
+        t_cfg["select"] != "last" and not int(t_cfg["probe_every"])
+    ):
+        raise ConfigError(
+            f"train.select must be 'last', 'probe' or 'probe_cv' (the probes need train.probe_every > 0), "
+            f"got select={t_cfg['select']!r}, probe_every={t_cfg['probe_every']!r}"
+        )
+    if l_cfg["recon_target"] not in ("bands", "stack"):
+        raise ConfigError(f"loss.recon_target must be 'bands' or 'stack', got {l_cfg['recon_target']!r}")
+    if float(l_cfg["recon_within_weight"]) > 0 and not float(l_cfg["recon_weight"]) > 0:
+        raise ConfigError(
+            "loss.recon_within_weight > 0 weighs the reconstruction head's within-image error: "
+            "set loss.recon_weight > 0 as well (e.g. --set loss.recon_weight=1.0)"
+        )
+    if l_cfg["recon_log_std"] and l_cfg["recon_target"] != "stack":
+        raise ConfigError("loss.recon_log_std applies to the stack target: set loss.recon_target=stack as well")

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from earth_embed import EarthEncoder
 from earth_embed.errors import ConfigError
-from training.config import CONFIG_DIR, load_config
+from training.config import CONFIG_DIR, check_pretrain_config, load_config
 from training.data import UnlabelledWindows, band_moments, load_data_config
 from training.features import STACK_FEATURES
 from training.launch import respawn_cpu_ranks
@@ -152,27 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     if argv is None:
         respawn_cpu_ranks(__file__)
     cfg = build_config(args)
+    check_pretrain_config(cfg)
     t_cfg, l_cfg = cfg["train"], cfg["loss"]
-    if l_cfg["method"] not in ("dense", "image_level"):
-        raise ConfigError(f"loss.method must be 'dense' or 'image_level', got {l_cfg['method']!r}")
-    if l_cfg["key_encoder"] not in ("ema", "shared"):
-        raise ConfigError(f"loss.key_encoder must be 'ema' or 'shared', got {l_cfg['key_encoder']!r}")
-    if t_cfg["select"] not in ("last", "probe", "probe_cv") or (
-        t_cfg["select"] != "last" and not int(t_cfg["probe_every"])
-    ):
-        raise ConfigError(
-            f"train.select must be 'last', 'probe' or 'probe_cv' (the probes need train.probe_every > 0), "
-            f"got select={t_cfg['select']!r}, probe_every={t_cfg['probe_every']!r}"
-        )
-    if l_cfg["recon_target"] not in ("bands", "stack"):
-        raise ConfigError(f"loss.recon_target must be 'bands' or 'stack', got {l_cfg['recon_target']!r}")
-    if float(l_cfg["recon_within_weight"]) > 0 and not float(l_cfg["recon_weight"]) > 0:
-        raise ConfigError(
-            "loss.recon_within_weight > 0 weighs the reconstruction head's within-image error: "
-            "set loss.recon_weight > 0 as well (e.g. --set loss.recon_weight=1.0)"
-        )
-    if l_cfg["recon_log_std"] and l_cfg["recon_target"] != "stack":
-        raise ConfigError("loss.recon_log_std applies to the stack target: set loss.recon_target=stack as well")
     out = Path(args.output_dir or Path("runs") / cfg["name"])
     tracker = CSVTracker(out)
     probe_log = CSVTracker(out, "probe.csv")
