@@ -85,6 +85,18 @@ def test_random_init_and_linear_probe(tmp_path, shared_data, encoder_dir):
     assert probe["freeze_encoder"] and 0.0 <= probe["test"]["miou"] <= 1.0
     with pytest.raises(ValueError, match="--init"):
         ft.finetune(ft.parse_args(common + ["--init", "imagenet"]))
+    # the probe scored on the training chips the fraction leaves out: the same fit and test, more validation chips
+    held = ft.finetune(
+        ft.parse_args(
+            common + ["--init", f"pretrained:{encoder_dir}", "--freeze-encoder", "--val-chips", "unused-train"]
+        )
+    )
+    assert held["val_chips_from"] == "unused-train" and probe["val_chips_from"] == "val-block"
+    assert held["val_chips"] == held["train_chips_total"] - held["train_chips"] > probe["val_chips"]
+    assert held["test"]["miou"] == probe["test"]["miou"] and held["final_val_miou"] != probe["final_val_miou"]
+    every = [a if a != "0.05" else "1" for a in common]
+    with pytest.raises(ValueError, match="uses every training chip"):
+        ft.finetune(ft.parse_args(every + ["--init", f"pretrained:{encoder_dir}", "--val-chips", "unused-train"]))
 
 
 def test_fit_linear_head_folds_the_standardised_probe_into_the_classifier():
@@ -158,6 +170,8 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
         "--grid-seeds",
         "0",
         "1",
+        "--grid-val",
+        "unused-train",
         "--pretrain-config",
         str(REPO / "training/configs/smoke.yaml"),
         "--pretrain-set",
@@ -177,7 +191,9 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
     data = json.loads((out / "le.json").read_text())
     assert data["fractions"] == [0.05] and len(data["runs"]) == 2 * 3 and len(data["lr_grid_runs"]) == 2 * 2 * 2
     assert set(data["lr_choice"]) == {"pretrained", "random"} and data["lr_choice"]["random"] in (1e-4, 1e-3)
-    assert data["meta"]["grid_seeds"] == [0, 1]
+    assert data["meta"]["grid_seeds"] == [0, 1] and data["meta"]["grid_val"] == "unused-train"
+    assert {r["val_chips"] for r in data["lr_grid_runs"]} == {"unused-train"}
+    assert {r["val_chips"] for r in data["runs"]} == {"val-block"}  # the paired runs score as before
     for r in data["runs"]:
         assert r["init"] in ("pretrained", "random", "linear_probe") and 0.0 <= r["miou"] <= 1.0
         assert r["encoder_lr"] == (None if r["init"] == "linear_probe" else data["lr_choice"][r["init"]])

@@ -36,6 +36,9 @@ from training.evaluate import evaluate_model, format_metrics, normalised
 from training.labelled import IGNORE_INDEX, LabelledChips, LabelledScene, label_fraction_subset, region_split
 from training.probe import fit_probe
 
+#: What ``--val-chips`` scores: the validation block, or the training chips a label fraction leaves out.
+VAL_CHIPS = ("val-block", "unused-train")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-fraction", type=float, default=0.3)
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--gap", type=int, default=None, help="pixels between blocks (default one chip)")
+    p.add_argument(
+        "--val-chips",
+        choices=VAL_CHIPS,
+        default="val-block",
+        help="what the validation mIoU scores: the validation block, or the training block's chips left out of "
+        "--label-fraction (more chips; none at fraction 1)",
+    )
     p.add_argument(
         "--eval-every", type=int, default=50, help="validation mIoU every N steps (model selection; 0 = final only)"
     )
@@ -173,7 +183,13 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     norm = seg.config.normalization
     x_all, y_all = train.stacked()
     x_all = normalised(x_all, norm.mean, norm.std)
-    val = LabelledChips(scene, blocks["val"], bands) if blocks["val"] else None
+    val_chips = blocks["val"] if args.val_chips == "val-block" else [c for c in blocks["train"] if c not in subset]
+    if args.val_chips == "unused-train" and not val_chips:
+        raise ConfigError(
+            f"--val-chips unused-train: label fraction {args.label_fraction} uses every training chip; "
+            "pass a smaller --label-fraction or --val-chips val-block"
+        )
+    val = LabelledChips(scene, val_chips, bands) if val_chips else None
     g = torch.Generator().manual_seed(args.seed)  # batch order and flips: the same for every start of a seed
     steps = 0 if args.freeze_encoder else args.steps
     if args.freeze_encoder or args.lp_ft:
@@ -225,7 +241,8 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "train_chips": len(subset),
         "train_chips_total": len(blocks["train"]),
-        "val_chips": len(blocks["val"]),
+        "val_chips": len(val_chips),
+        "val_chips_from": args.val_chips,
         "test_chips": len(blocks["test"]),
         "selected_step": best[2],
         "best_val_miou": best[0] if best[1] is not None else None,

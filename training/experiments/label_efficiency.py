@@ -7,8 +7,9 @@
 Protocol (issue 10): every fine-tuned start is linear-probe-then-fine-tune (``finetune.py --lp-ft``:
 the 1x1 head is first fit as the standardised L-BFGS probe on the frozen encoder, then the whole net
 trains with the encoder at a lower lr); its encoder lr is chosen **once per start** from ``--lr-grid``
-by the validation-block mIoU at ``--grid-fraction``, averaged over ``--grid-seeds`` (the same budget for each
-start); every run keeps its final step (fixed schedule); within a seed every start sees the same
+by the validation mIoU at ``--grid-fraction``, averaged over ``--grid-seeds`` (the same budget for each
+start; ``--grid-val unused-train`` scores the training chips that fraction leaves out instead of the
+validation block); every run keeps its final step (fixed schedule); within a seed every start sees the same
 chips and the same batch order and flips. Seeds per fraction: ``--seeds-per-fraction`` (default 10
 at 1 % and 5 %, 5 at 25 % and 100 %), run seed-round by seed-round so a run cut short by
 ``--max-seeds`` or ``--time-budget-min`` still has balanced pairs. ``linear_probe`` = the frozen
@@ -91,6 +92,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[0],
         help="seeds of the lr choice: the mean validation mIoU over them picks each start's lr",
     )
+    p.add_argument(
+        "--grid-val",
+        choices=ft.VAL_CHIPS,
+        default="val-block",
+        help="what scores the lr grid: the validation block (12 chips on brandenburg-osm) or the training chips the "
+        "grid fraction leaves out",
+    )
     p.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     p.add_argument("--pretrain-config", help="override the scale's pre-training config")
     p.add_argument(
@@ -159,11 +167,18 @@ def _finetune_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _finetune_argv(
-    args: argparse.Namespace, init: str, fraction: float, seed: int, encoders: dict, lr: float | None
+    args: argparse.Namespace,
+    init: str,
+    fraction: float,
+    seed: int,
+    encoders: dict,
+    lr: float | None,
+    val_chips: str = "val-block",
 ) -> list[str]:
     """``finetune.py`` arguments of one run: LP-FT at encoder lr ``lr``, or the frozen probe (``linear_probe``)."""
     f = _finetune_settings(args)
     argv = ["--data", args.data, "--label-fraction", str(fraction), "--seed", str(seed), "--no-save"]
+    argv += ["--val-chips", val_chips]
     argv += ["--steps", str(f["steps"]), "--batch-size", str(f["batch_size"]), "--chip", str(f["chip"])]
     argv += ["--threads", str(f["threads"]), "--select", "last", "--eval-every", "0", "--lr", str(f["head_lr"])]
     if init == "linear_probe":
@@ -263,6 +278,7 @@ def _record(init: str, start: str, fraction: float, seed: int, res: dict) -> dic
         "start": start,
         "fraction": fraction,
         "seed": seed,
+        "val_chips": res["val_chips_from"],
         "encoder_lr": None if res["freeze_encoder"] else res["encoder_lr"],
         "steps": res["steps"],
         "miou": t["miou"],
@@ -295,17 +311,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data = json.loads(Path(earlier).read_text())
         runs += [r for r in data["runs"] + data.get("lr_grid_runs", []) if r["start"] in starts.values()]
 
-    def run(init: str, fraction: float, seed: int, lr: float | None) -> dict:
+    def run(init: str, fraction: float, seed: int, lr: float | None, val: str = "val-block") -> dict:
+        """One fine-tune, or its finished record (runs before 2026-12-03 scored the validation block)."""
         for r in runs:
-            if (r["init"], r["start"], r["fraction"], r["seed"], r["encoder_lr"]) == (
+            if (r["init"], r["start"], r["fraction"], r["seed"], r["encoder_lr"], r.get("val_chips", "val-block")) == (
                 init,
                 starts[init],
                 fraction,
                 seed,
                 lr,
+                val,
             ):
                 return r
-        res = ft.finetune(ft.parse_args(_finetune_argv(args, init, fraction, seed, encoders, lr)))
+        res = ft.finetune(ft.parse_args(_finetune_argv(args, init, fraction, seed, encoders, lr, val)))
         rec = _record(init, starts[init], fraction, seed, res)
         runs.append(rec)
         write_json(partial, {"runs": runs}, indent=2)
@@ -317,7 +335,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return rec
 
     tuned = [i for i in args.inits if i != "linear_probe"]
-    grid = [run(i, args.grid_fraction, seed, lr) for seed in args.grid_seeds for lr in args.lr_grid for i in tuned]
+    grid = [
+        run(i, args.grid_fraction, seed, lr, args.grid_val)
+        for seed in args.grid_seeds
+        for lr in args.lr_grid
+        for i in tuned
+    ]
     lr_choice = choose_lrs(grid, tuned)
     print(f"[label_efficiency] encoder lr per start (validation block): {lr_choice}", flush=True)
     keep: list[dict] = []
@@ -343,6 +366,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "lr_grid": list(args.lr_grid),
         "grid_fraction": args.grid_fraction,
         "grid_seeds": list(args.grid_seeds),
+        "grid_val": args.grid_val,
         "n_runs": len(keep) + len(grid),
         "wall_time_s": time.perf_counter() - t0,
         "finetune_wall_time_s": float(sum(r["wall_time_s"] for r in {id(r): r for r in keep + grid}.values())),
