@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for i in tuned
     ]
     lr_choice = choose_lrs(grid, tuned)
-    print(f"[label_efficiency] encoder lr per start (validation block): {lr_choice}", flush=True)
+    print(f"[label_efficiency] encoder lr per start (chosen on {args.grid_val}): {lr_choice}", flush=True)
     keep: list[dict] = []
     for i in range(max(args.seeds.values())):  # seed rounds: every fraction gets seed i before any gets i + 1
         if args.time_budget_min and (time.perf_counter() - t0) / 60 > args.time_budget_min:
