@@ -41,12 +41,11 @@ from tqdm.auto import tqdm
 from earth_embed import EarthEncoder
 from earth_embed.errors import ConfigError
 from training.config import CONFIG_DIR, check_pretrain_config, load_config
-from training.data import UnlabelledWindows, band_moments, load_data_config
-from training.features import STACK_FEATURES
+from training.data import UnlabelledWindows, load_data_config
 from training.launch import respawn_cpu_ranks
-from training.losses import nt_xent, pca_whitening
-from training.model import PretrainNet, ema_update, make_key_net, save_pretrained_atomic
-from training.objective import DenseObjective
+from training.losses import nt_xent
+from training.model import ema_update, save_pretrained_atomic
+from training.pretrain_build import build_pretraining
 from training.probe import ProbeSelector
 from training.run_state import FINAL_WINDOW, TrainState, card_metadata, latest_checkpoint, save_checkpoint
 from training.tracking import CSVTracker
@@ -186,39 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     # ---- model
-    m_cfg = cfg["model"]
-    if m_cfg["normalization"] == "auto":
-        mean, std, corr = band_moments(dataset, int(m_cfg["stats_windows"]))
-        cfg["model"]["normalization"] = {
-            "mean": mean,
-            "std": std,
-            "correlation": corr,
-            "measured_on_windows": int(m_cfg["stats_windows"]),
-        }
+    objective, net, key_net = build_pretraining(cfg, dataset)  # measures the normalisation when "auto"
     mean, std = cfg["model"]["normalization"]["mean"], cfg["model"]["normalization"]["std"]
-    whitening = None
-    if float(l_cfg["recon_weight"]) > 0 and l_cfg["recon_target"] == "bands":
-        if "correlation" not in cfg["model"]["normalization"]:
-            raise ConfigError(
-                "loss.recon_weight > 0 needs model.normalization: auto (it measures the band correlation)"
-            )
-        whitening = pca_whitening(torch.tensor(cfg["model"]["normalization"]["correlation"]))
-        if not l_cfg["recon_whiten"]:
-            whitening = torch.eye(len(mean))
-    objective = DenseObjective(l_cfg, whitening)
-    encoder = EarthEncoder.new(
-        m_cfg["architecture"], bands=cfg["data"]["bands"], embed_dim=int(m_cfg["embed_dim"]), mean=mean, std=std
-    )
-    recon_dim = len(mean) * (STACK_FEATURES if l_cfg["recon_target"] == "stack" else 1)
-    recon_dim = recon_dim if float(l_cfg["recon_weight"]) > 0 else 0
-    net = PretrainNet(encoder, int(l_cfg["proj_dim"]), int(l_cfg["proj_hidden"]), recon_dim)
-    mem = torch.channels_last if m_cfg["channels_last"] else torch.contiguous_format
-    net = net.to(memory_format=mem)
-    key_net = make_key_net(net) if (l_cfg["method"] == "dense" and l_cfg["key_encoder"] == "ema") else None
-    if m_cfg["compile"]:
-        net.encoder = torch.compile(net.encoder)  # type: ignore[assignment]
-        if key_net is not None:
-            key_net.encoder = torch.compile(key_net.encoder)  # type: ignore[assignment]
+    mem = torch.channels_last if cfg["model"]["channels_last"] else torch.contiguous_format
     optimizer = torch.optim.AdamW(net.parameters(), lr=float(t_cfg["lr"]), weight_decay=float(t_cfg["weight_decay"]))
     net, optimizer = accelerator.prepare(net, optimizer)
     state = TrainState()

@@ -19,7 +19,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..errors import InputWarning, RasterInputError
-from .reader import Scene
+from .scene import Scene
 
 log = logging.getLogger("earth_embed")
 
