@@ -5,7 +5,8 @@ and a parameter-free hand-made stack — one implementation, used by every probe
   over 5/15 px (6 features per band, 60 for the ten release bands). It is the bar a learnt embedding
   must clear: anyone can compute it in ten lines.
 * :func:`adapt_batchnorm`: AdaBN (Li et al. 2016) — a copy of an encoder whose BatchNorm running
-  statistics are re-estimated on unlabelled windows of the target scene (no labels are read).
+  statistics are re-estimated on unlabelled windows of the target scene (no labels are read), through
+  :func:`reestimate_batchnorm` (any batches: e.g. the pre-training corpus, ``experiments/corpus_batchnorm.py``).
 * :func:`scene_features`: ``(H*W, F)`` features of a whole scene for one of the sources above.
 
 Every probe (``training/probe.py``, ``training/experiments/linear_probe.py``, ``probe_checkpoints.py``)
@@ -15,7 +16,7 @@ standardises these features on its training pixels and fits the same L-BFGS logi
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -33,6 +34,7 @@ __all__ = [
     "handmade_stack",
     "handmade_stack_batch",
     "normalise_scene",
+    "reestimate_batchnorm",
     "scene_features",
 ]
 
@@ -116,6 +118,30 @@ def adabn_windows(
 
 
 @torch.no_grad()
+def reestimate_batchnorm(enc: EarthEncoder, batches: Iterable[torch.Tensor]) -> EarthEncoder:
+    """A copy of ``enc`` (eval mode) whose BatchNorm running mean/variance are the average of the batch statistics
+    over ``batches`` of normalised inputs (B, C, H, W) — the cumulative average of precise BN (Wu & Johnson 2021).
+
+    One batch gives that batch's exact statistics. The encoder passed in is left untouched.
+    """
+    out = copy.deepcopy(enc)
+    bns = [m for m in out.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the forward passes
+    out.train()
+    n = 0
+    with torch.random.fork_rng(devices=[]):
+        for xb in batches:
+            out(xb)
+            n += 1
+    if n == 0:
+        raise ValueError("no batch to re-estimate BatchNorm statistics on; pass at least one")
+    for m, ref in zip(bns, (m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))):
+        m.momentum = ref.momentum
+    return out.eval()
+
+
 def adapt_batchnorm(
     enc: EarthEncoder,
     x: torch.Tensor,
@@ -133,17 +159,7 @@ def adapt_batchnorm(
     wins = adabn_windows(x.shape[-2], x.shape[-1], allowed, window, max_windows, seed)
     if not wins:
         raise ValueError(f"no {window} px window fits inside the allowed region; pass a smaller window")
-    out = copy.deepcopy(enc)
-    bns = [m for m in out.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average: one forward = the exact statistics of that batch
-    out.train()
-    with torch.random.fork_rng(devices=[]):
-        out(torch.stack([x[:, r : r + h, c : c + w] for r, c, h, w in wins]))
-    for m, ref in zip(bns, (m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))):
-        m.momentum = ref.momentum
-    return out.eval()
+    return reestimate_batchnorm(enc, [torch.stack([x[:, r : r + h, c : c + w] for r, c, h, w in wins])])
 
 
 @torch.no_grad()
