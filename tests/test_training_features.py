@@ -206,10 +206,17 @@ def test_texture_windows_holds_each_block_of_the_layer_on_real_pixels(tmp_path, 
     res = texture_windows.main(argv + ["--windows", "5", "--json", str(tmp_path / "t.json")])
     got = {(r["kind"], r["variant"]): r["miou"] for r in res["rows"]}
     assert set(got) == {("stack", v) for v in ("raw+means", "+std5", "stack")} | {
-        ("encoder", v) for v in ("as trained", "no std5", "no std15", "no texture")
+        ("encoder", v) for v in ("as trained", "no std5", "no std15", "no texture", "head input (96-d)")
     }
     assert all(0.1 < v < 0.7 for v in got.values())
     assert got[("encoder", "no texture")] != got[("encoder", "as trained")]  # the hook changed the features
+    refl = torch.rand(10, 40, 50) * 0.2  # not a multiple of the stride: the padded head input is cropped
+    hyper = texture_windows.head_input(enc.eval(), refl)
+    assert hyper.shape == (40 * 50, enc.head.in_channels)
+    n = enc.config.normalization
+    with torch.no_grad():  # the head applied to the captured input gives the embedding
+        emb = enc(((refl - torch.tensor(n.mean)[:, None, None]) / torch.tensor(n.std)[:, None, None])[None])
+    torch.testing.assert_close(enc.head(hyper.T.reshape(1, -1, 40, 50)), emb, atol=1e-5, rtol=1e-4)
     markdown = json.loads((tmp_path / "t.json").read_text())["markdown"]
     assert "stack: +std5" in markdown and "`enc`: no std15" in markdown
     plain = EarthEncoder.new("unet-resnet18-s16", bands=RELEASE_BANDS, embed_dim=8)

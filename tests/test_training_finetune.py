@@ -201,6 +201,7 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
     assert pair["n"] == 2 and pair["se"] is not None and 0 <= pair["wins"] <= 2
     md = (out / "le.md").read_text()
     assert "| pretrained |" in md and "pretrained - random" in md and "label_efficiency.py" in md
+    assert "chosen on the training chips the grid fraction leaves out" in md  # what scored the grid, as run
     assert (out / "le.png").stat().st_size > 5000
     assert res["meta"]["encoders"]["pretrained"].endswith("pretrain-dense/encoder")
     again = le.main(argv)  # an interrupted experiment continues from its finished runs

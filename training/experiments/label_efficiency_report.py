@@ -6,6 +6,13 @@ import json
 from pathlib import Path
 
 
+def _grid_chips(meta: dict) -> str:
+    """What scored the lr grid, in words (results before ``grid_val`` existed scored the validation block)."""
+    if meta.get("grid_val", "val-block") == "unused-train":
+        return "the training chips the grid fraction leaves out"
+    return "the validation block"
+
+
 def _grid_seeds(meta: dict) -> list[int]:
     """The lr grid's seeds (results files before 2026-12-03 name one ``grid_seed``)."""
     return list(meta.get("grid_seeds", [meta.get("grid_seed", 0)]))
@@ -20,7 +27,7 @@ def write_markdown(path: Path, result: dict) -> None:
         "",
         f"Date {meta['date']}, scale `{meta['scale']}`, {meta['n_runs']} runs ({meta['finetune_wall_time_s'] / 60:.1f} min "
         f"of fine-tuning summed); fine-tuning {json.dumps(meta['finetune'])}; encoder lr per start "
-        f"(chosen on the validation block at {100 * meta['grid_fraction']:g} %, seeds {_grid_seeds(meta)}, from "
+        f"(chosen on {_grid_chips(meta)} at {100 * meta['grid_fraction']:g} %, seeds {_grid_seeds(meta)}, from "
         f"{meta['lr_grid']}): {json.dumps(result['lr_choice'])}. Seeds run per fraction: "
         f"{json.dumps(meta['seeds_run'])} (planned {json.dumps(meta['seeds_planned'])}). Command:",
         "",

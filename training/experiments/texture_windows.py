@@ -10,7 +10,8 @@ Rows, all with the probe and west -> east halves of ``linear_probe.py`` (stored 
   deviation over each ``--windows`` size alone, then the hand-made stack itself (std over 5 and 15 px).
 * ``encoder``: each ``--encoder`` whose architecture has a texture layer (``EarthConfig.local_stats``), as is, with
   each window's block of the layer's output replaced by its per-channel mean over the scene (the 1x1 head then sees
-  a constant there: the embedding keeps everything but that window's texture), and with every block held.
+  a constant there: the embedding keeps everything but that window's texture), with every block held, and the
+  layer's output itself (``head input``: what the 1x1 head mixes down to the embedding).
 
 This is a post-hoc ablation of a trained head, not a retrained arm: it says which window's texture the probe leans on
 per set, not what a network trained without it would learn.
@@ -62,6 +63,21 @@ def texture_blocks(enc: EarthEncoder) -> dict[str, list[tuple[int, int]]]:
     return {"as trained": [], **per_window, **every}
 
 
+@torch.no_grad()
+def head_input(enc: EarthEncoder, refl: torch.Tensor) -> torch.Tensor:
+    """(H*W, F) per-pixel input of the encoder's 1x1 embedding head (the texture layer's output, before the head
+    mixes it down to ``embed_dim``) for a whole scene (reflectance (C, H, W)), stored BatchNorm."""
+    captured: list[torch.Tensor] = []
+    handle = enc.head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+    try:
+        n = enc.config.normalization
+        enc.eval()(normalise_scene(refl, n.mean, n.std)[None])
+    finally:
+        handle.remove()
+    h, w = refl.shape[-2:]
+    return captured[0][0, :, :h, :w].flatten(1).T.contiguous()  # the encoder pads to its stride; crop it off
+
+
 def probe_row(
     name: str, scored: dict[str, Any], kind: str, encoder: str | None, variant: str, feats: torch.Tensor, t0: float
 ) -> dict[str, Any]:
@@ -104,6 +120,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     rows.append(probe_row(name, scored, "encoder", path, variant, feats, t0))
             finally:
                 handle.remove()
+            t0 = time.time()
+            feats = head_input(enc, refl)
+            rows.append(probe_row(name, scored, "encoder", path, f"head input ({feats.shape[1]}-d)", feats, t0))
     return {
         "rows": rows,
         "date": _dt.date.today().isoformat(),
