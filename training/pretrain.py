@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
             cfg["data"]["bands"],
             out / "encoder_best_probe",
             int(t_cfg["probe_max_pixels"]),
-            method="cv" if t_cfg["select"] == "probe_cv" else "val",
+            method=t_cfg["probe_split"] or ("cv" if t_cfg["select"] == "probe_cv" else "val"),
         )
         probe.best = state.probe_best or None
 
