@@ -8,7 +8,7 @@ render their model cards from ``model_cards/`` with the measured results.
 
 The encoder and segmenter are loaded with ``from_pretrained`` (the run folders written by
 ``training/pretrain.py`` and ``training/finetune.py``), given their release names, a description,
-limitations, data attributions and the results of ``docs/results/label_efficiency_trainval.md`` /
+limitations, data attributions and the results of ``docs/results/label_efficiency.md`` /
 ``docs/results/linear_probe.json`` / ``docs/results/quantization_probe.json``, and saved with ``save_pretrained`` (config.json,
 model.safetensors, README.md card). ``models/README.md`` lists them. Re-running re-renders the cards.
 """
@@ -52,7 +52,7 @@ MAKE_COMMANDS = [
     "--segmenter runs/release5-segmenter/segmenter",
 ]
 #: The release's label-efficiency table (``docs/results/``): the protocol docs/results.md reports first.
-LABEL_EFFICIENCY = "label_efficiency_trainval.md"
+LABEL_EFFICIENCY = "label_efficiency.md"
 #: How the released encoder's run was configured (its card's Training section; the run used the equivalent flags).
 TRAINING_CONFIG = (
     "training/configs/local-stats.yaml (--set train.threads=1, seed 1), the final step kept "
