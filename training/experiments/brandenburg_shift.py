@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 
 from earth_embed import EarthEncoder
 from training.experiments.linear_probe import FAST_MAX_TRAIN, halves, random_twin
-from training.experiments.results_file import write_json
+from training.experiments.results_file import command_line, write_report
 from training.features import normalise_scene, scene_features
 from training.probe import probe_scores, scene_arrays
 
@@ -108,7 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "max_train": args.max_train,
         "rows": rows,
         "date": _dt.date.today().isoformat(),
-        "command": "python training/experiments/brandenburg_shift.py " + " ".join(shlex.quote(a) for a in args.argv),
+        "command": command_line("training/experiments/brandenburg_shift.py", args.argv),
     }
 
 
@@ -146,11 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    result = run(args)
-    result["markdown"] = markdown(result)
-    write_json(args.json, result)
-    print(result["markdown"])
-    return result
+    return write_report(args.json, run(args), markdown)
 
 
 if __name__ == "__main__":

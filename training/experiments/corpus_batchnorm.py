@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch
 
 from earth_embed import EarthEncoder
 from training.data import UnlabelledWindows, load_data_config
-from training.experiments.results_file import write_json
+from training.experiments.results_file import command_line, write_report
 from training.features import adapt_batchnorm, normalise_scene, reestimate_batchnorm
 from training.model import save_pretrained_atomic
 from training.probe import ProbeSelector
@@ -83,13 +82,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data = load_data_config(sources, args.data_root)
     rows = []
     selector: ProbeSelector | None = None
+    windows: dict[tuple[str, ...], UnlabelledWindows] = {}  # opened (every scene checked) once per band list
     for k, path in enumerate(args.encoder):
         enc = EarthEncoder.from_pretrained(path).eval()
         n = enc.config.normalization
         if selector is None:
             folder = Path(args.data_root) / "labelled" / "brandenburg-osm"
             selector = ProbeSelector(folder, enc.bands, None, method="cv", bn_modes=("stored",))
-        ds = UnlabelledWindows(data.scenes, enc.bands, args.size, length=1, seed=args.seed)
+        bands = tuple(enc.bands)
+        if bands not in windows:
+            windows[bands] = UnlabelledWindows(data.scenes, bands, args.size, length=1, seed=args.seed)
+        ds = windows[bands]
         corpus = reestimate_batchnorm(enc, corpus_batches(enc, ds, args.windows, args.batch))
         target = adapt_batchnorm(enc, normalise_scene(selector.refl, n.mean, n.std))
         if k == 0 and args.save:
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "size": args.size,
         "sources": args.sources,
         "date": _dt.date.today().isoformat(),
-        "command": "python training/experiments/corpus_batchnorm.py " + " ".join(shlex.quote(a) for a in args.argv),
+        "command": command_line("training/experiments/corpus_batchnorm.py", args.argv),
     }
 
 
@@ -146,11 +149,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    result = run(args)
-    result["markdown"] = table(result)
-    write_json(args.json, result)
-    print(result["markdown"])
-    return result
+    return write_report(args.json, run(args), table)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 
 from earth_embed import EarthEncoder
-from training.experiments.results_file import write_json
+from training.experiments.results_file import command_line, write_json
 from training.features import BN_MODES, scene_features
 from training.labelled import LabelledScene
 from training.probe import block_masks, probe_scores, scene_arrays
@@ -147,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "probe": {"max_train": args.max_train, "random_seeds": list(args.random_seeds), "bn": list(args.bn)},
         "rows": rows,
         "date": _dt.date.today().isoformat(),
-        "command": "python training/experiments/linear_probe.py " + " ".join(shlex.quote(a) for a in args.argv),
+        "command": command_line("training/experiments/linear_probe.py", args.argv),
     }
     result["targets"] = targets(rows)
     result["markdown"] = summary_markdown(result)

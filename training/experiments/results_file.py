@@ -1,8 +1,10 @@
-"""Writing an experiment's results JSON: whole or not at all."""
+"""Writing an experiment's results: the JSON whole or not at all, its markdown table, the command that made it."""
 
 from __future__ import annotations
 
 import json
+import shlex
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,3 +17,16 @@ def write_json(path: str | Path, obj: Any, indent: int = 1) -> Path:
     tmp.write_text(json.dumps(obj, indent=indent) + "\n")
     tmp.replace(path)
     return path
+
+
+def command_line(script: str, argv: Sequence[str]) -> str:
+    """The shell command that reproduces a run: ``python <script> <argv...>``, each argument quoted."""
+    return f"python {script} " + " ".join(shlex.quote(a) for a in argv)
+
+
+def write_report(path: str | Path, result: dict[str, Any], markdown: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """Add ``result["markdown"] = markdown(result)``, write the JSON (whole or not at all), print the table."""
+    result["markdown"] = markdown(result)
+    write_json(path, result)
+    print(result["markdown"])
+    return result

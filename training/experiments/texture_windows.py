@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 
 from earth_embed import EarthEncoder
 from training.experiments.linear_probe import DATASETS, halves
-from training.experiments.results_file import write_json
+from training.experiments.results_file import command_line, write_report
 from training.features import BOX_MEAN_SIZES, LOCAL_STD_SIZES, handmade_stack, normalise_scene, scene_features
 from training.probe import probe_scores, scene_arrays
 
@@ -126,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "rows": rows,
         "date": _dt.date.today().isoformat(),
-        "command": "python training/experiments/texture_windows.py " + " ".join(shlex.quote(a) for a in args.argv),
+        "command": command_line("training/experiments/texture_windows.py", args.argv),
     }
 
 
@@ -164,11 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    result = run(args)
-    result["markdown"] = table(result)
-    write_json(args.json, result)
-    print(result["markdown"])
-    return result
+    return write_report(args.json, run(args), table)
 
 
 if __name__ == "__main__":
