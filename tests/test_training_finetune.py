@@ -99,6 +99,31 @@ def test_random_init_and_linear_probe(tmp_path, shared_data, encoder_dir):
         ft.finetune(ft.parse_args(every + ["--init", f"pretrained:{encoder_dir}", "--val-chips", "unused-train"]))
 
 
+def test_frozen_batchnorm_holds_the_statistics_of_the_training_block(tmp_path, shared_data, encoder_dir):
+    """``--batchnorm frozen``: statistics re-estimated on the training block's images, then fixed while weights train."""
+    from training.labelled import LabelledChips, LabelledScene, region_split
+
+    data = str(shared_data / "labelled/brandenburg-osm")
+    common = ["--data", data, "--init", f"pretrained:{encoder_dir}", "--label-fraction", "0.05", "--steps", "3"]
+    common += ["--eval-every", "0", "--batch-size", "2", "--lp-ft", "--encoder-lr", "1e-3"]
+    res = ft.main([*common, "--batchnorm", "frozen", "--output-dir", str(tmp_path / "frozen")])
+    moving = ft.main([*common, "--output-dir", str(tmp_path / "train")])
+    assert res["batchnorm"] == "frozen" and moving["batchnorm"] == "train"
+    enc = EarthEncoder.from_pretrained(encoder_dir)
+    scene = LabelledScene(data)
+    block = LabelledChips(scene, region_split(scene, chip=64, test=0.3, val=0.15)["train"], enc.bands).stacked()[0]
+    n = enc.config.normalization
+    expected = ft.batchnorm_on_images(enc, ev.normalised(block, n.mean, n.std)).state_dict()
+    stored = enc.state_dict()
+    for name, path in (("frozen", tmp_path / "frozen"), ("train", tmp_path / "train")):
+        got = EarthSegmenter.from_pretrained(path / "segmenter").encoder.state_dict()
+        for key in (k for k in expected if k.endswith("running_var")):
+            assert not torch.allclose(expected[key], stored[key], rtol=1e-3)  # the block's statistics are new
+            assert torch.allclose(got[key], expected[key], rtol=1e-4) == (name == "frozen"), (name, key)
+        conv = "backbone.conv1.weight"
+        assert not torch.equal(got[conv], stored[conv])  # the weights trained in both modes
+
+
 def test_fit_linear_head_folds_the_standardised_probe_into_the_classifier():
     """The LP stage of LP-FT and the frozen start: the segmenter's logits are the probe's on standardised features."""
     from training.probe import fit_probe
@@ -172,6 +197,9 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
         "1",
         "--grid-val",
         "unused-train",
+        "--batchnorm-grid",
+        "train",
+        "frozen",
         "--pretrain-config",
         str(REPO / "training/configs/smoke.yaml"),
         "--pretrain-set",
@@ -189,7 +217,8 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
     ]
     res = le.main(argv)
     data = json.loads((out / "le.json").read_text())
-    assert data["fractions"] == [0.05] and len(data["runs"]) == 2 * 3 and len(data["lr_grid_runs"]) == 2 * 2 * 2
+    assert data["fractions"] == [0.05] and len(data["runs"]) == 2 * 3 and len(data["lr_grid_runs"]) == 2 * 2 * 2 * 2
+    assert {r["batchnorm"] for r in data["lr_grid_runs"]} == {"train", "frozen"}
     assert set(data["lr_choice"]) == {"pretrained", "random"} and data["lr_choice"]["random"] in (1e-4, 1e-3)
     assert data["meta"]["grid_seeds"] == [0, 1] and data["meta"]["grid_val"] == "unused-train"
     assert {r["val_chips"] for r in data["lr_grid_runs"]} == {"unused-train"}
@@ -197,11 +226,13 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
     for r in data["runs"]:
         assert r["init"] in ("pretrained", "random", "linear_probe") and 0.0 <= r["miou"] <= 1.0
         assert r["encoder_lr"] == (None if r["init"] == "linear_probe" else data["lr_choice"][r["init"]])
+        assert r["batchnorm"] == data["batchnorm_choice"].get(r["init"], "train")
     pair = data["paired"]["0.05"]
     assert pair["n"] == 2 and pair["se"] is not None and 0 <= pair["wins"] <= 2
     md = (out / "le.md").read_text()
     assert "| pretrained |" in md and "pretrained - random" in md and "label_efficiency.py" in md
     assert "chosen on the training chips the grid fraction leaves out" in md  # what scored the grid, as run
+    assert "BatchNorm per start (chosen with the lr, from ['train', 'frozen'])" in md
     assert (out / "le.png").stat().st_size > 5000
     assert res["meta"]["encoders"]["pretrained"].endswith("pretrain-dense/encoder")
     again = le.main(argv)  # an interrupted experiment continues from its finished runs
@@ -224,3 +255,22 @@ def test_lr_choice_is_the_best_mean_over_the_grid_seeds():
     assert choose_lrs(grid, ["pretrained", "random"]) == {"pretrained": 1e-3}
     tie = [{"init": "random", "encoder_lr": lr, "seed": 0, "final_val_miou": 0.1} for lr in (1e-3, 1e-4)]
     assert choose_lrs(tie, ["random"]) == {"random": 1e-4}
+
+
+def test_grid_choice_pairs_the_lr_with_a_batchnorm_mode():
+    """The grid picks an (lr, BatchNorm mode) pair by its mean over seeds; ties to the lower lr, then to train mode."""
+    from training.experiments.label_efficiency import choose_settings
+
+    val = {(1e-3, "train"): [0.10, 0.12], (1e-3, "frozen"): [0.15, 0.13], (1e-4, "frozen"): [0.14, 0.13]}
+    grid = [
+        {"init": "pretrained", "encoder_lr": lr, "batchnorm": bn, "seed": s, "final_val_miou": v}
+        for (lr, bn), vs in val.items()
+        for s, v in enumerate(vs)
+    ]
+    assert choose_settings(grid, ["pretrained"]) == {"pretrained": (1e-3, "frozen")}
+    tie = [
+        {"init": "random", "encoder_lr": 1e-3, "batchnorm": bn, "seed": 0, "final_val_miou": 0.1}
+        for bn in ("frozen", "train")
+    ]
+    old = [{"init": "random", "encoder_lr": 1e-3, "seed": 0, "final_val_miou": 0.1}]  # before --batchnorm: train mode
+    assert choose_settings(tie, ["random"]) == choose_settings(old, ["random"]) == {"random": (1e-3, "train")}

@@ -33,11 +33,14 @@ from earth_embed import EarthEncoder, EarthSegmenter
 from earth_embed.bands import RELEASE_BANDS
 from earth_embed.errors import ConfigError
 from training.evaluate import evaluate_model, format_metrics, normalised
+from training.features import reestimate_batchnorm
 from training.labelled import IGNORE_INDEX, LabelledChips, LabelledScene, label_fraction_subset, region_split
 from training.probe import fit_probe
 
 #: What ``--val-chips`` scores: the validation block, or the training chips a label fraction leaves out.
 VAL_CHIPS = ("val-block", "unused-train")
+#: How fine-tuning treats BatchNorm statistics (``--batchnorm``).
+BATCHNORM_MODES = ("train", "frozen")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="linear-probe-then-fine-tune: fit the classifier first as the frozen-encoder probe, then train "
         "the whole net (encoder at --encoder-lr)",
+    )
+    p.add_argument(
+        "--batchnorm",
+        choices=BATCHNORM_MODES,
+        default="train",
+        help="train: BatchNorm statistics follow each training batch; frozen: re-estimated once on the training "
+        "block's images (no labels) before the probe head is fit, then held fixed while the weights train",
     )
     p.add_argument("--label-fraction", type=float, default=1.0, help="share of training chips used (0, 1]")
     p.add_argument("--seed", type=int, default=0, help="chip subset, initialisation and batch order")
@@ -148,6 +158,20 @@ def fit_linear_head(seg: EarthSegmenter, x: torch.Tensor, y: torch.Tensor, max_p
     cast(torch.Tensor, seg.classifier.bias).copy_(probe.bias - w @ mu)
 
 
+def hold_batchnorm(model: torch.nn.Module) -> None:
+    """Put every BatchNorm layer of ``model`` in eval mode: running statistics fixed, affine weights still train."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def batchnorm_on_images(encoder: EarthEncoder, x: torch.Tensor, batch_size: int = 16) -> EarthEncoder:
+    """``encoder`` with its BatchNorm statistics re-estimated on the normalised images ``x`` (N, C, H, W):
+    the average of the statistics of batches of ``batch_size`` (no labels)."""
+    dev = next(encoder.parameters()).device
+    return reestimate_batchnorm(encoder, (x[i : i + batch_size].to(dev) for i in range(0, x.shape[0], batch_size)))
+
+
 def _d4(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random flip/rot90 for a chip batch and its labels (per sample)."""
     xs, ys = [], []
@@ -192,6 +216,9 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     val = LabelledChips(scene, val_chips, bands) if val_chips else None
     g = torch.Generator().manual_seed(args.seed)  # batch order and flips: the same for every start of a seed
     steps = 0 if args.freeze_encoder else args.steps
+    if args.batchnorm == "frozen":  # the training block's images, labelled or not: no label is read
+        block = normalised(LabelledChips(scene, blocks["train"], bands).stacked()[0], norm.mean, norm.std)
+        seg.encoder = batchnorm_on_images(seg.encoder, block).train()
     if args.freeze_encoder or args.lp_ft:
         fit_linear_head(seg, x_all.to(device), y_all, args.probe_pixels, args.seed)
     if args.freeze_encoder:
@@ -210,6 +237,8 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     history = []
     for step in range(1, steps + 1):
         seg.train()
+        if args.batchnorm == "frozen":
+            hold_batchnorm(seg)
         idx = torch.randint(0, x_all.shape[0], (args.batch_size,), generator=g)
         xb, yb = _d4(x_all[idx], y_all[idx], g)
         with amp:
@@ -249,6 +278,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         "final_val_miou": final_val,
         "steps": steps,
         "lp_ft": bool(args.lp_ft),
+        "batchnorm": args.batchnorm,
         "lr": args.lr,
         "encoder_lr": args.lr if args.encoder_lr is None else args.encoder_lr,
         "wall_time_s": time.perf_counter() - t0,
@@ -269,6 +299,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
                 "label_fraction": args.label_fraction,
                 "seed": args.seed,
                 "steps": args.steps,
+                "batchnorm": args.batchnorm,
                 "train chips": f"{len(subset)} of {len(blocks['train'])} ({args.chip} px)",
                 "test mIoU": f"{100 * test['miou']:.2f}",
                 "model selection": (

@@ -82,6 +82,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--inits", nargs="+", default=["pretrained", "random", "linear_probe"], choices=INITS)
     p.add_argument("--lr-grid", type=float, nargs="+", default=[1e-4, 1e-3], help="encoder lrs tried per start")
+    p.add_argument(
+        "--batchnorm-grid",
+        nargs="+",
+        choices=ft.BATCHNORM_MODES,
+        default=["train"],
+        help="BatchNorm modes tried per start with every lr (finetune.py --batchnorm); the grid picks the pair",
+    )
     p.add_argument("--grid-fraction", type=float, default=0.05, help="label fraction of the lr choice")
     p.add_argument(
         "--grid-seeds",
@@ -174,6 +181,7 @@ def _finetune_argv(
     encoders: dict,
     lr: float | None,
     val_chips: str = "val-block",
+    batchnorm: str = "train",
 ) -> list[str]:
     """``finetune.py`` arguments of one run: LP-FT at encoder lr ``lr``, or the frozen probe (``linear_probe``)."""
     f = _finetune_settings(args)
@@ -183,7 +191,7 @@ def _finetune_argv(
     argv += ["--threads", str(f["threads"]), "--select", "last", "--eval-every", "0", "--lr", str(f["head_lr"])]
     if init == "linear_probe":
         return argv + ["--init", f"pretrained:{encoders['pretrained']}", "--freeze-encoder"]
-    argv += ["--lp-ft", "--encoder-lr", str(lr)]
+    argv += ["--lp-ft", "--encoder-lr", str(lr), "--batchnorm", batchnorm]
     if init == "random":  # same architecture, bands and normalisation as the dense encoder; weights random per seed
         return argv + ["--init", "random", "--norm-from", encoders["pretrained"]]
     return argv + ["--init", f"pretrained:{encoders['image_level' if init == 'image_level' else 'pretrained']}"]
@@ -257,18 +265,23 @@ def paired(runs: list[dict], fractions: list[float], a: str = "pretrained", b: s
     return out
 
 
-def choose_lrs(grid_runs: list[dict], inits: list[str]) -> dict[str, float]:
-    """Per fine-tuned start: the encoder lr with the best validation-block mIoU at the final step, averaged over the
-    grid's seeds (ties go to the lower lr)."""
+def choose_settings(grid_runs: list[dict], inits: list[str]) -> dict[str, tuple[float, str]]:
+    """Per fine-tuned start: the (encoder lr, BatchNorm mode) with the best validation mIoU at the final step,
+    averaged over the grid's seeds (ties go to the lower lr, then to BatchNorm ``train``)."""
     out = {}
     for init in inits:
-        val: dict[float, list[float]] = {}
+        val: dict[tuple[float, str], list[float]] = {}
         for r in grid_runs:
             if r["init"] == init:
-                val.setdefault(r["encoder_lr"], []).append(r["final_val_miou"])
+                val.setdefault((r["encoder_lr"], r.get("batchnorm", "train")), []).append(r["final_val_miou"])
         if val:
-            out[init] = max(val, key=lambda lr: (float(np.mean(val[lr])), -lr))
+            out[init] = max(val, key=lambda k: (float(np.mean(val[k])), -k[0], k[1] == "train"))
     return out
+
+
+def choose_lrs(grid_runs: list[dict], inits: list[str]) -> dict[str, float]:
+    """Per fine-tuned start: the encoder lr of :func:`choose_settings`."""
+    return {init: lr for init, (lr, _) in choose_settings(grid_runs, inits).items()}
 
 
 def _record(init: str, start: str, fraction: float, seed: int, res: dict) -> dict:
@@ -280,6 +293,7 @@ def _record(init: str, start: str, fraction: float, seed: int, res: dict) -> dic
         "seed": seed,
         "val_chips": res["val_chips_from"],
         "encoder_lr": None if res["freeze_encoder"] else res["encoder_lr"],
+        "batchnorm": res["batchnorm"],
         "steps": res["steps"],
         "miou": t["miou"],
         "per_class_iou": t["per_class_iou"],
@@ -311,24 +325,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data = json.loads(Path(earlier).read_text())
         runs += [r for r in data["runs"] + data.get("lr_grid_runs", []) if r["start"] in starts.values()]
 
-    def run(init: str, fraction: float, seed: int, lr: float | None, val: str = "val-block") -> dict:
-        """One fine-tune, or its finished record (runs before 2026-12-03 scored the validation block)."""
+    def run(init: str, fraction: float, seed: int, lr: float | None, val: str = "val-block", bn: str = "train") -> dict:
+        """One fine-tune, or its finished record (runs before 2026-12-03 scored the validation block; runs before
+        2026-12-04 kept BatchNorm in train mode)."""
+        want = (init, starts[init], fraction, seed, lr, val, bn)
         for r in runs:
-            if (r["init"], r["start"], r["fraction"], r["seed"], r["encoder_lr"], r.get("val_chips", "val-block")) == (
-                init,
-                starts[init],
-                fraction,
-                seed,
-                lr,
-                val,
-            ):
+            have = (r["init"], r["start"], r["fraction"], r["seed"], r["encoder_lr"], r.get("val_chips", "val-block"))
+            if have + (r.get("batchnorm", "train"),) == want:
                 return r
-        res = ft.finetune(ft.parse_args(_finetune_argv(args, init, fraction, seed, encoders, lr, val)))
+        res = ft.finetune(ft.parse_args(_finetune_argv(args, init, fraction, seed, encoders, lr, val, bn)))
         rec = _record(init, starts[init], fraction, seed, res)
         runs.append(rec)
         write_json(partial, {"runs": runs}, indent=2)
         print(
-            f"[label_efficiency] {init:>12s} {100 * fraction:g} % seed {seed} lr {lr}: test mIoU "
+            f"[label_efficiency] {init:>12s} {100 * fraction:g} % seed {seed} lr {lr} bn {bn}: test mIoU "
             f"{100 * rec['miou']:.2f}, val {100 * (rec['final_val_miou'] or 0):.2f} ({res['wall_time_s']:.0f} s)",
             flush=True,
         )
@@ -336,13 +346,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     tuned = [i for i in args.inits if i != "linear_probe"]
     grid = [
-        run(i, args.grid_fraction, seed, lr, args.grid_val)
+        run(i, args.grid_fraction, seed, lr, args.grid_val, bn)
         for seed in args.grid_seeds
+        for bn in args.batchnorm_grid
         for lr in args.lr_grid
         for i in tuned
     ]
-    lr_choice = choose_lrs(grid, tuned)
-    print(f"[label_efficiency] encoder lr per start (chosen on {args.grid_val}): {lr_choice}", flush=True)
+    choice = choose_settings(grid, tuned)
+    lr_choice = {init: lr for init, (lr, _) in choice.items()}
+    bn_choice = {init: bn for init, (_, bn) in choice.items()}
+    print(f"[label_efficiency] encoder lr, BatchNorm per start (chosen on {args.grid_val}): {choice}", flush=True)
     keep: list[dict] = []
     for i in range(max(args.seeds.values())):  # seed rounds: every fraction gets seed i before any gets i + 1
         if args.time_budget_min and (time.perf_counter() - t0) / 60 > args.time_budget_min:
@@ -352,7 +365,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.time_budget_min and (time.perf_counter() - t0) / 60 > args.time_budget_min:
                 break
             if i < args.seeds[fraction]:
-                keep += [run(init, fraction, i, lr_choice.get(init)) for init in args.inits]
+                keep += [
+                    run(init, fraction, i, lr_choice.get(init), bn=bn_choice.get(init, "train")) for init in args.inits
+                ]
     seeds_run = {f"{f:g}": sorted({r["seed"] for r in keep if r["fraction"] == f}) for f in args.fractions}
     meta = {
         "command": command,
@@ -364,6 +379,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds_planned": {f"{f:g}": n for f, n in args.seeds.items()},
         "seeds_run": seeds_run,
         "lr_grid": list(args.lr_grid),
+        "batchnorm_grid": list(args.batchnorm_grid),
         "grid_fraction": args.grid_fraction,
         "grid_seeds": list(args.grid_seeds),
         "grid_val": args.grid_val,
@@ -377,6 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "protocol": "LP-FT, encoder lr per start from a validation grid, final step, paired seeds",
         "fractions": list(args.fractions),
         "lr_choice": lr_choice,
+        "batchnorm_choice": bn_choice,
         "summary": summary,
         "paired": paired(keep, list(args.fractions)),
         "runs": keep,

@@ -18,6 +18,14 @@ def _grid_seeds(meta: dict) -> list[int]:
     return list(meta.get("grid_seeds", [meta.get("grid_seed", 0)]))
 
 
+def _batchnorm_choice(result: dict) -> str:
+    """The BatchNorm mode per start, where the grid tried more than one (results before 2026-12-04: train mode)."""
+    grid = result["meta"].get("batchnorm_grid", ["train"])
+    if grid == ["train"]:
+        return ""
+    return f"; BatchNorm per start (chosen with the lr, from {grid}): {json.dumps(result['batchnorm_choice'])}"
+
+
 def write_markdown(path: Path, result: dict) -> None:
     meta, fractions = result["meta"], result["fractions"]
     summary, pair = result["summary"], result["paired"]
@@ -28,7 +36,7 @@ def write_markdown(path: Path, result: dict) -> None:
         f"Date {meta['date']}, scale `{meta['scale']}`, {meta['n_runs']} runs ({meta['finetune_wall_time_s'] / 60:.1f} min "
         f"of fine-tuning summed); fine-tuning {json.dumps(meta['finetune'])}; encoder lr per start "
         f"(chosen on {_grid_chips(meta)} at {100 * meta['grid_fraction']:g} %, seeds {_grid_seeds(meta)}, from "
-        f"{meta['lr_grid']}): {json.dumps(result['lr_choice'])}. Seeds run per fraction: "
+        f"{meta['lr_grid']}): {json.dumps(result['lr_choice'])}{_batchnorm_choice(result)}. Seeds run per fraction: "
         f"{json.dumps(meta['seeds_run'])} (planned {json.dumps(meta['seeds_planned'])}). Command:",
         "",
         "```bash",
