@@ -8,12 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from rasterio.windows import Window
 
 from earth_embed.bands import RELEASE_BANDS
 from earth_embed.errors import ConfigError
 from training.data import SceneSource, UnlabelledWindows, load_data_config
-from training.labelled import IGNORE_INDEX, LabelledChips, LabelledScene, label_fraction_subset, region_split
+from training.labelled import (
+    IGNORE_INDEX,
+    LabelledChips,
+    LabelledScene,
+    label_fraction_subset,
+    region_split,
+    sparse_labels,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,6 +97,25 @@ def test_labelled_chips_split_and_fractions(shared_data):
         raw = lab.read(1, window=Window(c.col, c.row, 64, 64))
     assert int((y[0] != IGNORE_INDEX).sum()) == int((raw > 0).sum()) == c.n_labelled
     assert (y[0][raw > 0] == torch_from(raw[raw > 0]) - 1).all()
+
+
+def test_sparse_labels_keep_a_nested_share_of_the_labelled_pixels_of_every_chip(shared_data):
+    """``--label-unit pixels``: scattered point labels over every training chip, nested across fractions per seed."""
+    scene = LabelledScene(shared_data / "labelled/brandenburg-osm")
+    blocks = region_split(scene, chip=64, test=0.3, val=0.15)
+    _, y = LabelledChips(scene, blocks["train"], RELEASE_BANDS).stacked()
+    labelled = int((y != IGNORE_INDEX).sum())
+    kept = {f: sparse_labels(y, f, seed=3) for f in (0.01, 0.05, 0.25)}
+    for f, k in kept.items():
+        assert abs(int((k != IGNORE_INDEX).sum()) / labelled - f) < 0.1 * f + 0.002
+        assert ((k == y) | (k == IGNORE_INDEX)).all()  # kept pixels keep their class; none is invented
+    assert ((kept[0.01] == IGNORE_INDEX) | (kept[0.01] == kept[0.05])).all()  # nested across fractions
+    assert ((kept[0.05] == IGNORE_INDEX) | (kept[0.05] == kept[0.25])).all()
+    per_chip = (kept[0.05] != IGNORE_INDEX).flatten(1).sum(1)
+    assert int((per_chip > 0).sum()) > 0.9 * int(((y != IGNORE_INDEX).flatten(1).sum(1) > 20).sum())  # scattered
+    assert not torch.equal(sparse_labels(y, 0.05, seed=4), kept[0.05]) and torch.equal(sparse_labels(y, 1.0, 0), y)
+    with pytest.raises(ValueError, match="label fraction"):
+        sparse_labels(y, 0.0, seed=0)
 
 
 def torch_from(a):

@@ -124,6 +124,24 @@ def test_frozen_batchnorm_holds_the_statistics_of_the_training_block(tmp_path, s
         assert not torch.equal(got[conv], stored[conv])  # the weights trained in both modes
 
 
+def test_pixel_label_unit_trains_on_every_chip_with_sparse_labels(shared_data, encoder_dir):
+    """``--label-unit pixels``: every training chip, a share of its labelled pixels; the probe and loss see only those."""
+    data = str(shared_data / "labelled/brandenburg-osm")
+    common = ["--data", data, "--init", f"pretrained:{encoder_dir}", "--steps", "2", "--eval-every", "0", "--no-save"]
+    full = ft.finetune(ft.parse_args([*common, "--lp-ft", "--label-fraction", "1"]))
+    sparse = ft.finetune(ft.parse_args([*common, "--lp-ft", "--label-fraction", "0.05", "--label-unit", "pixels"]))
+    chips = ft.finetune(ft.parse_args([*common, "--lp-ft", "--label-fraction", "0.05"]))
+    assert sparse["label_unit"] == "pixels" and sparse["train_chips"] == full["train_chips"] > chips["train_chips"]
+    share = sparse["train_labelled_pixels"] / full["train_labelled_pixels"]
+    assert 0.04 < share < 0.06
+    with pytest.raises(ValueError, match="uses every training chip"):
+        ft.finetune(
+            ft.parse_args(
+                [*common, "--label-fraction", "0.05", "--label-unit", "pixels", "--val-chips", "unused-train"]
+            )
+        )
+
+
 def test_fit_linear_head_folds_the_standardised_probe_into_the_classifier():
     """The LP stage of LP-FT and the frozen start: the segmenter's logits are the probe's on standardised features."""
     from training.probe import fit_probe
@@ -237,6 +255,14 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
     assert res["meta"]["encoders"]["pretrained"].endswith("pretrain-dense/encoder")
     again = le.main(argv)  # an interrupted experiment continues from its finished runs
     assert [r["miou"] for r in again["runs"]] == [r["miou"] for r in data["runs"]]
+    # Sparse point labels with the grid's choice carried over: no grid run again, every paired run is a pixel run.
+    pix = [*argv, "--grid-from", str(out / "le.json"), "--label-unit", "pixels"]
+    pix += ["--out-json", str(out / "px.json"), "--out-md", str(out / "px.md"), "--out-png", str(out / "px.png")]
+    sparse = le.main(pix)
+    assert sparse["lr_grid_runs"] == data["lr_grid_runs"] and sparse["lr_choice"] == data["lr_choice"]
+    assert {r["label_unit"] for r in sparse["runs"]} == {"pixels"} and len(sparse["runs"]) == 2 * 3
+    assert "by share of the labelled pixels of every training chip" in (out / "px.md").read_text()
+    assert f"carried over from `{out / 'le.json'}`" in (out / "px.md").read_text()
     # A new work dir seeded from the results file: every run (lr grid included) is reused, none is trained again.
     monkeypatch.setattr(le.ft, "finetune", lambda *a, **k: pytest.fail("a reused run was fine-tuned again"))
     i = argv.index("--work-dir") + 1

@@ -6,7 +6,8 @@
     python training/finetune.py --data ... --init pretrained:runs/cpu/encoder --freeze-encoder   # linear probe
 
 The labelled folder is cut into train | val | test blocks along x (``region_split``); the
-``--label-fraction`` subset of training chips is drawn with ``--seed``. Model selection uses the
+``--label-fraction`` subset of training chips (or, with ``--label-unit pixels``, of the labelled pixels of every
+training chip) is drawn with ``--seed``. Model selection uses the
 validation block's mIoU (never the test block, never the loss). Writes ``<output-dir>/segmenter/``
 (``from_pretrained``-loadable) and ``<output-dir>/metrics.json`` (test mIoU, per-class IoU,
 confusion matrix).
@@ -34,11 +35,20 @@ from earth_embed.bands import RELEASE_BANDS
 from earth_embed.errors import ConfigError
 from training.evaluate import evaluate_model, format_metrics, normalised
 from training.features import reestimate_batchnorm
-from training.labelled import IGNORE_INDEX, LabelledChips, LabelledScene, label_fraction_subset, region_split
+from training.labelled import (
+    IGNORE_INDEX,
+    LabelledChips,
+    LabelledScene,
+    label_fraction_subset,
+    region_split,
+    sparse_labels,
+)
 from training.probe import fit_probe
 
 #: What ``--val-chips`` scores: the validation block, or the training chips a label fraction leaves out.
 VAL_CHIPS = ("val-block", "unused-train")
+#: What ``--label-fraction`` is a share of: whole training chips, or the labelled pixels of every training chip.
+LABEL_UNITS = ("chips", "pixels")
 #: How fine-tuning treats BatchNorm statistics (``--batchnorm``).
 BATCHNORM_MODES = ("train", "frozen")
 
@@ -66,6 +76,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "block's images (no labels) before the probe head is fit, then held fixed while the weights train",
     )
     p.add_argument("--label-fraction", type=float, default=1.0, help="share of training chips used (0, 1]")
+    p.add_argument(
+        "--label-unit",
+        choices=LABEL_UNITS,
+        default="chips",
+        help="chips: the fraction is a share of whole training chips; pixels: every training chip, with that share "
+        "of its labelled pixels kept (scattered point labels)",
+    )
     p.add_argument("--seed", type=int, default=0, help="chip subset, initialisation and batch order")
     p.add_argument("--arch", default="unet-resnet18", help="architecture for --init random")
     p.add_argument("--embed-dim", type=int, default=64, help="embedding size for --init random")
@@ -193,7 +210,8 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     scene = LabelledScene(args.data, dn_offset=args.dn_offset)
     blocks = region_split(scene, chip=args.chip, test=args.test_fraction, val=args.val_fraction, gap=args.gap)
-    subset = label_fraction_subset(blocks["train"], args.label_fraction, args.seed)
+    by_chip = args.label_unit == "chips"
+    subset = label_fraction_subset(blocks["train"], args.label_fraction if by_chip else 1.0, args.seed)
     bands = args.bands
     if args.init.startswith("pretrained:"):
         bands = EarthEncoder.from_pretrained(args.init.split(":", 1)[1]).bands
@@ -206,12 +224,14 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     seg = seg.to(memory_format=torch.channels_last)
     norm = seg.config.normalization
     x_all, y_all = train.stacked()
+    if not by_chip:
+        y_all = sparse_labels(y_all, args.label_fraction, args.seed)
     x_all = normalised(x_all, norm.mean, norm.std)
     val_chips = blocks["val"] if args.val_chips == "val-block" else [c for c in blocks["train"] if c not in subset]
     if args.val_chips == "unused-train" and not val_chips:
         raise ConfigError(
-            f"--val-chips unused-train: label fraction {args.label_fraction} uses every training chip; "
-            "pass a smaller --label-fraction or --val-chips val-block"
+            f"--val-chips unused-train: label fraction {args.label_fraction} of {args.label_unit} uses every training "
+            "chip; pass a smaller --label-fraction with --label-unit chips, or --val-chips val-block"
         )
     val = LabelledChips(scene, val_chips, bands) if val_chips else None
     g = torch.Generator().manual_seed(args.seed)  # batch order and flips: the same for every start of a seed
@@ -267,8 +287,10 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         "init": args.init,
         "freeze_encoder": bool(args.freeze_encoder),
         "label_fraction": args.label_fraction,
+        "label_unit": args.label_unit,
         "seed": args.seed,
         "train_chips": len(subset),
+        "train_labelled_pixels": int((y_all != IGNORE_INDEX).sum()),
         "train_chips_total": len(blocks["train"]),
         "val_chips": len(val_chips),
         "val_chips_from": args.val_chips,
@@ -297,6 +319,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
                 "freeze_encoder": bool(args.freeze_encoder),
                 "data": str(args.data),
                 "label_fraction": args.label_fraction,
+                "label_unit": args.label_unit,
                 "seed": args.seed,
                 "steps": args.steps,
                 "batchnorm": args.batchnorm,

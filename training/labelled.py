@@ -137,6 +137,16 @@ def label_fraction_subset(chips: Sequence[Chip], fraction: float, seed: int) -> 
     return [chips[i] for i in sorted(order[:k])]
 
 
+def sparse_labels(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """A copy of labels ``y`` that keeps each labelled pixel with probability ``fraction`` (the rest become
+    IGNORE_INDEX): scattered point labels over every chip. One uniform draw per pixel from ``seed``, so the kept
+    pixels are nested across fractions for one seed."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"label fraction must be in (0, 1], got {fraction}")
+    u = torch.rand(y.shape, generator=torch.Generator().manual_seed(seed))
+    return torch.where(u < fraction, y, torch.full_like(y, IGNORE_INDEX)) if fraction < 1 else y.clone()
+
+
 class LabelledChips(Dataset):
     """Image/label chips of a :class:`LabelledScene`; each chip is read once (window) and cached.
 

@@ -106,6 +106,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="what scores the lr grid: the validation block (12 chips on brandenburg-osm) or the training chips the "
         "grid fraction leaves out",
     )
+    p.add_argument(
+        "--grid-from",
+        metavar="JSON",
+        help="take each start's lr and BatchNorm mode from this earlier results file instead of running the grid",
+    )
+    p.add_argument(
+        "--label-unit",
+        choices=ft.LABEL_UNITS,
+        default="chips",
+        help="what a label fraction is a share of (finetune.py --label-unit): whole training chips, or the labelled "
+        "pixels of every training chip (at fraction 1 the two are the same runs)",
+    )
     p.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     p.add_argument("--pretrain-config", help="override the scale's pre-training config")
     p.add_argument(
@@ -182,10 +194,12 @@ def _finetune_argv(
     lr: float | None,
     val_chips: str = "val-block",
     batchnorm: str = "train",
+    label_unit: str = "chips",
 ) -> list[str]:
     """``finetune.py`` arguments of one run: LP-FT at encoder lr ``lr``, or the frozen probe (``linear_probe``)."""
     f = _finetune_settings(args)
     argv = ["--data", args.data, "--label-fraction", str(fraction), "--seed", str(seed), "--no-save"]
+    argv += ["--label-unit", label_unit]
     argv += ["--val-chips", val_chips]
     argv += ["--steps", str(f["steps"]), "--batch-size", str(f["batch_size"]), "--chip", str(f["chip"])]
     argv += ["--threads", str(f["threads"]), "--select", "last", "--eval-every", "0", "--lr", str(f["head_lr"])]
@@ -294,6 +308,7 @@ def _record(init: str, start: str, fraction: float, seed: int, res: dict) -> dic
         "val_chips": res["val_chips_from"],
         "encoder_lr": None if res["freeze_encoder"] else res["encoder_lr"],
         "batchnorm": res["batchnorm"],
+        "label_unit": res["label_unit"],
         "steps": res["steps"],
         "miou": t["miou"],
         "per_class_iou": t["per_class_iou"],
@@ -327,13 +342,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def run(init: str, fraction: float, seed: int, lr: float | None, val: str = "val-block", bn: str = "train") -> dict:
         """One fine-tune, or its finished record (runs before 2026-12-03 scored the validation block; runs before
-        2026-12-04 kept BatchNorm in train mode)."""
-        want = (init, starts[init], fraction, seed, lr, val, bn)
+        2026-12-04 kept BatchNorm in train mode and drew whole chips)."""
+        unit = "chips" if fraction == 1 else args.label_unit
+        want = (init, starts[init], fraction, seed, lr, val, bn, unit)
         for r in runs:
             have = (r["init"], r["start"], r["fraction"], r["seed"], r["encoder_lr"], r.get("val_chips", "val-block"))
-            if have + (r.get("batchnorm", "train"),) == want:
+            if have + (r.get("batchnorm", "train"), r.get("label_unit", "chips")) == want:
                 return r
-        res = ft.finetune(ft.parse_args(_finetune_argv(args, init, fraction, seed, encoders, lr, val, bn)))
+        res = ft.finetune(ft.parse_args(_finetune_argv(args, init, fraction, seed, encoders, lr, val, bn, unit)))
         rec = _record(init, starts[init], fraction, seed, res)
         runs.append(rec)
         write_json(partial, {"runs": runs}, indent=2)
@@ -345,13 +361,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return rec
 
     tuned = [i for i in args.inits if i != "linear_probe"]
-    grid = [
-        run(i, args.grid_fraction, seed, lr, args.grid_val, bn)
-        for seed in args.grid_seeds
-        for bn in args.batchnorm_grid
-        for lr in args.lr_grid
-        for i in tuned
-    ]
+    grid_meta = {k: getattr(args, k) for k in ("lr_grid", "grid_fraction", "grid_seeds", "grid_val")}
+    if args.grid_from:  # the choice of an earlier experiment, carried over as it was made
+        source = json.loads(Path(args.grid_from).read_text())
+        grid = source["lr_grid_runs"]
+        grid_meta = {k: source["meta"][k] for k in grid_meta}
+    else:
+        grid = [
+            run(i, args.grid_fraction, seed, lr, args.grid_val, bn)
+            for seed in args.grid_seeds
+            for bn in args.batchnorm_grid
+            for lr in args.lr_grid
+            for i in tuned
+        ]
     choice = choose_settings(grid, tuned)
     lr_choice = {init: lr for init, (lr, _) in choice.items()}
     bn_choice = {init: bn for init, (_, bn) in choice.items()}
@@ -378,11 +400,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "inits": list(args.inits),
         "seeds_planned": {f"{f:g}": n for f, n in args.seeds.items()},
         "seeds_run": seeds_run,
-        "lr_grid": list(args.lr_grid),
-        "batchnorm_grid": list(args.batchnorm_grid),
-        "grid_fraction": args.grid_fraction,
-        "grid_seeds": list(args.grid_seeds),
-        "grid_val": args.grid_val,
+        **grid_meta,
+        "batchnorm_grid": sorted({r.get("batchnorm", "train") for r in grid}, reverse=True),
+        "grid_from": args.grid_from,
+        "label_unit": args.label_unit,
         "n_runs": len(keep) + len(grid),
         "wall_time_s": time.perf_counter() - t0,
         "finetune_wall_time_s": float(sum(r["wall_time_s"] for r in {id(r): r for r in keep + grid}.values())),
@@ -402,7 +423,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     write_json(args.out_json, result, indent=2)
     write_markdown(Path(args.out_md), result)
-    write_plot(Path(args.out_png), summary, list(args.fractions), f"label efficiency (LP-FT), {Path(args.data).name}")
+    write_plot(
+        Path(args.out_png),
+        summary,
+        list(args.fractions),
+        f"label efficiency (LP-FT), {Path(args.data).name}",
+        "labelled pixels kept (%)" if args.label_unit == "pixels" else "training chips used (%)",
+    )
     print(Path(args.out_md).read_text())
     return result
 

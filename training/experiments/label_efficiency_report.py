@@ -8,14 +8,21 @@ from pathlib import Path
 
 def _grid_chips(meta: dict) -> str:
     """What scored the lr grid, in words (results before ``grid_val`` existed scored the validation block)."""
-    if meta.get("grid_val", "val-block") == "unused-train":
-        return "the training chips the grid fraction leaves out"
-    return "the validation block"
+    where = "the training chips the grid fraction leaves out" if meta.get("grid_val") == "unused-train" else ""
+    where = where or "the validation block"
+    return f"{where}, carried over from `{meta['grid_from']}`" if meta.get("grid_from") else where
 
 
 def _grid_seeds(meta: dict) -> list[int]:
     """The lr grid's seeds (results files before 2026-12-03 name one ``grid_seed``)."""
     return list(meta.get("grid_seeds", [meta.get("grid_seed", 0)]))
+
+
+def _unit(meta: dict) -> str:
+    """What the label fractions are a share of (results before 2026-12-04: whole chips)."""
+    if meta.get("label_unit", "chips") == "pixels":
+        return "the labelled pixels of every training chip (scattered point labels)"
+    return "training chips"
 
 
 def _batchnorm_choice(result: dict) -> str:
@@ -43,7 +50,7 @@ def write_markdown(path: Path, result: dict) -> None:
         meta["command"],
         "```",
         "",
-        "Test-block mIoU (%), mean +- std over seeds (n), by share of training chips:",
+        f"Test-block mIoU (%), mean +- std over seeds (n), by share of {_unit(meta)}:",
         "",
         "| start | " + " | ".join(cols) + " |",
         "|---|" + "---|" * len(cols),
@@ -72,7 +79,9 @@ def write_markdown(path: Path, result: dict) -> None:
     path.write_text("\n".join(lines))
 
 
-def write_plot(path: Path, summary: dict, fractions: list[float], title: str) -> None:
+def write_plot(
+    path: Path, summary: dict, fractions: list[float], title: str, xlabel: str = "training chips used (%)"
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +99,7 @@ def write_plot(path: Path, summary: dict, fractions: list[float], title: str) ->
             label=init,
         )
     ax.set_xscale("log")
-    ax.set_xlabel("training chips used (%)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test mIoU (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
