@@ -315,6 +315,7 @@ def _record(init: str, start: str, fraction: float, seed: int, res: dict) -> dic
         "pixel_accuracy": t["pixel_accuracy"],
         "final_val_miou": res["final_val_miou"],
         "train_chips": res["train_chips"],
+        "train_labelled_pixels": res["train_labelled_pixels"],
         "wall_time_s": res["wall_time_s"],
     }
 
@@ -341,8 +342,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs += [r for r in data["runs"] + data.get("lr_grid_runs", []) if r["start"] in starts.values()]
 
     def run(init: str, fraction: float, seed: int, lr: float | None, val: str = "val-block", bn: str = "train") -> dict:
-        """One fine-tune, or its finished record (runs before 2026-12-03 scored the validation block; runs before
-        2026-12-04 kept BatchNorm in train mode and drew whole chips)."""
+        """One fine-tune, or its finished record (records without ``val_chips`` scored the validation block; without
+        ``batchnorm``, BatchNorm trained; without ``label_unit``, whole chips were drawn)."""
         unit = "chips" if fraction == 1 else args.label_unit
         want = (init, starts[init], fraction, seed, lr, val, bn, unit)
         for r in runs:
@@ -377,7 +378,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     choice = choose_settings(grid, tuned)
     lr_choice = {init: lr for init, (lr, _) in choice.items()}
     bn_choice = {init: bn for init, (_, bn) in choice.items()}
-    print(f"[label_efficiency] encoder lr, BatchNorm per start (chosen on {args.grid_val}): {choice}", flush=True)
+    print(
+        f"[label_efficiency] encoder lr, BatchNorm per start (chosen on {grid_meta['grid_val']}): {choice}", flush=True
+    )
     keep: list[dict] = []
     for i in range(max(args.seeds.values())):  # seed rounds: every fraction gets seed i before any gets i + 1
         if args.time_budget_min and (time.perf_counter() - t0) / 60 > args.time_budget_min:

@@ -19,14 +19,14 @@ def _grid_seeds(meta: dict) -> list[int]:
 
 
 def _unit(meta: dict) -> str:
-    """What the label fractions are a share of (results before 2026-12-04: whole chips)."""
+    """What the label fractions are a share of (results without `label_unit`: whole chips)."""
     if meta.get("label_unit", "chips") == "pixels":
         return "the labelled pixels of every training chip (scattered point labels)"
     return "training chips"
 
 
 def _batchnorm_choice(result: dict) -> str:
-    """The BatchNorm mode per start, where the grid tried more than one (results before 2026-12-04: train mode)."""
+    """The BatchNorm mode per start, where the grid tried more than one (results without `batchnorm_grid`: train mode)."""
     grid = result["meta"].get("batchnorm_grid", ["train"])
     if grid == ["train"]:
         return ""
