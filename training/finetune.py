@@ -75,7 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train: BatchNorm statistics follow each training batch; frozen: re-estimated once on the training "
         "block's images (no labels) before the probe head is fit, then held fixed while the weights train",
     )
-    p.add_argument("--label-fraction", type=float, default=1.0, help="share of training chips used (0, 1]")
+    p.add_argument(
+        "--label-fraction",
+        type=float,
+        default=1.0,
+        help="share of training chips used, or of labelled pixels with --label-unit pixels (0, 1]",
+    )
     p.add_argument(
         "--label-unit",
         choices=LABEL_UNITS,

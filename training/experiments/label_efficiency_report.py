@@ -8,8 +8,8 @@ from pathlib import Path
 
 def _grid_chips(meta: dict) -> str:
     """What scored the lr grid, in words (results before ``grid_val`` existed scored the validation block)."""
-    where = "the training chips the grid fraction leaves out" if meta.get("grid_val") == "unused-train" else ""
-    where = where or "the validation block"
+    unused = meta.get("grid_val") == "unused-train"
+    where = "the training chips the grid fraction leaves out" if unused else "the validation block"
     return f"{where}, carried over from `{meta['grid_from']}`" if meta.get("grid_from") else where
 
 
