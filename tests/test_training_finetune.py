@@ -273,7 +273,7 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
 
 def test_lr_choice_is_the_best_mean_over_the_grid_seeds():
     """One validation run can pick the wrong lr; the mean over the grid's seeds decides, ties to the lower lr."""
-    from training.experiments.label_efficiency import choose_lrs
+    from training.experiments.label_efficiency_stats import choose_lrs
 
     val = {(1e-4, 0): 0.12, (1e-3, 0): 0.10, (1e-4, 1): 0.05, (1e-3, 1): 0.11, (1e-4, 2): 0.08, (1e-3, 2): 0.09}
     grid = [{"init": "pretrained", "encoder_lr": lr, "seed": s, "final_val_miou": v} for (lr, s), v in val.items()]
@@ -285,7 +285,7 @@ def test_lr_choice_is_the_best_mean_over_the_grid_seeds():
 
 def test_grid_choice_pairs_the_lr_with_a_batchnorm_mode():
     """The grid picks an (lr, BatchNorm mode) pair by its mean over seeds; ties to the lower lr, then to train mode."""
-    from training.experiments.label_efficiency import choose_settings
+    from training.experiments.label_efficiency_stats import choose_settings
 
     val = {(1e-3, "train"): [0.10, 0.12], (1e-3, "frozen"): [0.15, 0.13], (1e-4, "frozen"): [0.14, 0.13]}
     grid = [
