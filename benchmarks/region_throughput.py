@@ -59,7 +59,7 @@ def worker_forward(args) -> dict:
     """Bare forward on in-memory block x block windows of real pixels."""
     import torch
 
-    from earth_embed.raster import open_scene
+    from earth_embed.inputs import open_scene
 
     model = load_model()
     b = args.block
@@ -77,9 +77,9 @@ def worker_forward(args) -> dict:
 
 def worker_engine(args) -> dict:
     """earth_embed.region end to end on one engine."""
-    from earth_embed.region.engine import RunOptions, run_plan
-    from earth_embed.region.plan import RegionPlan
-    from earth_embed.region.store import RegionStore
+    from earth_embed.outputs.zarr_store import RegionStore
+    from earth_embed.tiling.engine import RunOptions, run_plan
+    from earth_embed.tiling.plan import RegionPlan
 
     model = load_model()
     plan = RegionPlan.from_scenes([args.src], model, shard=args.shard, block=args.block)
@@ -216,7 +216,7 @@ def main() -> None:
     args.workdir = workdir
     started = datetime.now(timezone.utc)
     small, large = (build_input(mpx, workdir) for mpx in args.sizes)
-    from earth_embed.region.plan import default_halo
+    from earth_embed.tiling.plan import default_halo
 
     halo = default_halo(load_model().pad_multiple)
     rows = [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .bands import RELEASE_BANDS, S2_BANDS, canonical_band_name, select_bands
 from .config import EarthConfig, Normalization
 from .encoder import EarthEncoder
@@ -19,6 +17,24 @@ from .errors import (
 )
 from .registry import list_architectures
 from .segmenter import EarthSegmenter
+from .version import __version__
+
+#: The public verbs (earth_embed.api), imported on first use so that ``import earth_embed`` stays light
+#: (no rasterio pipeline, zarr or Ray until a verb is called).
+_API = ("embed_raster", "classify_raster", "embed_region", "open_embeddings", "load_released", "RegionRun")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
+
 
 __all__ = [
     "RELEASE_BANDS",
@@ -34,9 +50,15 @@ __all__ = [
     "ModelNotFoundError",
     "Normalization",
     "RasterInputError",
+    "RegionRun",
     "WeightsError",
     "__version__",
     "canonical_band_name",
+    "classify_raster",
+    "embed_raster",
+    "embed_region",
     "list_architectures",
+    "load_released",
+    "open_embeddings",
     "select_bands",
 ]

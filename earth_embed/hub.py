@@ -177,8 +177,8 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
 
 def render_card(config: EarthConfig, template: str, **extra: Any) -> ModelCard:
     """Render a model card from ``model_cards/<template>.md`` with the config's facts."""
-    from . import __version__
     from .bands import S2_BANDS
+    from .version import __version__
 
     for folder in _TEMPLATE_DIRS:
         path = folder / f"{template}.md"

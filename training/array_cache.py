@@ -55,7 +55,7 @@ def build_array_cache(
 
     Returns one row per scene (folder, shape, MiB). Written beside ``out`` first and renamed when whole.
     """
-    from earth_embed.raster import open_scene
+    from earth_embed.inputs import open_scene
 
     data_config, data_root, out = Path(data_config), Path(data_root), Path(out)
     if out.exists():

@@ -292,6 +292,6 @@ def _open_unlabelled(path: Path, bands: Sequence[str]) -> Any:
     """A scene of a pre-training source: an array-cache folder (:mod:`training.array_cache`) or a raster one."""
     if CachedScene.holds(path):
         return CachedScene(path, bands)
-    from earth_embed.raster import open_scene
+    from earth_embed.inputs import open_scene
 
     return open_scene(path, bands=bands)

@@ -60,7 +60,7 @@ class LabelledScene:
         """(reflectance (C,h,w) float32 with nodata 0, labels (h,w) int64 in 0..K-1 or IGNORE_INDEX)."""
         import rasterio
 
-        from earth_embed.raster import open_scene
+        from earth_embed.inputs import open_scene
 
         with open_scene(self.folder, bands=bands) as sc:
             if (sc.height, sc.width) != (self.height, self.width):

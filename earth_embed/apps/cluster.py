@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LabelError
-from ..raster.classmap import class_map_style, landcover_png
-from ..raster.embeddings import EmbeddingRaster, open_embeddings
-from ..raster.writer import check_output_path
+from ..outputs.classmap import class_map_style, landcover_png
+from ..outputs.embeddings import EmbeddingRaster, open_embeddings
+from ..outputs.geotiff import check_output_path
 from .deps import require
 from .maps import map_writer, stream_pixels, unit_rows
 

@@ -22,8 +22,8 @@ import numpy as np
 import rasterio
 
 from ..errors import EarthEmbedError, LabelError, RasterInputError
-from ..raster.classmap import class_map_style, landcover_png
-from ..raster.embeddings import EmbeddingRaster, is_embedding_tags, open_embeddings
+from ..outputs.classmap import class_map_style, landcover_png
+from ..outputs.embeddings import EmbeddingRaster, is_embedding_tags, open_embeddings
 from .heads import HEADS, block_ids, blocked_cv, check_cv, cv_markdown, fit_head, make_head, predict_proba, to_segmenter
 from .labels import Labels, read_labels
 from .maps import map_writer, stream_pixels
@@ -220,8 +220,8 @@ def fit(
 def _embedded_source(source: Any, tmp: Path, opts: dict[str, Any]) -> Path:
     if is_embedding_raster(source):
         return Path(source[0] if isinstance(source, (list, tuple)) else source)
+    from ..api import embed_raster
     from ..encoder import EarthEncoder
-    from ..raster import embed_raster
     from ..released import find_released
 
     name = opts["model"] or find_released("encoder")

@@ -23,7 +23,7 @@ from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window, from_bounds
 
 from ..errors import LabelError
-from ..raster.embeddings import EmbeddingRaster
+from ..outputs.embeddings import EmbeddingRaster
 from .deps import require
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")

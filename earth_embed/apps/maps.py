@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..raster.embeddings import EmbeddingRaster
-from ..raster.writer import GeoTiffWriter
+from ..outputs.embeddings import EmbeddingRaster
+from ..outputs.geotiff import GeoTiffWriter
 
 #: fn(x) with x the (n, D) float32 embeddings of a window's valid pixels -> (n, C) outputs.
 PixelFn = Callable[[np.ndarray], np.ndarray]

@@ -16,8 +16,8 @@ from rasterio.transform import rowcol
 from rasterio.warp import transform, transform_bounds
 
 from ..errors import LabelError
-from ..raster.embeddings import EmbeddingRaster, open_embeddings
-from ..raster.writer import check_output_path
+from ..outputs.embeddings import EmbeddingRaster, open_embeddings
+from ..outputs.geotiff import check_output_path
 from .labels import geometry_pixels, read_geometries
 from .maps import map_writer, stream_pixels, unit_rows
 from .render import similarity_png

@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="earth-embed",
         description="Dense self-supervised Sentinel-2 embeddings: stream scenes to georeferenced rasters.",
     )
-    from .. import __version__
+    from ..version import __version__
 
     parser.add_argument("--version", action="version", version=f"earth-embed {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -52,11 +52,10 @@ def model_arg(args: argparse.Namespace, kind: str = "encoder") -> str:
 
 
 def load_model(kind: str, name: str, revision: str | None):
-    from .. import EarthEncoder, EarthSegmenter
+    """The ``kind`` model ('encoder' or 'segmenter') from a folder or Hub id."""
+    from ..released import load_model as load
 
-    cls = EarthSegmenter if kind == "segmenter" else EarthEncoder
-    model = cls.from_pretrained(name, revision=revision)
-    return model
+    return load(name, kind, revision)
 
 
 def stream_kwargs(args: argparse.Namespace) -> dict:

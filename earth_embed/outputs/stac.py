@@ -1,0 +1,333 @@
+"""A STAC catalogue of region embeddings: one Item per output (a store group or a COG).
+
+Outputs (a COG of :mod:`earth_embed.outputs.cog`, or a CRS group of the Zarr store) are described by
+:class:`EmbeddingOutput`; :func:`write_catalog` writes a self-contained STAC Collection with one Item
+each, carrying the draft STAC embedding extension's fields (``emb:type`` ``pixel``, ``emb:dimensions``,
+``data_type``, ``emb:quantization``, links ``emb:model`` / ``emb:source-data``), the projection
+extension's ``proj:`` fields, and the asset key ``embeddings`` (plus ``scales``, the per-pixel scales of
+the int8 rule). :func:`validate_catalog` validates every object offline: the STAC core against the
+official 1.1.0 schemas that pystac ships, the two extensions against the schema files in
+``earth_embed/outputs/schemas/`` (written from the extensions' READMEs: their published schemas cannot
+be fetched without network).
+
+pystac is imported here, not by ``import earth_embed``. Input ItemCollections (scene lists) are read by
+:mod:`earth_embed.inputs.stac_items`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rasterio.crs import CRS
+from rasterio.transform import Affine, array_bounds
+from rasterio.warp import transform_bounds, transform_geom
+
+from .. import quantize
+from ..errors import RasterInputError
+
+EMB_EXTENSION = "https://stac-extensions.github.io/embeddings/v0.0.1/schema.json"
+PROJ_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+SCHEMA_FILES = {EMB_EXTENSION: "embeddings-v0.0.1.json", PROJ_EXTENSION: "projection-v2.0.0.json"}
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+ZARR_MEDIA_TYPE = "application/vnd+zarr"
+#: Where the source imagery's collection is described (the Collection's ``emb:source-data`` link).
+SENTINEL2_URL = "https://sentiwiki.copernicus.eu/web/s2-mission"
+_DATE = re.compile(r"(?<!\d)(20\d{2})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2}))?(?!\d)")
+
+
+@dataclass
+class EmbeddingOutput:
+    """One catalogued output: where its embeddings are, on which grid, from which model and scenes."""
+
+    id: str
+    href: str
+    media_type: str
+    crs: CRS
+    transform: Affine
+    shape: tuple[int, int]
+    dimensions: int
+    data_type: str
+    model: str
+    model_revision: str | None = None
+    sources: list[str] = field(default_factory=list)
+    scales_href: str | None = None
+    quantization: dict[str, Any] | None = None
+    dates: list[str] = field(default_factory=list)  # acquisition dates of the sources (YYYY-MM-DD), if known
+    created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+
+def outputs_from_cogs(paths: Sequence[str | os.PathLike]) -> list[EmbeddingOutput]:
+    """One output per exported COG (:mod:`earth_embed.outputs.cog`), read from the file's grid and tags."""
+    from .cog import read_cog_tags
+
+    outs = []
+    for path in paths:
+        p = Path(path)
+        meta = read_cog_tags(p)
+        tags = meta["tags"]
+        if tags.get(quantize.TAG) != quantize.RULE:
+            raise RasterInputError(
+                f"{p} is not an embedding COG of earth-embed (no {quantize.TAG}={quantize.RULE} tag)."
+            )
+        scales = p.parent / tags["EMBEDDING_SCALES_FILE"] if tags.get("EMBEDDING_SCALES_FILE") else None
+        rev = tags.get("EMBEDDING_MODEL_REVISION")
+        outs.append(
+            EmbeddingOutput(
+                id=p.stem,
+                href=str(p.resolve()),
+                media_type=COG_MEDIA_TYPE,
+                crs=meta["crs"],
+                transform=meta["transform"],
+                shape=meta["shape"],
+                dimensions=meta["count"],
+                data_type=meta["dtype"],
+                model=tags.get("EMBEDDING_MODEL", "unknown"),
+                model_revision=None if rev in (None, "none") else rev,
+                sources=json.loads(tags.get("EMBEDDING_SOURCES", "[]")),
+                dates=json.loads(tags.get("EMBEDDING_SOURCE_DATES", "[]")),
+                scales_href=str(scales.resolve()) if scales else None,
+                quantization=quantize.geoemb_quantization(),
+            )
+        )
+    return outs
+
+
+def outputs_from_store(store: str | os.PathLike) -> list[EmbeddingOutput]:
+    """One output per CRS group of a region store (asset: the Zarr group)."""
+    from .zarr_groups import group_info, store_groups
+
+    root = Path(store).resolve()
+    outs = []
+    for name in store_groups(root):
+        info = group_info(root, name)
+        outs.append(
+            EmbeddingOutput(
+                id=f"{root.stem}-{name}",
+                href=str(root / name),
+                media_type=ZARR_MEDIA_TYPE,
+                crs=info.crs,
+                transform=info.transform,
+                shape=info.shape,
+                dimensions=info.dimensions,
+                data_type="int8",
+                model=info.model,
+                model_revision=info.revision,
+                sources=info.sources,
+                dates=info.dates,
+                quantization=quantize.geoemb_quantization(),
+            )
+        )
+    return outs
+
+
+def acquisition_dates(sources: Sequence[str]) -> list[dt.datetime]:
+    """Acquisition times of the source scenes, from a ``source.json`` ``date`` or a date token in the path
+    (``..._20170216T102101_...``); scenes without one are left out."""
+    found = []
+    for src in sources:
+        p = Path(src)
+        meta = (p if p.is_dir() else p.parent) / "source.json"
+        text = None
+        if meta.is_file():
+            text = str(json.loads(meta.read_text()).get("date") or "")
+        m = _DATE.search(text or "") or _DATE.search(p.name) or _DATE.search(p.parent.name)
+        if m:
+            y, mo, d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+            found.append(dt.datetime(y, mo, d, h, mi, s, tzinfo=dt.timezone.utc))
+    return found
+
+
+def _parse_date(text: str) -> dt.datetime:
+    found = _DATE.search(text.replace("-", ""))
+    if not found:
+        raise RasterInputError(f"Cannot read a date from {text!r}; give dates as YYYY-MM-DD.")
+    y, mo, d = (int(g) for g in found.groups()[:3])
+    return dt.datetime(y, mo, d, tzinfo=dt.timezone.utc)
+
+
+def model_href(model: str) -> str:
+    """A link target for a model: its local folder's card, or its Hugging Face Hub page."""
+    p = Path(model)
+    if p.exists():
+        return str((p / "README.md") if p.is_dir() else p.resolve())
+    return f"https://huggingface.co/{model}"
+
+
+def _proj_fields(out: EmbeddingOutput) -> dict[str, Any]:
+    epsg = out.crs.to_epsg()
+    fields: dict[str, Any] = {
+        "proj:code": f"EPSG:{epsg}" if epsg else None,
+        "proj:shape": [int(out.shape[0]), int(out.shape[1])],
+        "proj:transform": [float(v) for v in tuple(out.transform)[:6]],
+    }
+    if not epsg:
+        fields["proj:wkt2"] = out.crs.to_wkt()
+    return fields
+
+
+def build_item(out: EmbeddingOutput) -> Any:
+    """A pystac Item for one output (footprint of its grid in WGS84, embedding and projection fields)."""
+    import pystac
+
+    h, w = out.shape
+    left, bottom, right, top = array_bounds(h, w, out.transform)
+    box = {
+        "type": "Polygon",
+        "coordinates": [[[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]],
+    }
+    geometry = transform_geom(out.crs, "EPSG:4326", box, precision=7)
+    bbox = list(transform_bounds(out.crs, "EPSG:4326", left, bottom, right, top, densify_pts=21))
+    dates = [_parse_date(d) for d in out.dates if d] or acquisition_dates(out.sources)
+    props: dict[str, Any] = {
+        "emb:type": "pixel",
+        "emb:dimensions": int(out.dimensions),
+        "data_type": out.data_type,
+        "gsd": float(abs(out.transform.a)),
+        "created": out.created.isoformat(),
+        "emb:runtime_parameters": {"model": out.model, "model_revision": out.model_revision},
+    }
+    if out.quantization:
+        props["emb:quantization"] = out.quantization
+    props.update(_proj_fields(out))
+    if dates and min(dates) != max(dates):
+        props["start_datetime"], props["end_datetime"] = min(dates).isoformat(), max(dates).isoformat()
+    item = pystac.Item(
+        id=out.id,
+        geometry=geometry,
+        bbox=bbox,
+        datetime=None if props.get("start_datetime") else (dates[0] if dates else out.created),
+        properties=props,
+        stac_extensions=[EMB_EXTENSION, PROJ_EXTENSION],
+    )
+    item.add_asset(
+        "embeddings",
+        pystac.Asset(
+            href=out.href, media_type=out.media_type, roles=["data", "embeddings"], title="embeddings (int8 codes)"
+        ),
+    )
+    if out.scales_href:
+        item.add_asset(
+            quantize.SCALES_NAME,
+            pystac.Asset(
+                href=out.scales_href,
+                media_type=out.media_type,
+                roles=["data", "scales"],
+                title="per-pixel scales of the int8 codes (value = code * scale)",
+            ),
+        )
+    item.add_link(pystac.Link("emb:model", model_href(out.model), title=out.model))
+    for src in out.sources:
+        item.add_link(pystac.Link("emb:source-data", src, title=Path(src).name))
+    return item
+
+
+def build_collection(outputs: Sequence[EmbeddingOutput], collection_id: str, description: str | None = None) -> Any:
+    """A pystac Collection holding one Item per output (all from one model, same dimensions and dtype)."""
+    import pystac
+
+    if not outputs:
+        raise RasterInputError("No outputs to catalogue: embed a region first (earth-embed embed-region ...).")
+    first = outputs[0]
+    mixed = {(o.model, o.dimensions, o.data_type) for o in outputs}
+    if len(mixed) > 1:
+        raise RasterInputError(
+            f"The outputs come from different models or formats {sorted(mixed)}; write one catalogue per model."
+        )
+    items = [build_item(o) for o in outputs]
+    bboxes = [it.bbox for it in items]
+    union = [min(b[0] for b in bboxes), min(b[1] for b in bboxes), max(b[2] for b in bboxes), max(b[3] for b in bboxes)]
+    times = [t for it in items for t in _item_times(it)]
+    collection = pystac.Collection(
+        id=collection_id,
+        description=description
+        or f"Per-pixel {first.dimensions}-d embeddings of Sentinel-2 scenes by {first.model} (earth-embed).",
+        extent=pystac.Extent(pystac.SpatialExtent([union]), pystac.TemporalExtent([[min(times), max(times)]])),
+        license="other",
+        stac_extensions=[EMB_EXTENSION],
+        extra_fields={
+            "emb:type": "pixel",
+            "emb:dimensions": int(first.dimensions),
+            "data_type": first.data_type,
+            "gsd": float(abs(first.transform.a)),
+        },
+    )
+    collection.add_link(pystac.Link("emb:model", model_href(first.model), title=first.model))
+    collection.add_link(pystac.Link("emb:source-data", SENTINEL2_URL, title="Copernicus Sentinel-2 MSI"))
+    collection.add_items(items)
+    return collection
+
+
+def _item_times(item: Any) -> list[dt.datetime]:
+    if item.datetime is not None:
+        return [item.datetime]
+    p = item.properties
+    return [dt.datetime.fromisoformat(p["start_datetime"]), dt.datetime.fromisoformat(p["end_datetime"])]
+
+
+def write_catalog(
+    outputs: Sequence[EmbeddingOutput], stac_dir: str | os.PathLike, collection_id: str | None = None
+) -> Path:
+    """Write a self-contained Collection (``collection.json``) and its Items under ``stac_dir``; validate it.
+
+    Asset and source hrefs under ``stac_dir``'s parent become relative, so the folder can move with
+    its outputs. Returns the collection file.
+    """
+    import pystac
+
+    root = Path(stac_dir).resolve()
+    collection = build_collection(outputs, collection_id or root.name)
+    collection.normalize_hrefs(str(root))
+    collection.make_all_asset_hrefs_relative()
+    collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    path = root / "collection.json"
+    validate_catalog(path)
+    return path
+
+
+def offline_validator() -> Any:
+    """pystac's JSON-schema validator with the core schemas pystac ships and our extension schema files."""
+    from pystac.validation import JsonSchemaSTACValidator
+
+    validator = JsonSchemaSTACValidator()
+    folder = Path(__file__).resolve().parent / "schemas"
+    for uri, name in SCHEMA_FILES.items():
+        validator.schema_cache[uri] = json.loads((folder / name).read_text())
+    return validator
+
+
+def validate_catalog(collection_path: str | os.PathLike) -> int:
+    """Validate a written Collection and all its Items offline; returns the number of objects checked."""
+    import pystac
+
+    validator = offline_validator()
+    collection = pystac.Collection.from_file(str(collection_path))
+    collection.validate(validator=validator)
+    n = 1
+    for item in collection.get_items(recursive=True):
+        item.validate(validator=validator)
+        n += 1
+    return n
+
+
+def publish(
+    store: str | os.PathLike, cog_dir: str | os.PathLike | None = None, stac_dir: str | os.PathLike | None = None
+) -> tuple[list[Any], Path | None]:
+    """After a run: export ``store``'s finished shards as COGs into ``cog_dir`` and/or catalogue the outputs
+    (each store group, and each COG when exported) as a validated STAC Collection in ``stac_dir``.
+
+    Returns the COG tiles and the collection file (None when ``stac_dir`` is None).
+    """
+    from .cog import export_cogs
+
+    tiles = export_cogs(store, cog_dir) if cog_dir is not None else []
+    if stac_dir is None:
+        return tiles, None
+    outputs = outputs_from_store(store) + outputs_from_cogs([t.path for t in tiles])
+    return tiles, write_catalog(outputs, stac_dir)

@@ -1,0 +1,158 @@
+"""The engine interface: run a plan's work units with a model factory into a sink.
+
+An engine is a function ``engine(plan, units, model_factory, sink, options) -> RunSummary``:
+
+- ``plan`` (:class:`~earth_embed.tiling.plan.RegionPlan`) and ``units`` (the units still to do,
+  a subset of ``plan.units``) are picklable and can be shipped to workers;
+- ``model_factory()`` returns the model (called once per worker; the engine puts it in eval mode
+  on ``options.device`` with :func:`model_on`);
+- for each unit the engine calls :func:`~earth_embed.tiling.unit.read_unit` (CPU) and
+  :func:`~earth_embed.tiling.unit.compute_unit` (model) and hands the encoded array to
+  ``sink.write_unit(unit, data)`` — at most one writer per unit, each unit whole;
+- a unit whose scene cannot be read raises :class:`~earth_embed.errors.RasterInputError`: with
+  ``options.on_error == "stop"`` the engine re-raises it, with ``"skip"`` it records
+  ``(unit.key, message)`` in ``RunSummary.failed`` and goes on (the unit is not written).
+
+:func:`run_plan` is the entry point: it skips units the sink already holds (resume), picks the
+engine by name (:data:`ENGINES`; ``"ray"`` lives in :mod:`earth_embed.tiling.engine_ray`, imported only
+when asked for) and returns the summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from ..errors import RasterInputError
+from .plan import RegionPlan, WorkUnit
+
+#: Engine name -> "module:function", imported on first use.
+ENGINES = {"local": "earth_embed.tiling.engine_local:run_local", "ray": "earth_embed.tiling.engine_ray:run_ray"}
+
+
+class UnitSink(Protocol):
+    """Where finished units go: the Zarr store, or a GeoTIFF for a single scene."""
+
+    def is_done(self, unit: WorkUnit) -> bool:
+        """True when ``unit`` was written completely by an earlier run."""
+        ...
+
+    def write_unit(self, unit: WorkUnit, data: Any) -> None:
+        """Write the whole encoded unit ``data`` (C, unit.height, unit.width); then mark it done."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How units are computed. ``output``: one of :data:`~earth_embed.tiling.unit.OUTPUTS`."""
+
+    output: str = "int8"
+    device: str | None = None  # None: CUDA when available, else CPU
+    batch_size: int = 1
+    dn_offset: float | None = None  # for scenes without their own
+    on_error: str = "stop"  # or "skip": a unit with an unreadable scene is reported, not written
+    progress: bool = True
+    desc: str = "units"
+    workers: int | None = None  # engines with workers (ray); None: the engine's default
+    address: str | None = None  # ray: an existing cluster
+
+
+@dataclass
+class RunSummary:
+    """What a run did."""
+
+    done: int = 0
+    skipped: int = 0  # already in the sink (resume)
+    pixels: int = 0  # output pixels computed
+    seconds: float = 0.0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    worker_peak_rss_mb: float = 0.0  # largest peak RSS of a worker process (engines with workers: ray)
+
+    @property
+    def px_per_s(self) -> float:
+        return self.pixels / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.done} unit(s) computed, {self.skipped} already done (skipped), "
+            f"{self.pixels / 1e6:.2f} Mpx in {self.seconds:.1f} s ({self.px_per_s:,.0f} px/s)"
+        )
+        if self.failed:
+            text += f"; {len(self.failed)} unit(s) FAILED: " + "; ".join(f"{k}: {m}" for k, m in self.failed)
+        return text
+
+
+class Engine(Protocol):
+    def __call__(
+        self,
+        plan: RegionPlan,
+        units: Sequence[WorkUnit],
+        model_factory: Callable[[], Any],
+        sink: UnitSink,
+        options: RunOptions,
+    ) -> RunSummary: ...
+
+
+def get_engine(name: str) -> Engine:
+    """The engine function registered under ``name`` (imports its module now)."""
+    if name not in ENGINES:
+        raise RasterInputError(f"engine={name!r} is not known; use one of {', '.join(ENGINES)}.")
+    module, func = ENGINES[name].split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as err:
+        raise RasterInputError(
+            f'The {name} engine is not available ({err}); install it with pip install "earth-embed[{name}]".'
+        ) from err
+    return getattr(mod, func)
+
+
+def run_plan(
+    plan: RegionPlan,
+    model_factory: Callable[[], Any],
+    sink: UnitSink,
+    options: RunOptions | None = None,
+    engine: str = "local",
+) -> RunSummary:
+    """Run every unit of ``plan`` that ``sink`` does not hold yet on ``engine``; return the summary."""
+    options = options or RunOptions()
+    if options.on_error not in ("stop", "skip"):
+        raise RasterInputError(f"on_error={options.on_error!r}; use 'stop' or 'skip'.")
+    run = get_engine(engine)
+    todo = [u for u in plan.units if not sink.is_done(u)]
+    t0 = time.perf_counter()
+    summary = run(plan, todo, model_factory, sink, options) if todo else RunSummary()
+    summary.skipped = len(plan.units) - len(todo)
+    summary.seconds = summary.seconds or time.perf_counter() - t0
+    return summary
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device; None -> CUDA when available. Clear error when CUDA is missing."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RasterInputError(f"device={device!r} was asked for but CUDA is not available; use device='cpu'.")
+    return dev
+
+
+@contextlib.contextmanager
+def model_on(model: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
+    """Eval mode on ``device`` for the run; the model's mode and device are restored afterwards."""
+    was_training = model.training
+    try:
+        old = next(model.parameters()).device
+    except StopIteration:
+        old = torch.device("cpu")
+    model.eval().to(device)
+    try:
+        yield model
+    finally:
+        model.train(was_training).to(old)

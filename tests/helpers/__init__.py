@@ -1,0 +1,1 @@
+"""Shared test helpers (not test modules): real-scene crops, bad inputs, a loopback Hub server."""
