@@ -4,7 +4,7 @@ Each pixel's embedding ``v`` is stored as int8 codes ``q = round(v / s)`` in [-1
 scale per pixel ``s = max_d |v_d| / 127``; decoding is ``value = q * s``. ``-128`` in every band (and a
 NaN scale) is nodata. The rule keeps each vector's length, which this encoder's embeddings need:
 AlphaEarth's unit-length rule (codes of the unit vector, no scale) loses 0.58 linear-probe mIoU points
-on brandenburg-osm against float32, this rule gains 0.04 (``docs/results.md``, "Stored int8
+on brandenburg-osm against float32, this rule gains 0.04 (``docs/archive/results-notebook.md``, "Stored int8
 embeddings"; ``training/experiments/quantization_probe.py``). The codes alone are proportional to the
 vector, so cosine similarity on them needs no scale. A code means the same value in every scene, tile
 and worker (its scale travels with it), so stores can be mosaicked; no second pass is needed.
@@ -32,7 +32,7 @@ QMAX = 127
 SCALES_NAME = "scales"
 #: GeoTIFF tag naming the quantisation of an embedding raster.
 TAG = "EMBEDDING_QUANTIZATION"
-#: What the rule costs, as measured (docs/results.md, "Stored int8 embeddings"): stored with every output.
+#: What the rule costs, as measured (docs/performance.md, "Stored as int8"): stored with every output.
 MEASURED = {
     "dataset": "brandenburg-osm",
     "model": "earth-embed-s2-unet-r18s16",

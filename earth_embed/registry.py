@@ -16,24 +16,24 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "backbone_out_indices": [0, 1, 2, 3],
         "decoder_channels": [128, 64, 32, 32],
     },
-    # The same backbone with a decoder as wide as the 64-d embedding at the output (release 3): the
-    # release-2 decoder ends at 32 channels, so its 64-d embedding had rank <= 32 (issue 10, cause 6).
+    # The same backbone with a decoder as wide as the 64-d embedding at the output (experimental, never
+    # released): the unet-resnet18-s16 decoder ends at 32 channels, so its 64-d embedding has rank <= 32.
     "unet-resnet18-s16-fr": {
         "backbone": "resnet18",
         "backbone_out_indices": [0, 1, 2, 3],
         "decoder_channels": [128, 64, 64, 64],
     },
-    # The stride-16 model with a texture layer before the head (issue 10, arm k): the head also sees the
-    # local standard deviation of each last-decoder channel over 5 and 15 px, so that within-scene texture
-    # (what the hand-made stack adds to the bands) costs the network no capacity to carry.
+    # The stride-16 model with a texture layer before the head (the released encoder's architecture): the
+    # head also sees the local standard deviation of each last-decoder channel over 5 and 15 px, so that
+    # within-scene texture (what the hand-made stack adds to the bands) costs the network no capacity to carry.
     "unet-resnet18-s16-ls": {
         "backbone": "resnet18",
         "backbone_out_indices": [0, 1, 2, 3],
         "decoder_channels": [128, 64, 32, 32],
         "local_stats": [5, 15],
     },
-    # Arm (l) (issue 10): the texture layer with the 5 px window only. On release 4 the 15 px block carries
-    # austria-ben-v2 and costs slovenia-eolearn and brandenburg-osm (docs/results.md, "Arm (l)").
+    # Experimental, never released: the texture layer with the 5 px window only. On release 4 the 15 px block
+    # carries austria-ben-v2 and costs slovenia-eolearn and brandenburg-osm (docs/archive/results-notebook.md).
     "unet-resnet18-s16-ls5": {
         "backbone": "resnet18",
         "backbone_out_indices": [0, 1, 2, 3],

