@@ -25,6 +25,7 @@ class GroupInfo:
     shard: int
     chunk: int
     attrs: dict[str, Any]
+    run_id: str | None = None  # the id the group's embeddings and scales arrays carry
 
     @property
     def model(self) -> str:
@@ -43,7 +44,19 @@ class GroupInfo:
 
     @property
     def sources(self) -> list[str]:
-        return [str(s["name"]) if isinstance(s, dict) else str(s) for s in self.attrs.get("geoemb:source_scenes", [])]
+        """Ids of the source scenes (stores of earlier versions recorded their paths as ``name``)."""
+        return [
+            str(s.get("id") or s.get("name")) if isinstance(s, dict) else str(s)
+            for s in self.attrs.get("geoemb:source_scenes", [])
+        ]
+
+    @property
+    def source_hrefs(self) -> list[str | None]:
+        """Recorded paths of the source scenes (relative to the store's scene root, or absolute), or None each."""
+        return [
+            (str(s["href"]) if s.get("href") else None) if isinstance(s, dict) else None
+            for s in self.attrs.get("geoemb:source_scenes", [])
+        ]
 
 
 def _open_root(store: str | os.PathLike) -> Any:
@@ -77,6 +90,7 @@ def group_info(store: str | os.PathLike, name: str) -> GroupInfo:
         shard=int(shards[1]),
         chunk=int(arr.chunks[1]),
         attrs=attrs,
+        run_id=str(arr.attrs["earth_embed:run_id"]) if arr.attrs.get("earth_embed:run_id") else None,
     )
 
 
@@ -85,6 +99,35 @@ def store_groups(store: str | os.PathLike) -> list[str]:
     root = _open_root(store)
     listed = root.attrs.get("earth_embed:groups")
     return sorted(listed) if listed else sorted(k for k in root.group_keys() if not k.startswith("_"))
+
+
+@dataclass(frozen=True)
+class StoreLinks:
+    """Where a store's model folder and a group's source scenes are on this machine, as far as the store says
+    (paths recorded relative to the store's folder or its scene root; ``absolute``: the user asked for absolute paths)."""
+
+    model_path: Path | None
+    sources: list[Path | None]
+    absolute: bool
+
+
+def store_links(store: str | os.PathLike, info: GroupInfo) -> StoreLinks:
+    """The model folder and the source scenes of group ``info`` of ``store``, resolved (see :class:`StoreLinks`)."""
+    from .provenance import resolve_href
+
+    attrs = dict(_open_root(store).attrs)
+    base = Path(store).resolve().parent
+    model = attrs.get("earth_embed:model_path")
+    absolute = bool(attrs.get("earth_embed:absolute_paths"))
+    scene_root = attrs.get("earth_embed:scene_root")
+    root_dir = resolve_href(str(scene_root), base) if scene_root else None
+    sources: list[Path | None] = []
+    for href in info.source_hrefs:
+        if href is None or (not Path(href).is_absolute() and root_dir is None):
+            sources.append(None)
+        else:
+            sources.append(resolve_href(href, root_dir or base))
+    return StoreLinks(resolve_href(str(model), base) if model else None, sources, absolute)
 
 
 def finished_shards(store: str | os.PathLike, info: GroupInfo) -> list[tuple[int, int]]:

@@ -2,59 +2,67 @@
 
 Layout of ``OUT.zarr``::
 
-    zarr.json                   root group: the run's plan fingerprint, model, quantisation, scenes
+    zarr.json                   root group: the plan's fingerprint, run id, model, quantisation, scenes
     EPSG_32618/                 one group per CRS (the plan's group key)
         embeddings              int8 codes (band, y, x): all bands in each chunk, sharded, zstd, -128 nodata
         scales                  float32 (y, x): each pixel's scale (value = code * scale), NaN nodata
         x, y                    pixel-centre coordinates (CRS units), band (0..D-1)
         spatial_ref             CF grid mapping (crs_wkt, GeoTransform): xarray/rioxarray georeference
-    _units/EPSG_32618/3.4.json  registry of finished units, written after the unit's data
+    _units/EPSG_32618/3.4.json  registry of finished units: each shard file's bytes and SHA-256
+    _units/run.json             the run's recipe (scenes, model, sizes), for ``earth-embed verify --repair``
 
 Group attributes follow the draft Zarr conventions ``proj:`` (geo-proj) and ``spatial:`` and a
-``geoemb:`` namespace for the embedding (model, revision, bands, quantisation, software, sources).
+``geoemb:`` namespace for the embedding (model, revision, bands, quantisation, software, sources). The
+``embeddings`` and ``scales`` arrays carry the store's run id (``earth_embed:run_id``): a reader refuses
+codes and scales of different runs.
 
-Writes are whole units (one shard each, clipped at the grid edge), so no two writers ever touch
-one shard. zarr's local store writes each shard under a temporary name and renames it; the unit's
-registry entry is written (also by rename) only after its data, so a unit killed half-way is
-neither visible as done nor half-visible under its key, and a rerun computes exactly the units
-without an entry. The store is picklable (workers reopen it by path).
+Writes are whole units (one shard of each array, clipped at the grid edge), so no two writers ever touch
+one shard; one run at a time writes a store (:func:`store_lock`). zarr writes each shard under a
+temporary name and renames it; the unit's registry entry is written (by rename) only after its data is
+flushed, and records what was written (:mod:`~earth_embed.outputs.zarr_units`). A rerun computes exactly
+the units without an entry or whose files no longer match it. The store is picklable (workers reopen it
+by path).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
-import secrets
+import re
 import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import quantize
-from ..errors import RasterInputError
+from ..errors import OutputError, RasterInputError
 from ..tiling.plan import RegionPlan, WorkUnit
 from ..tiling.unit import UnitOutput
-from ..version import __version__
+from . import zarr_layout as layout
+from .atomic import OutputLock
+from .provenance import model_facts, relative_href, source_entry
+from .zarr_units import (
+    ENTRY_FORMAT,
+    REGISTRY,
+    UnitCheck,
+    check_entry,
+    record_file,
+    shard_keys,
+    store_leftovers,
+    write_json,
+)
 
-_REGISTRY = "_units"
-_CONVENTIONS = [
-    {
-        "schema_url": "https://raw.githubusercontent.com/zarr-conventions/geo-proj/refs/tags/v1/schema.json",
-        "spec_url": "https://github.com/zarr-conventions/geo-proj/blob/v1/README.md",
-        "uuid": "f17cb550-5864-4468-aeb7-f3180cfb622f",
-        "name": "proj:",
-        "description": "Coordinate reference system information for geospatial data",
-    },
-    {
-        "schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v1/schema.json",
-        "spec_url": "https://github.com/zarr-conventions/spatial/blob/v1/README.md",
-        "uuid": "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4",
-        "name": "spatial:",
-        "description": "Spatial coordinate information",
-    },
-]
+log = logging.getLogger("earth_embed")
+RECIPE = "run.json"
+_CREATE_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:new|layout)-\d+-[0-9a-f]{8}$")
+#: Version of the store's bookkeeping (2: registry entries with checksums, run id on the arrays).
+STORE_FORMAT = 2
 
 
 def _zarr():
@@ -63,14 +71,6 @@ def _zarr():
     except ImportError as err:  # pragma: no cover - zarr is a core dependency of the region engine
         raise RasterInputError('The region store needs zarr >= 3; pip install "earth-embed[region]".') from err
     return zarr
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Write JSON under a temporary name, then rename: readers see all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def plan_fingerprint(plan: RegionPlan, model_id: str) -> str:
@@ -83,6 +83,82 @@ def plan_fingerprint(plan: RegionPlan, model_id: str) -> str:
         "quantization": quantize.RULE,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def store_lock(path: str | os.PathLike, clean: bool = True) -> Iterator[OutputLock]:
+    """Hold the store's one-writer lock (``.NAME.zarr.lock`` beside it; released by the kernel when the
+    process dies, even on ``kill -9``); with ``clean``, remove what killed writers left inside the store."""
+    p = Path(path)
+    lock = OutputLock(p)
+    lock.acquire()  # OutputError naming the live run that holds it
+    try:
+        if clean:
+            remove_leftovers(p)
+        yield lock
+    finally:
+        lock.release()
+
+
+def _creation_leftovers(path: Path) -> list[Path]:
+    """Half-built stores (``.NAME.new-...``) and metadata rewrites (``.NAME.layout-...``) beside ``path``."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(folder / e for e in entries if (m := _CREATE_TEMP.match(e)) and m.group("name") == path.name)
+
+
+def stores_in(folder: str | os.PathLike) -> list[Path]:
+    """Region stores in ``folder`` (or ``folder`` itself), and names of stores whose creation was killed."""
+    f = Path(folder)
+    if is_region_store(f):
+        return [f]
+    found = {p for p in f.iterdir() if is_region_store(p)} if f.is_dir() else set()
+    found |= {f / m.group("name") for e in (os.listdir(f) if f.is_dir() else []) if (m := _CREATE_TEMP.match(e))}
+    return sorted(found)
+
+
+def remove_leftovers(path: Path) -> list[Path]:
+    """Delete the temporary files of killed writers inside the store, and half-built copies beside it
+    (call it holding :func:`store_lock`)."""
+    removed = []
+    for d in _creation_leftovers(path):
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    for f in store_leftovers(path) if path.is_dir() else []:
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+            removed.append(f)
+    if removed:
+        log.warning(
+            "removed %d temporary file(s) that an interrupted run left in %s: %s",
+            len(removed),
+            path,
+            ", ".join(f.name for f in removed[:5]) + (" ..." if len(removed) > 5 else ""),
+        )
+    return removed
+
+
+def clean_store(path: str | os.PathLike) -> list[Path]:
+    """Remove a store's leftovers of killed runs unless a live run holds it (then nothing, no error)."""
+    p = Path(path)
+    lock = OutputLock(p)
+    try:
+        lock.acquire()
+    except OutputError:
+        return []
+    try:
+        return remove_leftovers(p)
+    finally:
+        lock.release()
+
+
+def is_region_store(path: str | os.PathLike) -> bool:
+    """True for a folder that holds an earth-embed region store (a root ``zarr.json`` and a ``_units`` registry)."""
+    p = Path(path)
+    return p.is_dir() and (p / "zarr.json").is_file() and (p / REGISTRY).is_dir()
 
 
 class RegionStore:
@@ -110,52 +186,130 @@ class RegionStore:
         revision: str = "none",
         overwrite: bool = False,
         extra: dict[str, Any] | None = None,
+        scene_root: str | os.PathLike | None = None,
+        absolute_paths: bool = False,
+        repair: bool = False,
     ) -> RegionStore:
         """Create the store for ``plan``, or reopen it to resume when it was made for the same plan.
 
-        A store made for a different plan (other scenes, sizes or model) raises unless
-        ``overwrite=True``, which deletes it first.
+        A store made for a different plan (other scenes, sizes or model) raises unless ``overwrite=True``,
+        which deletes it first. Metadata that is missing, corrupt or not the plan's raises an
+        :class:`OutputError` naming the file, unless ``repair=True``, which writes it again (data untouched).
+        ``model_id`` (a folder or Hub id) and the scenes are recorded without local paths unless
+        ``scene_root`` (scene paths relative to it) or ``absolute_paths`` is given.
         """
-        zarr = _zarr()
+        _zarr()
         store = cls(path)
         p = store.path
         fingerprint = plan_fingerprint(plan, model_id)
-        if p.exists():
-            old = store.attrs().get("earth_embed:plan") if (p / "zarr.json").is_file() else None
-            if old == fingerprint and not overwrite:
-                return store  # resume
-            if not overwrite:
-                why = "was made for a different plan" if old else "is not an earth-embed store"
-                raise RasterInputError(
-                    f"{p} exists and {why}; pass overwrite=True (CLI: --overwrite) or choose another path."
-                )
+        facts = store._facts(plan, model_id, revision, scene_root, absolute_paths)
+        if p.exists() and overwrite:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if p.exists():
+            store._reopen(plan, fingerprint, facts, extra, repair)
+            return store
         parent = p.parent if str(p.parent) else Path(".")
         if not parent.is_dir():
             raise RasterInputError(f"The output folder {parent} does not exist; create it first (mkdir -p {parent}).")
-        root = zarr.open_group(p, mode="w", zarr_format=3)
-        sources = [
-            {"name": s.spec.name, "date": s.spec.date, "group": s.group, "row": s.row, "col": s.col}
+        root_attrs = store._root_attrs(plan, fingerprint, str(uuid.uuid4()), facts, extra)
+        tmp = p.with_name(f".{p.name}.new-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            layout.write_layout(tmp, plan, root_attrs, facts)
+            (tmp / REGISTRY).mkdir()
+            os.rename(tmp, p)  # the store appears whole, or not at all
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return store
+
+    def _facts(self, plan: RegionPlan, model_id: str, revision: str, scene_root: Any, absolute: bool) -> dict[str, Any]:
+        base = self.path.parent
+        facts = {**model_facts(model_id, base, absolute), "geoemb:model_revision": revision}
+        facts["geoemb:source_scenes"] = [
+            {
+                **source_entry(s.spec.source, scene_root, absolute),
+                "date": s.spec.date,
+                "group": s.group,
+                "row": s.row,
+                "col": s.col,
+            }
             for s in plan.scenes
         ]
-        root.attrs.update(
-            {
-                "earth_embed:plan": fingerprint,
-                "earth_embed:sizes": {"chunk": plan.chunk, "shard": plan.shard, "block": plan.block, "halo": plan.halo},
-                "earth_embed:groups": sorted(plan.groups),
-                **_embedding_attrs(plan, model_id, revision, sources),
-                **(extra or {}),
-            }
-        )
-        for key, grid in plan.groups.items():
-            _create_group(root, key, grid, plan, model_id, revision, [s for s in sources if s["group"] == key])
-        return store
+        if scene_root is not None and not absolute:
+            facts["earth_embed:scene_root"] = relative_href(scene_root, base)
+        if absolute:
+            facts["earth_embed:absolute_paths"] = True
+        return facts
+
+    def _root_attrs(self, plan: RegionPlan, fingerprint: str, run_id: str, facts: dict, extra: dict | None) -> dict:
+        keep = {k: v for k, v in facts.items() if k.startswith("earth_embed:")}
+        return {
+            "earth_embed:plan": fingerprint,
+            "earth_embed:store_format": STORE_FORMAT,
+            layout.RUN_ID: run_id,
+            "earth_embed:sizes": {"chunk": plan.chunk, "shard": plan.shard, "block": plan.block, "halo": plan.halo},
+            "earth_embed:groups": sorted(plan.groups),
+            **layout.embedding_attrs(plan, facts),
+            **keep,
+            **(extra or {}),
+        }
+
+    def _reopen(self, plan: RegionPlan, fingerprint: str, facts: dict, extra: dict | None, repair: bool) -> None:
+        """Resume: the same plan, metadata intact (or rewritten with ``repair``)."""
+        p = self.path
+        if not p.is_dir() or not ((p / "zarr.json").exists() or (p / REGISTRY / RECIPE).is_file()):
+            raise RasterInputError(
+                f"{p} exists and is not an earth-embed store; pass overwrite=True (CLI: --overwrite) or choose "
+                "another path."
+            )
+        recipe = self.recipe() or {}
+        try:
+            attrs = layout.check_layout(p)
+            old, run_id = attrs.get("earth_embed:plan"), attrs.get(layout.RUN_ID)
+        except OutputError:
+            if not repair or recipe.get("plan") != fingerprint:
+                raise
+            attrs, old, run_id = {}, fingerprint, recipe.get("run_id")
+        if old is None and not recipe:
+            raise RasterInputError(
+                f"{p} exists and is not an earth-embed store; pass overwrite=True (CLI: --overwrite) or choose "
+                "another path."
+            )
+        if old != fingerprint:
+            raise RasterInputError(
+                f"{p} was made for a different plan (other scenes, sizes or model); pass overwrite=True "
+                "(CLI: --overwrite) to start over, or choose another path."
+            )
+        try:
+            layout.check_layout(p, plan)
+        except OutputError:
+            if not repair:
+                raise
+            root_attrs = self._root_attrs(
+                plan, fingerprint, str(run_id or recipe.get("run_id") or uuid.uuid4()), facts, extra
+            )
+            fixed = layout.rewrite_layout(p, plan, root_attrs, facts)
+            log.warning("rewrote the metadata of %s: %s", p, ", ".join(fixed))
 
     # -- reading metadata ------------------------------------------------------------------------
     def attrs(self) -> dict[str, Any]:
-        """The root group's attributes."""
-        meta = json.loads((self.path / "zarr.json").read_text(encoding="utf-8"))
-        return dict(meta.get("attributes", {}))
+        """The root group's attributes (an :class:`OutputError` naming the file when it is corrupt)."""
+        return dict(layout.read_meta(self.path / "zarr.json", self.path).get("attributes") or {})
+
+    @property
+    def run_id(self) -> str | None:
+        """The id the store's arrays carry (one per store, kept across resumed runs)."""
+        value = self.attrs().get(layout.RUN_ID)
+        return str(value) if value else None
+
+    def recipe(self) -> dict[str, Any] | None:
+        """The recorded recipe of the run (``_units/run.json``), or None."""
+        from .zarr_units import read_entry
+
+        return read_entry(self.path / REGISTRY / RECIPE)
+
+    def write_recipe(self, recipe: dict[str, Any]) -> None:
+        """Record how the store was made (for ``earth-embed verify --repair``)."""
+        write_json(self.path / REGISTRY / RECIPE, recipe)
 
     def array(self, group: str, name: str = "embeddings") -> Any:
         """The ``embeddings`` (or ``scales``) zarr array of ``group`` (opened once per process)."""
@@ -166,11 +320,19 @@ class RegionStore:
 
     # -- the UnitSink interface --------------------------------------------------------------------
     def _entry(self, unit: WorkUnit) -> Path:
-        return self.path / _REGISTRY / unit.group / f"{unit.shard[0]}.{unit.shard[1]}.json"
+        return self.path / REGISTRY / unit.group / f"{unit.shard[0]}.{unit.shard[1]}.json"
+
+    def check_unit(self, unit: WorkUnit, full: bool = False) -> UnitCheck:
+        """Whether ``unit``'s files still match its registry entry (``full``: hash every file)."""
+        return check_entry(self.path, self._entry(unit), unit.key, full=full)
 
     def is_done(self, unit: WorkUnit) -> bool:
-        """True when ``unit``'s data and registry entry were written."""
-        return self._entry(unit).is_file()
+        """True when ``unit`` was written and its files still match what was written (cheap check: no chunk
+        is read unless a file's time changed); a unit that fails is said aloud and computed again."""
+        check = self.check_unit(unit)
+        if not check.ok and self._entry(unit).exists():
+            log.warning("unit %s is computed again: %s", unit.key, check.problem)
+        return check.ok
 
     def write_unit(self, unit: WorkUnit, out: UnitOutput) -> None:
         """Write a whole unit (int8 codes ``(D, unit.height, unit.width)`` and their scales), then register it."""
@@ -179,106 +341,32 @@ class RegionStore:
             raise ValueError(
                 f"unit {unit.key} needs int8 codes (D, {unit.height}, {unit.width}) and scales, got {data.dtype} {data.shape}"
             )
+        entry = self._entry(unit)
+        entry.unlink(missing_ok=True)
+        keys = shard_keys(unit.group, unit.shard)
+        for key in keys.values():  # an old (maybe damaged) shard must not be read back into this write
+            (self.path / key).unlink(missing_ok=True)
         rows, cols = slice(unit.row, unit.row + unit.height), slice(unit.col, unit.col + unit.width)
         self.array(unit.group)[:, rows, cols] = data
         self.array(unit.group, quantize.SCALES_NAME)[rows, cols] = out.scales
         valid = int(quantize.valid_mask(data).sum())
-        _write_json(self._entry(unit), {"unit": unit.key, "pixels": unit.pixels, "valid_pixels": valid})
+        files = {name: record_file(self.path, key) for name, key in keys.items()}
+        write_json(
+            entry,
+            {"format": ENTRY_FORMAT, "unit": unit.key, "pixels": unit.pixels, "valid_pixels": valid, "files": files},
+        )
 
     def done_units(self) -> list[str]:
         """Keys of the registered (finished) units."""
-        root = self.path / _REGISTRY
+        root = self.path / REGISTRY
         return sorted(f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.json")) if root.is_dir() else []
+
+    def consolidate(self) -> None:
+        """Write consolidated metadata (``xarray.open_zarr`` then opens the store without a warning)."""
+        layout.consolidate(self.path)
 
     def open_xarray(self, group: str) -> Any:
         """The group as an ``xarray.Dataset`` (int8 codes kept as stored; decode with :func:`quantize.decode`)."""
         import xarray as xr
 
         return xr.open_zarr(self.path, group=group, consolidated=False, mask_and_scale=False)
-
-
-def _embedding_attrs(plan: RegionPlan, model_id: str, revision: str, sources: list) -> dict[str, Any]:
-    return {
-        "geoemb:type": "pixel",
-        "geoemb:model": model_id,
-        "geoemb:model_revision": revision,
-        "geoemb:dimensions": plan.embed_dim,
-        "geoemb:data_type": "int8",
-        "geoemb:quantization": quantize.geoemb_quantization(),
-        "geoemb:nodata": quantize.NODATA,
-        "geoemb:input_bands": list(plan.bands),
-        "geoemb:software": f"earth-embed {__version__}",
-        "geoemb:source_scenes": sources,
-    }
-
-
-def _create_group(root, key: str, grid, plan: RegionPlan, model_id: str, revision: str, sources: list) -> None:
-    from pyproj import CRS
-    from zarr.codecs import ZstdCodec
-
-    crs = CRS.from_user_input(grid.crs)
-    t = grid.transform
-    gdal_transform = f"{t.c} {t.a} {t.b} {t.f} {t.d} {t.e}"
-    group = root.create_group(key)
-    group.attrs.update(
-        {
-            "zarr_conventions": _CONVENTIONS,
-            "proj:code": grid.crs,
-            "proj:wkt2": crs.to_wkt(),
-            "spatial:dimensions": ["y", "x"],
-            "spatial:transform": [t.a, t.b, t.c, t.d, t.e, t.f],
-            "spatial:shape": [grid.height, grid.width],
-            "spatial:bbox": [t.c, t.f + t.e * grid.height, t.c + t.a * grid.width, t.f],
-            "spatial:registration": "pixel",
-            **_embedding_attrs(plan, model_id, revision, sources),
-        }
-    )
-    d = plan.embed_dim
-    emb = group.create_array(
-        "embeddings",
-        shape=(d, grid.height, grid.width),
-        dtype="int8",
-        chunks=(d, plan.chunk, plan.chunk),
-        shards=(d, plan.shard, plan.shard),
-        compressors=ZstdCodec(level=3),
-        fill_value=quantize.NODATA,
-        dimension_names=("band", "y", "x"),
-        attributes={
-            "grid_mapping": "spatial_ref",
-            "_FillValue": quantize.NODATA,
-            "coordinates": "spatial_ref",
-            "long_name": "per-pixel embedding, int8 codes",
-            "description": quantize.DESCRIPTION,
-            "quantization": quantize.RULE,
-        },
-    )
-    del emb
-    group.create_array(
-        quantize.SCALES_NAME,
-        shape=(grid.height, grid.width),
-        dtype="float32",
-        chunks=(plan.chunk, plan.chunk),
-        shards=(plan.shard, plan.shard),
-        compressors=ZstdCodec(level=3),
-        fill_value=np.nan,
-        dimension_names=("y", "x"),
-        attributes={
-            "grid_mapping": "spatial_ref",
-            "coordinates": "spatial_ref",
-            "long_name": "per-pixel scale of the int8 codes (value = code * scale)",
-        },
-    )
-    x = t.c + t.a * (np.arange(grid.width) + 0.5)
-    y = t.f + t.e * (np.arange(grid.height) + 0.5)
-    for name, values in (("x", x), ("y", y), ("band", np.arange(d, dtype=np.int32))):
-        arr = group.create_array(name, shape=values.shape, dtype=values.dtype, dimension_names=(name,))
-        arr[:] = values
-    cf = crs.to_cf()
-    ref = group.create_array(
-        "spatial_ref",
-        shape=(),
-        dtype="int32",
-        dimension_names=(),
-        attributes={**cf, "spatial_ref": crs.to_wkt(), "GeoTransform": gdal_transform},
-    )
-    ref[()] = 0
