@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,10 @@ from rasterio.windows import Window
 from .. import quantize
 from ..errors import RasterInputError
 from ..version import __version__
+from .embeddings import RUN_TAG
 from .geotiff import band_names
-from .zarr_groups import GroupInfo, finished_shards, group_info, store_groups
+from .provenance import relative_href
+from .zarr_groups import GroupInfo, StoreLinks, finished_shards, group_info, store_groups, store_links
 
 COG_OPTIONS = {
     "COMPRESS": "ZSTD",
@@ -56,8 +59,24 @@ class CogTile:
     shard: tuple[int, int]
 
 
+def _link_tags(links: StoreLinks, out_dir: Path) -> dict[str, str]:
+    """The model folder and source scenes, relative to the COG folder (absolute only when the store's user asked)."""
+
+    def href(p: Path | None) -> str | None:
+        return None if p is None else (p.as_posix() if links.absolute else relative_href(p, out_dir))
+
+    tags = {"EMBEDDING_SOURCE_PATHS": json.dumps([href(p) for p in links.sources])}
+    if links.model_path is not None:
+        tags["EMBEDDING_MODEL_PATH"] = str(href(links.model_path))
+    if links.absolute:
+        tags["EMBEDDING_ABSOLUTE_PATHS"] = "yes"
+    return tags
+
+
 def _tags(info: GroupInfo, shard: tuple[int, int]) -> dict[str, str]:
+    run = f"{info.run_id or uuid.uuid4()}/{info.name}/{shard[0]}.{shard[1]}"  # the pair's one identity
     return {
+        RUN_TAG: run,
         **quantize.metadata(),
         "EMBEDDING_MODEL": info.model,
         "EMBEDDING_MODEL_REVISION": info.revision or "none",
@@ -118,7 +137,7 @@ def export_shard(store: str | os.PathLike, info: GroupInfo, shard: tuple[int, in
         return None
     transform = info.transform @ Affine.translation(c0, r0)
     base = {"height": h, "width": w, "crs": info.crs, "transform": transform}
-    tags = _tags(info, shard)
+    tags = {**_tags(info, shard), **_link_tags(store_links(store, info), out_dir)}
     tile = CogTile(
         path=out_dir / f"emb_{info.name}_r{shard[0]:03d}_c{shard[1]:03d}.tif",
         scales_path=out_dir / tags["EMBEDDING_SCALES_FILE"],

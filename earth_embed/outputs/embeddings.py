@@ -9,6 +9,10 @@ is nodata, whatever the stored type, by the raster's own tags:
   ``EMBEDDING_QUANTIZATION=pixel-scale-int8``): the per-pixel rule of :mod:`earth_embed.quantize`,
   with the scales read from the raster named by ``EMBEDDING_SCALES_FILE`` beside it.
 
+Codes and scales are bound to each other: both files (both Zarr arrays) carry the same run id
+(:data:`RUN_TAG`, ``earth_embed:run_id``), checked when they are opened, and every GeoTIFF is checked to
+be whole (:mod:`~earth_embed.outputs.tiff_check`) before a pixel is read.
+
 A new storage rule is added here, once.
 """
 
@@ -27,6 +31,12 @@ from rasterio.windows import Window
 
 from .. import quantize
 from ..errors import RasterInputError
+from .tiff_check import check_tiff_complete
+
+#: GeoTIFF tag holding the run id that an int8 codes file and its scales file share.
+RUN_TAG = "EMBEDDING_RUN_ID"
+#: Zarr attribute of the ``embeddings`` and ``scales`` arrays holding the store's run id.
+RUN_ATTR = "earth_embed:run_id"
 
 #: Side of the windows that the apps read, predict and write at a time (a multiple of the 256 px tiles).
 WINDOW = 512
@@ -156,14 +166,9 @@ class GeoTiffEmbeddings(EmbeddingRaster):
                 )
             if ds.crs is None:
                 raise RasterInputError(f"{self.path} has no CRS; re-run `earth-embed embed` on a georeferenced scene.")
+            check_tiff_complete(self.path, "embedding raster")
             if self.tags.get(quantize.TAG) == quantize.RULE:
-                scales = self.path.parent / self.tags.get("EMBEDDING_SCALES_FILE", "")
-                if not scales.is_file():
-                    raise RasterInputError(
-                        f"{self.path} holds int8 codes whose per-pixel scales are in {scales}, which is missing; "
-                        "keep the scales COG beside the codes (export them together)."
-                    )
-                self._scales = rasterio.open(scales)
+                self._scales = _open_scales(self.path, self.tags, ds)
         except BaseException:
             ds.close()
             raise
@@ -177,6 +182,38 @@ class GeoTiffEmbeddings(EmbeddingRaster):
         self._ds.close()
         if self._scales is not None:
             self._scales.close()
+
+
+def _open_scales(path: Path, tags: dict[str, str], codes: Any) -> Any:
+    """The scales raster of the int8 codes ``codes`` (at ``path``), checked to be whole and of the same run."""
+    scales = path.parent / tags.get("EMBEDDING_SCALES_FILE", "")
+    if not scales.is_file():
+        raise RasterInputError(
+            f"{path} holds int8 codes whose per-pixel scales are in {scales}, which is missing; keep the scales "
+            "file beside the codes (they are written, copied and exported together)."
+        )
+    check_tiff_complete(scales, "scales file")
+    try:
+        ds = rasterio.open(scales)
+    except rasterio.errors.RasterioIOError as err:
+        raise RasterInputError(f"The scales file {scales} cannot be opened ({err}); write it again.") from err
+    try:
+        mine, theirs = tags.get(RUN_TAG), ds.tags().get(RUN_TAG)
+        if mine != theirs:
+            raise RasterInputError(
+                f"{scales} does not belong to {path}: the codes were written by run {mine or '(no run id)'} and "
+                f"the scales by run {theirs or '(no run id)'}, so code x scale would give wrong values. Put back "
+                f"the {scales.name} written with these codes, or embed the scene again."
+            )
+        if (ds.height, ds.width, ds.count) != (codes.height, codes.width, 1) or ds.transform != codes.transform:
+            raise RasterInputError(
+                f"{scales} ({ds.height} x {ds.width} px, {ds.count} band(s)) is not the scales raster of {path} "
+                f"({codes.height} x {codes.width} px); put back the scales file written with these codes."
+            )
+    except BaseException:
+        ds.close()
+        raise
+    return ds
 
 
 class ZarrEmbeddings(EmbeddingRaster):
@@ -200,6 +237,13 @@ class ZarrEmbeddings(EmbeddingRaster):
         self.tags = {quantize.TAG: quantize.RULE, "EMBEDDING_MODEL": info.model, "KIND": "embeddings"}
         self._codes: Any = g["embeddings"]
         self._scales: Any = g[quantize.SCALES_NAME]
+        mine, theirs = self._codes.attrs.get(RUN_ATTR), self._scales.attrs.get(RUN_ATTR)
+        if mine != theirs:
+            raise RasterInputError(
+                f"The scales array of {self.path} was written by run {theirs or '(no run id)'}, its codes by run "
+                f"{mine or '(no run id)'}: they do not belong together. Run `earth-embed verify {store}` and embed "
+                "the region again where it fails."
+            )
 
     def read(self, window: Window | None = None) -> np.ndarray:
         win = window or Window(0, 0, self.width, self.height)

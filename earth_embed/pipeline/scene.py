@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from .. import quantize
 from ..errors import RasterInputError
 from ..inputs.spec import SceneSpec, settle_scene
 from ..outputs.classmap import class_map_style
+from ..outputs.embeddings import RUN_TAG
 from ..outputs.geotiff import OUTPUT_DTYPES, GeoTiffWriter, band_names, check_output_path, scales_path
 from ..tiling.engine import RunOptions, pick_device, run_plan
 from ..tiling.plan import RegionPlan, WorkUnit
@@ -187,8 +189,8 @@ def embed_raster(
     )
     tags = _base_tags(model, plan, tiling, dn_offset, model_id, revision, bands)
     tags.update(KIND="embeddings", EMBED_DIM=str(model.embed_dim), OUTPUT_DTYPE=dtype)
-    if dtype == "int8":
-        tags.update(quantize.metadata(), EMBEDDING_SCALES_FILE=scales_path(dst).name)
+    if dtype == "int8":  # the codes and their scales file carry one run id, checked when they are read
+        tags.update(quantize.metadata(), EMBEDDING_SCALES_FILE=scales_path(dst).name, **{RUN_TAG: str(uuid.uuid4())})
     output = dtype
     return _write(
         model,
