@@ -31,6 +31,7 @@ from rasterio.warp import transform_bounds, transform_geom
 
 from .. import quantize
 from ..errors import RasterInputError
+from .provenance import model_link, relative_href, resolve_href
 
 EMB_EXTENSION = "https://stac-extensions.github.io/embeddings/v0.0.1/schema.json"
 PROJ_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
@@ -61,6 +62,9 @@ class EmbeddingOutput:
     quantization: dict[str, Any] | None = None
     dates: list[str] = field(default_factory=list)  # acquisition dates of the sources (YYYY-MM-DD), if known
     created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    model_path: Path | None = None  # a local model's folder on this machine (None: a Hub id)
+    source_paths: list[Path | None] = field(default_factory=list)  # each source's path here, when recorded
+    absolute: bool = False  # link local paths absolutely (the user asked); else relative to the catalogue
 
 
 def outputs_from_cogs(paths: Sequence[str | os.PathLike]) -> list[EmbeddingOutput]:
@@ -78,6 +82,9 @@ def outputs_from_cogs(paths: Sequence[str | os.PathLike]) -> list[EmbeddingOutpu
             )
         scales = p.parent / tags["EMBEDDING_SCALES_FILE"] if tags.get("EMBEDDING_SCALES_FILE") else None
         rev = tags.get("EMBEDDING_MODEL_REVISION")
+        folder = p.resolve().parent
+        model_path = tags.get("EMBEDDING_MODEL_PATH")
+        sources = json.loads(tags.get("EMBEDDING_SOURCE_PATHS", "[]"))
         outs.append(
             EmbeddingOutput(
                 id=p.stem,
@@ -94,6 +101,9 @@ def outputs_from_cogs(paths: Sequence[str | os.PathLike]) -> list[EmbeddingOutpu
                 dates=json.loads(tags.get("EMBEDDING_SOURCE_DATES", "[]")),
                 scales_href=str(scales.resolve()) if scales else None,
                 quantization=quantize.geoemb_quantization(),
+                model_path=resolve_href(model_path, folder) if model_path else None,
+                source_paths=[resolve_href(q, folder) if q else None for q in sources],
+                absolute=tags.get("EMBEDDING_ABSOLUTE_PATHS") == "yes",
             )
         )
     return outs
@@ -101,12 +111,13 @@ def outputs_from_cogs(paths: Sequence[str | os.PathLike]) -> list[EmbeddingOutpu
 
 def outputs_from_store(store: str | os.PathLike) -> list[EmbeddingOutput]:
     """One output per CRS group of a region store (asset: the Zarr group)."""
-    from .zarr_groups import group_info, store_groups
+    from .zarr_groups import group_info, store_groups, store_links
 
     root = Path(store).resolve()
     outs = []
     for name in store_groups(root):
         info = group_info(root, name)
+        links = store_links(root, info)
         outs.append(
             EmbeddingOutput(
                 id=f"{root.stem}-{name}",
@@ -122,6 +133,9 @@ def outputs_from_store(store: str | os.PathLike) -> list[EmbeddingOutput]:
                 sources=info.sources,
                 dates=info.dates,
                 quantization=quantize.geoemb_quantization(),
+                model_path=links.model_path,
+                source_paths=links.sources,
+                absolute=links.absolute,
             )
         )
     return outs
@@ -152,11 +166,11 @@ def _parse_date(text: str) -> dt.datetime:
     return dt.datetime(y, mo, d, tzinfo=dt.timezone.utc)
 
 
-def model_href(model: str) -> str:
-    """A link target for a model: its local folder's card, or its Hugging Face Hub page."""
-    p = Path(model)
-    if p.exists():
-        return str((p / "README.md") if p.is_dir() else p.resolve())
+def model_href(model: str, folder: Path | None = None) -> str:
+    """A link target for a model: its local folder's card (an absolute path here; :func:`write_catalog` makes
+    it relative), or its Hugging Face Hub page."""
+    if folder is not None:
+        return model_link(folder).as_posix()
     return f"https://huggingface.co/{model}"
 
 
@@ -222,9 +236,12 @@ def build_item(out: EmbeddingOutput) -> Any:
                 title="per-pixel scales of the int8 codes (value = code * scale)",
             ),
         )
-    item.add_link(pystac.Link("emb:model", model_href(out.model), title=out.model))
-    for src in out.sources:
-        item.add_link(pystac.Link("emb:source-data", src, title=Path(src).name))
+    props["earth_embed:source_scenes"] = list(out.sources)  # scene ids
+    item.add_link(pystac.Link("emb:model", model_href(out.model, out.model_path), title=out.model))
+    for i, src in enumerate(out.sources):
+        path = out.source_paths[i] if i < len(out.source_paths) else None
+        if path is not None:  # only where the user declared a scene root (or asked for absolute paths)
+            item.add_link(pystac.Link("emb:source-data", path.as_posix(), title=src))
     return item
 
 
@@ -258,7 +275,7 @@ def build_collection(outputs: Sequence[EmbeddingOutput], collection_id: str, des
             "gsd": float(abs(first.transform.a)),
         },
     )
-    collection.add_link(pystac.Link("emb:model", model_href(first.model), title=first.model))
+    collection.add_link(pystac.Link("emb:model", model_href(first.model, first.model_path), title=first.model))
     collection.add_link(pystac.Link("emb:source-data", SENTINEL2_URL, title="Copernicus Sentinel-2 MSI"))
     collection.add_items(items)
     return collection
@@ -276,8 +293,9 @@ def write_catalog(
 ) -> Path:
     """Write a self-contained Collection (``collection.json``) and its Items under ``stac_dir``; validate it.
 
-    Asset and source hrefs under ``stac_dir``'s parent become relative, so the folder can move with
-    its outputs. Returns the collection file.
+    Asset hrefs become relative, and so do the links to a local model folder and to source scenes (which the
+    outputs record only when a scene root was declared), so the folder can move with its outputs; absolute
+    only when the outputs were written with absolute paths asked for. Returns the collection file.
     """
     import pystac
 
@@ -285,10 +303,22 @@ def write_catalog(
     collection = build_collection(outputs, collection_id or root.name)
     collection.normalize_hrefs(str(root))
     collection.make_all_asset_hrefs_relative()
+    if not any(o.absolute for o in outputs):
+        _relative_links([collection, *collection.get_items(recursive=True)])
     collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     path = root / "collection.json"
     validate_catalog(path)
     return path
+
+
+def _relative_links(objects: Sequence[Any]) -> None:
+    """Model and source links to local paths, made relative to the file of the object that holds them."""
+    for obj in objects:
+        here = Path(obj.get_self_href()).parent
+        for link in obj.links:
+            target = link.target
+            if link.rel in ("emb:model", "emb:source-data") and isinstance(target, str) and Path(target).is_absolute():
+                link.target = relative_href(target, here)
 
 
 def offline_validator() -> Any:
@@ -317,7 +347,9 @@ def validate_catalog(collection_path: str | os.PathLike) -> int:
 
 
 def publish(
-    store: str | os.PathLike, cog_dir: str | os.PathLike | None = None, stac_dir: str | os.PathLike | None = None
+    store: str | os.PathLike,
+    cog_dir: str | os.PathLike | None = None,
+    stac_dir: str | os.PathLike | None = None,
 ) -> tuple[list[Any], Path | None]:
     """After a run: export ``store``'s finished shards as COGs into ``cog_dir`` and/or catalogue the outputs
     (each store group, and each COG when exported) as a validated STAC Collection in ``stac_dir``.
