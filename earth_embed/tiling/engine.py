@@ -61,6 +61,8 @@ class RunOptions:
     desc: str = "units"
     workers: int | None = None  # engines with workers (ray); None: the engine's default
     address: str | None = None  # ray: an existing cluster
+    runtime_env: dict | None = None  # ray: the runtime_env of every task and actor (e.g. {"pip": [...]})
+    timeout: float | None = None  # ray: seconds to join and check the cluster (earth_embed.tiling.ray_connect)
 
 
 @dataclass

@@ -9,8 +9,10 @@
   (on a GPU when the cluster has one: ``num_gpus=1`` per actor), compute each unit with
   :func:`~earth_embed.tiling.unit.compute_unit` and write it to the sink themselves, whole and by
   unit (the store is picklable; actors reopen it by path), so no unit's data goes back to the driver.
-- ``options.address`` joins an existing cluster (``ray://host:10001`` or ``auto``); otherwise a local
-  Ray is started for the run and stopped after it, unless one is already running in this process.
+- ``options.address`` joins an existing cluster (``ray://host:10001``, ``HOST:6379`` or ``auto``); otherwise a
+  local Ray is started for the run and stopped after it, unless one is already running in this process.
+  Either way :func:`~earth_embed.tiling.ray_connect.ray_session` checks the cluster first and fails in
+  seconds with a clear message (``earth_embed.pipeline.region`` enters it before the store is touched).
 
 The codes equal the local engine's up to float rounding of a different thread count (+-1 code).
 """
@@ -108,32 +110,26 @@ def run_ray(
     """Run ``units`` on Ray (see :mod:`earth_embed.tiling.engine` for the contract)."""
     from tqdm.auto import tqdm
 
-    ray = _ray()
-    started = False
-    if not ray.is_initialized():
-        try:
-            ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as err:
-            raise RasterInputError(
-                f"Cannot start or join Ray (address={options.address!r}): {err}. Check the address "
-                "(ray://HOST:10001 or auto) or leave it out to run Ray on this machine."
-            ) from err
-        started = True
+    from .ray_connect import ray_session
+
+    _ray()
     summary = RunSummary()
     t0 = time.perf_counter()
-    try:
+    with ray_session(options.address, options.timeout, options.runtime_env) as ray:
         workers = max(1, int(options.workers or 1))
         cpus, gpus, threads = _resources(ray, workers)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ds = ray.data.from_items([{"index": i} for i in range(len(units))], override_num_blocks=max(1, len(units)))
-        ds = ds.map(_read_row, fn_kwargs={"plan": plan, "units": list(units)}, num_cpus=0.5)
+        env = {"runtime_env": options.runtime_env} if options.runtime_env else {}
+        ds = ds.map(_read_row, fn_kwargs={"plan": plan, "units": list(units)}, num_cpus=0.5, **env)
         ds = ds.map(
             _UnitWriter,
             fn_constructor_args=(model_factory, sink, options, threads),
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=cpus,
             num_gpus=gpus,
+            **env,
         )
         bar = tqdm(total=len(units), desc=options.desc, unit="unit", disable=not options.progress, dynamic_ncols=True)
         try:
@@ -150,8 +146,5 @@ def run_ray(
                 bar.update(1)
         finally:
             bar.close()
-    finally:
-        if started:
-            ray.shutdown()
     summary.seconds = time.perf_counter() - t0
     return summary
