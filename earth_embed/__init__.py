@@ -21,7 +21,15 @@ from .version import __version__
 
 #: The public verbs (earth_embed.api), imported on first use so that ``import earth_embed`` stays light
 #: (no rasterio pipeline, zarr or Ray until a verb is called).
-_API = ("embed_raster", "classify_raster", "embed_region", "open_embeddings", "load_released", "RegionRun")
+_API = (
+    "embed_raster",
+    "classify_raster",
+    "embed_region",
+    "open_embeddings",
+    "load_released",
+    "verify_store",
+    "RegionRun",
+)
 
 
 def __getattr__(name: str):
@@ -61,4 +69,5 @@ __all__ = [
     "load_released",
     "open_embeddings",
     "select_bands",
+    "verify_store",
 ]

@@ -4,6 +4,7 @@
 - :func:`classify_raster`: one scene -> a land-cover GeoTIFF through a segmenter;
 - :func:`embed_region`: many scenes (several CRSs) -> one resumable Zarr store, COGs and STAC if asked;
 - :func:`open_embeddings`: any of these outputs back, decoded to float32 (or as xarray);
+- :func:`verify_store`: a full check of a region store; ``repair=True`` recomputes what fails;
 - :func:`load_released`: the released encoder or segmenter.
 
 Their defaults are the command line's (``earth-embed embed``, ``classify``, ``embed-region``).
@@ -13,7 +14,16 @@ from __future__ import annotations
 
 from .outputs.embeddings import open_embeddings
 from .pipeline.region import RegionRun, embed_region
+from .pipeline.repair import verify_store
 from .pipeline.scene import classify_raster, embed_raster
 from .released import load_released
 
-__all__ = ["RegionRun", "classify_raster", "embed_raster", "embed_region", "load_released", "open_embeddings"]
+__all__ = [
+    "RegionRun",
+    "classify_raster",
+    "embed_raster",
+    "embed_region",
+    "load_released",
+    "open_embeddings",
+    "verify_store",
+]

@@ -44,11 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
-        print(
-            f"earth-embed {args.command}: interrupted ({signal.Signals(signum).name}); temporary files were "
-            "removed and nothing was written under the final name",
-            file=sys.stderr,
-        )
+        said = getattr(args, "on_interrupt", None)
+        what = said(args) if said else "temporary files were removed and nothing was written under the final name"
+        print(f"earth-embed {args.command}: interrupted ({signal.Signals(signum).name}); {what}", file=sys.stderr)
         return 128 + signum
     except OSError as err:  # e.g. a folder that cannot be created: a message, not a traceback
         print(f"earth-embed {args.command}: error: {err}", file=sys.stderr)

@@ -129,29 +129,33 @@ class _StderrHandler(logging.Handler):
 @contextlib.contextmanager
 def cli_session(command: str) -> Iterator[None]:
     """For one command: SIGTERM/SIGINT unwind with cleanup, warnings and notes print as
-    ``earth-embed CMD: warning: ...``; everything is restored afterwards."""
+    ``earth-embed CMD: warning: ...``; everything is restored afterwards.
+
+    Warnings about the input (:class:`InputWarning`: a likely missing DN offset, display images, negative
+    values...) are printed every time, whatever ``PYTHONWARNINGS`` or ``-W`` say: they are part of the
+    command's output, not Python's warning machinery."""
     in_main = threading.current_thread() is threading.main_thread()
     old_handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
     for signum in old_handlers:
         signal.signal(signum, _raise_interrupted)
-    old_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         kind = "warning" if issubclass(category, InputWarning) else category.__name__
         print(f"earth-embed {command}: {kind}: {message}", file=sys.stderr)
 
-    warnings.showwarning = show
     log = logging.getLogger("earth_embed")
     handler, old_level, old_propagate = _StderrHandler(command), log.level, log.propagate
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
     try:
-        yield
+        with warnings.catch_warnings():  # restores the filters and showwarning afterwards
+            warnings.filterwarnings("always", category=InputWarning)  # ahead of an "ignore" from PYTHONWARNINGS
+            warnings.showwarning = show
+            yield
     finally:
         log.removeHandler(handler)
         log.setLevel(old_level)
         log.propagate = old_propagate
-        warnings.showwarning = old_show
         for signum, old in old_handlers.items():
             signal.signal(signum, old)

@@ -1,11 +1,39 @@
-"""Region command of ``earth-embed``: embed-region (many scenes, several CRSs, one resumable Zarr store)."""
+"""Region commands of ``earth-embed``: embed-region (many scenes, several CRSs, one resumable Zarr store) and
+verify (a full check of a store or an embedding GeoTIFF; ``--repair`` recomputes what fails)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
+from ..errors import EarthEmbedError
 from .common import model_arg, set_threads
+
+
+def _ray_env(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        env = json.loads(text)
+    except ValueError as err:
+        raise EarthEmbedError(
+            f'--ray-env is not JSON ({err}); e.g. --ray-env \'{{"pip": ["earth-embed[ray]"]}}\'.'
+        ) from err
+    if not isinstance(env, dict):
+        raise EarthEmbedError(
+            '--ray-env must be a JSON object (a Ray runtime_env), e.g. \'{"pip": ["earth-embed[ray]"]}\'.'
+        )
+    return env
+
+
+def interrupted_region(args: argparse.Namespace) -> str:
+    """What Ctrl-C on embed-region leaves: the finished units, resumed by a rerun."""
+    return (
+        f"the units finished so far are kept in {args.out}; rerun the same command to resume (only the "
+        "unfinished units are computed; --overwrite would start over and discard them)"
+    )
 
 
 def cmd_embed_region(args: argparse.Namespace) -> int:
@@ -21,6 +49,10 @@ def cmd_embed_region(args: argparse.Namespace) -> int:
         engine=args.engine,
         workers=args.workers,
         address=args.address,
+        ray_timeout=args.ray_timeout,
+        ray_env=_ray_env(args.ray_env),
+        scene_root=args.scene_root,
+        absolute_paths=args.absolute_paths,
         cog_dir=args.cog_dir,
         stac_dir=args.stac_dir,
         on_bad_scene=args.on_bad_scene,
@@ -43,6 +75,25 @@ def cmd_embed_region(args: argparse.Namespace) -> int:
         print("rerun the same command to retry the failed units; finished units are kept")
         return 1
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ..api import verify_store
+    from ..pipeline.repair import verify_embeddings
+
+    path = Path(args.path)
+    if path.is_file():
+        if args.repair:
+            raise EarthEmbedError(f"--repair applies to region stores; {path} is a file: embed the scene again.")
+        print(verify_embeddings(path))
+        return 0
+    report = verify_store(path, repair=args.repair, model=args.model, device=args.device, progress=not args.quiet)
+    print(report)
+    if report.ok:
+        return 0
+    if not args.repair:
+        print(f"run `earth-embed verify {path} --repair` to repair it (intact units are kept, damaged ones recomputed)")
+    return 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,7 +124,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         help='where units run: in-process (default) or on Ray (pip install "earth-embed[ray]")',
     )
     p.add_argument("--workers", type=int, help="ray: model actors (default 1; one per GPU is typical)")
-    p.add_argument("--address", help="ray: join this cluster (ray://HOST:10001 or auto) instead of a local Ray")
+    p.add_argument(
+        "--address",
+        help="ray: join this cluster (ray://HOST:10001 with Ray Client, HOST:6379 on a cluster node, or auto) "
+        "instead of a local Ray",
+    )
+    p.add_argument(
+        "--ray-timeout",
+        type=float,
+        help="ray: seconds to reach and check the cluster before anything is written (default 15, "
+        "or $EARTH_EMBED_RAY_TIMEOUT)",
+    )
+    p.add_argument(
+        "--ray-env", metavar="JSON", help='ray: runtime_env of the tasks, e.g. \'{"pip": ["earth-embed[ray]"]}\''
+    )
+    p.add_argument(
+        "--scene-root",
+        help="record the scenes' paths relative to this folder in the store and the STAC Items (default: scene ids only)",
+    )
+    p.add_argument(
+        "--absolute-paths",
+        action="store_true",
+        help="record absolute local paths of the scenes and the model (default: ids and relative paths)",
+    )
     p.add_argument("--cog-dir", help="also export every finished shard as Cloud-Optimized GeoTIFFs into this folder")
     p.add_argument("--stac-dir", help="also write a validated STAC Collection of the outputs into this folder")
     p.add_argument(
@@ -102,4 +175,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="delete OUT.zarr first and start over (without it a store of another plan is refused)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_embed_region)
+    p.set_defaults(func=cmd_embed_region, on_interrupt=interrupted_region)
+
+    p = sub.add_parser(
+        "verify",
+        help="check a region store (or an embedding GeoTIFF) in full; --repair recomputes what fails",
+        description="Check every metadata file of OUT.zarr, every finished unit's shard files against the "
+        "checksums recorded when they were written, and decode every unit; or check that an embedding "
+        "GeoTIFF/COG is whole and bound to its scales file. Exit 0 when intact, 1 when damage was found. "
+        "--repair forgets the damaged units and runs the store's recorded recipe again (same scenes, model "
+        "and sizes), which rewrites damaged metadata and computes exactly those units.",
+    )
+    p.add_argument("path", metavar="STORE", help="OUT.zarr of embed-region, or a GeoTIFF/COG of embeddings")
+    p.add_argument("--repair", action="store_true", help="recompute the damaged units and rewrite damaged metadata")
+    p.add_argument("--model", "-m", help="--repair: the model folder, when it moved since the run")
+    p.add_argument("--device", help="--repair: cpu, cuda ... (default: cuda when available)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_verify)

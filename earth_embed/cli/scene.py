@@ -189,8 +189,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     from ..outputs.atomic import clean_leftovers
+    from ..outputs.zarr_store import clean_store, is_region_store, stores_in
 
-    removed = clean_leftovers(args.folder)
+    folder = Path(args.folder)
+    removed = [] if is_region_store(folder) else clean_leftovers(folder)
+    for store in stores_in(folder):  # inside region stores and beside them (unless a live run holds the store)
+        removed += clean_store(store)
     for path in removed:
         print(f"removed {path}")
     print(f"{len(removed)} leftover file(s) of interrupted runs removed from {args.folder}")
@@ -281,7 +285,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "clean",
         help="remove temporary files that killed runs left in a folder",
         description="Remove the hidden temporary files (.NAME.partial-...) and lock files that runs "
-        "killed with SIGKILL or a power cut left in FOLDER. Files of runs still going are kept.",
+        "killed with SIGKILL or a power cut left in FOLDER, and the temporary files inside the region stores "
+        "(OUT.zarr) in FOLDER or of the store FOLDER itself. Files of runs still going are kept.",
     )
-    p.add_argument("folder", help="folder of the outputs")
+    p.add_argument("folder", help="folder of the outputs, or a region store (OUT.zarr)")
     p.set_defaults(func=cmd_clean)

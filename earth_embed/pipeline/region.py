@@ -1,22 +1,27 @@
 """Embed many scenes (several CRSs) into one resumable Zarr store: the region run behind ``embed-region``.
 
-:func:`embed_region` settles every scene's input as ``embed`` does (:func:`~earth_embed.inputs.spec.settle_scene`),
-plans the region (:class:`~earth_embed.tiling.plan.RegionPlan`), creates or reopens the store
-(:class:`~earth_embed.outputs.zarr_store.RegionStore`), runs the plan on an engine and, when asked,
-exports COGs and a STAC catalogue.
+:func:`embed_region`, in this order: takes the store's one-writer lock (a second run is refused at once);
+with the Ray engine, joins or starts Ray and checks its workers (:func:`~earth_embed.tiling.ray_connect.ray_session`:
+a wrong address fails in seconds, before the store is touched); settles every scene's input as ``embed``
+does (:func:`~earth_embed.inputs.spec.settle_scene`); plans the region (:class:`~earth_embed.tiling.plan.RegionPlan`);
+creates or reopens the store (:class:`~earth_embed.outputs.zarr_store.RegionStore`: units whose files no longer
+match their registry are computed again); records the run's recipe (for ``verify --repair``); runs the plan;
+writes consolidated metadata; refuses a region without one valid pixel; exports COGs and STAC when asked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EarthEmbedError
+from ..errors import EarthEmbedError, RasterInputError
 from ..inputs.spec import SceneSpec, settle_scene
 from ..inputs.stac_items import scenes_from_item_collection
 from ..released import load_model
@@ -88,6 +93,8 @@ def embed_region(
     engine: str = "local",
     workers: int | None = None,
     address: str | None = None,
+    ray_timeout: float | None = None,
+    ray_env: dict | None = None,
     cog_dir: str | os.PathLike | None = None,
     stac_dir: str | os.PathLike | None = None,
     on_bad_scene: str = "stop",
@@ -100,48 +107,155 @@ def embed_region(
     dn_offset: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    scene_root: str | os.PathLike | None = None,
+    absolute_paths: bool = False,
 ) -> RegionRun:
     """Embed ``scenes`` (folders, files, band-file lists, SceneSpecs or STAC ItemCollection ``.json`` files)
     into the Zarr v3 store ``store`` (one group per CRS, int8 codes + per-pixel scales); resume it when it
     holds this plan. ``model``: an encoder, a folder or Hub id, or None for the released encoder.
-    ``engine``: "local" (in-process) or "ray" (``workers`` actors; ``address`` joins a cluster).
-    ``cog_dir`` / ``stac_dir``: also export the finished shards as COGs / write a STAC catalogue.
-    Returns a :class:`RegionRun` (``run.failed`` lists units that failed; rerun the same call to retry them)."""
-    from ..outputs.zarr_store import RegionStore
+    ``engine``: "local" (in-process) or "ray" (``workers`` actors; ``address`` joins a cluster, checked within
+    ``ray_timeout`` s; ``ray_env``: the Ray runtime_env of the tasks). ``cog_dir`` / ``stac_dir``: also export
+    the finished shards as COGs / write a STAC catalogue. The outputs name scenes by id and the model by Hub
+    id or folder name; ``scene_root`` records scene paths relative to it, ``absolute_paths`` absolute paths.
+    One run at a time may write a store. Returns a :class:`RegionRun` (``run.failed`` lists units that failed;
+    rerun the same call to retry them); a region without one valid pixel raises."""
+    from ..outputs.zarr_store import store_lock
 
-    if engine != "ray" and (address or workers):
-        raise EarthEmbedError("address and workers apply to the Ray engine; pass engine='ray' (--engine ray).")
-    name = model if isinstance(model, (str, os.PathLike)) else None
-    encoder = load_model(model, "encoder", revision)
-    model_id = os.fspath(name) if name is not None else _model_id(encoder)
-    specs = usable_scenes(scenes, encoder, on_bad_scene, dn_offset)
-    plan = RegionPlan.from_scenes(specs, encoder, chunk=chunk, shard=shard, block=block, halo=halo)
-    sink = RegionStore.create(store, plan, model_id=model_id, revision=revision or "none", overwrite=overwrite)
-    for key, grid in plan.groups.items():
-        n = sum(1 for u in plan.units if u.group == key)
-        log.info("%s: %d x %d px at %g m, %d unit(s) of <= %d px", key, grid.height, grid.width, grid.res, n, shard)
-    options = RunOptions(
-        output="int8",
-        device=device,
-        batch_size=batch_size,
-        dn_offset=dn_offset,
-        on_error=on_bad_scene,
-        progress=progress,
-        desc="embed-region",
-        workers=workers,
-        address=address,
-    )
-    # Ray actors load a named model themselves (once each) instead of receiving this process's copy
-    if engine == "ray" and name is not None:
-        factory: Any = functools.partial(load_model, name, "encoder", revision)
-    else:
-        factory = functools.partial(_same, encoder)
-    run = RegionRun(run_plan(plan, factory, sink, options, engine=engine), Path(store), sorted(plan.groups))
-    if cog_dir is not None or stac_dir is not None:
+    if engine != "ray" and (address or workers or ray_env):
+        raise EarthEmbedError("address, workers and ray_env apply to the Ray engine; pass engine='ray' (--engine ray).")
+    parent = Path(store).parent if str(Path(store).parent) else Path(".")
+    if not parent.is_dir():
+        raise RasterInputError(f"The output folder {parent} does not exist; create it first (mkdir -p {parent}).")
+    with store_lock(store, clean=False):
+        return _embed_locked(**{k: v for k, v in locals().items() if k not in ("store_lock", "parent")})
+
+
+def _embed_locked(
+    scenes: Sequence[SceneLike], store: str | os.PathLike, model: Any, *, repair: bool = False, **kw: Any
+) -> RegionRun:
+    """:func:`embed_region` holding the store's lock (``repair``: rewrite damaged metadata, see ``verify_store``)."""
+    from ..outputs.zarr_store import RegionStore, remove_leftovers
+
+    engine = kw["engine"]
+    session: Any = contextlib.nullcontext()
+    if engine == "ray":
+        from ..tiling.ray_connect import ray_session
+
+        session = ray_session(kw["address"], kw["ray_timeout"], kw["ray_env"])
+    with session:  # Ray is up and its workers can run earth-embed before anything is written
+        remove_leftovers(Path(store))
+        name = model if isinstance(model, (str, os.PathLike)) else None
+        encoder = load_model(model, "encoder", kw["revision"])
+        model_id = _model_id(encoder) if name is None else _local_or_hub(os.fspath(name))
+        specs = usable_scenes(scenes, encoder, kw["on_bad_scene"], kw["dn_offset"])
+        plan = RegionPlan.from_scenes(
+            specs, encoder, chunk=kw["chunk"], shard=kw["shard"], block=kw["block"], halo=kw["halo"]
+        )
+        fresh = kw["overwrite"] or not Path(store).exists()
+        sink = RegionStore.create(
+            store,
+            plan,
+            model_id=model_id,
+            revision=kw["revision"] or "none",
+            overwrite=kw["overwrite"],
+            scene_root=kw["scene_root"],
+            absolute_paths=kw["absolute_paths"],
+            repair=repair,
+        )
+        sink.write_recipe(_recipe(sink, plan, scenes, model, model_id, kw))
+        for key, grid in plan.groups.items():
+            n = sum(1 for u in plan.units if u.group == key)
+            log.info(
+                "%s: %d x %d px at %g m, %d unit(s) of <= %d px", key, grid.height, grid.width, grid.res, n, kw["shard"]
+            )
+        options = RunOptions(
+            output="int8",
+            device=kw["device"],
+            batch_size=kw["batch_size"],
+            dn_offset=kw["dn_offset"],
+            on_error=kw["on_bad_scene"],
+            progress=kw["progress"],
+            desc="embed-region",
+            workers=kw["workers"],
+            address=kw["address"],
+            runtime_env=kw["ray_env"],
+            timeout=kw["ray_timeout"],
+        )
+        # Ray actors load a named model themselves (once each) instead of receiving this process's copy
+        if engine == "ray" and name is not None:
+            factory: Any = functools.partial(load_model, name, "encoder", kw["revision"])
+        else:
+            factory = functools.partial(_same, encoder)
+        summary = run_plan(plan, factory, sink, options, engine=engine)
+    sink.consolidate()
+    run = RegionRun(summary, Path(store), sorted(plan.groups))
+    _refuse_empty(sink, plan, run, fresh)
+    if kw["cog_dir"] is not None or kw["stac_dir"] is not None:
         from ..outputs.stac import publish
 
-        run.cogs, run.catalog = publish(store, cog_dir, stac_dir)
+        run.cogs, run.catalog = publish(store, kw["cog_dir"], kw["stac_dir"])
     return run
+
+
+def _refuse_empty(sink: Any, plan: RegionPlan, run: RegionRun, fresh: bool) -> None:
+    """Raise when every unit is done and not one pixel holds an embedding (as ``embed`` refuses it)."""
+    if run.failed:
+        return
+    checks = [sink.check_unit(u) for u in plan.units]
+    if not all(c.ok for c in checks) or any(c.valid_pixels for c in checks):
+        return
+    if fresh:
+        shutil.rmtree(sink.path, ignore_errors=True)
+    what = "it was removed" if fresh else "it is left as it was"
+    raise RasterInputError(
+        f"Nothing valid to write: every pixel of every scene is nodata (0) or NaN in at least one of the bands the "
+        f"model uses, so {sink.path} would hold no embedding at all ({what}). Check the scenes: all-zero or all-NaN "
+        "band files, band files of different scenes, or the wrong bands."
+    )
+
+
+def _recipe(sink: Any, plan: RegionPlan, scenes: Sequence[SceneLike], given: Any, model_id: str, kw: dict) -> dict:
+    """How to make the store again (``_units/run.json``): paths relative to the store's folder."""
+    from ..outputs.provenance import is_local_model, relative_href
+    from ..outputs.zarr_store import plan_fingerprint
+
+    base = sink.path.parent
+
+    def rel(p: Any) -> Any:
+        return relative_href(p, base) if isinstance(p, str) else [relative_href(q, base) for q in p]
+
+    specs = []
+    for src in scene_sources(scenes):
+        spec = SceneSpec.of(src)
+        entry: dict[str, Any] = {"source": rel(spec.source), "bands": list(spec.bands) if spec.bands else None}
+        entry.update(date=spec.date, dn_offset=spec.dn_offset)
+        if spec.name != SceneSpec.of(spec.source).name:  # a name given by the caller
+            entry["name"] = spec.name
+        specs.append(entry)
+    if given is None:
+        model: Any = None  # the released encoder
+    elif isinstance(given, (str, os.PathLike)):
+        name = os.fspath(given)
+        model = {"path": rel(name)} if is_local_model(name) else {"hub": name}
+    else:
+        model = {"object": model_id}  # a model object: a repair needs it passed again
+    keep = ("revision", "chunk", "shard", "block", "halo", "batch_size", "dn_offset", "on_bad_scene", "absolute_paths")
+    return {
+        "plan": plan_fingerprint(plan, model_id),
+        "run_id": sink.run_id,
+        "units": [u.key for u in plan.units],
+        "scenes": specs,
+        "model": model,
+        "scene_root": rel(os.fspath(kw["scene_root"])) if kw["scene_root"] is not None else None,
+        **{k: kw[k] for k in keep},
+    }
+
+
+def _local_or_hub(name: str) -> str:
+    """A model's identity in the plan's fingerprint: a local folder's absolute path, or the Hub id."""
+    from ..outputs.provenance import is_local_model
+
+    return os.path.abspath(name) if is_local_model(name) else name
 
 
 def _same(model: Any) -> Any:
