@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bands import ALL_BANDS, canonical_band_name, dn_offset_for_baseline
-from ..errors import BandError, RasterInputError
+from ..errors import BandError, InputWarning, RasterInputError
 
 #: Order of ``band_id`` 0..12 in the product metadata (when Spectral_Information_List is absent).
 METADATA_BAND_ORDER = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
@@ -166,14 +167,45 @@ def info_from_sidecars(folder: str | os.PathLike) -> ProductInfo:
 
 # -- SAFE layout ---------------------------------------------------------------------------------
 def is_safe(path: str | os.PathLike) -> bool:
-    """True for a SAFE product folder (holds ``MTD_MSIL1C.xml``/``MTD_MSIL2A.xml``) or its zip."""
+    """True for a SAFE product folder (holds ``MTD_MSIL1C.xml``/``MTD_MSIL2A.xml``, or band images under
+    ``GRANULE/*/IMG_DATA`` when that file is missing) or its zip."""
     p = Path(path)
     if p.is_dir():
-        return any(_METADATA_XML.match(e) for e in os.listdir(p))
+        return any(_METADATA_XML.match(e) for e in os.listdir(p)) or any(p.glob("GRANULE/*/IMG_DATA"))
     if p.is_file() and p.suffix.lower() == ".zip" and zipfile.is_zipfile(p):
         with zipfile.ZipFile(p) as z:
-            return any(_METADATA_XML.match(n.rsplit("/", 1)[-1]) for n in z.namelist())
+            names = z.namelist()
+        return any(_METADATA_XML.match(n.rsplit("/", 1)[-1]) or _granule_prefix(n) is not None for n in names)
     return False
+
+
+def _granule_prefix(name: str) -> str | None:
+    """The product folder part of a zip entry ``[PREFIX/]GRANULE/<granule>/IMG_DATA/...``, or None."""
+    parts = name.split("/")
+    if "GRANULE" in parts:
+        i = parts.index("GRANULE")
+        if len(parts) > i + 2 and parts[i + 2] == "IMG_DATA":
+            return "/".join(parts[:i]) + "/" if i else ""
+    return None
+
+
+def _without_metadata(path: Path) -> ProductInfo:
+    """What a product without its ``MTD_MSI*.xml`` can still say (its name), and a warning saying so."""
+    info = info_from_name(str(path))
+    if info.baseline is not None:
+        consequence = f"the DN offset follows the processing baseline {info.baseline} in its name"
+    else:
+        consequence = (
+            "nothing says its processing baseline: pass --dn-offset -1000 (Python: dn_offset=-1000) if it was "
+            "processed with baseline 04.00 or later (January 2022 on)"
+        )
+    warnings.warn(
+        f"{path} has no product metadata file (MTD_MSIL1C.xml / MTD_MSIL2A.xml); its band files under "
+        f"GRANULE/*/IMG_DATA are read, and {consequence}. Download the product again to have the metadata.",
+        InputWarning,
+        stacklevel=4,
+    )
+    return info
 
 
 def _pick_bands(names: list[str]) -> dict[str, str]:
@@ -198,21 +230,27 @@ def _pick_bands(names: list[str]) -> dict[str, str]:
 def safe_band_files(path: str | os.PathLike) -> tuple[dict[str, str], ProductInfo]:
     """Band files (GDAL paths; ``/vsizip/`` inside a zip) and metadata of a SAFE product."""
     p = Path(path)
+    xml_text: bytes | None = None
     if p.is_dir():
         names = [str(f.relative_to(p)).replace(os.sep, "/") for f in p.glob("GRANULE/*/IMG_DATA/**/*") if f.is_file()]
-        xml_name = next(e for e in sorted(os.listdir(p)) if _METADATA_XML.match(e))
-        xml_text: bytes = (p / xml_name).read_bytes()
+        xml_name = next((e for e in sorted(os.listdir(p)) if _METADATA_XML.match(e)), None)
+        if xml_name is not None:
+            xml_text = (p / xml_name).read_bytes()
         to_path = {n: str(p / n) for n in names}
-        xml_source = str(p / xml_name)
+        xml_source = str(p / (xml_name or "MTD_MSIL1C.xml"))
     else:
         with zipfile.ZipFile(p) as z:
             entries = z.namelist()
-            xml_entry = next(n for n in sorted(entries) if _METADATA_XML.match(n.rsplit("/", 1)[-1]))
-            xml_text = z.read(xml_entry)
-        prefix = xml_entry.rsplit("/", 1)[0] + "/" if "/" in xml_entry else ""
+            xml_entry = next((n for n in sorted(entries) if _METADATA_XML.match(n.rsplit("/", 1)[-1])), None)
+            if xml_entry is not None:
+                xml_text = z.read(xml_entry)
+        if xml_entry is not None:
+            prefix = xml_entry.rsplit("/", 1)[0] + "/" if "/" in xml_entry else ""
+        else:
+            prefix = next(q for n in sorted(entries) if (q := _granule_prefix(n)) is not None)
         names = [n[len(prefix) :] for n in entries if n.startswith(prefix + "GRANULE/")]
         to_path = {n: f"/vsizip/{p.resolve()}/{prefix}{n}" for n in names}
-        xml_source = f"{p}!{xml_entry}"
+        xml_source = f"{p}!{xml_entry or 'MTD_MSIL1C.xml'}"
     granules = sorted({n.split("/")[1] for n in names if n.count("/") >= 3 and "IMG_DATA" in n})
     if len(granules) > 1:
         raise RasterInputError(
@@ -222,10 +260,11 @@ def safe_band_files(path: str | os.PathLike) -> tuple[dict[str, str], ProductInf
     bands = _pick_bands(sorted(names))
     if not bands:
         raise RasterInputError(
-            f"{path} looks like a SAFE product (it has {xml_source.rsplit('/', 1)[-1]}) but holds no band images "
+            f"{path} looks like a SAFE product (it has "
+            f"{xml_source.rsplit('/', 1)[-1] if xml_text is not None else 'GRANULE/*/IMG_DATA'}) but holds no band images "
             "under GRANULE/*/IMG_DATA; the download is incomplete: download the product again."
         )
-    info = parse_product_xml(xml_text, xml_source)
+    info = parse_product_xml(xml_text, xml_source) if xml_text is not None else _without_metadata(p)
     if info.product_id is None:
         info.product_id = p.name.removesuffix(".zip").removesuffix(".SAFE")
     return {b: to_path[n] for b, n in bands.items()}, info
