@@ -126,13 +126,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="ray: model actors (default 1; one per GPU is typical)")
     p.add_argument(
         "--address",
-        help="ray: join this cluster (ray://HOST:10001 with Ray Client, HOST:6379 on a cluster node, or auto) "
-        "instead of a local Ray",
+        help="ray: join this cluster from one of its nodes (auto, or HEAD:6379) instead of a local Ray; for a "
+        "remote cluster submit the command as a Ray Job (Ray Client ray://... cannot run Ray Data)",
     )
     p.add_argument(
         "--ray-timeout",
         type=float,
-        help="ray: seconds to reach and check the cluster before anything is written (default 15, "
+        help="ray: seconds to reach and check the cluster before anything is written (default 10, "
         "or $EARTH_EMBED_RAY_TIMEOUT)",
     )
     p.add_argument(

@@ -301,7 +301,7 @@ def write_catalog(
 
     root = Path(stac_dir).resolve()
     collection = build_collection(outputs, collection_id or root.name)
-    collection.normalize_hrefs(str(root))
+    collection.normalize_hrefs(str(root) + os.sep)  # the separator: a folder named like x.stac is no file
     collection.make_all_asset_hrefs_relative()
     if not any(o.absolute for o in outputs):
         _relative_links([collection, *collection.get_items(recursive=True)])

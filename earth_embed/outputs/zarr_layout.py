@@ -80,6 +80,7 @@ def check_layout(store: Path, plan: RegionPlan | None = None) -> dict[str, Any]:
     sizes = attrs.get("earth_embed:sizes") or {}
     if plan is not None:
         _expect(sorted(plan.groups) == sorted(groups), store / "zarr.json", store, "its CRS groups")
+    run_id = attrs.get(RUN_ID)
     for group in groups:
         g = read_meta(store / group / "zarr.json", store)
         _expect(g.get("node_type") == "group", store / group / "zarr.json", store, "not a group")
@@ -93,6 +94,12 @@ def check_layout(store: Path, plan: RegionPlan | None = None) -> dict[str, Any]:
             _expect(meta.get("node_type") == "array", path, store, "not an array")
             if name not in ("embeddings", quantize.SCALES_NAME):
                 continue
+            theirs = (meta.get("attributes") or {}).get(RUN_ID)
+            if run_id and theirs != run_id:
+                raise OutputError(
+                    f"{path} carries the run id {theirs or '(none)'}, the store {run_id}: the array comes from another "
+                    f"store, so its codes and scales do not belong together. {fix_hint(store)}"
+                )
             want_dtype = "int8" if name == "embeddings" else "float32"
             _expect(meta.get("data_type") == want_dtype, path, store, f"data type {meta.get('data_type')}")
             got = list(meta.get("shape") or [])
@@ -160,6 +167,34 @@ def rewrite_layout(path: Path, plan: RegionPlan, root_attrs: dict[str, Any], fac
     finally:
         shutil.rmtree(skeleton, ignore_errors=True)
     return sorted(replaced)
+
+
+#: Attributes that say where the inputs are: they follow the latest run's options (scene root, absolute paths).
+LINK_FACTS = ("earth_embed:model_path", "earth_embed:scene_root", "earth_embed:absolute_paths")
+
+
+def refresh_facts(path: Path, facts: dict[str, Any]) -> bool:
+    """Bring the recorded model and source-scene facts of the store at ``path`` up to ``facts`` (a resumed run
+    with other path options); returns True when something changed."""
+    import zarr
+
+    root = zarr.open_group(path, mode="r+", use_consolidated=False)
+    changed = False
+    want = {k: facts[k] for k in ("geoemb:model", "geoemb:source_scenes", *LINK_FACTS) if k in facts}
+    for key in LINK_FACTS:
+        if key in root.attrs and key not in want:
+            del root.attrs[key]
+            changed = True
+    if any(root.attrs.get(k) != v for k, v in want.items()):
+        root.attrs.update(want)
+        changed = True
+    for name in root.attrs.get("earth_embed:groups", []):
+        group = root[name]
+        sources = [s for s in facts.get("geoemb:source_scenes", []) if s.get("group") == name]
+        if group.attrs.get("geoemb:source_scenes") != sources:
+            group.attrs["geoemb:source_scenes"] = sources
+            changed = True
+    return changed
 
 
 def consolidate(path: Path) -> None:
@@ -244,4 +279,14 @@ def _create_group(root: Any, key: str, grid: Any, plan: RegionPlan, facts: dict[
     ref[()] = 0
 
 
-__all__ = ["RUN_ID", "check_layout", "consolidate", "embedding_attrs", "read_meta", "rewrite_layout", "write_layout"]
+__all__ = [
+    "LINK_FACTS",
+    "RUN_ID",
+    "check_layout",
+    "consolidate",
+    "embedding_attrs",
+    "read_meta",
+    "refresh_facts",
+    "rewrite_layout",
+    "write_layout",
+]

@@ -289,6 +289,7 @@ class RegionStore:
             )
             fixed = layout.rewrite_layout(p, plan, root_attrs, facts)
             log.warning("rewrote the metadata of %s: %s", p, ", ".join(fixed))
+        layout.refresh_facts(p, facts)
 
     # -- reading metadata ------------------------------------------------------------------------
     def attrs(self) -> dict[str, Any]:

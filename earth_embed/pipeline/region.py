@@ -239,9 +239,16 @@ def _recipe(sink: Any, plan: RegionPlan, scenes: Sequence[SceneLike], given: Any
         model = {"path": rel(name)} if is_local_model(name) else {"hub": name}
     else:
         model = {"object": model_id}  # a model object: a repair needs it passed again
+    import torch
+
+    from ..tiling.engine import pick_device
+
     keep = ("revision", "chunk", "shard", "block", "halo", "batch_size", "dn_offset", "on_bad_scene", "absolute_paths")
     return {
         "plan": plan_fingerprint(plan, model_id),
+        # the same device and thread count give the same floats (a repaired unit equals its neighbours' run)
+        "device": str(pick_device(kw["device"])),
+        "threads": torch.get_num_threads(),
         "run_id": sink.run_id,
         "units": [u.key for u in plan.units],
         "scenes": specs,

@@ -112,9 +112,7 @@ def verify_store(
                 "compute them."
             )
         call = recipe_call(p, recipe, model)
-        run = _embed_locked(
-            call.pop("scenes"), p, call.pop("model"), repair=True, device=device, progress=progress, **call
-        )
+        run = _recompute(p, call, recipe, device, progress)
         remove_leftovers(p)
         after = check_store(p)
         after.repaired = [
@@ -123,6 +121,22 @@ def verify_store(
             + f"; {run.summary}"
         ]
         return after
+
+
+def _recompute(store: Path, call: dict[str, Any], recipe: dict[str, Any], device: str | None, progress: bool) -> Any:
+    """Run the recipe with the recorded device and thread count (the same floats as the units around)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if recipe.get("threads"):
+        torch.set_num_threads(int(recipe["threads"]))
+    try:
+        scenes, model = call.pop("scenes"), call.pop("model")
+        return _embed_locked(
+            scenes, store, model, repair=True, device=device or recipe.get("device"), progress=progress, **call
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def verify_embeddings(path: str | os.PathLike) -> str:

@@ -9,7 +9,7 @@
   (on a GPU when the cluster has one: ``num_gpus=1`` per actor), compute each unit with
   :func:`~earth_embed.tiling.unit.compute_unit` and write it to the sink themselves, whole and by
   unit (the store is picklable; actors reopen it by path), so no unit's data goes back to the driver.
-- ``options.address`` joins an existing cluster (``ray://host:10001``, ``HOST:6379`` or ``auto``); otherwise a
+- ``options.address`` joins an existing cluster (``HEAD:6379`` or ``auto`` from a node of the cluster; Ray Client ``ray://`` is refused, Ray Data does not run over it); otherwise a
   local Ray is started for the run and stopped after it, unless one is already running in this process.
   Either way :func:`~earth_embed.tiling.ray_connect.ray_session` checks the cluster first and fails in
   seconds with a clear message (``earth_embed.pipeline.region`` enters it before the store is touched).

@@ -3,9 +3,10 @@
 A wrong cluster address made ``ray.init`` retry for many minutes. :func:`ray_session` fails in seconds
 instead, with a message naming the problem and the fix:
 
-1. ``ray://HOST:PORT`` (Ray Client) needs the ``grpcio`` package of ``ray[client]`` (the ``earth-embed[ray]``
-   extra installs it): checked before anything else.
-2. ``HOST:PORT`` and ``ray://HOST:PORT``: a TCP connection to the port must open within the timeout.
+1. ``ray://HOST:PORT`` (Ray Client) is refused with the alternatives: Ray Data, which the engine runs on,
+   does not work over Ray Client (ray-project/ray#48682, measured with Ray 2.60: the run fails in the
+   middle, after ``ray[client]`` is installed); run on a cluster node (``auto``/``HEAD:6379``) or as a Ray Job.
+2. ``HOST:PORT``: a TCP connection to the port must open within the timeout.
 3. Joining runs in a child process first, killed after the timeout: a port that answers but is not Ray
    cannot hang the run.
 4. A task on the cluster's workers must import ``earth_embed``, ``torch`` and ``zarr`` (same earth-embed
@@ -19,7 +20,6 @@ Ray already initialised in this process is used as it is (and left running).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import socket
@@ -31,9 +31,9 @@ from typing import Any
 from ..errors import RasterInputError
 
 #: Seconds to reach a cluster (TCP, then joining it).
-DEFAULT_TIMEOUT = 15.0
+DEFAULT_TIMEOUT = 10.0
 #: Extra seconds the joining child process gets to import Ray.
-IMPORT_SECONDS = 20.0
+IMPORT_SECONDS = 10.0
 _CHECKED: dict[str, dict[str, str]] = {}  # job and runtime_env -> versions found, checked once per job
 _JOIN = """
 import json, sys
@@ -60,7 +60,7 @@ def connect_timeout(value: float | None = None) -> float:
 
 
 def split_address(address: str) -> tuple[bool, str, int | None]:
-    """``(client, host, port)`` of ``ray://HOST:PORT`` (client) or ``HOST:PORT``; port None for ``auto``."""
+    """``(client, host, port)`` of ``ray://HOST:PORT`` (Ray Client) or ``HOST:PORT``; port None for ``auto``."""
     client = address.startswith("ray://")
     rest = address[len("ray://") :] if client else address
     if rest == "auto" and not client:
@@ -75,13 +75,15 @@ def split_address(address: str) -> tuple[bool, str, int | None]:
 
 
 def check_reachable(address: str, timeout: float) -> None:
-    """Steps 1 and 2 of the module doc: the client package, then a TCP connection to the port."""
+    """Steps 1 and 2 of the module doc: not Ray Client, then a TCP connection to the port."""
     client, host, port = split_address(address)
-    if client and importlib.util.find_spec("grpc") is None:
+    if client:
         raise RasterInputError(
-            f"--address {address} uses Ray Client, which needs the package ray[client] (grpcio); install it with "
-            'pip install "earth-embed[ray]" (or pip install "ray[client]"), or run on a machine of the cluster '
-            "with --address HOST:6379."
+            f"--address {address} uses Ray Client, and Ray Data (which the ray engine runs on) does not work over "
+            "Ray Client (ray-project/ray#48682; it needs ray[client], and then fails in the middle of the run). "
+            "Run embed-region on a node of the cluster with --address auto (or HEAD:6379), e.g. as a Ray Job: "
+            "ray job submit --address http://HEAD:8265 -- earth-embed embed-region SCENES OUT.zarr --engine ray "
+            "--address auto (the store's folder must be shared by the nodes)."
         )
     if port is None:
         return
@@ -115,9 +117,17 @@ def join_in_child(address: str, timeout: float) -> dict[str, float]:
         ) from None
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        auth = next((line for line in lines if "AuthenticationError" in line or "InvalidAuthToken" in line), None)
+        if auth is not None:
+            raise RasterInputError(
+                f"The Ray cluster at {address} refused this machine's credentials ({auth.split(': ', 1)[-1][:200]}). "
+                "It uses token authentication: set RAY_AUTH_MODE=token and give its token (~/.ray/auth_token, "
+                "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)."
+            )
+        last = lines[-1].rstrip(".") if lines else "ray.init failed"
         raise RasterInputError(
-            f"Cannot join the Ray cluster at {address}: {lines[-1] if lines else 'ray.init failed'}. Check the "
-            "address and that the cluster runs the same Ray version as here."
+            f"Cannot join the Ray cluster at {address}: {last}. Check the address and that the cluster runs the "
+            "same Ray version as here."
         )
     try:
         return json.loads(proc.stdout.strip().splitlines()[-1])
