@@ -96,7 +96,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_mismatched_or_truncated_scales_are_refused_at_open(case, made, tmp_path, capsys):
-    name, make, rc, says = case
+    _name, make, rc, says = case
     path = make(made, tmp_path)
     with pytest.raises(RasterInputError) as info:
         open_embeddings(path)

@@ -1,4 +1,5 @@
-"""embed-region from the command line: kill -9 mid-run, rerun computes only the missing units."""
+"""embed-region from the command line: a second writer refused, kill -9 or Ctrl-C mid-run, the rerun computes
+only the missing units."""
 
 from __future__ import annotations
 
@@ -45,7 +46,11 @@ def read(store_path):
 
 
 @pytest.mark.slow
-def test_kill_and_resume(setup, tmp_path, capsys):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_kill_and_resume(setup, tmp_path, capsys, sig):
+    """A second run on the store is refused while the first runs (a real second process holds the lock);
+    kill -9 or Ctrl-C stops the first; the rerun computes exactly the missing units, bit-identical to an
+    uninterrupted run. Ctrl-C says the finished units are kept and a rerun resumes."""
     folder, scene = setup
     out = tmp_path / "killed.zarr"
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
@@ -54,6 +59,7 @@ def test_kill_and_resume(setup, tmp_path, capsys):
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
     )
     registry = out / "_units" / "EPSG_32618"
     deadline = time.time() + 300
@@ -61,9 +67,16 @@ def test_kill_and_resume(setup, tmp_path, capsys):
         if registry.is_dir() and len(list(registry.glob("*.json"))) >= 3:
             break
         time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
+    t0 = time.perf_counter()
+    assert main(["embed-region", *cli(scene, out, folder / "enc")]) == 2  # one writer per store, refused at once
+    refused = capsys.readouterr().err
+    assert time.perf_counter() - t0 < 30 and f"pid {proc.pid}" in refused and "Wait for it to finish" in refused
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "units finished so far are kept" in err and "rerun the same command" in err
+        assert "nothing was written" not in err and "Traceback" not in err
     done_before = len(RegionStore(out).done_units())
     assert 3 <= done_before < UNITS
 
@@ -81,6 +94,7 @@ def test_kill_and_resume(setup, tmp_path, capsys):
     np.testing.assert_array_equal(codes, ref_codes)
     np.testing.assert_array_equal(scales, ref_scales)
     assert len(RegionStore(out).done_units()) == UNITS
+    assert not [e for e in os.listdir(tmp_path) if e.startswith(".")]  # no lock file, no half-built store
 
 
 def test_cli_bad_scene(setup, tmp_path, capsys):
