@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rasterio.crs import CRS
+
 from ..errors import EarthEmbedError
 from ..inputs.spec import SceneSpec, settle_scene
 from ..inputs.stac_items import scenes_from_item_collection
 from ..released import load_model
 from ..tiling.engine import RunOptions, RunSummary, run_plan
-from ..tiling.plan import DEFAULT_CHUNK, DEFAULT_SHARD, RegionPlan
+from ..tiling.plan import DEFAULT_CHUNK, DEFAULT_SHARD, RegionPlan, pixel_size
 
 log = logging.getLogger("earth_embed")
 
@@ -119,7 +121,8 @@ def embed_region(
     sink = RegionStore.create(store, plan, model_id=model_id, revision=revision or "none", overwrite=overwrite)
     for key, grid in plan.groups.items():
         n = sum(1 for u in plan.units if u.group == key)
-        log.info("%s: %d x %d px at %g m, %d unit(s) of <= %d px", key, grid.height, grid.width, grid.res, n, shard)
+        size = pixel_size(grid.transform, CRS.from_user_input(grid.crs))
+        log.info("%s: %d x %d px of %s, %d unit(s) of <= %d px", key, grid.height, grid.width, size, n, shard)
     options = RunOptions(
         output="int8",
         device=device,
