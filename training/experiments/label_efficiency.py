@@ -40,11 +40,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 
-from training import finetune as ft
-from training import pretrain
-from training.experiments.label_efficiency_report import write_markdown, write_plot
-from training.experiments.label_efficiency_stats import choose_settings, paired, summarise
-from training.experiments.results_file import write_json
+from training.evaluation.label_efficiency_report import write_markdown, write_plot
+from training.evaluation.label_efficiency_stats import choose_settings, paired, summarise
+from training.evaluation.results_file import write_json
+from training.recipe import finetune as ft
+from training.recipe import pretrain
 
 REPO = Path(__file__).resolve().parent.parent.parent
 INITS = ("pretrained", "random", "image_level", "linear_probe")

@@ -41,9 +41,8 @@ import torch
 
 from earth_embed import EarthEncoder
 from earth_embed.region import quantize
-from training.experiments.linear_probe import halves
-from training.experiments.results_file import write_json
-from training.probe import features, probe_scores, scene_arrays
+from training.evaluation.probe import features, halves, probe_scores, scene_arrays
+from training.evaluation.results_file import write_json
 
 
 def _unit(f: torch.Tensor) -> torch.Tensor:

@@ -40,16 +40,17 @@ from tqdm.auto import tqdm
 
 from earth_embed import EarthEncoder
 from earth_embed.errors import ConfigError
-from training.config import CONFIG_DIR, check_pretrain_config, load_config
-from training.data import UnlabelledWindows, load_data_config
-from training.launch import respawn_cpu_ranks
-from training.losses import nt_xent
-from training.model import ema_update, save_pretrained_atomic
-from training.pretrain_build import build_pretraining
-from training.probe import ProbeSelector
-from training.run_state import FINAL_WINDOW, TrainState, card_metadata, latest_checkpoint, save_checkpoint
-from training.tracking import CSVTracker
-from training.views import ViewConfig, draw_batch_params, make_views
+from training.data.checkpoints import save_pretrained_atomic
+from training.data.unlabelled import UnlabelledWindows, load_data_config
+from training.evaluation.probe import ProbeSelector
+from training.recipe.config import CONFIG_DIR, check_pretrain_config, load_config
+from training.recipe.launch import respawn_cpu_ranks
+from training.recipe.losses import nt_xent
+from training.recipe.model import ema_update
+from training.recipe.pretrain_build import build_pretraining
+from training.recipe.run_state import FINAL_WINDOW, TrainState, card_metadata, latest_checkpoint, save_checkpoint
+from training.recipe.tracking import CSVTracker
+from training.recipe.views import ViewConfig, draw_batch_params, make_views
 
 
 def lr_at(step: int, cfg: dict) -> float:

@@ -6,7 +6,7 @@ included), ``OUT/checkpoints/step_NNNNNNN/model.safetensors`` (the query encoder
 ``custom_checkpoint_1.pkl`` (the EMA key encoder), each holding the ``encoder.*`` tensors in float16.
 ``export_checkpoint.py`` and ``experiments/probe_checkpoints.py`` read ``OUT`` as they read the run.
 
-    python -m training.slim_checkpoints runs/gpu-run $OUT --keep 3
+    python -m training.recipe.slim_checkpoints runs/gpu-run $OUT --keep 3
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from earth_embed.errors import ConfigError
-from training.run_state import KEY_WEIGHTS, QUERY_WEIGHTS
+from training.data.checkpoints import KEY_WEIGHTS, QUERY_WEIGHTS
 
 RUN_FILES = ("config.yaml", "log.csv", "summary.json")
 

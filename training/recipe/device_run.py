@@ -1,16 +1,16 @@
 """One prepared call on a lent GPU machine: time a few steps, pre-train for a wall-clock budget, return a slim run.
 
 The machine has no ``../shared`` and no rasterio, and a call lasts at most 10 minutes. This driver reads
-an array cache (:mod:`training.array_cache`). It times a short run, sizes ``train.steps`` so that the real
+an array cache (:mod:`training.data.array_cache`). It times a short run, sizes ``train.steps`` so that the real
 run fits ``--minutes`` (a whole cosine schedule, not a cut one), and trains with checkpoints spread over
-the run. It then writes to ``--out`` the slim fp16 copy (:mod:`training.slim_checkpoints`: ``config.yaml``
+the run. It then writes to ``--out`` the slim fp16 copy (:mod:`training.recipe.slim_checkpoints`: ``config.yaml``
 and the query and EMA encoders of ``--keep`` checkpoints) and ``device_run.json`` (the timing, the
 sizing and the run's log): 2 + 2 x keep files, within the 8 a call returns. There are no in-loop probes
 (they read labelled rasters): probe the returned checkpoints on the CPU.
 
-    python -m training.array_cache --data training/configs/data/pretrain-real.yaml --crop 256 --out .cache/arrays
+    python -m training.data.array_cache --data training/configs/data/pretrain-real.yaml --crop 256 --out .cache/arrays
     # device tool, carry [".cache"], timeout_s 600:
-    PYTHONUNBUFFERED=1 python3 -m training.device_run --config training/configs/local-stats.yaml \\
+    PYTHONUNBUFFERED=1 python3 -m training.recipe.device_run --config training/configs/local-stats.yaml \\
         --scale gpu --cache .cache/arrays --minutes 7 --out "$OUT"
 """
 
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from earth_embed.errors import ConfigError
-from training import pretrain
-from training.slim_checkpoints import slim_run
-from training.tracking import read_log
+from training.recipe import pretrain
+from training.recipe.slim_checkpoints import slim_run
+from training.recipe.tracking import read_log
 
 
 def seconds_per_step(log_csv: Path, skip: int) -> float:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     if not (cache / "sources.yaml").is_file():
         raise ConfigError(
-            f"{cache} is not an array cache (no sources.yaml); build it with python -m training.array_cache"
+            f"{cache} is not an array cache (no sources.yaml); build it with python -m training.data.array_cache"
         )
     out = Path(args.out)
     common = [a for c in args.config for a in ("--config", c)] + (["--scale", args.scale] if args.scale else [])
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", action="append", required=True, help="pre-training config (repeatable)")
     p.add_argument("--scale", help="as pretrain.py --scale (gpu)")
-    p.add_argument("--cache", required=True, help="array cache folder (python -m training.array_cache)")
+    p.add_argument("--cache", required=True, help="array cache folder (python -m training.data.array_cache)")
     p.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of the real run, start-up included")
     p.add_argument("--timing-steps", type=int, default=30)
     p.add_argument("--keep", type=int, default=3, help="checkpoints spread over the run, returned in fp16")

@@ -11,9 +11,9 @@ import yaml
 
 from earth_embed.bands import RELEASE_BANDS
 from earth_embed.errors import ConfigError
-from training.views import ViewConfig
+from training.recipe.views import ViewConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 #: Every key a config may set; YAML files override these and may not add new keys.
 DEFAULTS: dict[str, Any] = {

@@ -12,18 +12,14 @@ itself on ``model.stats_windows`` windows.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml
 
 from earth_embed.bands import RELEASE_BANDS
-from training.data import UnlabelledWindows, band_statistics, load_data_config
+from training.data.unlabelled import UnlabelledWindows, band_statistics, load_data_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -12,22 +12,18 @@ fractions, gap) defaults to the one stored in the segmenter's metadata by ``fine
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import operator
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import functools
-import operator
-
 import numpy as np
 import torch
 
-from training.labelled import IGNORE_INDEX, LabelledChips, LabelledScene, region_split
+from training.data.labelled import IGNORE_INDEX, LabelledChips, LabelledScene, region_split
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:

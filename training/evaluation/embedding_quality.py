@@ -28,21 +28,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import torch
 
 from earth_embed import EarthEncoder
-from training.data import UnlabelledWindows, load_data_config
-from training.features import BOX_MEAN_SIZES, LOCAL_STD_SIZES, STACK_FEATURES, handmade_stack
+from training.data.checkpoints import encoder_from_checkpoint, is_checkpoint, run_config
+from training.data.unlabelled import UnlabelledWindows, load_data_config
+from training.evaluation.features import BOX_MEAN_SIZES, LOCAL_STD_SIZES, STACK_FEATURES, handmade_stack
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def embedding_stats(emb: torch.Tensor, pairs: int = 20000, seed: int = 0) -> dict[str, float]:
@@ -74,7 +71,7 @@ def _r2(A: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def stack_groups(n_bands: int) -> dict[str, slice]:
-    """Column ranges of :func:`training.features.handmade_stack` by feature group (``mean3``, ``std5``...)."""
+    """Column ranges of :func:`training.evaluation.features.handmade_stack` by feature group (``mean3``, ``std5``...)."""
     names = ["bands"] + [f"mean{k}" for k in BOX_MEAN_SIZES] + [f"std{k}" for k in LOCAL_STD_SIZES]
     return {name: slice(i * n_bands, (i + 1) * n_bands) for i, name in enumerate(names)}
 
@@ -104,7 +101,7 @@ def scene_rank(
 
 def scene_ranks(enc: EarthEncoder, data_root: str | Path, scenes: list[str]) -> dict[str, dict]:
     """:func:`scene_rank` of ``enc`` over every valid pixel of each labelled scene (by folder name)."""
-    from training.probe import scene_arrays
+    from training.evaluation.probe import scene_arrays
 
     enc.eval()
     norm = enc.config.normalization
@@ -148,12 +145,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ckpt = Path(args.encoder)
-    if (ckpt / "model.safetensors").is_file() and (ckpt.parent.parent / "config.yaml").is_file():
-        import yaml
-
-        from training.experiments.probe_checkpoints import encoder_from_checkpoint
-
-        enc = encoder_from_checkpoint(yaml.safe_load((ckpt.parent.parent / "config.yaml").read_text()), ckpt)
+    if is_checkpoint(ckpt):
+        enc = encoder_from_checkpoint(run_config(ckpt), ckpt)
     else:
         enc = EarthEncoder.from_pretrained(args.encoder)
     if args.scenes:

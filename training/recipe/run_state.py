@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
-
-# What accelerate's save_state writes into a checkpoint folder for pretrain.py: the prepared model (the query
-# net, safetensors) and the registered objects in order (0 = TrainState, 1 = the EMA key net, if any).
-QUERY_WEIGHTS = "model.safetensors"
-KEY_WEIGHTS = "custom_checkpoint_1.pkl"
 
 
 class TrainState:
@@ -67,7 +64,12 @@ def save_checkpoint(accelerator: Accelerator, out: Path, step: int, keep: int) -
 
 
 def card_metadata(
-    cfg: dict, data_cfg, state: TrainState, stats: dict, accelerator: Accelerator, config_path: list[str] | None
+    cfg: dict,
+    data_cfg,
+    state: TrainState,
+    stats: Mapping[str, Any],
+    accelerator: Accelerator,
+    config_path: list[str] | None,
 ) -> dict:
     data_txt = "; ".join(
         f"{s['name']}: excluded ({s['excluded']})"

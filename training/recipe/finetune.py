@@ -33,9 +33,7 @@ import torch.nn.functional as F
 from earth_embed import EarthEncoder, EarthSegmenter
 from earth_embed.bands import RELEASE_BANDS
 from earth_embed.errors import ConfigError
-from training.evaluate import evaluate_model, format_metrics, normalised
-from training.features import reestimate_batchnorm
-from training.labelled import (
+from training.data.labelled import (
     IGNORE_INDEX,
     LabelledChips,
     LabelledScene,
@@ -43,7 +41,9 @@ from training.labelled import (
     region_split,
     sparse_labels,
 )
-from training.probe import fit_probe
+from training.evaluation.evaluate import evaluate_model, format_metrics, normalised
+from training.evaluation.features import reestimate_batchnorm
+from training.evaluation.probe import fit_probe
 
 #: What ``--val-chips`` scores: the validation block, or the training chips a label fraction leaves out.
 VAL_CHIPS = ("val-block", "unused-train")
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--freeze-encoder",
         action="store_true",
-        help="linear probe: only the 1x1 classifier, fit as the standardised L-BFGS probe (training.probe)",
+        help="linear probe: only the 1x1 classifier, fit as the standardised L-BFGS probe (training.evaluation.probe)",
     )
     p.add_argument(
         "--lp-ft",
@@ -157,7 +157,7 @@ def build_encoder(args: argparse.Namespace, train_chips: LabelledChips | None) -
 
 @torch.no_grad()
 def fit_linear_head(seg: EarthSegmenter, x: torch.Tensor, y: torch.Tensor, max_pixels: int, seed: int) -> None:
-    """Set ``seg.classifier`` to the standardised L-BFGS linear probe (``training.probe.fit_probe``) of the
+    """Set ``seg.classifier`` to the standardised L-BFGS linear probe (``training.evaluation.probe.fit_probe``) of the
     frozen encoder's embeddings (BatchNorm as stored) of normalised chips ``x`` with labels ``y``.
 
     The probe's standardisation is folded into the 1x1 convolution, so the segmenter stays a plain

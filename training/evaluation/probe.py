@@ -3,7 +3,7 @@
 The pre-text loss keeps falling long after the features stop getting better for land cover (issue 6's
 reference run and our ablation 1), so checkpoints are chosen by a probe instead: a multinomial
 logistic regression on frozen embeddings, fit on labelled pixels of a scene's *training* block and
-scored on its *validation* block (:func:`training.labelled.region_split`). The test block is never read.
+scored on its *validation* block (:func:`training.data.labelled.region_split`). The test block is never read.
 """
 
 from __future__ import annotations
@@ -16,19 +16,23 @@ import torch
 import torch.nn.functional as F
 
 from earth_embed import EarthEncoder
-from training.evaluate import confusion_matrix, metrics_from_confusion
-from training.features import scene_features
-from training.labelled import IGNORE_INDEX, LabelledScene, region_split
-from training.model import save_pretrained_atomic
+from training.data.checkpoints import save_pretrained_atomic
+from training.data.labelled import IGNORE_INDEX, LabelledScene, region_split
+from training.evaluation.evaluate import confusion_matrix, metrics_from_confusion
+from training.evaluation.features import scene_features
 
 __all__ = [
+    "DATASETS",
+    "FAST_MAX_TRAIN",
     "ProbeSelector",
     "block_masks",
     "cv_folds",
     "features",
     "fit_probe",
+    "halves",
     "probe_scores",
     "probe_source",
+    "random_twin",
     "scene_arrays",
     "training_block_width",
 ]
@@ -55,7 +59,7 @@ def block_masks(scene: LabelledScene, blocks: tuple[str, ...], chip: int = 64) -
 
 def features(enc: EarthEncoder | None, refl: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
     """(H*W, F) per-pixel features: the encoder's embeddings (stored BatchNorm), or the normalised bands when
-    ``enc`` is None (:func:`training.features.scene_features` has the other sources and AdaBN)."""
+    ``enc`` is None (:func:`training.evaluation.features.scene_features` has the other sources and AdaBN)."""
     return scene_features("raw" if enc is None else enc, refl, mean, std)
 
 
@@ -120,7 +124,7 @@ def probe_source(
     adabn_region: torch.Tensor | None = None,
     max_train: int | None = None,
 ) -> dict[str, Any]:
-    """Probe metrics of one feature source (:func:`training.features.scene_features`) fit on ``fit``
+    """Probe metrics of one feature source (:func:`training.evaluation.features.scene_features`) fit on ``fit``
     pixels and scored on ``score`` pixels of a scene."""
     feats = scene_features(source, refl, mean, std, bn=bn, adabn_region=adabn_region)
     return probe_scores(feats, y, fit, score, classes, max_train=max_train)
@@ -150,6 +154,31 @@ def cv_folds(
         fit = ((cols < a - buffer) | (cols >= b + buffer)).expand(scene.height, width)
         folds.append((fit.clone(), score.clone()))
     return width, folds
+
+
+#: The labelled sets of the frozen-probe benchmark (folders under ``<data-root>/labelled``).
+DATASETS = ("brandenburg-osm", "slovenia-eolearn", "austria-ben-v2")
+#: Probe training pixels of the quick (``--fast``) tables.
+FAST_MAX_TRAIN = 20000
+
+
+def halves(scene: LabelledScene, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean (H, W) masks of the probe's train and test pixels."""
+    if name == "brandenburg-osm":  # the label-efficiency split: train block (west) vs test block (east)
+        train, test = block_masks(scene, ("train", "test"))
+        return train, test
+    train = torch.zeros(scene.height, scene.width, dtype=torch.bool)
+    test = torch.zeros_like(train)
+    mid = scene.width // 2
+    train[:, :mid] = True
+    test[:, mid:] = True
+    return train, test
+
+
+def random_twin(enc: EarthEncoder, seed: int) -> EarthEncoder:
+    """The same architecture, bands and normalisation as ``enc`` with fresh weights drawn with ``seed``."""
+    torch.manual_seed(seed)
+    return EarthEncoder(enc.config).eval()
 
 
 REFERENCES = ("raw", "stack")  # hand-made feature rows every probe table carries

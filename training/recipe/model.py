@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import copy
-import shutil
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from earth_embed import EarthEncoder
-from training.losses import masked_mean_pool
-from training.views import bilinear_lookup
+from training.recipe.losses import masked_mean_pool
+from training.recipe.views import bilinear_lookup
 
 
 class ProjectionHead(nn.Module):
@@ -100,16 +98,3 @@ def ema_update(key: nn.Module, query: nn.Module, momentum: float) -> None:
     torch._foreach_add_(kp, qp, alpha=1.0 - momentum)
     for kb, qb in zip(key.buffers(), query.buffers()):
         kb.copy_(qb)
-
-
-def save_pretrained_atomic(model: nn.Module, folder: Path) -> Path:
-    """``model.save_pretrained`` into a temporary sibling folder, then swap it in (never a half-written folder)."""
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)  # type: ignore[operator]
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder

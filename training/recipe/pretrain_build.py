@@ -13,11 +13,11 @@ import torch
 
 from earth_embed import EarthEncoder
 from earth_embed.errors import ConfigError
-from training.data import UnlabelledWindows, band_moments
-from training.features import STACK_FEATURES
-from training.losses import pca_whitening
-from training.model import PretrainNet, make_key_net
-from training.objective import DenseObjective
+from training.data.unlabelled import UnlabelledWindows, band_moments
+from training.evaluation.features import STACK_FEATURES
+from training.recipe.losses import pca_whitening
+from training.recipe.model import PretrainNet, make_key_net
+from training.recipe.objective import DenseObjective
 
 
 def measure_normalization(cfg: dict[str, Any], dataset: UnlabelledWindows) -> None:

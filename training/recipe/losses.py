@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.views import ViewPair, bilinear_lookup, sample_correspondences
+from training.recipe.views import ViewPair, bilinear_lookup, sample_correspondences
 
 __all__ = [
     "dense_pair_loss",

@@ -1,4 +1,4 @@
-"""One scene of an array cache (:mod:`training.array_cache`): a crop's digital numbers and transform, read with numpy."""
+"""One scene of an array cache (:mod:`training.data.array_cache`): a crop's digital numbers and transform, read with numpy."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class CachedScene:
         if missing:
             raise RasterInputError(
                 f"{path} holds bands {self.band_names}, not {missing}; rebuild the cache with "
-                "`python -m training.array_cache --bands ...` naming the bands the config reads"
+                "`python -m training.data.array_cache --bands ...` naming the bands the config reads"
             )
         self.height, self.width = int(self._dn.shape[1]), int(self._dn.shape[2])
 

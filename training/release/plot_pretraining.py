@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from training.tracking import read_log
+from training.recipe.tracking import read_log
 
 
 def main(argv: list[str] | None = None) -> None:

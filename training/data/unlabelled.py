@@ -1,13 +1,13 @@
 """Pre-training data: data configs and random windows of real scenes, read through ``open_scene``.
 
 rasterio is imported where a file is read, not here: pre-training from an array cache
-(:mod:`training.array_cache`) runs where rasterio is not installed (the lent GPU machine).
+(:mod:`training.data.array_cache`) runs where rasterio is not installed (the lent GPU machine).
 
 * :func:`load_data_config` reads a data config YAML (sources, product level, DN offset, weight).
 * :class:`UnlabelledWindows`: random square windows, drawn deterministically from the sample index
   (so a resumed run sees the same data), balanced across sources and scenes.
 
-Labelled folders (fine-tuning, probes) are read by :mod:`training.labelled`.
+Labelled folders (fine-tuning, probes) are read by :mod:`training.data.labelled`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import yaml
 from torch.utils.data import Dataset
 
 from earth_embed.errors import ConfigError, RasterInputError
-from training.cached_scene import CachedScene, to_map, to_pixel
+from training.data.cached_scene import CachedScene, to_map, to_pixel
 
 DN_SCALE = 10000.0
 
@@ -289,7 +289,7 @@ def band_statistics(ds: UnlabelledWindows, n_windows: int = 64, start: int = 10*
 
 
 def _open_unlabelled(path: Path, bands: Sequence[str]) -> Any:
-    """A scene of a pre-training source: an array-cache folder (:mod:`training.array_cache`) or a raster one."""
+    """A scene of a pre-training source: an array-cache folder (:mod:`training.data.array_cache`) or a raster one."""
     if CachedScene.holds(path):
         return CachedScene(path, bands)
     from earth_embed.raster import open_scene

@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.features import LOCAL_STD_SIZES, handmade_stack_batch
-from training.losses import (
+from training.evaluation.features import LOCAL_STD_SIZES, handmade_stack_batch
+from training.recipe.losses import (
     info_nce,
     per_image_variance_covariance,
     reconstruction_loss,
     within_image_reconstruction_loss,
 )
-from training.views import ViewPair, bilinear_lookup, sample_correspondences
+from training.recipe.views import ViewPair, bilinear_lookup, sample_correspondences
 
 __all__ = ["DenseObjective", "same_ground_matrix"]
 

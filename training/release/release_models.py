@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
 from earth_embed import EarthEncoder, EarthSegmenter
-from training.model import save_pretrained_atomic
+from training.data.checkpoints import save_pretrained_atomic
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ENCODER_NAME = "earth-embed-s2-unet-r18s16"
 SEGMENTER_NAME = "earth-embed-s2-unet-r18s16-brandenburg-landuse"
 LABEL_ATTRIBUTION = [

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from earth_embed.errors import ConfigError, RasterInputError
-from training.data import DN_SCALE
+from training.data.unlabelled import DN_SCALE
 
 if TYPE_CHECKING:
     from rasterio.windows import Window
