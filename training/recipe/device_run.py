@@ -21,11 +21,12 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from earth_embed.errors import ConfigError
-from training.recipe import pretrain
+from training.recipe.pretrain import PretrainConfig, pretrain, resolve_recipe
 from training.recipe.slim_checkpoints import slim_run
 from training.recipe.tracking import read_log
 
@@ -50,17 +51,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"{cache} is not an array cache (no sources.yaml); build it with python -m training.data.array_cache"
         )
     out = Path(args.out)
-    common = [a for c in args.config for a in ("--config", c)] + (["--scale", args.scale] if args.scale else [])
-    common += ["--data-root", str(cache), "--set", f"data.sources={cache / 'sources.yaml'}", "--no-progress"]
-    common += ["--set", "train.probe_every=0", "--set", "train.select=last"]
-    for s in args.overrides:
-        common += ["--set", s]
+    base = PretrainConfig(
+        configs=list(args.config),
+        scale=args.scale,
+        data_root=str(cache),
+        overrides=[f"data.sources={cache / 'sources.yaml'}", "train.probe_every=0", "train.select=last"]
+        + list(args.overrides),
+        progress=False,
+    )
     work = Path(tempfile.mkdtemp(prefix="earth-embed-device-"))
     try:
         t0 = time.perf_counter()
-        timing = [*common, "--output-dir", str(work / "timing"), "--steps", str(args.timing_steps)]
-        pretrain.main(
-            [*timing, "--set", "train.log_every=1", "--set", "train.save_every=0", "--set", "train.warmup_steps=1"]
+        timing = ["train.log_every=1", "train.save_every=0", "train.warmup_steps=1"]
+        pretrain(
+            replace(base, output_dir=work / "timing", steps=args.timing_steps, overrides=[*base.overrides, *timing])
         )
         startup_s = time.perf_counter() - t0
         sps = seconds_per_step(work / "timing" / "log.csv", skip=args.timing_steps // 3)
@@ -70,13 +74,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(
                 f"{args.minutes} min leave room for {int(budget_s / sps)} steps at {sps:.3f} s/step; give more --minutes"
             )
-        cfg = pretrain.build_config(pretrain.parse_args(common))
+        cfg = resolve_recipe(base)
         warmup = min(int(cfg["train"]["warmup_steps"]), max(1, steps // 10))
         t1 = time.perf_counter()
-        real = [*common, "--output-dir", str(work / "run"), "--steps", str(steps)]
-        stats = pretrain.main(
-            [*real, "--set", f"train.save_every={steps // args.keep}", "--set", f"train.keep_checkpoints={args.keep}"]
-            + ["--set", f"train.warmup_steps={warmup}"]
+        spread = [f"train.save_every={steps // args.keep}", f"train.keep_checkpoints={args.keep}"]
+        stats = pretrain(
+            replace(
+                base,
+                output_dir=work / "run",
+                steps=steps,
+                overrides=[*base.overrides, *spread, f"train.warmup_steps={warmup}"],
+            )
         )
         run_s = time.perf_counter() - t1
         slim_run(work / "run", out, keep=args.keep, run_files=("config.yaml",))  # 8 files come back at most
@@ -105,13 +113,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", action="append", required=True, help="pre-training config (repeatable)")
-    p.add_argument("--scale", help="as pretrain.py --scale (gpu)")
+    p.add_argument("--scale", help="as training/pretrain.py --scale (gpu)")
     p.add_argument("--cache", required=True, help="array cache folder (python -m training.data.array_cache)")
     p.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of the real run, start-up included")
     p.add_argument("--timing-steps", type=int, default=30)
     p.add_argument("--keep", type=int, default=3, help="checkpoints spread over the run, returned in fp16")
     p.add_argument("--out", required=True, help="new or empty folder for the slim run ($OUT on the device)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value, as pretrain.py")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="section.key=value, as training/pretrain.py --set"
+    )
     return run(p.parse_args(argv))
 
 

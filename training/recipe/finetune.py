@@ -1,31 +1,27 @@
 """Land-cover fine-tuning of an EarthEncoder into an EarthSegmenter (or a frozen-encoder linear probe).
 
-    python training/finetune.py --data ../shared/data/labelled/brandenburg-osm \
-        --init pretrained:runs/cpu/encoder --label-fraction 0.05 --seed 0 --output-dir runs/ft/pre-5-0
-    python training/finetune.py --data ... --init random --norm-from runs/cpu/encoder ...   # same arch, random weights
-    python training/finetune.py --data ... --init pretrained:runs/cpu/encoder --freeze-encoder   # linear probe
+    from training.recipe.finetune import FinetuneConfig, finetune
+    result = finetune(FinetuneConfig(data="../shared/data/labelled/brandenburg-osm", init="pretrained:runs/cpu/encoder",
+                                     label_fraction=0.05, lp_ft=True, batchnorm="frozen"))
 
+``python training/finetune.py`` builds the :class:`FinetuneConfig` from its flags and calls :func:`finetune`.
 The labelled folder is cut into train | val | test blocks along x (``region_split``); the
-``--label-fraction`` subset of training chips (or, with ``--label-unit pixels``, of the labelled pixels of every
-training chip) is drawn with ``--seed``. Model selection uses the
-validation block's mIoU (never the test block, never the loss). Writes ``<output-dir>/segmenter/``
-(``from_pretrained``-loadable) and ``<output-dir>/metrics.json`` (test mIoU, per-class IoU,
+``label_fraction`` subset of training chips (or, with ``label_unit="pixels"``, of the labelled pixels of every
+training chip) is drawn with ``seed``. Model selection uses the
+validation block's mIoU (never the test block, never the loss). Writes ``<output_dir>/segmenter/``
+(``from_pretrained``-loadable) and ``<output_dir>/metrics.json`` (test mIoU, per-class IoU,
 confusion matrix).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import shutil
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from typing import Any, TypedDict, cast
 
 import torch
 import torch.nn.functional as F
@@ -41,104 +37,119 @@ from training.data.labelled import (
     region_split,
     sparse_labels,
 )
-from training.evaluation.evaluate import evaluate_model, format_metrics, normalised
+from training.evaluation.evaluate import evaluate_model, normalised
 from training.evaluation.features import reestimate_batchnorm
 from training.evaluation.probe import fit_probe
 
-#: What ``--val-chips`` scores: the validation block, or the training chips a label fraction leaves out.
+#: What ``val_chips`` scores: the validation block, or the training chips a label fraction leaves out.
 VAL_CHIPS = ("val-block", "unused-train")
-#: What ``--label-fraction`` is a share of: whole training chips, or the labelled pixels of every training chip.
+#: What ``label_fraction`` is a share of: whole training chips, or the labelled pixels of every training chip.
 LABEL_UNITS = ("chips", "pixels")
-#: How fine-tuning treats BatchNorm statistics (``--batchnorm``).
+#: How fine-tuning treats BatchNorm statistics (``batchnorm``).
 BATCHNORM_MODES = ("train", "frozen")
+#: Which step's weights are kept: the best validation mIoU, or the final step (fixed schedule).
+SELECT_MODES = ("val", "last")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="labelled folder: B*.tif + labels.tif + classes.json")
-    p.add_argument("--init", required=True, help="pretrained:PATH (encoder or segmenter folder) | random")
-    p.add_argument(
-        "--freeze-encoder",
-        action="store_true",
-        help="linear probe: only the 1x1 classifier, fit as the standardised L-BFGS probe (training.evaluation.probe)",
-    )
-    p.add_argument(
-        "--lp-ft",
-        action="store_true",
-        help="linear-probe-then-fine-tune: fit the classifier first as the frozen-encoder probe, then train "
-        "the whole net (encoder at --encoder-lr)",
-    )
-    p.add_argument(
-        "--batchnorm",
-        choices=BATCHNORM_MODES,
-        default="train",
-        help="train: BatchNorm statistics follow each training batch; frozen: re-estimated once on the training "
-        "block's images (no labels) before the probe head is fit, then held fixed while the weights train",
-    )
-    p.add_argument(
-        "--label-fraction",
-        type=float,
-        default=1.0,
-        help="share of training chips used, or of labelled pixels with --label-unit pixels (0, 1]",
-    )
-    p.add_argument(
-        "--label-unit",
-        choices=LABEL_UNITS,
-        default="chips",
-        help="chips: the fraction is a share of whole training chips; pixels: every training chip, with that share "
-        "of its labelled pixels kept (scattered point labels)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="chip subset, initialisation and batch order")
-    p.add_argument("--arch", default="unet-resnet18", help="architecture for --init random")
-    p.add_argument("--embed-dim", type=int, default=64, help="embedding size for --init random")
-    p.add_argument("--bands", nargs="+", default=list(RELEASE_BANDS), help="bands for --init random")
-    p.add_argument(
-        "--norm-from",
-        help="encoder folder whose architecture, bands and normalisation --init random "
-        "copies (weights stay random); default: statistics of the training chips",
-    )
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--encoder-lr", type=float, default=None, help="peak lr of the encoder's weights (default --lr)")
-    p.add_argument("--probe-pixels", type=int, default=20000, help="labelled pixels the probe head is fit on")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--chip", type=int, default=64)
-    p.add_argument("--test-fraction", type=float, default=0.3)
-    p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--gap", type=int, default=None, help="pixels between blocks (default one chip)")
-    p.add_argument(
-        "--val-chips",
-        choices=VAL_CHIPS,
-        default="val-block",
-        help="what the validation mIoU scores: the validation block, or the training block's chips left out of "
-        "--label-fraction (more chips; none at fraction 1)",
-    )
-    p.add_argument(
-        "--eval-every", type=int, default=50, help="validation mIoU every N steps (model selection; 0 = final only)"
-    )
-    p.add_argument(
-        "--select",
-        choices=("val", "last"),
-        default="val",
-        help="val: keep the step with the best validation mIoU; last: keep the final step (fixed schedule)",
-    )
-    p.add_argument("--dn-offset", type=float, default=0.0, help="-1000 for processing baseline >= 04.00")
-    p.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0 = all cores)")
-    p.add_argument("--output-dir", default=None, help="default runs/finetune/<init>-<fraction>-<seed>")
-    p.add_argument("--no-save", action="store_true", help="do not write the segmenter folder (experiments)")
-    return p.parse_args(argv)
+@dataclass
+class FinetuneConfig:
+    """One fine-tuning run (the flags of ``training/finetune.py``, with the same defaults).
+
+    ``data``: labelled folder (``B*.tif`` + ``labels.tif`` + ``classes.json``). ``init``:
+    ``"pretrained:PATH"`` (an encoder or segmenter folder) or ``"random"`` (``arch``, ``embed_dim``,
+    ``bands``; or the architecture, bands and normalisation of the encoder in ``norm_from``, weights
+    random). ``freeze_encoder``: the linear probe only (the 1x1 classifier fit as the standardised L-BFGS
+    probe); ``lp_ft``: that probe first, then the whole net (encoder at ``encoder_lr``, default ``lr``).
+    ``batchnorm="frozen"``: BatchNorm statistics re-estimated once on the training block's images (no
+    labels) before the probe head is fit, then held while the weights train. ``val_chips``: what the
+    validation mIoU scores; ``select``: ``"val"`` keeps the best validation step, ``"last"`` the final
+    one; ``eval_every`` 0 scores the final step only. ``gap`` between blocks defaults to one chip;
+    ``dn_offset`` -1000 for processing baseline >= 04.00; ``threads`` 0 = all cores. ``output_dir``
+    defaults to ``runs/finetune/<init>-<fraction>-<seed>``; ``save=False`` writes nothing (experiments).
+    """
+
+    data: str | Path
+    init: str
+    freeze_encoder: bool = False
+    lp_ft: bool = False
+    batchnorm: str = "train"
+    label_fraction: float = 1.0
+    label_unit: str = "chips"
+    seed: int = 0
+    arch: str = "unet-resnet18"
+    embed_dim: int = 64
+    bands: list[str] = field(default_factory=lambda: list(RELEASE_BANDS))
+    norm_from: str | Path | None = None
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    encoder_lr: float | None = None
+    probe_pixels: int = 20000
+    weight_decay: float = 1e-4
+    chip: int = 64
+    test_fraction: float = 0.3
+    val_fraction: float = 0.15
+    gap: int | None = None
+    val_chips: str = "val-block"
+    eval_every: int = 50
+    select: str = "val"
+    dn_offset: float = 0.0
+    threads: int = 0
+    output_dir: str | Path | None = None
+    save: bool = True
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("batchnorm", BATCHNORM_MODES),
+            ("label_unit", LABEL_UNITS),
+            ("val_chips", VAL_CHIPS),
+            ("select", SELECT_MODES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"FinetuneConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
-def build_encoder(args: argparse.Namespace, train_chips: LabelledChips | None) -> EarthEncoder:
-    """The starting encoder for ``--init``."""
-    if args.init.startswith("pretrained:"):
-        return EarthEncoder.from_pretrained(args.init.split(":", 1)[1]).train()
-    if args.init != "random":
-        raise ConfigError(f"--init must be 'pretrained:PATH' or 'random', got {args.init!r}")
-    torch.manual_seed(args.seed)
-    if args.norm_from:
-        ref = EarthEncoder.from_pretrained(args.norm_from).config
+class _FinetuneRecord(TypedDict):
+    init: str
+    freeze_encoder: bool
+    label_fraction: float
+    label_unit: str
+    seed: int
+    train_chips: int
+    train_labelled_pixels: int
+    train_chips_total: int
+    val_chips: int
+    val_chips_from: str
+    test_chips: int
+    selected_step: int
+    best_val_miou: float | None
+    final_val_miou: float | None
+    steps: int
+    lp_ft: bool
+    batchnorm: str
+    lr: float
+    encoder_lr: float
+    wall_time_s: float
+    history: list[dict[str, Any]]
+    test: dict[str, Any]
+    split: dict[str, Any]
+
+
+class FinetuneResult(_FinetuneRecord, total=False):
+    """What :func:`finetune` returns and writes to ``metrics.json``; ``output_dir`` when the segmenter was saved."""
+
+    output_dir: str
+
+
+def build_encoder(cfg: FinetuneConfig, train_chips: LabelledChips | None) -> EarthEncoder:
+    """The starting encoder for ``cfg.init``."""
+    if cfg.init.startswith("pretrained:"):
+        return EarthEncoder.from_pretrained(cfg.init.split(":", 1)[1]).train()
+    if cfg.init != "random":
+        raise ConfigError(f"--init must be 'pretrained:PATH' or 'random', got {cfg.init!r}")
+    torch.manual_seed(cfg.seed)
+    if cfg.norm_from:
+        ref = EarthEncoder.from_pretrained(cfg.norm_from).config
         n = ref.normalization
         return EarthEncoder.new(ref.architecture, bands=ref.bands, embed_dim=ref.embed_dim, mean=n.mean, std=n.std)
     if train_chips is None:
@@ -147,9 +158,9 @@ def build_encoder(args: argparse.Namespace, train_chips: LabelledChips | None) -
     valid = (x != 0).any(1, keepdim=True).expand_as(x)
     xs = x.transpose(0, 1)[valid.transpose(0, 1)].reshape(x.shape[1], -1)
     return EarthEncoder.new(
-        args.arch,
-        bands=args.bands,
-        embed_dim=args.embed_dim,
+        cfg.arch,
+        bands=cfg.bands,
+        embed_dim=cfg.embed_dim,
         mean=xs.mean(1).tolist(),
         std=xs.std(1).clamp(min=1e-6).tolist(),
     )
@@ -207,53 +218,53 @@ def _d4(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Ten
     return torch.stack(xs), torch.stack(ys)
 
 
-def finetune(args: argparse.Namespace) -> dict[str, Any]:
+def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     """Fine-tune (or probe), select on validation mIoU, evaluate on the test block; returns the metrics."""
     t0 = time.perf_counter()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    scene = LabelledScene(args.data, dn_offset=args.dn_offset)
-    blocks = region_split(scene, chip=args.chip, test=args.test_fraction, val=args.val_fraction, gap=args.gap)
-    by_chip = args.label_unit == "chips"
-    subset = label_fraction_subset(blocks["train"], args.label_fraction if by_chip else 1.0, args.seed)
-    bands = args.bands
-    if args.init.startswith("pretrained:"):
-        bands = EarthEncoder.from_pretrained(args.init.split(":", 1)[1]).bands
-    elif args.norm_from:
-        bands = EarthEncoder.from_pretrained(args.norm_from).bands
+    scene = LabelledScene(cfg.data, dn_offset=cfg.dn_offset)
+    blocks = region_split(scene, chip=cfg.chip, test=cfg.test_fraction, val=cfg.val_fraction, gap=cfg.gap)
+    by_chip = cfg.label_unit == "chips"
+    subset = label_fraction_subset(blocks["train"], cfg.label_fraction if by_chip else 1.0, cfg.seed)
+    bands = cfg.bands
+    if cfg.init.startswith("pretrained:"):
+        bands = EarthEncoder.from_pretrained(cfg.init.split(":", 1)[1]).bands
+    elif cfg.norm_from:
+        bands = EarthEncoder.from_pretrained(cfg.norm_from).bands
     train = LabelledChips(scene, subset, bands)
-    encoder = build_encoder(args, train)
-    torch.manual_seed(args.seed)
+    encoder = build_encoder(cfg, train)
+    torch.manual_seed(cfg.seed)
     seg = EarthSegmenter.from_encoder(encoder, scene.classes, scene.colors).to(device)
     seg = seg.to(memory_format=torch.channels_last)
     norm = seg.config.normalization
     x_all, y_all = train.stacked()
     if not by_chip:
-        y_all = sparse_labels(y_all, args.label_fraction, args.seed)
+        y_all = sparse_labels(y_all, cfg.label_fraction, cfg.seed)
     x_all = normalised(x_all, norm.mean, norm.std)
-    val_chips = blocks["val"] if args.val_chips == "val-block" else [c for c in blocks["train"] if c not in subset]
-    if args.val_chips == "unused-train" and not val_chips:
+    val_chips = blocks["val"] if cfg.val_chips == "val-block" else [c for c in blocks["train"] if c not in subset]
+    if cfg.val_chips == "unused-train" and not val_chips:
         raise ConfigError(
-            f"--val-chips unused-train: label fraction {args.label_fraction} of {args.label_unit} uses every training "
+            f"--val-chips unused-train: label fraction {cfg.label_fraction} of {cfg.label_unit} uses every training "
             "chip; pass a smaller --label-fraction with --label-unit chips, or --val-chips val-block"
         )
     val = LabelledChips(scene, val_chips, bands) if val_chips else None
-    g = torch.Generator().manual_seed(args.seed)  # batch order and flips: the same for every start of a seed
-    steps = 0 if args.freeze_encoder else args.steps
-    if args.batchnorm == "frozen":  # the training block's images, labelled or not: no label is read
+    g = torch.Generator().manual_seed(cfg.seed)  # batch order and flips: the same for every start of a seed
+    steps = 0 if cfg.freeze_encoder else cfg.steps
+    if cfg.batchnorm == "frozen":  # the training block's images, labelled or not: no label is read
         block = normalised(LabelledChips(scene, blocks["train"], bands).stacked()[0], norm.mean, norm.std)
         seg.encoder = batchnorm_on_images(seg.encoder, block).train()
-    if args.freeze_encoder or args.lp_ft:
-        fit_linear_head(seg, x_all.to(device), y_all, args.probe_pixels, args.seed)
-    if args.freeze_encoder:
+    if cfg.freeze_encoder or cfg.lp_ft:
+        fit_linear_head(seg, x_all.to(device), y_all, cfg.probe_pixels, cfg.seed)
+    if cfg.freeze_encoder:
         seg.encoder.requires_grad_(False)
     head = list(seg.classifier.parameters())
-    params = [
-        {"params": list(seg.encoder.parameters()), "lr": args.lr if args.encoder_lr is None else args.encoder_lr},
-        {"params": head, "lr": args.lr},
+    params: list[dict[str, Any]] = [
+        {"params": list(seg.encoder.parameters()), "lr": cfg.lr if cfg.encoder_lr is None else cfg.encoder_lr},
+        {"params": head, "lr": cfg.lr},
     ]
-    opt = torch.optim.AdamW(params, weight_decay=args.weight_decay)
+    opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[p["lr"] for p in params], total_steps=max(steps, 1), pct_start=0.1
     )
@@ -262,9 +273,9 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     history = []
     for step in range(1, steps + 1):
         seg.train()
-        if args.batchnorm == "frozen":
+        if cfg.batchnorm == "frozen":
             hold_batchnorm(seg)
-        idx = torch.randint(0, x_all.shape[0], (args.batch_size,), generator=g)
+        idx = torch.randint(0, x_all.shape[0], (cfg.batch_size,), generator=g)
         xb, yb = _d4(x_all[idx], y_all[idx], g)
         with amp:
             logits = seg(xb.to(device).contiguous(memory_format=torch.channels_last))
@@ -274,7 +285,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
             loss.backward()
             opt.step()
         sched.step()
-        if val is not None and ((args.eval_every and step % args.eval_every == 0) or step == steps):
+        if val is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == steps):
             v = evaluate_model(seg, val, scene.classes, norm.mean, norm.std, device)["miou"]
             history.append({"step": step, "loss": float(loss.detach()), "val_miou": v})
             if v > best[0]:
@@ -282,58 +293,58 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     final_val = history[-1]["val_miou"] if history else None
     if val is not None and steps == 0:  # the probe: its validation mIoU, for lr/probe choices
         final_val = evaluate_model(seg, val, scene.classes, norm.mean, norm.std, device)["miou"]
-    if best[1] is not None and args.select == "val":
+    if best[1] is not None and cfg.select == "val":
         seg.load_state_dict(best[1])
     else:
         best = (best[0], best[1], steps)
     test = evaluate_model(seg, LabelledChips(scene, blocks["test"], bands), scene.classes, norm.mean, norm.std, device)
-    split = {"axis": "x", "chip": args.chip, "test": args.test_fraction, "val": args.val_fraction, "gap": args.gap}
-    result = {
-        "init": args.init,
-        "freeze_encoder": bool(args.freeze_encoder),
-        "label_fraction": args.label_fraction,
-        "label_unit": args.label_unit,
-        "seed": args.seed,
+    split = {"axis": "x", "chip": cfg.chip, "test": cfg.test_fraction, "val": cfg.val_fraction, "gap": cfg.gap}
+    result: FinetuneResult = {
+        "init": cfg.init,
+        "freeze_encoder": bool(cfg.freeze_encoder),
+        "label_fraction": cfg.label_fraction,
+        "label_unit": cfg.label_unit,
+        "seed": cfg.seed,
         "train_chips": len(subset),
         "train_labelled_pixels": int((y_all != IGNORE_INDEX).sum()),
         "train_chips_total": len(blocks["train"]),
         "val_chips": len(val_chips),
-        "val_chips_from": args.val_chips,
+        "val_chips_from": cfg.val_chips,
         "test_chips": len(blocks["test"]),
         "selected_step": best[2],
         "best_val_miou": best[0] if best[1] is not None else None,
         "final_val_miou": final_val,
         "steps": steps,
-        "lp_ft": bool(args.lp_ft),
-        "batchnorm": args.batchnorm,
-        "lr": args.lr,
-        "encoder_lr": args.lr if args.encoder_lr is None else args.encoder_lr,
+        "lp_ft": bool(cfg.lp_ft),
+        "batchnorm": cfg.batchnorm,
+        "lr": cfg.lr,
+        "encoder_lr": cfg.lr if cfg.encoder_lr is None else cfg.encoder_lr,
         "wall_time_s": time.perf_counter() - t0,
         "history": history,
         "test": test,
         "split": split,
     }
-    if not args.no_save:
-        out = Path(args.output_dir or f"runs/finetune/{args.init.split(':')[0]}-{args.label_fraction:g}-{args.seed}")
+    if cfg.save:
+        out = Path(cfg.output_dir or f"runs/finetune/{cfg.init.split(':')[0]}-{cfg.label_fraction:g}-{cfg.seed}")
         out.mkdir(parents=True, exist_ok=True)
         seg = seg.to(memory_format=torch.contiguous_format).cpu().eval()
         seg.config.metadata = {
             "training": {
                 "recipe": "earth-embed training/finetune.py",
-                "init": args.init,
-                "freeze_encoder": bool(args.freeze_encoder),
-                "data": str(args.data),
-                "label_fraction": args.label_fraction,
-                "label_unit": args.label_unit,
-                "seed": args.seed,
-                "steps": args.steps,
-                "batchnorm": args.batchnorm,
-                "train chips": f"{len(subset)} of {len(blocks['train'])} ({args.chip} px)",
+                "init": cfg.init,
+                "freeze_encoder": bool(cfg.freeze_encoder),
+                "data": str(cfg.data),
+                "label_fraction": cfg.label_fraction,
+                "label_unit": cfg.label_unit,
+                "seed": cfg.seed,
+                "steps": cfg.steps,
+                "batchnorm": cfg.batchnorm,
+                "train chips": f"{len(subset)} of {len(blocks['train'])} ({cfg.chip} px)",
                 "test mIoU": f"{100 * test['miou']:.2f}",
                 "model selection": (
-                    f"step {result['selected_step']} of {args.steps}, best validation-block mIoU"
-                    if args.select == "val"
-                    else f"final step of {args.steps} (fixed schedule)"
+                    f"step {result['selected_step']} of {cfg.steps}, best validation-block mIoU"
+                    if cfg.select == "val"
+                    else f"final step of {cfg.steps} (fixed schedule)"
                 ),
             },
             "split": split,
@@ -349,18 +360,3 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         result["output_dir"] = str(out)
     return result
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    result = finetune(args)
-    print(
-        f"{args.init} fraction {args.label_fraction:g} seed {args.seed}: {result['train_chips']} train chips, "
-        f"selected step {result['selected_step']}, {result['wall_time_s']:.0f} s"
-    )
-    print(format_metrics(result["test"]))
-    return result
-
-
-if __name__ == "__main__":
-    main()

@@ -1,35 +1,32 @@
-"""Embedding Earth dense contrastive pre-training with Accelerate.
+"""Embedding Earth dense contrastive pre-training with Accelerate: :func:`pretrain` runs one :class:`PretrainConfig`.
 
-    python training/pretrain.py --config training/configs/cpu.yaml
-    accelerate launch --cpu --num_processes 2 training/pretrain.py --config training/configs/smoke.yaml
-    accelerate launch --multi_gpu training/pretrain.py --config ... --set train.batch_size=64
-    python training/pretrain.py --config ... --resume            # continue from the latest save_state
+    from training.recipe.pretrain import PretrainConfig, pretrain
+    stats = pretrain(PretrainConfig(configs=["training/configs/cpu.yaml"], overrides=["train.lr=3e-4"]))
 
-Writes ``<output-dir>/`` (default ``runs/<config name>/``): ``config.yaml`` (resolved), ``log.csv``
+``python training/pretrain.py`` (and ``accelerate launch training/pretrain.py``) builds the config from
+its flags and calls :func:`pretrain`.
+
+Writes ``<output_dir>/`` (default ``runs/<config name>/``): ``config.yaml`` (resolved), ``log.csv``
 (Accelerate CSV tracker), ``checkpoints/step_NNNNNNN/`` (``save_state``), ``summary.json`` and
 ``encoder/`` (``EarthEncoder.save_pretrained``; its card states data, config, steps and wall time).
 With ``train.probe_every: N`` a linear probe scores the encoder every N steps on the validation block
 of ``train.probe_data`` (``probe.csv``; best so far in ``encoder_best_probe/``), and
 ``train.select: probe`` makes that best encoder the run's ``encoder/`` (model selection by a probe,
 never by the loss); ``train.select: probe_cv`` scores by 3-fold spatial cross-validation inside the
-training block instead and also probes the EMA key encoder (``training/probe.py: ProbeSelector``).
+training block instead and also probes the EMA key encoder (:class:`training.evaluation.probe.ProbeSelector`).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
 import os
 import random
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
-
-if __package__ in (None, ""):  # `python training/pretrain.py` / `accelerate launch training/pretrain.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import torch
@@ -44,13 +41,61 @@ from training.data.checkpoints import save_pretrained_atomic
 from training.data.unlabelled import UnlabelledWindows, load_data_config
 from training.evaluation.probe import ProbeSelector
 from training.recipe.config import CONFIG_DIR, check_pretrain_config, load_config
-from training.recipe.launch import respawn_cpu_ranks
 from training.recipe.losses import nt_xent
 from training.recipe.model import ema_update
 from training.recipe.pretrain_build import build_pretraining
 from training.recipe.run_state import FINAL_WINDOW, TrainState, card_metadata, latest_checkpoint, save_checkpoint
 from training.recipe.tracking import CSVTracker
 from training.recipe.views import ViewConfig, draw_batch_params, make_views
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class PretrainConfig:
+    """One pre-training run: the recipe (YAML files, then ``section.key=value`` overrides) and where it runs to.
+
+    ``configs`` are layered in order, later files winning (``training/configs/*.yaml``); ``scale`` layers
+    ``training/configs/scale/<scale>.yaml`` over them and suffixes the run's name with ``-<scale>``;
+    ``steps``, ``batch_size`` and ``data_root`` are shortcuts for ``train.steps``, ``train.batch_size`` and
+    ``data.data_root`` overrides (applied after ``overrides``). ``output_dir`` defaults to
+    ``runs/<config name>``. ``resume``: ``"latest"`` (the newest checkpoint of ``output_dir``) or a checkpoint
+    folder. ``stop_after``: stop (after saving state) once this many optimizer steps are done, the
+    schedule still targeting ``train.steps`` (a run split across sessions).
+    """
+
+    configs: list[str | Path] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    scale: str | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    data_root: str | Path | None = None
+    output_dir: str | Path | None = None
+    resume: str | Path | None = None
+    stop_after: int | None = None
+    progress: bool = True
+
+
+class _PretrainSummary(TypedDict):
+    steps: int
+    steps_this_run: int
+    wall_time_s: float
+    samples_per_s: float
+    final_loss: float
+    final_window: int
+    finished: bool
+
+
+class PretrainResult(_PretrainSummary, total=False):
+    """What :func:`pretrain` returns and writes to ``summary.json`` (``probe_best``/``selected_step`` with the probe)."""
+
+    probe_best: dict[str, Any]
+    selected_step: int
+
+
+def scales() -> list[str]:
+    """The names ``PretrainConfig.scale`` takes (``training/configs/scale/*.yaml``)."""
+    return sorted(f.stem for f in (CONFIG_DIR / "scale").glob("*.yaml"))
 
 
 def lr_at(step: int, cfg: dict) -> float:
@@ -75,86 +120,43 @@ def _mixed_precision(value: str) -> str:
     return "no"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--config",
-        action="append",
-        default=None,
-        help="YAML config (training/configs/*.yaml); repeat to layer files (later ones win)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)",
-    )
-    p.add_argument(
-        "--scale",
-        choices=sorted(f.stem for f in (CONFIG_DIR / "scale").glob("*.yaml")),
-        help="layer training/configs/scale/<SCALE>.yaml over --config (e.g. gpu: bigger batch, "
-        "windows and step count); the run's name gets the suffix -<SCALE>",
-    )
-    p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N")
-    p.add_argument("--batch-size", type=int, help="shortcut for --set train.batch_size=N")
-    p.add_argument("--data-root", help="shared data folder (default from the config: ../shared/data)")
-    p.add_argument("--output-dir", help="run folder (default runs/<config name>/)")
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const="latest",
-        default=None,
-        help="resume from PATH, or from the latest checkpoint of --output-dir",
-    )
-    p.add_argument(
-        "--stop-after",
-        type=int,
-        default=None,
-        help="stop (after saving state) once this many optimizer steps are done; the schedule still "
-        "targets train.steps (use to split a run across sessions)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
-    return p.parse_args(argv)
-
-
-def build_config(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = list(args.overrides)
-    if args.steps is not None:
-        overrides.append(f"train.steps={args.steps}")
-    if args.batch_size is not None:
-        overrides.append(f"train.batch_size={args.batch_size}")
-    if args.data_root is not None:
-        overrides.append(f"data.data_root={args.data_root}")
-    configs = list(args.config or [])
-    if args.scale:
+def resolve_recipe(config: PretrainConfig) -> dict[str, Any]:
+    """The resolved recipe of ``config``: defaults <- its YAML files <- the scale <- its overrides and shortcuts."""
+    overrides = list(config.overrides)
+    if config.steps is not None:
+        overrides.append(f"train.steps={config.steps}")
+    if config.batch_size is not None:
+        overrides.append(f"train.batch_size={config.batch_size}")
+    if config.data_root is not None:
+        overrides.append(f"data.data_root={config.data_root}")
+    configs: list[str | Path] = list(config.configs)
+    if config.scale:
+        if config.scale not in scales():
+            raise ConfigError(f"scale {config.scale!r} is not one of {scales()} (training/configs/scale/*.yaml)")
         if not configs:
             raise ConfigError(
                 "--scale layers over a recipe: give --config too, e.g. --config training/configs/release.yaml"
             )
-        configs.append(CONFIG_DIR / "scale" / f"{args.scale}.yaml")
+        configs.append(CONFIG_DIR / "scale" / f"{config.scale}.yaml")
     cfg = load_config(configs or None, overrides)
-    if args.scale:
-        cfg["name"] = f"{cfg['name']}-{args.scale}"
+    if config.scale:
+        cfg["name"] = f"{cfg['name']}-{config.scale}"
     return cfg
 
 
 def _sources_path(cfg: dict) -> Path:
     p = Path(cfg["data"]["sources"])
     if not p.is_absolute() and not p.is_file():
-        p = Path(__file__).resolve().parent.parent / p  # relative to the repository
+        p = REPO / p  # relative to the repository
     return p
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    if argv is None:
-        respawn_cpu_ranks(__file__)
-    cfg = build_config(args)
+def pretrain(config: PretrainConfig) -> PretrainResult:
+    """Pre-train as ``config`` says; returns what ``summary.json`` holds (written when the run finishes)."""
+    cfg = resolve_recipe(config)
     check_pretrain_config(cfg)
     t_cfg, l_cfg = cfg["train"], cfg["loss"]
-    out = Path(args.output_dir or Path("runs") / cfg["name"])
+    out = Path(config.output_dir or Path("runs") / cfg["name"])
     tracker = CSVTracker(out)
     probe_log = CSVTracker(out, "probe.csv")
     accelerator = Accelerator(
@@ -200,8 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
     std_t = torch.tensor(std, device=accelerator.device).view(1, -1, 1, 1)
 
     # ---- resume
-    if args.resume:
-        ckpt = latest_checkpoint(out) if args.resume == "latest" else Path(args.resume)
+    if config.resume:
+        ckpt = latest_checkpoint(out) if config.resume == "latest" else Path(config.resume)
         if ckpt is None or not ckpt.is_dir():
             raise ConfigError(f"--resume: no checkpoint found ({ckpt or out / 'checkpoints'}); run without --resume")
         accelerator.load_state(str(ckpt))
@@ -229,12 +231,12 @@ def main(argv: list[str] | None = None) -> dict:
         probe.best = state.probe_best or None
 
     # ---- loop
-    stop_at = min(total, args.stop_after) if args.stop_after else total
+    stop_at = min(total, config.stop_after) if config.stop_after else total
     start_step = state.step
     bar = tqdm(
         total=stop_at,
         initial=start_step,
-        disable=not accelerator.is_local_main_process or args.no_progress,
+        disable=not accelerator.is_local_main_process or not config.progress,
         desc=f"pretrain {cfg['name']}",
         dynamic_ncols=True,
     )
@@ -325,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
     save_checkpoint(accelerator, out, state.step, int(t_cfg["keep_checkpoints"]))
     done_here = state.step - start_step
     window = min(FINAL_WINDOW, len(losses)) or 1
-    stats = {
+    stats: PretrainResult = {
         "steps": state.step,
         "steps_this_run": done_here,
         "wall_time_s": state.elapsed,
@@ -348,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
             state,
             stats,
             accelerator,
-            (args.config or []) + ([f"--scale {args.scale}"] if args.scale else []),
+            [str(c) for c in config.configs] + ([f"--scale {config.scale}"] if config.scale else []),
         )
         final = save_pretrained_atomic(enc, out / "encoder")
         (out / "summary.json").write_text(json.dumps(stats, indent=2) + "\n")
@@ -362,17 +364,3 @@ def _plain_copy(encoder: torch.nn.Module) -> EarthEncoder:
     """A CPU, contiguous-format copy of the (possibly compiled) encoder, safe to save while training goes on."""
     enc = getattr(encoder, "_orig_mod", encoder)
     return cast(EarthEncoder, copy.deepcopy(enc).to(memory_format=torch.contiguous_format).cpu())
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """``python training/pretrain.py``: config errors print as one message (exit 2), not a traceback."""
-    try:
-        main(argv)
-    except ConfigError as err:
-        print(f"pretrain.py: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli())
