@@ -1,6 +1,6 @@
 """Per-band reflectance mean/std over the pre-training data, as a config block to paste or pass.
 
-    python training/band_stats.py --sources training/configs/data/pretrain-real.yaml --windows 512 \
+    python -m training.data.band_stats --sources training/configs/data/pretrain-real.yaml --windows 512 \
         --out training/configs/normalization-release.yaml
 
 Windows are drawn exactly as pre-training draws them (source weights, nodata rejection, DN offsets

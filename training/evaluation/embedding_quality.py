@@ -1,6 +1,6 @@
 """Collapse check of a dense encoder on real pixels, beside random-init encoders of the same architecture.
 
-    python training/embedding_quality.py --encoder runs/cpu/encoder --out runs/cpu/embedding_quality.json
+    python -m training.evaluation.embedding_quality --encoder runs/cpu/encoder --out runs/cpu/embedding_quality.json
 
 For ``--windows`` real windows drawn from the data config (indices far from any training index) it
 embeds every pixel and reports:
@@ -15,7 +15,7 @@ The random-init rows use ``--random-seeds`` fresh initialisations (same config a
 
 Within-scene collapse (issue 10, cause 8) is measured on whole labelled scenes instead:
 
-    python training/embedding_quality.py --encoder runs/cpu/encoder --scenes brandenburg-osm slovenia-eolearn
+    python -m training.evaluation.embedding_quality --encoder runs/cpu/encoder --scenes brandenburg-osm slovenia-eolearn
 
 embeds every pixel of each scene (one forward pass) and reports :func:`scene_rank`: the effective
 rank of the centred (pixels x D) embedding matrix, exp(entropy of its normalised singular values)

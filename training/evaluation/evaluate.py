@@ -1,6 +1,6 @@
 """Land-cover evaluation: confusion matrix, per-class IoU and mIoU over labelled pixels only.
 
-    python training/evaluate.py --model runs/finetune/segmenter --data ../shared/data/labelled/brandenburg-osm \
+    python -m training.evaluation.evaluate --model runs/finetune/segmenter --data ../shared/data/labelled/brandenburg-osm \
         --split test --out metrics.json
 
 mIoU is the mean IoU over the classes that occur in the ground truth or the predictions of the

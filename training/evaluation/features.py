@@ -9,7 +9,7 @@ and a parameter-free hand-made stack — one implementation, used by every probe
   :func:`reestimate_batchnorm` (any batches: e.g. the pre-training corpus, ``experiments/corpus_batchnorm.py``).
 * :func:`scene_features`: ``(H*W, F)`` features of a whole scene for one of the sources above.
 
-Every probe (``training/probe.py``, ``training/experiments/linear_probe.py``, ``probe_checkpoints.py``)
+Every probe (``training/evaluation/probe.py``, ``training/experiments/linear_probe.py``, ``probe_checkpoints.py``)
 standardises these features on its training pixels and fits the same L-BFGS logistic regression.
 """
 

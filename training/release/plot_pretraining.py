@@ -1,6 +1,6 @@
 """Plot a pre-training run's loss curve (and throughput) from its ``log.csv``.
 
-python training/plot_pretraining.py runs/cpu --out docs/pretraining_loss.png
+python -m training.release.plot_pretraining runs/cpu --out docs/pretraining_loss.png
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Build the released model folders under ``models/`` (exactly what ``push_to_hub`` uploads) and
 render their model cards from ``model_cards/`` with the measured results.
 
-    python training/release_models.py --encoder runs/local-stats-2000-seed1/encoder_step2000 \
+    python -m training.release.release_models --encoder runs/local-stats-2000-seed1/encoder_step2000 \
         --segmenter runs/release5-segmenter/segmenter
 
 (the runs come from the commands in ``MAKE_COMMANDS``).
