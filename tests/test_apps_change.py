@@ -16,7 +16,7 @@ from earth_embed.apps.change_inputs import IncomparableError, check_comparable
 from earth_embed.apps.change_scores import cosine_change, cva_change, otsu_threshold, pooled_std, smooth_map
 from earth_embed.cli import main
 from earth_embed.raster import embed_raster
-from earth_embed.raster.embeddings import open_embeddings
+from earth_embed.raster.embeddings import EmbeddingRaster, open_embeddings
 from earth_embed.raster.writer import GeoTiffWriter
 from earth_embed.released import find_released
 from tests.change_data import HONGKONG, MUMBAI, crop_labels, write_crop, write_label_points
@@ -127,6 +127,19 @@ def test_nodata_in_either_date_stays_nodata_after_smoothing(mumbai, tmp_path):
     ok = ~hole.ravel()
     raw.ravel()[ok] = cva_change(a[ok], b[ok], pooled_std(a[ok], b[ok]))
     np.testing.assert_allclose(score, smooth_map(raw, 5), rtol=1e-4, atol=1e-4)
+
+
+def test_windows_with_halos_give_the_whole_map(mumbai, tmp_path, monkeypatch):
+    """Read in 96 px windows (each with a halo for the box mean), the map is the one read in one window."""
+    whole = change(mumbai["emb_a"], mumbai["emb_b"], tmp_path / "whole", score="cos", smooth=7, png=False)
+    tiled_windows = EmbeddingRaster.windows
+    monkeypatch.setattr(EmbeddingRaster, "windows", lambda self, size=96: tiled_windows(self, size))
+    with open_embeddings(mumbai["emb_a"]) as e:
+        assert len(list(e.windows())) == 9
+    tiled = change(mumbai["emb_a"], mumbai["emb_b"], tmp_path / "tiled", score="cos", smooth=7, png=False)
+    with rasterio.open(whole.score) as a, rasterio.open(tiled.score) as b:
+        np.testing.assert_allclose(a.read(1), b.read(1), rtol=1e-5, atol=1e-6)
+    assert whole.changed_pixels == tiled.changed_pixels and whole.threshold == tiled.threshold
 
 
 def test_fitted_head_from_labelled_points(mumbai, tmp_path):

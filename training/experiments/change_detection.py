@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import os
 import sys
 import time
 from pathlib import Path
@@ -137,7 +138,7 @@ def few_shot(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    t_start = time.time()
+    t_start, cpu_start, load_start = time.time(), time.process_time(), os.getloadavg()[1]
     root = Path(args.data_root)
     enc = EarthEncoder.from_pretrained(args.encoder).eval()
     twins = {seed: random_twin(enc, seed) for seed in args.random_seeds}
@@ -184,6 +185,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "smooth": [0, *args.smooth],
         "rows": rows,
         "seconds": round(time.time() - t_start, 1),
+        "cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "load_average_5min": [round(load_start, 1), round(os.getloadavg()[1], 1)],
         "threads": args.threads,
         "date": _dt.date.today().isoformat(),
         "command": command_line("training/experiments/change_detection.py", args.argv),

@@ -83,11 +83,14 @@ def markdown(result: dict[str, Any]) -> str:
     """The result as Markdown: mean table, per-city tables, targets, command and date."""
     smooth = result["smooth"]
     name = {k: "none" if k in (0, 1) else f"{k} x {k} box mean" for k in smooth}
+    load = result.get("load_average_5min", ["?", "?"])
     lines = [
         f"# Urban change on {len(result['cities'])} OSCD city pairs: zero-shot and few-shot change scores",
         "",
-        f"Date {result['date']}; encoder `{result['encoder']}`; {result['seconds'] / 60:.1f} min on "
-        f"{result['threads']} CPU thread(s). Command:",
+        f"Date {result['date']}; encoder `{result['encoder']}`; {result['seconds'] / 60:.1f} min wall "
+        f"({result.get('cpu_seconds', float('nan')) / 60:.1f} min of CPU) with {result['threads']} torch thread(s) on "
+        f"the 2-core machine, shared with other jobs (5-min load average {load[0]} at the start, {load[1]} at the "
+        "end). Command:",
         "",
         f"```bash\n{result['command']}\n```",
         "",
