@@ -14,7 +14,7 @@ Rows:
 
 - *bare forward*: ``model(model.normalize(x))`` on in-memory ``block`` x ``block`` windows of the input
   (no halo, no I/O, output copied back to NumPy); px/s over the window pixels (median of ``--repeats``).
-- *local* / *ray N*: ``earth_embed.region`` end to end (plan, read with halo, model, int8 + scales, Zarr
+- *local* / *ray N*: the region pipeline (``earth_embed.embed_region``'s plan, engine and store) end to end (plan, read with halo, model, int8 + scales, Zarr
   store, unit registry); px/s over output pixels, so the halo recomputation counts against it. Ray is
   started (``ray.init``) in the row's process before the clock starts; its start-up is reported apart.
   Peak RSS: the process (local), the largest model actor (ray).
@@ -76,7 +76,7 @@ def worker_forward(args) -> dict:
 
 
 def worker_engine(args) -> dict:
-    """earth_embed.region end to end on one engine."""
+    """The region pipeline end to end on one engine."""
     from earth_embed.outputs.zarr_store import RegionStore
     from earth_embed.tiling.engine import RunOptions, run_plan
     from earth_embed.tiling.plan import RegionPlan

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, cast
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,6 +58,8 @@ class EarthEncoder(nn.Module, EarthHubMixin):
         stages: dict[str, Any] = (
             {"out_indices": tuple(config.backbone_out_indices)} if config.backbone_out_indices else {}
         )
+        import timm  # imported here: it pulls in torchvision, which ``import earth_embed`` does not need
+
         self.backbone = timm.create_model(
             config.backbone, pretrained=False, features_only=True, in_chans=len(config.bands), **stages
         )

@@ -16,13 +16,6 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "backbone_out_indices": [0, 1, 2, 3],
         "decoder_channels": [128, 64, 32, 32],
     },
-    # The same backbone with a decoder as wide as the 64-d embedding at the output (experimental, never
-    # released): the unet-resnet18-s16 decoder ends at 32 channels, so its 64-d embedding has rank <= 32.
-    "unet-resnet18-s16-fr": {
-        "backbone": "resnet18",
-        "backbone_out_indices": [0, 1, 2, 3],
-        "decoder_channels": [128, 64, 64, 64],
-    },
     # The stride-16 model with a texture layer before the head (the released encoder's architecture): the
     # head also sees the local standard deviation of each last-decoder channel over 5 and 15 px, so that
     # within-scene texture (what the hand-made stack adds to the bands) costs the network no capacity to carry.
@@ -32,18 +25,20 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "decoder_channels": [128, 64, 32, 32],
         "local_stats": [5, 15],
     },
-    # Experimental, never released: the texture layer with the 5 px window only. On release 4 the 15 px block
-    # carries austria-ben-v2 and costs slovenia-eolearn and brandenburg-osm (docs/archive/results-notebook.md).
-    "unet-resnet18-s16-ls5": {
-        "backbone": "resnet18",
-        "backbone_out_indices": [0, 1, 2, 3],
-        "decoder_channels": [128, 64, 32, 32],
-        "local_stats": [5],
-    },
     "unet-resnet34": {"backbone": "resnet34", "decoder_channels": [256, 128, 64, 32, 32]},
     "unet-resnet50": {"backbone": "resnet50", "decoder_channels": [256, 128, 64, 32, 32]},
     "unet-convnext-tiny": {"backbone": "convnext_tiny", "decoder_channels": [256, 128, 64, 32, 32]},
 }
+
+
+def register_architecture(name: str, spec: dict[str, Any], *, overwrite: bool = False) -> None:
+    """Add an architecture under ``name`` (plain data, as the entries above), e.g. an experimental one of a
+    training recipe; refuses to replace an existing name unless ``overwrite``."""
+    if name in ARCHITECTURES and not overwrite and ARCHITECTURES[name] != spec:
+        raise ConfigError(f"Architecture {name!r} is already registered; pick another name or pass overwrite=True.")
+    if "backbone" not in spec or "decoder_channels" not in spec:
+        raise ConfigError(f"Architecture {name!r} needs 'backbone' and 'decoder_channels' (got {sorted(spec)}).")
+    ARCHITECTURES[name] = dict(spec)
 
 
 def list_architectures() -> list[str]:

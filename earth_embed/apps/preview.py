@@ -19,7 +19,7 @@ from rasterio.windows import Window
 from ..bands import RGB_BANDS
 from ..errors import RasterInputError
 from ..inputs.reader import open_scene
-from ..outputs.embeddings import GeoTiffEmbeddings, dequantize
+from ..outputs.embeddings import EmbeddingRaster, open_embeddings
 
 PCA_SAMPLE = 200_000
 
@@ -58,22 +58,17 @@ def pca_rgb(emb: np.ndarray, seed: int = 0) -> np.ndarray:
     return _stretch(proj.reshape(3, *emb.shape[1:]), valid.reshape(emb.shape[1:]))
 
 
-def read_reduced(ds, factor: int, strip_blocks: int = 8) -> np.ndarray:
-    """All bands of ``ds`` averaged over ``factor x factor`` pixels (NaN and nodata ignored), strip by strip."""
-    h, w = ds.height // factor, ds.width // factor
-    out = np.full((ds.count, h, w), np.nan, np.float32)
+def read_reduced(emb: EmbeddingRaster, factor: int, strip_blocks: int = 8) -> np.ndarray:
+    """Decoded embeddings averaged over ``factor x factor`` pixels (nodata ignored), strip by strip."""
+    h, w = emb.height // factor, emb.width // factor
+    out = np.full((emb.dim, h, w), np.nan, np.float32)
     rows = factor * strip_blocks
-    codes = GeoTiffEmbeddings(ds.name) if ds.dtypes[0] == "int8" else None  # int8: with its per-pixel scales
     for r in range(0, h * factor, rows):
         n = min(rows, h * factor - r)
-        win = Window(0, r, w * factor, n)
-        x = codes.read(win) if codes is not None else dequantize(ds.read(window=win), ds)
-        x = x.reshape(ds.count, n // factor, factor, w, factor)
+        x = emb.read(Window(0, r, w * factor, n)).reshape(emb.dim, n // factor, factor, w, factor)
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
             out[:, r // factor : (r + n) // factor] = np.nanmean(x, axis=(2, 4))
-    if codes is not None:
-        codes.close()
     return out
 
 
@@ -112,6 +107,8 @@ def make_preview(
 ) -> Path:
     """Write ``out_png``: the input's RGB (left) beside the embeddings' PCA false colour (right).
 
+    ``emb_tif``: a GeoTIFF or COG of embeddings or classes, or a region store (``OUT.zarr`` or ``OUT.zarr/GROUP``).
+
     For a class map written by ``classify_raster`` the right panel shows its colour table instead.
     ``src`` is the input scene (default: the ``INPUT`` tag of ``emb_tif``) and ``bands`` how to open
     it (default: as the embedding run did); ``rgb=False`` skips the RGB panel.
@@ -119,8 +116,18 @@ def make_preview(
     out = Path(out_png)
     if not out.parent.is_dir():
         raise RasterInputError(f"The output folder {out.parent} does not exist; create it first.")
+    if (Path(emb_tif) / "zarr.json").is_file():  # a region store or one of its groups
+        right, title, shape = _embedding_panel(emb_tif, max_size)
+        if rgb and src is None:
+            raise RasterInputError(
+                f"{emb_tif} is a region store, which may hold many scenes: pass the scene for the RGB panel with "
+                "src= (CLI: --input SRC), or rgb=False (CLI: --no-rgb) for the embedding panel alone."
+            )
+        return _write_sheet(out, right, title, shape, src if rgb else None, bands, {})
     if not Path(emb_tif).is_file():
-        raise RasterInputError(f"{emb_tif} does not exist; give the GeoTIFF written by `earth-embed embed`.")
+        raise RasterInputError(
+            f"{emb_tif} does not exist; give the GeoTIFF written by `earth-embed embed` (or a region store)."
+        )
     try:
         ds = rasterio.open(emb_tif)
     except RasterioError as err:
@@ -144,16 +151,36 @@ def make_preview(
             for k, c in cmap.items():
                 lut[k] = c[:3]
             right, title = np.moveaxis(lut[labels], -1, 0), "land cover"
-        else:
-            emb = read_reduced(ds, factor)
-            right, title = pca_rgb(emb), f"embedding PCA 1-3 ({ds.count} dims)"
+    if tags.get("KIND") == "embeddings":
+        right, title, shape = _embedding_panel(emb_tif, max_size)
+    if rgb and src is None:
+        tag = tags.get("INPUT")
+        if not tag:
+            raise RasterInputError(f"{emb_tif} does not name its input scene; pass src= (CLI: --input SRC).")
+        src = json.loads(tag) if tag.startswith("[") else tag
+    return _write_sheet(out, right, title, shape, src if rgb else None, bands, tags)
+
+
+def _embedding_panel(path: str | os.PathLike, max_size: int) -> tuple[np.ndarray, str, tuple[int, int]]:
+    """PCA false colour of any embeddings :func:`open_embeddings` reads, reduced to at most ``max_size`` px."""
+    with open_embeddings(path) as emb:
+        factor = max(1, -(-max(emb.height, emb.width) // max_size))
+        shape = (emb.height // factor, emb.width // factor)
+        return pca_rgb(read_reduced(emb, factor)), f"embedding PCA 1-3 ({emb.dim} dims)", shape
+
+
+def _write_sheet(
+    out: Path,
+    right: np.ndarray,
+    title: str,
+    shape: tuple[int, int],
+    src: str | os.PathLike | Sequence[str] | None,
+    bands: Sequence[str] | None,
+    tags: dict[str, str],
+) -> Path:
+    """The panels side by side (the input's RGB first when ``src`` is given), written atomically."""
     panels = [_panel(right, title)]
-    if rgb:
-        if src is None:
-            tag = tags.get("INPUT")
-            if not tag:
-                raise RasterInputError(f"{emb_tif} does not name its input scene; pass src= (CLI: --input SRC).")
-            src = json.loads(tag) if tag.startswith("[") else tag
+    if src is not None:
         paths = [src] if isinstance(src, (str, os.PathLike)) else list(src)
         if not all(os.path.exists(p) for p in paths):
             raise RasterInputError(
@@ -162,7 +189,8 @@ def make_preview(
             )
         if bands is None and tags.get("INPUT_OPEN_BANDS"):
             bands = json.loads(tags["INPUT_OPEN_BANDS"])
-        panels.insert(0, _panel(rgb_of_scene(src, shape, bands), "input RGB (B04 B03 B02)"))
+        scene = os.fspath(src) if isinstance(src, (str, os.PathLike)) else list(src)
+        panels.insert(0, _panel(rgb_of_scene(scene, shape, bands), "input RGB (B04 B03 B02)"))
     gap = 8
     width = sum(p.width for p in panels) + gap * (len(panels) - 1)
     sheet = Image.new("RGB", (width, max(p.height for p in panels)), "white")

@@ -50,3 +50,64 @@ def similarity_png(
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def _reduced(tif: str | os.PathLike, max_size: int, resampling: Resampling) -> np.ndarray:
+    with rasterio.open(tif) as ds:
+        factor = max(1, -(-max(ds.height, ds.width) // max_size))
+        shape = (max(1, ds.height // factor), max(1, ds.width // factor))
+        return ds.read(1, out_shape=shape, resampling=resampling, masked=True).filled(
+            0 if ds.dtypes[0] == "uint8" else np.nan
+        )
+
+
+def change_png(
+    score_tif: str | os.PathLike,
+    mask_tif: str | os.PathLike,
+    png: str | os.PathLike,
+    *,
+    threshold: float,
+    title: str = "change",
+    max_size: int = 1024,
+) -> Path:
+    """Two panels: the change score (colour bar with the threshold marked) and the change mask (legend with
+    each class's share of the valid pixels; white is nodata)."""
+    require("matplotlib")
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    score = _reduced(score_tif, max_size, Resampling.average)
+    mask = _reduced(mask_tif, max_size, Resampling.nearest)
+    fig = Figure(figsize=(14, 6.5), dpi=110)
+    ax1, ax2 = fig.subplots(1, 2)
+    finite = score[np.isfinite(score)]
+    lo, hi = (float(np.percentile(finite, 1)), float(np.percentile(finite, 99.5))) if finite.size else (0.0, 1.0)
+    im = ax1.imshow(score, cmap="magma", vmin=lo, vmax=max(hi, threshold, lo + 1e-6), interpolation="nearest")
+    bar = fig.colorbar(im, ax=ax1, fraction=0.04, label="change score")
+    bar.ax.axhline(threshold, color="cyan", linewidth=2)
+    ax1.set_title(f"{title}: score (threshold {threshold:.4g}, cyan)")
+    colours = ListedColormap([(1, 1, 1), (0.8, 0.8, 0.8), (0.86, 0.16, 0.16)])
+    ax2.imshow(mask, cmap=colours, vmin=0, vmax=2, interpolation="nearest")
+    valid = max(1, int((mask > 0).sum()))
+    shares = [100 * float((mask == v).sum()) / valid for v in (1, 2)]
+    ax2.legend(
+        handles=[
+            Patch(color=colours(1), label=f"no change ({shares[0]:.1f} %)"),
+            Patch(color=colours(2), label=f"change ({shares[1]:.1f} %)"),
+            Patch(facecolor="white", edgecolor="black", label="nodata"),
+        ],
+        loc="lower right",
+        fontsize=9,
+    )
+    ax2.set_title(f"{title}: change mask")
+    for ax in (ax1, ax2):
+        ax.set_axis_off()
+    out = Path(png)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

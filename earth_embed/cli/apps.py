@@ -1,4 +1,4 @@
-"""Map commands of ``earth-embed`` on frozen embeddings: fit (few-shot land cover), similar, cluster."""
+"""Map commands of ``earth-embed`` on frozen embeddings: fit (few-shot land cover), similar, cluster, change."""
 
 from __future__ import annotations
 
@@ -100,13 +100,68 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_change(args: argparse.Namespace) -> int:
+    from ..apps import change
+
+    set_threads(args)
+    t0 = time.perf_counter()
+    result = change(
+        args.a,
+        args.b,
+        args.out,
+        score=args.score,
+        labels=args.labels,
+        column=args.column,
+        change_class=args.change_class,
+        threshold=args.threshold,
+        smooth=args.smooth,
+        polygons=args.polygons,
+        min_area=args.min_area,
+        model=args.model,
+        revision=args.revision,
+        folds=args.folds,
+        block_size=args.block_size,
+        seed=args.seed,
+        png=not args.no_png,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        device=args.device,
+    )
+    report = result.report
+    for note in result.notes:
+        print(f"note: {note}")
+    cv = report.get("cross_validation")
+    if cv:
+        iou = cv["per_class_iou"]
+        print(
+            f"fitted head, blocked {cv['folds']}-fold cross-validation on {sum(cv['counts'].values())} labelled px: "
+            f"IoU change {100 * iou['change']:.1f} %, no change {100 * iou['no change']:.1f} %"
+        )
+        for warning in cv["warnings"]:
+            print(f"warning: {warning}")
+    share = 100 * result.changed_pixels / max(1, result.valid_pixels)
+    print(
+        f"score {report['score']}"
+        + (f", {args.smooth} x {args.smooth} box mean" if args.smooth > 1 else "")
+        + f"; threshold {result.threshold:.4g} ({report['threshold_method']}): {result.changed_pixels} of "
+        f"{result.valid_pixels} px changed ({share:.2f} %)"
+    )
+    print(f"wrote {result.score} (score, float32 COG), {result.mask} (mask: 1 no change, 2 change, 0 nodata)")
+    if result.png:
+        print(f"wrote {result.png} (score and mask)")
+    if result.polygons:
+        print(f"wrote {result.polygons} ({report['polygon_count']} polygons of >= {args.min_area:g} m²)")
+    print(f"done in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add fit, similar and cluster to the ``earth-embed`` parser."""
+    """Add fit, similar, cluster and change to the ``earth-embed`` parser."""
     p = sub.add_parser(
         "fit",
         help="few-shot land cover: fit a head on labelled points/polygons, map the scene, save a segmenter",
@@ -178,3 +233,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-png", action="store_true", help="no PNG")
     _common(p)
     p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser(
+        "change",
+        help="change between two dates: score COG, change mask, PNG (and polygons) from two embeddings or scenes",
+        description="Score the change of every pixel from date A to date B: 1 - cosine (cos) or the standardised "
+        "change vector (cva) of the two embeddings, or a head fitted on labelled change / no-change pixels "
+        "(--labels); threshold it (Otsu, or --threshold) into a mask; write OUT/score.tif (float32 COG), "
+        "OUT/mask.tif, OUT/change.png, OUT/change_report.json and, with --polygons, OUT/changes.gpkg or .geojson. "
+        "A and B are embeddings of one model on one grid (refused otherwise), or scenes (both embedded with one "
+        "model, B onto A's grid). Needs: pip install 'earth-embed[apps]'.",
+    )
+    p.add_argument("a", metavar="A", help="earlier date: embeddings (GeoTIFF, region COG, OUT.zarr group) or a scene")
+    p.add_argument("b", metavar="B", help="later date: embeddings on A's grid, or a scene (resampled onto A's grid)")
+    p.add_argument("out", metavar="OUT", help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--score", choices=["cos", "cva", "fitted"], help="default: cva, or fitted with --labels")
+    p.add_argument("--labels", metavar="FILE", help="change / no-change points or polygons (vector, any CRS) or a "
+                   "label raster on A's grid: fits a logistic head on [|a - b|, a, b]")  # fmt: skip
+    p.add_argument("--column", default="class", help="attribute holding the class names (default: class)")
+    p.add_argument("--change-class", help="the label class that means change (default: one named change/changed/yes/1)")
+    p.add_argument("--threshold", type=float, help="score above which a pixel is change (default: Otsu's threshold)")
+    p.add_argument(
+        "--smooth", type=int, default=0, metavar="K", help="box mean of the score over K x K px (odd; 0: none)"
+    )
+    p.add_argument("--polygons", choices=["gpkg", "geojson"], help="also write the change polygons in this format")
+    p.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="smallest polygon kept, in m² (default 0)")
+    p.add_argument(
+        "--model", "-m", help="encoder for scenes (default: the one named in the other input, or the released one)"
+    )
+    p.add_argument("--revision", help="Hub branch, tag or commit of the model")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the fitted head (default 5)")
+    p.add_argument("--block-size", type=int, default=256, help="side of the held-out squares in px (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds, the head and the Otsu sample")
+    p.add_argument("--no-png", action="store_true", help="no PNG")
+    p.add_argument("--device", help="device for embedding scenes (cpu, cuda ...)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    _common(p)
+    p.set_defaults(func=cmd_change)

@@ -1,6 +1,6 @@
 """A Sentinel-2 scene opened as one band stack (:class:`Scene`): windowed reads on the grid of the finest band.
 
-:func:`earth_embed.raster.open_scene` builds one from a multi-band GeoTIFF, a folder or a list of per-band files;
+:func:`earth_embed.inputs.open_scene` builds one from a multi-band GeoTIFF, a folder or a list of per-band files;
 coarser bands arrive already resampled by georeference (a GDAL ``WarpedVRT``), so a read is one window per band.
 """
 

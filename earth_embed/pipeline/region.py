@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rasterio.crs import CRS
+
 from ..errors import EarthEmbedError, RasterInputError
 from ..inputs.spec import SceneSpec, settle_scene
 from ..inputs.stac_items import scenes_from_item_collection
 from ..released import load_model
 from ..tiling.engine import RunOptions, RunSummary, run_plan
-from ..tiling.plan import DEFAULT_CHUNK, DEFAULT_SHARD, RegionPlan
+from ..tiling.plan import DEFAULT_CHUNK, DEFAULT_SHARD, RegionPlan, pixel_size
 
 log = logging.getLogger("earth_embed")
 
@@ -165,9 +167,8 @@ def _embed_locked(
         sink.write_recipe(_recipe(sink, plan, scenes, model, model_id, kw))
         for key, grid in plan.groups.items():
             n = sum(1 for u in plan.units if u.group == key)
-            log.info(
-                "%s: %d x %d px at %g m, %d unit(s) of <= %d px", key, grid.height, grid.width, grid.res, n, kw["shard"]
-            )
+            size = pixel_size(grid.transform, CRS.from_user_input(grid.crs))
+            log.info("%s: %d x %d px of %s, %d unit(s) of <= %d px", key, grid.height, grid.width, size, n, kw["shard"])
         options = RunOptions(
             output="int8",
             device=kw["device"],

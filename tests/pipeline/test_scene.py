@@ -294,3 +294,22 @@ def test_bad_inputs(encoder, stack_tif, scene_window, tmp_path):
         "tiny.tif",
         "truncated.tif",
     ]
+
+
+def test_geographic_scene_with_non_square_pixels(encoder, shared_data, tmp_path):
+    """An OSCD scene as shipped (EPSG:4326, pixels 9.40e-05 x 9.40e-05 degrees, not square) embeds on its own
+    grid; two scenes of one CRS on different grids are refused with both pixel sizes and the CRS's units."""
+    city = shared_data / "unlabelled" / "oscd-date1" / "abudhabi"
+    with open_scene(city, bands=RELEASE_BANDS) as scene:
+        assert scene.crs.is_geographic and scene.transform.a != -scene.transform.e
+        dn, crs, transform = scene.read(((0, 96), (0, 128))), scene.crs, scene.transform
+    src = write_stack(tmp_path / "abudhabi.tif", dn, crs, transform)
+    out = embed_raster(encoder, src, tmp_path / "e.tif", dtype="float32", dn_offset=0, progress=False)
+    with rasterio.open(out) as ds:
+        assert ds.crs == crs and ds.transform == transform and ds.shape == (96, 128)
+        assert np.isfinite(ds.read()).all()
+    coarser = write_stack(tmp_path / "coarse.tif", dn[:, ::2, ::2], crs, transform * Affine.scale(2))
+    from earth_embed.tiling.plan import RegionPlan
+
+    with pytest.raises(RasterInputError, match=r"x 0\.000187\d* degrees pixels .* x 9\.39\d*e-05 degrees"):
+        RegionPlan.from_scenes([coarser, src], encoder, chunk=64, shard=128)

@@ -30,10 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from earth_embed import EarthEncoder
-from training.experiments.linear_probe import FAST_MAX_TRAIN, halves, random_twin
-from training.experiments.results_file import command_line, write_report
-from training.features import normalise_scene, scene_features
-from training.probe import probe_scores, scene_arrays
+from training.evaluation.features import normalise_scene, scene_features
+from training.evaluation.probe import FAST_MAX_TRAIN, halves, probe_scores, random_twin, scene_arrays
+from training.evaluation.results_file import command_line, write_report
 
 SET = "brandenburg-osm"
 HAZE_BAND, HAZE_BOX, HAZE_QUANTILE = "B01", 31, 0.90

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 from earth_embed import EarthEncoder
-from training.data import UnlabelledWindows, load_data_config
-from training.experiments.results_file import command_line, write_report
-from training.features import adapt_batchnorm, normalise_scene, reestimate_batchnorm
-from training.model import save_pretrained_atomic
-from training.probe import ProbeSelector
+from training.data.checkpoints import save_pretrained_atomic
+from training.data.unlabelled import UnlabelledWindows, load_data_config
+from training.evaluation.features import adapt_batchnorm, normalise_scene, reestimate_batchnorm
+from training.evaluation.probe import ProbeSelector
+from training.evaluation.results_file import command_line, write_report
 
 REPO = Path(__file__).resolve().parent.parent.parent
 WINDOW_START = 3 * 10**9  # pre-training items 0..steps*batch are training windows; these are never drawn there

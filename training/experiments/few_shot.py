@@ -10,7 +10,7 @@ Each draw takes N labelled pixels per class at random from the training side (al
 class has fewer), fits the head of ``earth_embed.apps`` (``logistic``: multinomial logistic regression
 on standardised features; ``knn``: 5 nearest neighbours by cosine distance) and scores every labelled
 pixel of the test side: mIoU over the classes present there, and pixel accuracy. Features
-(``training.features.scene_features``): the encoder's embeddings (stored BatchNorm statistics, what
+(``training.evaluation.features.scene_features``): the encoder's embeddings (stored BatchNorm statistics, what
 ``earth-embed embed`` writes), the normalised raw bands, and the hand-made stack (bands + box means
 over 3/7/15 px + local standard deviation over 5/15 px).
 """
@@ -33,12 +33,11 @@ import torch
 
 from earth_embed import EarthEncoder
 from earth_embed.apps.heads import fit_head, make_head, predict_proba
-from training.evaluate import confusion_matrix, metrics_from_confusion
-from training.experiments.linear_probe import DATASETS, halves
-from training.experiments.results_file import write_json
-from training.features import scene_features
-from training.labelled import IGNORE_INDEX
-from training.probe import scene_arrays
+from training.data.labelled import IGNORE_INDEX
+from training.evaluation.evaluate import confusion_matrix, metrics_from_confusion
+from training.evaluation.features import scene_features
+from training.evaluation.probe import DATASETS, halves, scene_arrays
+from training.evaluation.results_file import write_json
 
 SHOTS = (5, 20, 100)
 FEATURES = {"embeddings": "released embeddings", "raw": "raw bands", "stack": "hand-made stack"}

@@ -40,11 +40,18 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 
-from training import finetune as ft
-from training import pretrain
-from training.experiments.label_efficiency_report import write_markdown, write_plot
-from training.experiments.label_efficiency_stats import choose_settings, paired, summarise
-from training.experiments.results_file import write_json
+from training.evaluation.label_efficiency_report import write_markdown, write_plot
+from training.evaluation.label_efficiency_stats import choose_settings, paired, summarise
+from training.evaluation.results_file import write_json
+from training.recipe.finetune import (
+    BATCHNORM_MODES,
+    LABEL_UNITS,
+    VAL_CHIPS,
+    FinetuneConfig,
+    FinetuneResult,
+    finetune,
+)
+from training.recipe.pretrain import PretrainConfig, pretrain
 
 REPO = Path(__file__).resolve().parent.parent.parent
 INITS = ("pretrained", "random", "image_level", "linear_probe")
@@ -85,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--batchnorm-grid",
         nargs="+",
-        choices=ft.BATCHNORM_MODES,
+        choices=BATCHNORM_MODES,
         default=["train"],
         help="BatchNorm modes tried per start with every lr (finetune.py --batchnorm); the grid picks the pair",
     )
@@ -101,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--grid-val",
-        choices=ft.VAL_CHIPS,
+        choices=VAL_CHIPS,
         default="val-block",
         help="what scores the lr grid: the validation block (12 chips on brandenburg-osm) or the training chips the "
         "grid fraction leaves out",
@@ -113,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--label-unit",
-        choices=ft.LABEL_UNITS,
+        choices=LABEL_UNITS,
         default="chips",
         help="what a label fraction is a share of (finetune.py --label-unit): whole training chips, or the labelled "
         "pixels of every training chip (at fraction 1 the two are the same runs)",
@@ -159,18 +166,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _pretrain(args: argparse.Namespace, method: str, work: Path) -> str:
-    config = args.pretrain_config or SCALES[args.scale]["pretrain_config"]
     out = work / f"pretrain-{method}"
-    argv = ["--config", str(config), "--output-dir", str(out), "--no-progress", "--set", f"loss.method={method}"]
-    for o in args.pretrain_set:
-        argv += ["--set", o]
-    if args.data_root:
-        argv += ["--data-root", args.data_root]
+    config = PretrainConfig(
+        configs=[args.pretrain_config or SCALES[args.scale]["pretrain_config"]],
+        overrides=[f"loss.method={method}", *args.pretrain_set],
+        data_root=args.data_root or None,
+        output_dir=out,
+        progress=False,
+    )
     if (out / "encoder" / "config.json").is_file() and (out / "summary.json").is_file():
         print(f"[label_efficiency] reusing {out / 'encoder'}")
     else:
-        print(f"[label_efficiency] pre-training ({method}): training/pretrain.py {' '.join(argv)}", flush=True)
-        pretrain.main(argv)
+        print(f"[label_efficiency] pre-training ({method}): {config}", flush=True)
+        pretrain(config)
     return str(out / "encoder")
 
 
@@ -185,7 +193,7 @@ def _finetune_settings(args: argparse.Namespace) -> dict[str, Any]:
     return f
 
 
-def _finetune_argv(
+def _finetune_config(
     args: argparse.Namespace,
     init: str,
     fraction: float,
@@ -195,20 +203,32 @@ def _finetune_argv(
     val_chips: str = "val-block",
     batchnorm: str = "train",
     label_unit: str = "chips",
-) -> list[str]:
-    """``finetune.py`` arguments of one run: LP-FT at encoder lr ``lr``, or the frozen probe (``linear_probe``)."""
+) -> FinetuneConfig:
+    """One run: LP-FT at encoder lr ``lr``, or the frozen probe (``linear_probe``); the final step, nothing saved."""
     f = _finetune_settings(args)
-    argv = ["--data", args.data, "--label-fraction", str(fraction), "--seed", str(seed), "--no-save"]
-    argv += ["--label-unit", label_unit]
-    argv += ["--val-chips", val_chips]
-    argv += ["--steps", str(f["steps"]), "--batch-size", str(f["batch_size"]), "--chip", str(f["chip"])]
-    argv += ["--threads", str(f["threads"]), "--select", "last", "--eval-every", "0", "--lr", str(f["head_lr"])]
+    common = dict(
+        data=args.data,
+        label_fraction=fraction,
+        seed=seed,
+        save=False,
+        label_unit=label_unit,
+        val_chips=val_chips,
+        steps=f["steps"],
+        batch_size=f["batch_size"],
+        chip=f["chip"],
+        threads=f["threads"],
+        select="last",
+        eval_every=0,
+        lr=f["head_lr"],
+    )
     if init == "linear_probe":
-        return argv + ["--init", f"pretrained:{encoders['pretrained']}", "--freeze-encoder"]
-    argv += ["--lp-ft", "--encoder-lr", str(lr), "--batchnorm", batchnorm]
+        return FinetuneConfig(init=f"pretrained:{encoders['pretrained']}", freeze_encoder=True, **common)
+    tuned = dict(lp_ft=True, encoder_lr=lr, batchnorm=batchnorm, **common)
     if init == "random":  # same architecture, bands and normalisation as the dense encoder; weights random per seed
-        return argv + ["--init", "random", "--norm-from", encoders["pretrained"]]
-    return argv + ["--init", f"pretrained:{encoders['image_level' if init == 'image_level' else 'pretrained']}"]
+        return FinetuneConfig(init="random", norm_from=encoders["pretrained"], **tuned)
+    return FinetuneConfig(
+        init=f"pretrained:{encoders['image_level' if init == 'image_level' else 'pretrained']}", **tuned
+    )
 
 
 def _rounded(value: Any) -> Any:
@@ -240,7 +260,7 @@ def start_key(init: str, encoders: dict[str, str]) -> str:
     return f"{init}:{folder}:{digest}"
 
 
-def _record(init: str, start: str, fraction: float, seed: int, res: dict) -> dict:
+def _record(init: str, start: str, fraction: float, seed: int, res: FinetuneResult) -> dict:
     t = res["test"]
     return {
         "init": init,
@@ -292,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             have = (r["init"], r["start"], r["fraction"], r["seed"], r["encoder_lr"], r.get("val_chips", "val-block"))
             if have + (r.get("batchnorm", "train"), r.get("label_unit", "chips")) == want:
                 return r
-        res = ft.finetune(ft.parse_args(_finetune_argv(args, init, fraction, seed, encoders, lr, val, bn, unit)))
+        res = finetune(_finetune_config(args, init, fraction, seed, encoders, lr, val, bn, unit))
         rec = _record(init, starts[init], fraction, seed, res)
         runs.append(rec)
         write_json(partial, {"runs": runs}, indent=2)

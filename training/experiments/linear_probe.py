@@ -17,10 +17,10 @@ Options (stable; other scripts and the recipe arms rely on them):
   --with-stack         also each encoder + the hand-made stack in one probe: does the embedding add to the bar?
 
 Each labelled folder (per-band ``B*.tif`` + ``labels.tif`` + ``classes.json``) is split in two: the
-probe (standardised features, multinomial logistic regression by L-BFGS, ``training.probe``) trains
+probe (standardised features, multinomial logistic regression by L-BFGS, ``training.evaluation.probe``) trains
 on the west half's labelled pixels and is scored on the east half (mIoU over the classes present,
 per-class IoU, pixel accuracy). For ``brandenburg-osm`` the halves are the label-efficiency split's
-training and test blocks. Features (``training.features``): each encoder's embeddings with its stored
+training and test blocks. Features (``training.evaluation.features``): each encoder's embeddings with its stored
 BatchNorm statistics and with AdaBN (statistics re-estimated on unlabelled windows of the target
 scene; no labels read), the same for ``--random-seeds`` random-init twins (same architecture and
 normalisation), the normalised raw bands, and the hand-made stack (bands + box means 3/7/15 px +
@@ -43,40 +43,18 @@ import numpy as np
 import torch
 
 from earth_embed import EarthEncoder
-from training.experiments.results_file import command_line, write_json
-from training.features import BN_MODES, scene_features
-from training.labelled import LabelledScene
-from training.probe import block_masks, probe_scores, scene_arrays
+from training.evaluation.features import BN_MODES, scene_features
+from training.evaluation.probe import DATASETS, FAST_MAX_TRAIN, halves, probe_scores, random_twin, scene_arrays
+from training.evaluation.results_file import command_line, write_json
 
-DATASETS = ("brandenburg-osm", "slovenia-eolearn", "austria-ben-v2")
 HANDMADE_ROWS = {
     "raw": "raw bands",
     "stack": "hand-made stack",
     "raw+means": "raw + box means",
     "raw+std": "raw + local std",
 }
-FAST_MAX_TRAIN = 20000
 #: ``--with-stack`` rows: the embedding concatenated with the hand-made stack, one probe on both.
 WITH_STACK = "encoder + hand-made stack"
-
-
-def halves(scene: LabelledScene, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean (H, W) masks of the probe's train and test pixels."""
-    if name == "brandenburg-osm":  # the label-efficiency split: train block (west) vs test block (east)
-        train, test = block_masks(scene, ("train", "test"))
-        return train, test
-    train = torch.zeros(scene.height, scene.width, dtype=torch.bool)
-    test = torch.zeros_like(train)
-    mid = scene.width // 2
-    train[:, :mid] = True
-    test[:, mid:] = True
-    return train, test
-
-
-def random_twin(enc: EarthEncoder, seed: int) -> EarthEncoder:
-    """The same architecture, bands and normalisation as ``enc`` with fresh weights drawn with ``seed``."""
-    torch.manual_seed(seed)
-    return EarthEncoder(enc.config).eval()
 
 
 def _row(name: str, label: str, encoder: str | None, bn: str | None, seed: int | None, m: dict, t0: float) -> dict:

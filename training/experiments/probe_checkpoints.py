@@ -6,11 +6,11 @@
 For each ``<run>/checkpoints/step_*`` the encoder is rebuilt from the run's ``config.yaml`` and the
 checkpoint weights (the query encoder, and with ``--key`` also the EMA key encoder) and probed with
 its stored BatchNorm statistics and with AdaBN (statistics re-estimated on unlabelled windows; no
-labels), beside the hand-made references (raw bands, hand-made stack; ``training.features``) and,
+labels), beside the hand-made references (raw bands, hand-made stack; ``training.evaluation.features``) and,
 with ``--references``, random-init twins. brandenburg-osm is scored as model selection may use it
 (the test block is never read): ``--split val`` fits on the training block and scores the validation
 block (AdaBN windows from the training block); ``--split cv`` is the 3-fold spatial cross-validation
-inside the training block (``training.probe.ProbeSelector``). The other labelled sets are scored,
+inside the training block (``training.evaluation.probe.ProbeSelector``). The other labelled sets are scored,
 for information, by their west -> east halves (``linear_probe.py``). One row per (step, encoder, BN
 mode); reruns reuse rows already in ``--out``. Prints a table and writes JSON.
 """
@@ -28,34 +28,19 @@ if __package__ in (None, ""):
 
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from earth_embed import EarthEncoder
-from training.experiments.linear_probe import DATASETS, FAST_MAX_TRAIN, halves
-from training.features import BN_MODES
-from training.probe import REFERENCES, ProbeSelector, probe_source, scene_arrays
-from training.run_state import KEY_WEIGHTS, QUERY_WEIGHTS
-
-
-def encoder_from_checkpoint(cfg: dict, ckpt: Path | None, which: str = "query") -> EarthEncoder:
-    """The run's encoder with the weights of ``ckpt`` (``query``: trained by gradient; ``key``: the EMA copy;
-    ``ckpt=None``: fresh random weights)."""
-    norm = cfg["model"]["normalization"]
-    enc = EarthEncoder.new(
-        cfg["model"]["architecture"],
-        bands=cfg["data"]["bands"],
-        embed_dim=int(cfg["model"]["embed_dim"]),
-        mean=norm["mean"],
-        std=norm["std"],
-    )
-    if ckpt is None:
-        return enc.eval()
-    if which == "query":
-        state = load_file(ckpt / QUERY_WEIGHTS)
-    else:
-        state = torch.load(ckpt / KEY_WEIGHTS, map_location="cpu", weights_only=True)
-    enc.load_state_dict({k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")})
-    return enc.eval()
+from training.data.checkpoints import encoder_from_checkpoint
+from training.evaluation.features import BN_MODES
+from training.evaluation.probe import (
+    DATASETS,
+    FAST_MAX_TRAIN,
+    REFERENCES,
+    ProbeSelector,
+    halves,
+    probe_source,
+    scene_arrays,
+)
 
 
 class SetScorer:

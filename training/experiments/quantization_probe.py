@@ -40,9 +40,8 @@ if __package__ in (None, ""):
 import torch
 
 from earth_embed import EarthEncoder, quantize
-from training.experiments.linear_probe import halves
-from training.experiments.results_file import write_json
-from training.probe import features, probe_scores, scene_arrays
+from training.evaluation.probe import features, halves, probe_scores, scene_arrays
+from training.evaluation.results_file import write_json
 
 
 def _unit(f: torch.Tensor) -> torch.Tensor:

@@ -32,10 +32,15 @@ if __package__ in (None, ""):
 import torch
 
 from earth_embed import EarthEncoder
-from training.experiments.linear_probe import DATASETS, halves
-from training.experiments.results_file import command_line, write_report
-from training.features import BOX_MEAN_SIZES, LOCAL_STD_SIZES, handmade_stack, normalise_scene, scene_features
-from training.probe import probe_scores, scene_arrays
+from training.evaluation.features import (
+    BOX_MEAN_SIZES,
+    LOCAL_STD_SIZES,
+    handmade_stack,
+    normalise_scene,
+    scene_features,
+)
+from training.evaluation.probe import DATASETS, halves, probe_scores, scene_arrays
+from training.evaluation.results_file import command_line, write_report
 
 
 class HeldBlocks:

@@ -1,0 +1,312 @@
+"""Change between two dates: a per-pixel change score from two embeddings of the same ground, a change mask,
+optional polygons and a PNG, streamed window by window.
+
+:func:`change` takes two embedding rasters written by one model on one grid (refused otherwise, see
+``change_inputs``), or two scenes (both embedded with one model, the second onto the first's grid). Scores
+(``change_scores``): ``cos`` and ``cva`` zero-shot, or ``fitted`` from labelled change / no-change pixels
+(a logistic head on the pair, cross-validated over spatial blocks as ``fit`` does). Everything is written
+into a temporary folder beside ``out_dir`` and renamed into place at the end: a failure leaves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from ..errors import EarthEmbedError, LabelError
+from ..outputs.classmap import class_map_style
+from ..outputs.embeddings import EmbeddingRaster, open_embeddings
+from ..outputs.geotiff import GeoTiffWriter
+from .change_inputs import check_comparable, provenance
+from .change_scores import (
+    DESCRIPTIONS,
+    SCORES,
+    PooledStats,
+    change_probability,
+    cosine_change,
+    cva_change,
+    fit_change_head,
+    otsu_threshold,
+    pair_features,
+    smooth_map,
+    valid_rows,
+)
+from .change_sources import embedded_pair
+from .fit import _check_out_dir
+from .heads import block_ids, blocked_cv, check_cv
+from .labels import Labels, read_labels
+from .polygons import FORMATS, vectorise
+from .render import change_png
+
+#: Files written into ``out_dir``.
+SCORE, MASK, PNG, REPORT, POLYGONS = "score.tif", "mask.tif", "change.png", "change_report.json", "changes"
+#: The mask's classes (stored as 1 and 2; 0 is nodata) and colours.
+MASK_CLASSES, MASK_COLORS = ["no change", "change"], [(200, 200, 200), (220, 40, 40)]
+#: Label class names read as "change" (lower case) when ``change_class`` is not given.
+CHANGE_NAMES = {"change", "changed", "yes", "true", "1", "new"}
+#: Scores kept to choose Otsu's threshold (a uniform sample of the valid pixels).
+OTSU_SAMPLE = 1_000_000
+
+
+@dataclass
+class ChangeResult:
+    """What :func:`change` wrote and measured."""
+
+    out_dir: Path
+    score: Path
+    mask: Path
+    report: dict[str, Any]
+    threshold: float
+    changed_pixels: int
+    valid_pixels: int
+    png: Path | None = None
+    polygons: Path | None = None
+    embeddings: tuple[Path, Path] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def change(
+    a: str | os.PathLike,
+    b: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    score: str | None = None,
+    labels: str | os.PathLike | None = None,
+    column: str = "class",
+    change_class: str | None = None,
+    threshold: float | None = None,
+    smooth: int = 0,
+    polygons: str | None = None,
+    min_area: float = 0.0,
+    model: str | None = None,
+    revision: str | None = None,
+    folds: int = 5,
+    block_size: int = 256,
+    seed: int = 0,
+    png: bool = True,
+    overwrite: bool = False,
+    progress: bool = False,
+    device: str | None = None,
+) -> ChangeResult:
+    """Map the change from date ``a`` to date ``b`` into the folder ``out_dir``.
+
+    ``a``, ``b``: embedding rasters (GeoTIFF of ``earth-embed embed``, region COG, region store group) of one
+    model on one grid, or scenes, embedded with ``model`` (default: the model named by the other input, else
+    the released encoder) into ``out_dir/embeddings_{a,b}.tif``; ``b`` is resampled onto ``a``'s grid first.
+    ``score``: ``cos``, ``cva`` (default without labels) or ``fitted`` (default with ``labels``: a vector file
+    or label raster on ``a``'s grid with two classes, ``change_class`` naming the change one; cross-validated
+    over ``block_size`` px blocks in ``folds`` folds). ``smooth``: odd box-mean window (px) applied to the
+    score map (0: none). ``threshold``: pixels scoring above it are change (default: Otsu's threshold).
+    ``polygons``: ``gpkg`` or ``geojson`` writes the change polygons of at least ``min_area`` m².
+
+    Writes ``score.tif`` (float32 COG, NaN where either date is nodata), ``mask.tif`` (uint8 COG: 1 no change,
+    2 change, 0 nodata), ``change.png`` (score and mask with legend), ``change_report.json`` and, if asked,
+    ``changes.gpkg``/``changes.geojson``.
+    """
+    score = score or ("fitted" if labels is not None else "cva")
+    if score not in SCORES:
+        raise EarthEmbedError(f"Unknown score {score!r}; use one of {', '.join(SCORES)}.")
+    if (score == "fitted") != (labels is not None):
+        raise LabelError(
+            "The fitted score needs labels (CLI: --labels FILE with change and no-change pixels); labels are only "
+            f"used by the fitted score, not by {score!r}."
+        )
+    if polygons is not None and polygons not in FORMATS:
+        raise EarthEmbedError(f"Unknown polygon format {polygons!r}; use one of {', '.join(FORMATS)}.")
+    smooth_map(np.zeros((1, 1), np.float32), smooth)  # checks the window size before any work
+    out = Path(out_dir).expanduser()
+    _check_out_dir(out, overwrite)
+    opts: dict[str, Any] = dict(
+        score=score, labels=labels, column=column, change_class=change_class, threshold=threshold, smooth=smooth,
+        polygons=polygons, min_area=min_area, model=model, revision=revision, folds=folds, block_size=block_size,
+        seed=seed, png=png, progress=progress, device=device,
+    )  # fmt: skip
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    try:
+        result = _change_into(a, b, tmp, opts)
+        (tmp / REPORT).write_text(json.dumps(_final(result.report, tmp, out), indent=1) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    def moved(p: Path | None) -> Path | None:
+        return out / p.relative_to(tmp) if p is not None and p.is_relative_to(tmp) else p
+
+    result.report = _final(result.report, tmp, out)
+    emb = result.embeddings
+    return ChangeResult(
+        out_dir=out, score=out / SCORE, mask=out / MASK, report=result.report, threshold=result.threshold,
+        changed_pixels=result.changed_pixels, valid_pixels=result.valid_pixels, png=moved(result.png),
+        polygons=moved(result.polygons), embeddings=None if emb is None else (moved(emb[0]), moved(emb[1])),  # type: ignore[arg-type]
+        notes=_final(result.notes, tmp, out),
+    )  # fmt: skip
+
+
+def _final(obj: Any, tmp: Path, out: Path) -> Any:
+    """The report with paths inside the temporary folder replaced by their final names."""
+    return json.loads(json.dumps(obj).replace(str(tmp), str(out)))
+
+
+def binary_labels(labels: Labels, change_class: str | None) -> tuple[np.ndarray, str]:
+    """y (1 = change, 0 = no change) of two-class labels, and the change class's name."""
+    if len(labels.classes) != 2:
+        raise LabelError(
+            f"{labels.source} has {len(labels.classes)} classes ({labels.classes}); change labels need exactly two: "
+            "change and no change."
+        )
+    if change_class is None:
+        found = [c for c in labels.classes if c.strip().lower() in CHANGE_NAMES]
+        if len(found) != 1:
+            raise LabelError(
+                f"Cannot tell which class of {labels.source} ({labels.classes}) is change; name it with "
+                "--change-class (Python: change_class=)."
+            )
+        change_class = found[0]
+    if change_class not in labels.classes:
+        raise LabelError(f"change_class={change_class!r} is not a class of {labels.source} ({labels.classes}).")
+    return (np.asarray(labels.y) == labels.classes.index(change_class)).astype(np.int64), change_class
+
+
+def _fit(ea: EmbeddingRaster, eb: EmbeddingRaster, opts: dict[str, Any], notes: list[str]) -> tuple[Any, dict]:
+    """Read the labelled pixels of both dates, cross-validate and fit the change head."""
+    labels = read_labels(opts["labels"], ea, opts["column"])
+    y, name = binary_labels(labels, opts["change_class"])
+    xa, xb = ea.read_pixels(labels.rows, labels.cols), eb.read_pixels(labels.rows, labels.cols)
+    ok = valid_rows(xa, xb)
+    if not ok.all():
+        notes.append(f"{int((~ok).sum())} labelled pixels are nodata in one of the dates and were ignored")
+    xa, xb, y, rows, cols = xa[ok], xb[ok], y[ok], labels.rows[ok], labels.cols[ok]
+    classes = MASK_CLASSES
+    counts = {c: int((y == i).sum()) for i, c in enumerate(classes)}
+    if min(counts.values()) == 0:
+        raise LabelError(f"{labels.source} needs labelled pixels with data in both dates for both classes ({counts}).")
+    groups = block_ids(rows, cols, opts["block_size"], ea.width)
+    folds = check_cv(y, groups, classes, opts["folds"], opts["block_size"])
+    report = blocked_cv(pair_features(xa, xb), y, groups, classes, "logistic", folds, seed=opts["seed"])
+    report.update(labels=str(labels.source), change_class=name, counts=counts, block_px=opts["block_size"])
+    return fit_change_head(xa, xb, y, seed=opts["seed"]), report
+
+
+def _score_fn(kind: str, ea: EmbeddingRaster, eb: EmbeddingRaster, opts: dict, notes: list, report: dict) -> Any:
+    if kind == "cos":
+        return cosine_change
+    if kind == "cva":
+        stats = PooledStats(ea.dim)
+        for win in ea.windows():
+            xa, xb = ea.read(win).reshape(ea.dim, -1).T, eb.read(win).reshape(eb.dim, -1).T
+            ok = valid_rows(xa, xb)
+            stats.add(xa[ok], xb[ok])
+        std = stats.std()
+        report["cva_pooled_std"] = [round(float(v), 6) for v in std]
+        return lambda xa, xb: cva_change(xa, xb, std)
+    head, report["cross_validation"] = _fit(ea, eb, opts, notes)
+    return lambda xa, xb: change_probability(head, xa, xb)
+
+
+def _write_score(ea: EmbeddingRaster, eb: EmbeddingRaster, fn: Any, dst: Path, tags: dict, opts: dict) -> np.ndarray:
+    """Stream the score map into ``dst`` (float32 COG); return a uniform sample of the valid scores."""
+    from tqdm.auto import tqdm
+
+    halo = max(0, opts["smooth"]) // 2
+    rng = np.random.default_rng(opts["seed"])
+    keys, sample = np.zeros(0), np.zeros(0, np.float32)
+    writer = GeoTiffWriter(
+        dst, height=ea.height, width=ea.width, count=1, crs=ea.crs, transform=ea.transform, dtype="float32",
+        descriptions=[f"change_score_{opts['score']}"], tags=tags, compress="zstd", overviews=True,
+    )  # fmt: skip
+    with writer:
+        for win in tqdm(list(ea.windows()), desc="change", unit="window", disable=not opts["progress"]):
+            r0, c0 = max(0, int(win.row_off) - halo), max(0, int(win.col_off) - halo)
+            r1 = min(ea.height, int(win.row_off + win.height) + halo)
+            c1 = min(ea.width, int(win.col_off + win.width) + halo)
+            big = Window(c0, r0, c1 - c0, r1 - r0)
+            xa, xb = ea.read(big).reshape(ea.dim, -1).T, eb.read(big).reshape(eb.dim, -1).T
+            ok = valid_rows(xa, xb)
+            flat = np.full(ok.shape, np.nan, np.float32)
+            if ok.any():
+                flat[ok] = fn(xa[ok], xb[ok])
+            block = smooth_map(flat.reshape(r1 - r0, c1 - c0), opts["smooth"])
+            dr, dc = int(win.row_off) - r0, int(win.col_off) - c0
+            block = block[dr : dr + int(win.height), dc : dc + int(win.width)]
+            writer.write(int(win.row_off), int(win.col_off), block[None])
+            v = block[np.isfinite(block)]
+            keys, sample = np.concatenate([keys, rng.random(v.size)]), np.concatenate([sample, v])
+            if sample.size > OTSU_SAMPLE:
+                keep = np.argpartition(keys, OTSU_SAMPLE)[:OTSU_SAMPLE]
+                keys, sample = keys[keep], sample[keep]
+    return sample
+
+
+def _write_mask(score_tif: Path, dst: Path, threshold: float, tags: dict) -> tuple[int, int]:
+    """The change mask of the score map (1 no change, 2 change, 0 nodata); return (changed, valid) pixels."""
+    style, colormap = class_map_style(MASK_CLASSES, MASK_COLORS)
+    changed = valid = 0
+    with rasterio.open(score_tif) as src:
+        writer = GeoTiffWriter(
+            dst, height=src.height, width=src.width, count=1, crs=src.crs, transform=src.transform, dtype="uint8",
+            tags={**tags, **style}, colormap=colormap, compress="deflate", overviews=True,
+        )  # fmt: skip
+        with writer:
+            for _, win in src.block_windows(1):
+                s = src.read(1, window=win)
+                ok = np.isfinite(s)
+                m = np.where(ok, np.where(s > threshold, 2, 1), 0).astype(np.uint8)
+                changed, valid = changed + int((m == 2).sum()), valid + int(ok.sum())
+                writer.write(int(win.row_off), int(win.col_off), m[None])
+    return changed, valid
+
+
+def _change_into(a: Any, b: Any, tmp: Path, opts: dict[str, Any]) -> ChangeResult:
+    notes: list[str] = []
+    path_a, path_b = embedded_pair(a, b, tmp, opts, notes)
+    with open_embeddings(path_a) as ea, open_embeddings(path_b) as eb:
+        check_comparable(ea, eb)
+        prov = provenance(ea)
+        report: dict[str, Any] = {
+            "a": str(a), "b": str(b), "embeddings_a": str(path_a), "embeddings_b": str(path_b), "model": prov.model,
+            "model_revision": prov.revision, "storage": prov.quantization, "score": opts["score"],
+            "score_description": DESCRIPTIONS[opts["score"]], "smooth_px": opts["smooth"],
+        }  # fmt: skip
+        fn = _score_fn(opts["score"], ea, eb, opts, notes, report)
+        tags = {
+            "KIND": "change_score", "CHANGE_SCORE": opts["score"], "CHANGE_SCORE_DESCRIPTION": DESCRIPTIONS[opts["score"]],
+            "SMOOTH_PX": str(opts["smooth"]), "SOURCE_A": str(path_a), "SOURCE_B": str(path_b), "MODEL": prov.model,
+            "MODEL_REVISION": prov.revision,
+        }  # fmt: skip
+        sample = _write_score(ea, eb, fn, tmp / SCORE, tags, opts)
+    if sample.size == 0:
+        raise EarthEmbedError(f"No pixel has data in both dates ({path_a}, {path_b}); the two do not overlap.")
+    thr = float(opts["threshold"]) if opts["threshold"] is not None else otsu_threshold(sample)
+    how = "given" if opts["threshold"] is not None else f"Otsu on {sample.size} sampled pixels"
+    mask_tags = {**{k: v for k, v in tags.items() if k != "KIND"}, "THRESHOLD": f"{thr:.6g}", "THRESHOLD_METHOD": how}
+    changed, valid = _write_mask(tmp / SCORE, tmp / MASK, thr, mask_tags)
+    report.update(threshold=thr, threshold_method=how, valid_pixels=valid, changed_pixels=changed,
+                  changed_share=changed / max(1, valid), notes=notes,
+                  created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+    poly = None
+    if opts["polygons"]:
+        with rasterio.open(tmp / MASK) as m, rasterio.open(tmp / SCORE) as s:
+            poly, n = vectorise(
+                m.read(1), 2, s.read(1), m.crs, m.transform, tmp / f"{POLYGONS}{FORMATS[opts['polygons']][1]}",
+                fmt=opts["polygons"], min_area_m2=opts["min_area"],
+            )  # fmt: skip
+        report.update(polygons=str(poly), polygon_count=n, min_area_m2=opts["min_area"])
+    png = change_png(tmp / SCORE, tmp / MASK, tmp / PNG, threshold=thr, title=opts["score"]) if opts["png"] else None
+    return ChangeResult(
+        out_dir=tmp, score=tmp / SCORE, mask=tmp / MASK, report=report, threshold=thr, changed_pixels=changed,
+        valid_pixels=valid, png=png, polygons=poly, embeddings=(Path(path_a), Path(path_b)), notes=notes,
+    )  # fmt: skip

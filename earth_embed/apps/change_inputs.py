@@ -1,0 +1,242 @@
+"""The two dates of ``earth-embed change``: what makes two embedding rasters comparable, and scenes put on one grid.
+
+Embeddings are comparable only when one model wrote both (same model, revision, architecture and
+dimension), stored by the same rule (int8 ``pixel-scale-int8`` or float) on the same grid (CRS, size,
+pixel size and origin): the spaces of two model versions are not comparable, and a pixel index must mean the
+same ground in both. :func:`check_comparable` refuses anything else with a message naming both sides.
+
+Two scenes are embedded with one model, the later one onto the earlier one's grid: its bands are resampled
+by georeference (bilinear, GDAL ``WarpedVRT``, DN 0 = nodata), the way the reader puts 20 m bands on the
+10 m grid, before the model sees them (:func:`read_scene_on_grid`, :func:`write_scene_on_grid`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from .. import quantize
+from ..errors import BandError, RasterInputError
+from ..inputs.bandfiles import named_bands
+from ..inputs.reader import open_scene
+from ..outputs.embeddings import EmbeddingRaster, ZarrEmbeddings
+
+
+class IncomparableError(RasterInputError):
+    """Two embedding rasters that cannot be compared pixel by pixel (other model, storage rule or grid)."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up pixel grid: CRS, affine transform and size."""
+
+    crs: Any
+    transform: Any
+    height: int
+    width: int
+
+    @classmethod
+    def of(cls, obj: Any) -> Grid:
+        """The grid of an open raster, scene or :class:`EmbeddingRaster` (``crs``, ``transform``, ``height``, ``width``)."""
+        return cls(obj.crs, obj.transform, int(obj.height), int(obj.width))
+
+    def describe(self) -> str:
+        t = self.transform
+        return (
+            f"{self.crs}, {self.width} x {self.height} px of {t.a:.6g} x {abs(t.e):.6g} (CRS units), "
+            f"origin {t.c:.8g}, {t.f:.8g}"
+        )
+
+    def offset_px(self, other: Grid) -> float:
+        """Largest distance, in this grid's pixels, between the corners of ``other`` and this grid's corners."""
+        inv = ~self.transform
+        worst = 0.0
+        for col, row in ((0, 0), (other.width, 0), (0, other.height), (other.width, other.height)):
+            c, r = inv @ (other.transform @ (col, row))
+            worst = max(worst, abs(c - col), abs(r - row))
+        return worst
+
+    def same_as(self, other: Grid, tol_px: float = 0.01) -> bool:
+        """Same CRS and size, and every corner within ``tol_px`` of a pixel."""
+        return (
+            self.crs == other.crs
+            and (self.height, self.width) == (other.height, other.width)
+            and self.offset_px(other) <= tol_px
+        )
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who wrote an embedding raster and how it is stored, from its tags (or a region store's attributes)."""
+
+    path: str
+    model: str
+    revision: str
+    architecture: str
+    dim: int
+    quantization: str
+
+    def describe(self) -> str:
+        rev = "" if self.revision == "none" else f" revision {self.revision}"
+        return f"{self.path}: model {self.model}{rev}, {self.dim}-d, stored as {self.quantization}"
+
+
+def provenance(emb: EmbeddingRaster) -> Provenance:
+    """The :class:`Provenance` of an open embedding raster (``embed``'s GeoTIFF, a region COG or store group)."""
+    t = emb.tags
+    revision = t.get("MODEL_REVISION") or t.get("EMBEDDING_MODEL_REVISION")
+    if isinstance(emb, ZarrEmbeddings):
+        from ..outputs.zarr_groups import group_info
+
+        revision = group_info(emb.path.parent, emb.path.name).revision
+    rule = t.get(quantize.TAG)
+    storage = rule if rule else f"float ({t.get('OUTPUT_DTYPE', 'float')}, not quantised)"
+    return Provenance(
+        path=str(emb.path),
+        model=emb.model or "unknown",
+        revision=str(revision or "none"),
+        architecture=t.get("MODEL_ARCHITECTURE", ""),
+        dim=int(emb.dim),
+        quantization=storage,
+    )
+
+
+def _model_key(name: str) -> str:
+    s = name.rstrip("/")
+    p = Path(s).expanduser()
+    return str(p.resolve()) if p.is_dir() else s
+
+
+def _weights_digest(folder: Path) -> str | None:
+    files = [folder / "config.json", folder / "model.safetensors"]
+    if not all(f.is_file() for f in files):
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def same_model(x: str, y: str) -> bool:
+    """True when two MODEL tags name one model: the same id or folder, or two folders with identical files."""
+    if _model_key(x) == _model_key(y):
+        return True
+    px, py = Path(x).expanduser(), Path(y).expanduser()
+    if px.is_dir() and py.is_dir():
+        dx = _weights_digest(px)
+        return dx is not None and dx == _weights_digest(py)
+    return False
+
+
+def check_comparable(a: EmbeddingRaster, b: EmbeddingRaster) -> None:
+    """Refuse (:class:`IncomparableError`) two embedding rasters of different models, revisions, storage
+    rules or grids; the message names both sides and the fix."""
+    pa, pb = provenance(a), provenance(b)
+    sides = f"\n  A = {pa.describe()}\n  B = {pb.describe()}\n"
+    if pa.model == "unknown" or pb.model == "unknown":
+        raise IncomparableError(
+            f"Cannot tell which model wrote the embeddings (no MODEL tag):{sides}Compare embeddings written by "
+            "`earth-embed embed` or `embed-region`, which record their model."
+        )
+    arch = pa.architecture and pb.architecture and pa.architecture != pb.architecture
+    if arch or pa.dim != pb.dim or not same_model(pa.model, pb.model):
+        raise IncomparableError(
+            "The two dates were embedded by different models, whose embedding spaces are not comparable:"
+            f"{sides}Embed both dates with the same --model (give `change` the two scenes and it does so)."
+        )
+    if pa.revision != pb.revision:
+        raise IncomparableError(
+            "The two dates were embedded by different revisions of the model, whose embedding spaces are not "
+            f"comparable:{sides}Embed both dates with the same --revision."
+        )
+    if pa.quantization != pb.quantization:
+        raise IncomparableError(
+            "The two dates are stored by different rules (int8 codes against float values), so equal vectors "
+            f"do not read back equal:{sides}Embed both dates with the same --dtype (or export both from a region "
+            "store)."
+        )
+    ga, gb = Grid.of(a), Grid.of(b)
+    if not ga.same_as(gb):
+        raise IncomparableError(
+            f"The two dates are on different grids, so a pixel does not mean the same ground in both:\n  A = {pa.path}: "
+            f"{ga.describe()}\n  B = {pb.path}: {gb.describe()}\nGive `change` the two scenes (it embeds B onto "
+            "A's grid), or resample one scene onto the other's grid before embedding (gdalwarp -te ... -ts ...)."
+        )
+
+
+def scene_grid(src: Any) -> Grid:
+    """The grid a scene is embedded on (its finest band's), as :func:`~earth_embed.inputs.reader.open_scene` opens it."""
+    with open_scene(src) as scene:
+        return Grid.of(scene)
+
+
+def _band_index(ds: Any, band: str, path: str) -> int:
+    if ds.count == 1:
+        return 1
+    names = named_bands(ds)
+    if names is None or band not in names:
+        raise BandError(
+            f"{path} has {ds.count} bands without Sentinel-2 names in their descriptions, so band {band} cannot be "
+            "found; name the bands (band descriptions) or give a folder of per-band files."
+        )
+    return names.index(band) + 1
+
+
+@contextmanager
+def bands_on_grid(src: Any, bands: Sequence[str], grid: Grid) -> Iterator[list[tuple[Any, int]]]:
+    """(dataset, band index) per band of a scene, each reading on ``grid``: the band file itself when it is
+    on that grid, else a bilinear ``WarpedVRT`` of it (DN 0 is nodata)."""
+    with open_scene(src, bands=list(bands)) as scene:
+        paths = scene.paths
+        names = scene.band_names
+    with ExitStack() as stack:
+        out = []
+        for band in names:
+            ds = stack.enter_context(rasterio.open(paths[band]))
+            index = _band_index(ds, band, paths[band])
+            if Grid.of(ds).same_as(grid, tol_px=1e-6):
+                out.append((ds, index))
+                continue
+            nodata = 0.0 if ds.nodata is None else ds.nodata
+            vrt = WarpedVRT(
+                ds, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                resampling=Resampling.bilinear, src_nodata=nodata, nodata=0.0, dtype="float32",
+            )  # fmt: skip
+            out.append((stack.enter_context(vrt), index))
+        yield out
+
+
+def read_scene_on_grid(src: Any, bands: Sequence[str], grid: Grid, window: Window | None = None) -> np.ndarray:
+    """Digital numbers ``(C, h, w)`` float32 of ``bands`` of a scene resampled onto ``grid`` (0 = nodata)."""
+    win = window or Window(0, 0, grid.width, grid.height)
+    with bands_on_grid(src, bands, grid) as sources:
+        return np.stack([ds.read(i, window=win, out_dtype=np.float32) for ds, i in sources])
+
+
+def write_scene_on_grid(src: Any, bands: Sequence[str], grid: Grid, dst: str | os.PathLike, rows: int = 512) -> Path:
+    """Write ``bands`` of a scene resampled onto ``grid`` as a multi-band float32 GeoTIFF whose band
+    descriptions name the bands (what :func:`~earth_embed.inputs.reader.open_scene` reads), strip by strip."""
+    dst = Path(dst)
+    profile = dict(
+        driver="GTiff", height=grid.height, width=grid.width, count=len(bands), dtype="float32", crs=grid.crs,
+        transform=grid.transform, nodata=0.0, tiled=True, blockxsize=256, blockysize=256, compress="zstd",
+        bigtiff="IF_SAFER",
+    )  # fmt: skip
+    with bands_on_grid(src, bands, grid) as sources, rasterio.open(dst, "w", **profile) as out:
+        for k, band in enumerate(bands, start=1):
+            out.set_band_description(k, band)
+        for r in range(0, grid.height, rows):
+            win = Window(0, r, grid.width, min(rows, grid.height - r))
+            out.write(np.stack([ds.read(i, window=win, out_dtype=np.float32) for ds, i in sources]), window=win)
+    return dst

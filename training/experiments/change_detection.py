@@ -1,0 +1,227 @@
+"""Urban change on the 10 labelled OSCD city pairs: zero-shot and few-shot change scores, embeddings vs raw bands.
+
+    python training/experiments/change_detection.py --encoder models/earth-embed-s2-unet-r18s16
+
+For each city of ``labelled/oscd-change`` (labels on the earlier date's 10 m grid): the earlier date
+(``unlabelled/oscd-date1/<city>``) and the later one (``unlabelled/oscd/<city>``, resampled onto the earlier
+grid by ``earth_embed.apps.change_inputs.read_scene_on_grid`` where the grids differ, as ``earth-embed change``
+does) give per-pixel features for each source, kept in memory as float32:
+
+* the encoder's embeddings (stored BatchNorm, what ``earth-embed embed`` writes) and its random-init twins
+  (same architecture and normalisation, ``--random-seeds``);
+* the normalised raw bands, and the hand-made stack (bands + box means 3/7/15 px + local std 5/15 px,
+  ``training.features``).
+
+Scores are the library's (``earth_embed.apps.change_scores``): zero-shot 1 - cosine (encoders) and CVA (all
+sources); few-shot, the head of ``earth-embed change --labels`` (logistic regression on [|a - b|, a, b]) fitted on
+``--shots`` random labelled pixels per class per city (``--draws`` draws, the same pixels for every source) and
+scored on the city's other pixels. Every score map is evaluated as is and after a ``--smooth`` box mean
+(``change_scores.smooth_map``). Metrics of the change class over the valid pixels: average precision (AP),
+AUROC and the best F1 over thresholds. Prints the tables; writes ``--json`` and ``--md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
+
+import numpy as np
+import rasterio
+import torch
+
+from earth_embed import EarthEncoder
+from earth_embed.apps.change_inputs import Grid, read_scene_on_grid, scene_grid
+from earth_embed.apps.change_scores import (
+    change_probability,
+    cosine_change,
+    cva_change,
+    fit_change_head,
+    pooled_std,
+    smooth_map,
+)
+from training.evaluation.change_report import markdown, targets
+from training.evaluation.features import scene_features
+from training.evaluation.probe import random_twin
+from training.evaluation.results_file import command_line, write_json
+
+CITIES = ("abudhabi", "beihai", "bercy", "bordeaux", "hongkong", "mumbai", "nantes", "paris", "pisa", "saclay_e")
+
+
+def metrics(score: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """AP, AUROC and best-threshold F1 of the change class (``y`` 1) over finite scores, from one sort.
+
+    AP is scikit-learn's ``average_precision_score`` (sum over thresholds of the recall step times the
+    precision), AUROC the trapezoidal area under the ROC curve (ties count half), both over distinct score
+    values; the test suite checks them against scikit-learn.
+    """
+    ok = np.isfinite(score)
+    s, t = score[ok].astype(np.float64), y[ok].astype(np.int64)
+    order = np.argsort(-s, kind="stable")
+    s, t = s[order], t[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last index of each distinct score
+    tp = np.cumsum(t)[last].astype(np.float64)
+    fp = (last + 1) - tp
+    pos, neg = tp[-1], fp[-1]
+    precision, recall = tp / (tp + fp), tp / pos
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    tpr, fpr = np.r_[0.0, recall], np.r_[0.0, fp / neg]
+    auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return {"ap": ap, "auroc": auroc, "f1": float(f1.max())}
+
+
+def city_arrays(root: Path, city: str, bands: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, Grid]:
+    """Digital numbers of both dates on the date-1 grid (C, H, W), the labels (H, W) and the grid."""
+    date1 = root / "unlabelled" / "oscd-date1" / city
+    grid = scene_grid(date1)
+    dn1 = read_scene_on_grid(date1, bands, grid)
+    dn2 = read_scene_on_grid(root / "unlabelled" / "oscd" / city, bands, grid)
+    with rasterio.open(root / "labelled" / "oscd-change" / city / "change.tif") as ds:
+        y = ds.read(1)
+        if Grid.of(ds).offset_px(grid) > 0.01 or y.shape != (grid.height, grid.width):
+            raise ValueError(f"{city}: the change map is not on the date-1 grid")
+    return dn1, dn2, y.astype(np.int64), grid
+
+
+def features(source: Any, dn: np.ndarray, enc: EarthEncoder) -> np.ndarray:
+    """(H*W, F) float32 features of one date; NaN rows where any band is nodata (DN 0)."""
+    norm = enc.config.normalization
+    refl = (torch.from_numpy(dn) + norm.dn_offset) / norm.dn_scale
+    x = scene_features(source, refl, norm.mean, norm.std).numpy().astype(np.float32, copy=False)
+    x[(dn == 0).any(axis=0).ravel()] = np.nan
+    return x
+
+
+def zero_shot(f1: np.ndarray, f2: np.ndarray, valid: np.ndarray, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Flat score maps (H*W,) by kind (``cos``, ``cva``), NaN where either date is nodata."""
+    out = {}
+    for kind in kinds:
+        s = np.full(valid.shape, np.nan, np.float32)
+        if kind == "cos":
+            s[valid] = cosine_change(f1[valid], f2[valid])
+        else:
+            s[valid] = cva_change(f1[valid], f2[valid], pooled_std(f1[valid], f2[valid]))
+        out[kind] = s
+    return out
+
+
+def draws(y: np.ndarray, valid: np.ndarray, shots: int, n_draws: int, seed: int) -> list[np.ndarray]:
+    """``n_draws`` sets of pixel indices: ``shots`` change and ``shots`` no-change valid pixels each."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(valid & (y == 1)), np.flatnonzero(valid & (y == 0))
+    return [np.concatenate([rng.choice(pos, shots, replace=False), rng.choice(neg, shots, replace=False)])
+            for _ in range(n_draws)]  # fmt: skip
+
+
+def few_shot(
+    f1: np.ndarray, f2: np.ndarray, y: np.ndarray, valid: np.ndarray, idx: np.ndarray, seed: int
+) -> np.ndarray:
+    """P(change) of the valid pixels outside the draw ``idx`` from the head fitted on ``idx`` (NaN elsewhere)."""
+    head = fit_change_head(f1[idx], f2[idx], y[idx], seed=seed)
+    test = valid.copy()
+    test[idx] = False
+    s = np.full(valid.shape, np.nan, np.float32)
+    for lo in range(0, len(s), 200_000):
+        part = np.flatnonzero(test[lo : lo + 200_000]) + lo
+        if part.size:
+            s[part] = change_probability(head, f1[part], f2[part])
+    return s
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    t_start, cpu_start, load_start = time.time(), time.process_time(), os.getloadavg()[1]
+    root = Path(args.data_root)
+    enc = EarthEncoder.from_pretrained(args.encoder).eval()
+    twins = {seed: random_twin(enc, seed) for seed in args.random_seeds}
+    rows: list[dict[str, Any]] = []
+
+    def log(city: str, name: str, shots: int | None, draw: int | None, score: np.ndarray, y: np.ndarray, hw: tuple):
+        for k in (0, *args.smooth):
+            s = smooth_map(score.reshape(hw), k).ravel() if k > 1 else score
+            m = metrics(s, y)
+            rows.append({"city": city, "score": name, "smooth": k, "shots": shots, "draw": draw, **m})
+        if draw in (None, 0):
+            r = rows[-1 - len(args.smooth)]
+            print(f"{city:9s} {name:34s} AP {100 * r['ap']:5.1f} AUROC {100 * r['auroc']:5.1f} F1 {100 * r['f1']:5.1f}"
+                  f"  ({time.time() - t_start:.0f} s)", flush=True)  # fmt: skip
+
+    for ci, city in enumerate(args.cities):
+        dn1, dn2, ylab, grid = city_arrays(root, city, enc.bands)
+        hw = (grid.height, grid.width)
+        y = ylab.ravel()
+        feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, src in (("encoder", enc), ("raw bands", "raw"), ("hand-made stack", "stack")):
+            with torch.no_grad():
+                feats[name] = (features(src, dn1, enc), features(src, dn2, enc))
+        valid = np.isfinite(feats["encoder"][0]).all(1) & np.isfinite(feats["encoder"][1]).all(1)
+        for name, (f1, f2) in feats.items():
+            kinds = ("cos", "cva") if name == "encoder" else ("cva",)
+            for kind, s in zero_shot(f1, f2, valid, kinds).items():
+                log(city, f"{name} {kind}", None, None, s, y, hw)
+        for seed, twin in twins.items():
+            with torch.no_grad():
+                t1, t2 = features(twin, dn1, enc), features(twin, dn2, enc)
+            for kind, s in zero_shot(t1, t2, valid, ("cos", "cva")).items():
+                log(city, f"random init {kind}", None, seed, s, y, hw)
+        for shots in args.shots:
+            for d, idx in enumerate(draws(y, valid, shots, args.draws, seed=1000 * ci + shots)):
+                for name, (f1, f2) in feats.items():
+                    log(city, f"{name} fitted", shots, d, few_shot(f1, f2, y, valid, idx, seed=d), y, hw)
+    result = {
+        "encoder": args.encoder,
+        "cities": list(args.cities),
+        "random_seeds": list(args.random_seeds),
+        "shots": list(args.shots),
+        "draws": args.draws,
+        "smooth": [0, *args.smooth],
+        "rows": rows,
+        "seconds": round(time.time() - t_start, 1),
+        "cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "load_average_5min": [round(load_start, 1), round(os.getloadavg()[1], 1)],
+        "threads": args.threads,
+        "date": _dt.date.today().isoformat(),
+        "command": command_line("training/experiments/change_detection.py", args.argv),
+    }
+    result["targets"] = targets(result)
+    result["markdown"] = markdown(result)
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoder", default="models/earth-embed-s2-unet-r18s16", help="encoder folder or hub id")
+    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--cities", nargs="+", default=list(CITIES))
+    p.add_argument("--random-seeds", type=int, nargs="*", default=[0, 1])
+    p.add_argument("--shots", type=int, nargs="*", default=[20, 100], help="labelled pixels per class per city")
+    p.add_argument("--draws", type=int, default=5, help="random draws of the labelled pixels per city")
+    p.add_argument("--smooth", type=int, nargs="*", default=[5], help="box-mean windows besides none (odd px)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default="docs/results/change_detection.json")
+    p.add_argument("--md", default="docs/results/change_detection.md")
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    result = run(args)
+    write_json(args.json, result)
+    if args.md:
+        Path(args.md).write_text(result["markdown"] + "\n")
+    print(result["markdown"])
+    return result
+
+
+if __name__ == "__main__":
+    main()
