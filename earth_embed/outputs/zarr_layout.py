@@ -178,7 +178,7 @@ def refresh_facts(path: Path, facts: dict[str, Any]) -> bool:
     with other path options); returns True when something changed."""
     import zarr
 
-    root = zarr.open_group(path, mode="r+", use_consolidated=False)
+    root: Any = zarr.open_group(path, mode="r+", use_consolidated=False)
     changed = False
     want = {k: facts[k] for k in ("geoemb:model", "geoemb:source_scenes", *LINK_FACTS) if k in facts}
     for key in LINK_FACTS:
