@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -26,8 +24,6 @@ from earth_embed.cli import main
 from earth_embed.outputs.zarr_store import RegionStore
 from tests.helpers import store_faults as f
 from tests.helpers.scenes import WINDOW, crop_to_tif
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -225,19 +221,3 @@ def test_outputs_name_no_absolute_local_path(base, tmp_path, capsys):
             assert target == base["scene"].resolve()
         else:
             assert "emb:source-data" not in links
-
-
-def test_input_warnings_reach_stderr_with_pythonwarnings_ignore(base, tmp_path):
-    """A plausibility warning is part of the command's output: PYTHONWARNINGS=ignore does not hide it."""
-    negative = tmp_path / "negative.tif"
-    with rasterio.open(base["scene"]) as src:
-        profile, data, names = {**src.profile, "dtype": "int16", "nodata": None}, src.read(), src.descriptions
-    with rasterio.open(negative, "w", **profile) as dst:
-        dst.write((data.astype(np.int32) - 3000).clip(-32000, 32000).astype(np.int16))
-        for i, d in enumerate(names):
-            dst.set_band_description(i + 1, d)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "earth_embed", "embed", str(negative), str(tmp_path / "e.tif"), "-m", str(base["enc"])]
-    proc = subprocess.run([*cmd, "-q"], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "earth-embed embed: warning:" in proc.stderr and "negative values" in proc.stderr

