@@ -188,7 +188,10 @@ def test_clean_removes_leftovers_of_a_killed_run(base, capsys):
     assert main(["clean", str(base["root"])]) == 0
     printed = capsys.readouterr().out
     assert all(str(p) in printed for p in made[:2]) and not any(p.exists() for p in made)
-    assert main(["verify", str(out)]) == 0  # the store itself is untouched
+    import earth_embed as ee
+
+    report = ee.verify_store(out)  # the Python verb: the store itself is untouched
+    assert report.ok and len(report.units) == 6 and not report.leftovers
 
 
 def test_outputs_name_no_absolute_local_path(base, tmp_path, capsys):
