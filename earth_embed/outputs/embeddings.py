@@ -31,6 +31,7 @@ from rasterio.windows import Window
 
 from .. import quantize
 from ..errors import RasterInputError
+from .provenance import resolve_href
 from .tiff_check import check_tiff_complete
 
 #: GeoTIFF tag holding the run id that an int8 codes file and its scales file share.
@@ -86,7 +87,14 @@ class EmbeddingRaster:
 
     @property
     def model(self) -> str | None:
-        """The encoder that wrote the embeddings (MODEL or EMBEDDING_MODEL tag), if recorded."""
+        """The encoder that wrote the embeddings: its local folder when the output records one that exists here
+        (``EMBEDDING_MODEL_PATH``, relative to the output's folder), else the MODEL or EMBEDDING_MODEL tag (a Hub
+        id, a folder's name, or the path ``embed`` was given), if recorded."""
+        local = self.tags.get("EMBEDDING_MODEL_PATH")
+        if local:
+            folder = resolve_href(local, Path(self.path).parent)
+            if folder.exists():
+                return str(folder)
         return self.tags.get("MODEL") or self.tags.get("EMBEDDING_MODEL") or None
 
     def read(self, window: Window | None = None) -> np.ndarray:
@@ -220,7 +228,7 @@ class ZarrEmbeddings(EmbeddingRaster):
     """One CRS group of a region store (``earth-embed embed-region``): int8 codes + per-pixel scales."""
 
     def __init__(self, store: Path, group: str) -> None:
-        from .zarr_groups import group_info
+        from .zarr_groups import group_info, store_links
 
         info = group_info(store, group)
         import zarr
@@ -235,6 +243,9 @@ class ZarrEmbeddings(EmbeddingRaster):
         self.height, self.width = info.shape
         self.dim, self.crs, self.transform = info.dimensions, info.crs, info.transform
         self.tags = {quantize.TAG: quantize.RULE, "EMBEDDING_MODEL": info.model, "KIND": "embeddings"}
+        local = store_links(store, info).model_path
+        if local is not None:
+            self.tags["EMBEDDING_MODEL_PATH"] = local.as_posix()
         self._codes: Any = g["embeddings"]
         self._scales: Any = g[quantize.SCALES_NAME]
         mine, theirs = self._codes.attrs.get(RUN_ATTR), self._scales.attrs.get(RUN_ATTR)
