@@ -98,6 +98,11 @@ def resolve_precision(requested: str, device: torch.device | str | None = None) 
     if dev.type == "cpu":
         native = cpu_native_bf16()
     elif dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PrecisionError(
+                f"device {dev} asked, but torch sees no CUDA GPU (torch.cuda.is_available() is False): run on "
+                "the CPU, or install a CUDA build of torch on a machine with a GPU."
+            )
         native = cuda_native_bf16(dev)
     else:
         native = False

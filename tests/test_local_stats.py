@@ -141,9 +141,9 @@ def test_fast_layer_equals_the_depthwise_reference(released, real_features, size
     windows = release_windows(released)
     plane = 2 * 2 * w * (h + 2 * (max(windows) // 2))  # elements per channel of a full-height tile
     if tile == "three-channels":
-        monkeypatch.setattr(local_stats_module, "_TILE_ELEMENTS", 3 * plane)
+        monkeypatch.setattr(local_stats_module, "_tile_elements", lambda: 3 * plane)
     elif tile == "rows":
-        monkeypatch.setattr(local_stats_module, "_TILE_ELEMENTS", 4 * w * 9)
+        monkeypatch.setattr(local_stats_module, "_tile_elements", lambda: 4 * w * 9)
     layer = LocalStats(windows)
     with torch.inference_mode():
         fast, reference = layer(features), _local_stats_reference(features, windows, layer.eps)
