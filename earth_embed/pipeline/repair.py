@@ -64,7 +64,19 @@ def recipe_call(store: Path, recipe: dict[str, Any], model: Any = None) -> dict[
             )
     elif model is None:
         model = given.get("hub")  # a Hub id, or None: the released encoder
-    keep = ("revision", "chunk", "shard", "block", "halo", "batch_size", "dn_offset", "on_bad_scene", "absolute_paths")
+    # (a recipe written before precision was recorded ran the default)
+    keep = (
+        "revision",
+        "chunk",
+        "shard",
+        "block",
+        "halo",
+        "batch_size",
+        "dn_offset",
+        "on_bad_scene",
+        "absolute_paths",
+        "precision",
+    )
     call = {k: recipe[k] for k in keep if k in recipe}
     root = recipe.get("scene_root")
     call.update(

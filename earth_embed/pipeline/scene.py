@@ -27,6 +27,7 @@ from ..inputs.spec import SceneSpec, settle_scene
 from ..outputs.classmap import class_map_style
 from ..outputs.embeddings import RUN_TAG
 from ..outputs.geotiff import OUTPUT_DTYPES, GeoTiffWriter, band_names, check_output_path, scales_path
+from ..precision import DEFAULT_PRECISION, resolve_precision
 from ..tiling.engine import RunOptions, pick_device, run_plan
 from ..tiling.plan import RegionPlan, WorkUnit
 from ..tiling.unit import UnitOutput
@@ -114,7 +115,9 @@ def _base_tags(model, plan: RegionPlan, tiling, dn_offset, model_id, revision, b
     }
 
 
-def _write(model, plan: RegionPlan, dev, batch_size, dn_offset, progress, output: str, desc: str, **writer_args):
+def _write(
+    model, plan: RegionPlan, dev, batch_size, dn_offset, progress, output: str, desc: str, precision: str, **writer_args
+):
     """Run the plan on the local engine into a GeoTiffWriter (int8: plus one for the scales); return the path."""
     grid = next(iter(plan.groups.values()))
     dst = writer_args.pop("dst")
@@ -138,7 +141,13 @@ def _write(model, plan: RegionPlan, dev, batch_size, dn_offset, progress, output
                     **geo,
                 )
             options = RunOptions(
-                output=output, device=str(dev), batch_size=batch_size, dn_offset=dn_offset, progress=progress, desc=desc
+                output=output,
+                device=str(dev),
+                batch_size=batch_size,
+                dn_offset=dn_offset,
+                progress=progress,
+                desc=desc,
+                precision=precision,
             )
             if scales is None:
                 run_plan(plan, lambda: model, _GeoTiffSink(writer), options)
@@ -161,6 +170,7 @@ def embed_raster(
     progress: bool = True,
     bands: Sequence[str] | None = None,
     dn_offset: float | None = None,
+    precision: str = DEFAULT_PRECISION,
     compress: str = "zstd",
     overwrite: bool = False,
     overviews: bool = False,
@@ -177,7 +187,8 @@ def embed_raster(
     ``device`` to CUDA when available. ``dtype``: int8 (default, as ``earth-embed embed``: the fixed
     per-pixel-scale rule of :mod:`earth_embed.quantize`: int8 codes here, their float32
     scales in ``NAME.scales.tif`` beside it, tag ``EMBEDDING_SCALES_FILE``), float16 or float32. ``dn_offset``
-    overrides the model's DN offset (-1000 for processing baseline >= 04.00). The file is a tiled,
+    overrides the model's DN offset (-1000 for processing baseline >= 04.00). ``precision``: the forward's
+    precision, auto | fp32 | bf16 | fp16 (:mod:`earth_embed.precision`; tag ``PRECISION``). The file is a tiled,
     compressed Cloud-Optimized GeoTIFF (directory first, then blocks); ``overviews=True`` adds
     internal overviews through one more pass with GDAL's COG driver. Written under a temporary
     name, renamed on success.
@@ -187,7 +198,9 @@ def embed_raster(
     plan, dev, batch_size, tiling, dn_offset = _plan(
         model, src, dst, tile, overlap, batch_size, device, bands, overwrite, dn_offset
     )
+    used = resolve_precision(precision, dev)  # a request the device cannot honour warns or stops here
     tags = _base_tags(model, plan, tiling, dn_offset, model_id, revision, bands)
+    tags.update(PRECISION=used)
     tags.update(KIND="embeddings", EMBED_DIM=str(model.embed_dim), OUTPUT_DTYPE=dtype)
     if dtype == "int8":  # the codes and their scales file carry one run id, checked when they are read
         tags.update(quantize.metadata(), EMBEDDING_SCALES_FILE=scales_path(dst).name, **{RUN_TAG: str(uuid.uuid4())})
@@ -201,6 +214,7 @@ def embed_raster(
         progress,
         output,
         "embedding",
+        used,
         dst=dst,
         count=model.embed_dim,
         dtype=dtype,
@@ -224,6 +238,7 @@ def classify_raster(
     progress: bool = True,
     bands: Sequence[str] | None = None,
     dn_offset: float | None = None,
+    precision: str = DEFAULT_PRECISION,
     compress: str = "deflate",
     overwrite: bool = False,
     overviews: bool = False,
@@ -246,8 +261,9 @@ def classify_raster(
     plan, dev, batch_size, tiling, dn_offset = _plan(
         segmenter, src, dst, tile, overlap, batch_size, device, bands, overwrite, dn_offset
     )
+    used = resolve_precision(precision, dev)
     tags = _base_tags(segmenter, plan, tiling, dn_offset, model_id, revision, bands)
-    tags.update(style_tags)
+    tags.update(style_tags, PRECISION=used)
     return _write(
         segmenter,
         plan,
@@ -257,6 +273,7 @@ def classify_raster(
         progress,
         "classes",
         "classifying",
+        used,
         dst=dst,
         count=1,
         dtype="uint8",

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import torch
 
 from ..errors import RasterInputError
+from ..precision import DEFAULT_PRECISION
 from .plan import RegionPlan, WorkUnit
 from .unit import UnitOutput
 
@@ -64,6 +65,7 @@ class RunOptions:
     workers: int | None = None  # engines with workers (ray); None: the engine's default
     address: str | None = None  # ray: an existing cluster
     runtime_env: dict | None = None  # ray: the runtime_env of every task and actor (e.g. {"pip": [...]})
+    precision: str = DEFAULT_PRECISION  # auto | fp32 | bf16 | fp16 (earth_embed.precision)
     timeout: float | None = None  # ray: seconds to join and check the cluster (earth_embed.tiling.ray_connect)
 
 

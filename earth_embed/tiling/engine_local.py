@@ -107,7 +107,12 @@ def run_local(
                     bar.update(1)
                     continue
                 data = compute_unit(
-                    model, item, options.output, dn_offset=options.dn_offset, batch_size=options.batch_size
+                    model,
+                    item,
+                    options.output,
+                    dn_offset=options.dn_offset,
+                    batch_size=options.batch_size,
+                    precision=options.precision,
                 )
                 if not _put(write_q, (item.unit, data), stop, writer):
                     raise writer.error or RuntimeError("writer stopped")

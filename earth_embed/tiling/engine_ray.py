@@ -73,7 +73,9 @@ class _UnitWriter:
             return {"index": row["index"], "pixels": 0, "error": row["error"], "rss_mb": 0.0}
         inputs = pickle.loads(row["input"])
         o = self.options
-        out = compute_unit(self.model, inputs, o.output, dn_offset=o.dn_offset, batch_size=o.batch_size)
+        out = compute_unit(
+            self.model, inputs, o.output, dn_offset=o.dn_offset, batch_size=o.batch_size, precision=o.precision
+        )
         self.sink.write_unit(inputs.unit, out)
         return {"index": row["index"], "pixels": inputs.unit.pixels, "error": "", "rss_mb": _peak_rss_mb()}
 

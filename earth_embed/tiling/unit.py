@@ -9,7 +9,6 @@ functions of picklable values. :func:`run_unit` does both.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from rasterio.windows import Window
 
 from .. import quantize
+from ..precision import autocast_for
 from .plan import RegionPlan, WorkUnit
 
 #: What a unit can be encoded as: int8 codes + per-pixel scales (:mod:`.quantize`), float16/float32 embeddings
@@ -150,12 +150,6 @@ def _place(out: UnitOutput, values: Any, piece: Piece, output: str) -> None:
         target[:, take] = core[:, take].astype(_DTYPES[output])
 
 
-def _autocast(device: torch.device):
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-
-
 def _device_of(model: torch.nn.Module) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -186,6 +180,7 @@ def compute_unit(
     dn_offset: float | None = None,
     batch_size: int = 1,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    precision: str = "fp32",
 ) -> UnitOutput:
     """Run ``model`` (eval mode, on its device) over a read unit and return it encoded.
 
@@ -193,6 +188,7 @@ def compute_unit(
     float16/float32 embeddings or uint8 classes, nodata where no scene has a valid input. Input pixels that are nodata are fed
     to the model as 0 (the normalised mean). ``dn_offset`` applies to scenes without their own.
     ``forward`` replaces ``model(x)`` (e.g. a compiled model); normalisation is ``model.normalize``.
+    ``precision``: autocast of the forward (:func:`earth_embed.precision.autocast_for`; outputs are float32).
     """
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r}; use one of {', '.join(OUTPUTS)}")
@@ -208,7 +204,7 @@ def compute_unit(
         own = inputs.dn_offsets.get(batch[0].scene)
         if device.type == "cuda":
             x, v = x.pin_memory().to(device, non_blocking=True), v.pin_memory().to(device, non_blocking=True)
-        with torch.inference_mode(), _autocast(device):
+        with torch.inference_mode(), autocast_for(precision, device):
             # invalid pixels (nodata, NaN) enter as 0, the normalised mean; torch.where, not a product:
             # NaN * 0 is NaN, and the convolutions would spread it to valid pixels
             xin = torch.where(v[:, None], model.normalize(x, own if own is not None else dn_offset), 0.0)

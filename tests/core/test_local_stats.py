@@ -12,8 +12,8 @@ import earth_embed.local_stats as local_stats_module
 from earth_embed import RELEASE_BANDS, EarthEncoder
 from earth_embed.config import EarthConfig
 from earth_embed.errors import ConfigError
+from earth_embed.inputs import open_scene
 from earth_embed.local_stats import LocalStats, _box_mean_reference, _local_stats_reference, box_mean, local_std
-from earth_embed.raster import open_scene
 from earth_embed.released import find_released
 
 BANDS = ["B02", "B03", "B04", "B08"]

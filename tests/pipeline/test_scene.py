@@ -313,3 +313,24 @@ def test_geographic_scene_with_non_square_pixels(encoder, shared_data, tmp_path)
 
     with pytest.raises(RasterInputError, match=r"x 0\.000187\d* degrees pixels .* x 9\.39\d*e-05 degrees"):
         RegionPlan.from_scenes([coarser, src], encoder, chunk=64, shard=128)
+
+
+def test_precision_end_to_end(encoder, stack_tif, tmp_path):
+    """Each precision runs end to end on a real scene: bf16 (this CPU has it natively; elsewhere a warning and
+    fp32) stays within +-1 int8 code of fp32 almost everywhere and says what it ran; fp16 on a CPU is refused
+    before anything is written; an unknown name lists the choices."""
+    from earth_embed.errors import PrecisionError
+    from earth_embed.precision import resolve_precision
+
+    kw = dict(tile=192, overlap=64, progress=False)
+    ref = embed_raster(encoder, stack_tif, tmp_path / "fp32.tif", precision="fp32", **kw)
+    low = embed_raster(encoder, stack_tif, tmp_path / "bf16.tif", precision="bf16", **kw)
+    with rasterio.open(ref) as a, rasterio.open(low) as b:
+        assert a.tags()["PRECISION"] == "fp32" and b.tags()["PRECISION"] == resolve_precision("bf16", "cpu")
+        diff = np.abs(a.read().astype(int) - b.read().astype(int))
+    assert (diff <= 1).mean() > 0.97
+    with pytest.raises(PrecisionError, match="CUDA GPUs only: on a CPU use bf16"):
+        embed_raster(encoder, stack_tif, tmp_path / "fp16.tif", precision="fp16", **kw)
+    with pytest.raises(PrecisionError, match="auto, fp32, bf16, fp16"):
+        embed_raster(encoder, stack_tif, tmp_path / "x.tif", precision="half", **kw)
+    assert not (tmp_path / "fp16.tif").exists() and not (tmp_path / "x.tif").exists()

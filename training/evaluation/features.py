@@ -22,6 +22,7 @@ import torch
 
 from earth_embed import EarthEncoder
 from earth_embed.local_stats import box_mean, local_std
+from earth_embed.precision import autocast_for
 
 __all__ = [
     "BN_MODES",
@@ -170,12 +171,14 @@ def scene_features(
     std: Sequence[float],
     bn: str = "stored",
     adabn_region: torch.Tensor | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """(H*W, F) per-pixel features of a whole scene (reflectance (C, H, W)).
 
     ``source``: an encoder (its embeddings; ``bn`` = ``stored`` or ``adabn``, the latter re-estimated
     on windows inside ``adabn_region``, default the whole scene) or a :data:`HANDMADE` name: ``"raw"``
     (the normalised bands), ``"stack"`` (:func:`handmade_stack` of them), ``"raw+means"``, ``"raw+std"``.
+    ``precision``: the encoder's forward as :func:`earth_embed.precision.autocast_for` runs it (CPU).
     """
     x = normalise_scene(refl, mean, std)
     if isinstance(source, str):
@@ -188,6 +191,7 @@ def scene_features(
             raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
         enc = adapt_batchnorm(source, x, adabn_region) if bn == "adabn" else source
         was_training = enc.training
-        out = enc.eval()(x[None])[0]
+        with autocast_for(precision, "cpu"):
+            out = enc.eval()(x[None])[0].float()
         enc.train(was_training)
     return out.flatten(1).T.contiguous()

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from earth_embed import RELEASE_BANDS, EarthEncoder
 from earth_embed.errors import EarthEmbedError, PrecisionError, PrecisionWarning
+from earth_embed.inputs import open_scene
 from earth_embed.precision import (
     PRECISIONS,
     autocast_for,
@@ -20,7 +21,6 @@ from earth_embed.precision import (
     cpu_native_bf16,
     resolve_precision,
 )
-from earth_embed.raster import open_scene
 from earth_embed.released import find_released
 
 
