@@ -64,7 +64,18 @@ def recipe_call(store: Path, recipe: dict[str, Any], model: Any = None) -> dict[
             )
     elif model is None:
         model = given.get("hub")  # a Hub id, or None: the released encoder
-    keep = ("revision", "chunk", "shard", "block", "halo", "batch_size", "dn_offset", "on_bad_scene", "absolute_paths")
+    keep = (
+        "revision",
+        "chunk",
+        "shard",
+        "block",
+        "halo",
+        "batch_size",
+        "dn_offset",
+        "on_bad_scene",
+        "absolute_paths",
+        "keep",
+    )
     call = {k: recipe[k] for k in keep if k in recipe}
     root = recipe.get("scene_root")
     call.update(
