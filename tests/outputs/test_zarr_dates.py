@@ -114,3 +114,23 @@ def test_change_on_two_layers_of_one_store(mumbai, tmp_path, capsys):
     main(["change", f"{store}/{GROUP}@{DATES[0]}", f"{store}/{GROUP}@{DATES[1]}", str(out)])
     written = {p.name for p in out.iterdir()}
     assert {"score.tif", "mask.tif", "change.png"} <= written, written
+
+
+def test_verify_checks_layer_units_and_repair_recomputes_a_damaged_one(mumbai):
+    from earth_embed.outputs.zarr_verify import check_store
+    from earth_embed.pipeline.repair import verify_store
+
+    store = mumbai["store"]
+    report = check_store(store)
+    assert report.ok and len(report.units) == 12, str(report)
+    shard = store / GROUP / "embeddings_by_date" / "c" / "1" / "0" / "0" / "1"
+    before = _codes(store, "embeddings_by_date")
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    report = check_store(store)
+    assert [u.key for u in report.failed] == [f"{GROUP}@{DATES[1]}/0.1"], str(report)
+    verify_store(store, repair=True, progress=False)
+    assert check_store(store).ok
+    for a, b in zip(before, _codes(store, "embeddings_by_date")):
+        assert np.array_equal(a, b, equal_nan=True)
