@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,8 @@ def _decode_check(store: Path, group: str, shard: tuple[int, int], size: int, ch
         at: tuple[int, ...] = ()
         codes_name, scales_name = "embeddings", quantize.SCALES_NAME
         if date:
-            dates = list(zarr.open_group(store / name, mode="r").attrs.get(DATES_ATTR) or [])
+            found: Any = zarr.open_group(store / name, mode="r").attrs.get(DATES_ATTR) or []
+            dates = [str(d) for d in found]
             at, codes_name, scales_name = (dates.index(date),), CODES_BY_DATE, SCALES_BY_DATE
         codes_arr = zarr.open_array(store / name / codes_name, mode="r")
         scales_arr = zarr.open_array(store / name / scales_name, mode="r")
