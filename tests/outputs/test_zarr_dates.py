@@ -107,6 +107,7 @@ def test_undated_scene_is_refused(mumbai, tmp_path):
     undated.write_bytes(mumbai["scenes"][0].read_bytes())
     with pytest.raises(RasterInputError, match="the date of .*mumbai.* is not known"):
         embed_region([undated], tmp_path / "x.zarr", mumbai["enc"], keep="all-dates", **SIZES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mumbai.tif"]  # no store, no lock file
 
 
 def test_change_on_two_layers_of_one_store(mumbai, tmp_path, capsys):
@@ -134,3 +135,21 @@ def test_verify_checks_layer_units_and_repair_recomputes_a_damaged_one(mumbai):
     assert check_store(store).ok
     for a, b in zip(before, _codes(store, "embeddings_by_date")):
         assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_stac_item_per_acquisition_layer(mumbai, tmp_path):
+    import pystac
+
+    from earth_embed.outputs.stac import publish
+
+    _, collection = publish(mumbai["store"], stac_dir=tmp_path / "stac")
+    items = {i.id: i for i in pystac.Collection.from_file(str(collection)).get_items()}
+    group = items["all-EPSG_4326"]
+    assert (group.properties["start_datetime"][:10], group.properties["end_datetime"][:10]) == DATES
+    for t, date in enumerate(DATES):
+        item = items[f"all-EPSG_4326-{date}"]
+        assert item.datetime is not None and item.datetime.date().isoformat() == date
+        assert item.properties["earth_embed:layer"] == {"time_index": t, "date": date, "group": GROUP}
+        assert item.properties["earth_embed:source_scenes"] == [f"mumbai_{date.replace('-', '')}"]
+        assert item.assets["embeddings"].href.endswith("embeddings_by_date")
+    assert len(items) == 3
