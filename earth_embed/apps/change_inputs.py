@@ -99,7 +99,7 @@ def provenance(emb: EmbeddingRaster) -> Provenance:
     if isinstance(emb, ZarrEmbeddings):
         from ..outputs.zarr_groups import group_info
 
-        revision = group_info(emb.path.parent, emb.path.name).revision
+        revision = group_info(emb.store, emb.group).revision
     rule = t.get(quantize.TAG)
     storage = rule if rule else f"float ({t.get('OUTPUT_DTYPE', 'float')}, not quantised)"
     return Provenance(

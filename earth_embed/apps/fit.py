@@ -23,7 +23,7 @@ import rasterio
 
 from ..errors import EarthEmbedError, LabelError, RasterInputError
 from ..outputs.classmap import class_map_style, landcover_png
-from ..outputs.embeddings import EmbeddingRaster, is_embedding_tags, open_embeddings
+from ..outputs.embeddings import EmbeddingRaster, is_embedding_tags, open_embeddings, split_layer
 from .heads import HEADS, block_ids, blocked_cv, check_cv, cv_markdown, fit_head, make_head, predict_proba, to_segmenter
 from .labels import Labels, read_labels
 from .maps import map_writer, stream_pixels
@@ -59,7 +59,7 @@ def is_embedding_raster(src: Any) -> bool:
         if len(src) != 1:
             return False
         src = src[0]
-    if (Path(src) / "zarr.json").is_file():  # a region store or one of its groups
+    if (split_layer(src)[0] / "zarr.json").is_file():  # a region store, one of its groups or GROUP@DATE layers
         return True
     if not Path(src).is_file():
         return False

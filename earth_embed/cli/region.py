@@ -66,6 +66,7 @@ def cmd_embed_region(args: argparse.Namespace) -> int:
         dn_offset=args.dn_offset,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        keep=args.keep,
     )
     print(f"{args.out}: {run.summary} (wall {time.perf_counter() - t0:.1f} s)")
     if args.cog_dir:
@@ -147,6 +148,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--absolute-paths",
         action="store_true",
         help="record absolute local paths of the scenes and the model (default: ids and relative paths)",
+    )
+    p.add_argument(
+        "--keep",
+        default="latest",
+        choices=["latest", "all-dates"],
+        help="latest: the latest-valid-pixel mosaic only (default); all-dates: also every acquisition date as a layer "
+        "of a time axis (embeddings_by_date; read one with open_embeddings(..., time=DATE) or OUT.zarr/GROUP@DATE)",
     )
     p.add_argument("--cog-dir", help="also export every finished shard as Cloud-Optimized GeoTIFFs into this folder")
     p.add_argument("--stac-dir", help="also write a validated STAC Collection of the outputs into this folder")

@@ -225,9 +225,10 @@ def _open_scales(path: Path, tags: dict[str, str], codes: Any) -> Any:
 
 
 class ZarrEmbeddings(EmbeddingRaster):
-    """One CRS group of a region store (``earth-embed embed-region``): int8 codes + per-pixel scales."""
+    """One CRS group of a region store (``earth-embed embed-region``): int8 codes + per-pixel scales; the
+    latest-valid-pixel mosaic, or with ``time`` (``YYYY-MM-DD``) that acquisition's layer (``keep="all-dates"``)."""
 
-    def __init__(self, store: Path, group: str) -> None:
+    def __init__(self, store: Path, group: str, time: str | None = None) -> None:
         from .zarr_groups import group_info, store_links
 
         info = group_info(store, group)
@@ -239,7 +240,7 @@ class ZarrEmbeddings(EmbeddingRaster):
                 f"group {group} of {store} has no '{quantize.SCALES_NAME}' array, so its int8 codes cannot be "
                 "decoded; re-embed the region with this version of earth-embed."
             )
-        self.path = store / group
+        self.path, self.store, self.group = store / group, store, group
         self.height, self.width = info.shape
         self.dim, self.crs, self.transform = info.dimensions, info.crs, info.transform
         self.tags = {quantize.TAG: quantize.RULE, "EMBEDDING_MODEL": info.model, "KIND": "embeddings"}
@@ -248,6 +249,9 @@ class ZarrEmbeddings(EmbeddingRaster):
             self.tags["EMBEDDING_MODEL_PATH"] = local.as_posix()
         self._codes: Any = g["embeddings"]
         self._scales: Any = g[quantize.SCALES_NAME]
+        self._layer: tuple[int, ...] = ()
+        if time is not None:
+            self._open_layer(store, group, g, str(time))
         mine, theirs = self._codes.attrs.get(RUN_ATTR), self._scales.attrs.get(RUN_ATTR)
         if mine != theirs:
             raise RasterInputError(
@@ -256,31 +260,66 @@ class ZarrEmbeddings(EmbeddingRaster):
                 "the region again where it fails."
             )
 
+    def _open_layer(self, store: Path, group: str, g: Any, time: str) -> None:
+        """Read the acquisition layer of date ``time`` instead of the mosaic."""
+        from .zarr_dates import CODES_BY_DATE, DATES_ATTR, SCALES_BY_DATE
+
+        dates = [str(d) for d in g.attrs.get(DATES_ATTR) or []]
+        if CODES_BY_DATE not in g or SCALES_BY_DATE not in g or not dates:
+            raise RasterInputError(
+                f"group {group} of {store} keeps no acquisition layers (only the latest mosaic), so time={time!r} "
+                "cannot be read; embed the region with --keep all-dates (keep='all-dates'), or read the mosaic "
+                "without a time."
+            )
+        if time not in dates:
+            raise RasterInputError(
+                f"group {group} of {store} has no layer dated {time}; its layers are {', '.join(dates)}."
+            )
+        self._codes, self._scales = g[CODES_BY_DATE], g[SCALES_BY_DATE]
+        self._layer = (dates.index(time),)
+        self.path = store / f"{group}@{time}"
+        self.tags["EMBEDDING_DATE"] = time
+
     def read(self, window: Window | None = None) -> np.ndarray:
         win = window or Window(0, 0, self.width, self.height)
         rows = slice(int(win.row_off), int(win.row_off + win.height))
         cols = slice(int(win.col_off), int(win.col_off + win.width))
-        return quantize.decode(np.asarray(self._codes[:, rows, cols]), self.tags, np.asarray(self._scales[rows, cols]))
+        at = self._layer
+        codes = np.asarray(self._codes[at + (slice(None), rows, cols)])
+        return quantize.decode(codes, self.tags, np.asarray(self._scales[at + (rows, cols)]))
 
 
-def open_embeddings(path: str | os.PathLike, group: str | None = None, as_xarray: bool = False) -> Any:
+def open_embeddings(
+    path: str | os.PathLike, group: str | None = None, as_xarray: bool = False, time: str | None = None
+) -> Any:
     """Open embeddings, decoded to float32 (NaN where nodata): a GeoTIFF of ``earth-embed embed`` (float16,
     float32 or int8 + scales), a region COG, or a region store (``OUT.zarr`` with ``group`` or one CRS group,
-    or ``OUT.zarr/GROUP``). Returns an :class:`EmbeddingRaster` (read window by window), or with
-    ``as_xarray=True`` the whole raster as an ``xarray.DataArray`` (band, y, x)."""
-    raster = _open(Path(path) / group if group else Path(path))
+    or ``OUT.zarr/GROUP``). A store written with ``keep="all-dates"`` also gives each acquisition layer: ``time``
+    (``YYYY-MM-DD``) or the path ``OUT.zarr/GROUP@YYYY-MM-DD``. Returns an :class:`EmbeddingRaster` (read window
+    by window), or with ``as_xarray=True`` the whole raster as an ``xarray.DataArray`` (band, y, x)."""
+    p, date = split_layer(Path(path) / group if group else Path(path))
+    raster = _open(p, time or date)
     if not as_xarray:
         return raster
     with raster:
         return raster.to_xarray()
 
 
-def _open(p: Path) -> EmbeddingRaster:
+def split_layer(path: str | os.PathLike) -> tuple[Path, str | None]:
+    """``OUT.zarr/GROUP@YYYY-MM-DD`` -> (``OUT.zarr/GROUP``, ``YYYY-MM-DD``); any other path -> (path, None)."""
+    p = Path(path)
+    if not p.exists() and "@" in p.name and (p.parent / "zarr.json").is_file():
+        name, date = p.name.rsplit("@", 1)
+        return p.with_name(name), date
+    return p, None
+
+
+def _open(p: Path, time: str | None = None) -> EmbeddingRaster:
     if not p.exists():
         raise RasterInputError(f"{p} does not exist; write embeddings first with `earth-embed embed`.")
     if p.is_dir() and (p / "zarr.json").is_file():
         if (p.parent / "zarr.json").is_file():  # a group inside a store
-            return ZarrEmbeddings(p.parent, p.name)
+            return ZarrEmbeddings(p.parent, p.name, time)
         from .zarr_groups import store_groups
 
         groups = store_groups(p)
@@ -289,5 +328,7 @@ def _open(p: Path) -> EmbeddingRaster:
                 f"The region store {p} has {len(groups)} CRS groups ({', '.join(groups) or 'none'}); pass one of "
                 f"them as {p}/GROUP."
             )
-        return ZarrEmbeddings(p, groups[0])
+        return ZarrEmbeddings(p, groups[0], time)
+    if time is not None:
+        raise RasterInputError(f"time={time!r} applies to a region store written with --keep all-dates, not to {p}.")
     return GeoTiffEmbeddings(p)

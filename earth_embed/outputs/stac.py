@@ -65,6 +65,7 @@ class EmbeddingOutput:
     model_path: Path | None = None  # a local model's folder on this machine (None: a Hub id)
     source_paths: list[Path | None] = field(default_factory=list)  # each source's path here, when recorded
     absolute: bool = False  # link local paths absolutely (the user asked); else relative to the catalogue
+    layer: dict[str, Any] | None = None  # an acquisition layer of a store group: its array and index on the time axis
 
 
 def outputs_from_cogs(paths: Sequence[str | os.PathLike]) -> list[EmbeddingOutput]:
@@ -136,6 +137,33 @@ def outputs_from_store(store: str | os.PathLike) -> list[EmbeddingOutput]:
                 model_path=links.model_path,
                 source_paths=links.sources,
                 absolute=links.absolute,
+            )
+        )
+        outs += _layer_outputs(outs[-1], info.attrs)
+    return outs
+
+
+def _layer_outputs(group: EmbeddingOutput, attrs: dict[str, Any]) -> list[EmbeddingOutput]:
+    """One output per acquisition layer of a group kept with ``keep="all-dates"`` (its date, its scenes)."""
+    from dataclasses import replace
+
+    from .zarr_dates import CODES_BY_DATE, DATES_ATTR, SCALES_BY_DATE, SOURCES_ATTR
+
+    dates, sources = list(attrs.get(DATES_ATTR) or []), list(attrs.get(SOURCES_ATTR) or [])
+    paths = dict(zip(group.sources, group.source_paths))
+    outs = []
+    for t, date in enumerate(dates):
+        ids = [str(s) for s in (sources[t] if t < len(sources) else [])]
+        outs.append(
+            replace(
+                group,
+                id=f"{group.id}-{date}",
+                href=f"{group.href}/{CODES_BY_DATE}",
+                scales_href=f"{group.href}/{SCALES_BY_DATE}",
+                sources=ids,
+                dates=[str(date)],
+                source_paths=[paths.get(i) for i in ids],
+                layer={"time_index": t, "date": str(date), "group": Path(group.href).name},
             )
         )
     return outs
@@ -237,6 +265,8 @@ def build_item(out: EmbeddingOutput) -> Any:
             ),
         )
     props["earth_embed:source_scenes"] = list(out.sources)  # scene ids
+    if out.layer is not None:  # the asset's arrays are (time, band, y, x): this Item is one index of time
+        props["earth_embed:layer"] = out.layer
     item.add_link(pystac.Link("emb:model", model_href(out.model, out.model_path), title=out.model))
     for i, src in enumerate(out.sources):
         path = out.source_paths[i] if i < len(out.source_paths) else None

@@ -24,6 +24,7 @@ import numpy as np
 from .. import quantize
 from ..errors import OutputError
 from ..tiling.plan import RegionPlan
+from .zarr_dates import create_layer_arrays
 
 RUN_ID = "earth_embed:run_id"
 COORDINATES = ("x", "y", "band", "spatial_ref")
@@ -277,6 +278,7 @@ def _create_group(root: Any, key: str, grid: Any, plan: RegionPlan, facts: dict[
         attributes={**cf, "spatial_ref": crs.to_wkt(), "GeoTransform": gdal_transform},
     )
     ref[()] = 0
+    create_layer_arrays(group, key, plan, run_id, list(facts.get("geoemb:source_scenes", [])))
 
 
 __all__ = [

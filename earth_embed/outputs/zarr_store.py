@@ -47,13 +47,13 @@ from ..tiling.unit import UnitOutput
 from . import zarr_layout as layout
 from .atomic import OutputLock
 from .provenance import model_facts, relative_href, source_entry
+from .zarr_dates import unit_arrays, unit_keys
 from .zarr_units import (
     ENTRY_FORMAT,
     REGISTRY,
     UnitCheck,
     check_entry,
     record_file,
-    shard_keys,
     store_leftovers,
     write_json,
 )
@@ -82,6 +82,8 @@ def plan_fingerprint(plan: RegionPlan, model_id: str) -> str:
         "model": [model_id, plan.embed_dim, list(plan.bands)],
         "quantization": quantize.RULE,
     }
+    if plan.layers:  # keep="all-dates"; a latest-only plan keeps the fingerprint of earlier versions
+        facts["layers"] = {k: list(v) for k, v in plan.layers.items()}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -321,7 +323,7 @@ class RegionStore:
 
     # -- the UnitSink interface --------------------------------------------------------------------
     def _entry(self, unit: WorkUnit) -> Path:
-        return self.path / REGISTRY / unit.group / f"{unit.shard[0]}.{unit.shard[1]}.json"
+        return self.path / REGISTRY / f"{unit.key}.json"  # GROUP/R.C.json, or GROUP@DATE/R.C.json for a layer
 
     def check_unit(self, unit: WorkUnit, full: bool = False) -> UnitCheck:
         """Whether ``unit``'s files still match its registry entry (``full``: hash every file)."""
@@ -344,23 +346,28 @@ class RegionStore:
             )
         entry = self._entry(unit)
         entry.unlink(missing_ok=True)
-        keys = shard_keys(unit.group, unit.shard)
+        keys = unit_keys(unit)
         for key in keys.values():  # an old (maybe damaged) shard must not be read back into this write
             (self.path / key).unlink(missing_ok=True)
         rows, cols = slice(unit.row, unit.row + unit.height), slice(unit.col, unit.col + unit.width)
-        self.array(unit.group)[:, rows, cols] = data
-        self.array(unit.group, quantize.SCALES_NAME)[rows, cols] = out.scales
+        codes, scales = unit_arrays(unit)
+        # a layer unit writes its date's slice of the time arrays
+        at: tuple[int, ...] = () if unit.layer is None else (unit.layer,)
+        self.array(unit.group, codes)[at + (slice(None), rows, cols)] = data
+        self.array(unit.group, scales)[at + (rows, cols)] = out.scales
         valid = int(quantize.valid_mask(data).sum())
         files = {name: record_file(self.path, key) for name, key in keys.items()}
-        write_json(
-            entry,
-            {"format": ENTRY_FORMAT, "unit": unit.key, "pixels": unit.pixels, "valid_pixels": valid, "files": files},
-        )
+        record = {"format": ENTRY_FORMAT, "unit": unit.key, "pixels": unit.pixels, "valid_pixels": valid}
+        if unit.layer is not None:
+            record.update(layer=unit.layer, date=unit.date)
+        write_json(entry, {**record, "files": files})
 
     def done_units(self) -> list[str]:
         """Keys of the registered (finished) units."""
         root = self.path / REGISTRY
-        return sorted(f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.json")) if root.is_dir() else []
+        return (
+            sorted(f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.json")) if root.is_dir() else []
+        )  # with GROUP@DATE
 
     def consolidate(self) -> None:
         """Write consolidated metadata (``xarray.open_zarr`` then opens the store without a warning)."""

@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,16 +79,26 @@ def _units_on_disk(store: Path) -> list[tuple[str, tuple[int, int], Path]]:
 
 
 def _decode_check(store: Path, group: str, shard: tuple[int, int], size: int, check: UnitCheck) -> None:
-    """Read the unit's chunks back; mark ``check`` failed when they cannot be decoded or disagree."""
+    """Read the unit's chunks back; mark ``check`` failed when they cannot be decoded or disagree. A unit of an
+    acquisition layer (``GROUP@DATE``) is read from its date's slice of the time arrays."""
     import zarr
 
+    from .zarr_dates import CODES_BY_DATE, DATES_ATTR, SCALES_BY_DATE
+
     try:
-        codes_arr = zarr.open_array(store / group / "embeddings", mode="r")
-        scales_arr = zarr.open_array(store / group / quantize.SCALES_NAME, mode="r")
+        name, _, date = group.partition("@")
+        at: tuple[int, ...] = ()
+        codes_name, scales_name = "embeddings", quantize.SCALES_NAME
+        if date:
+            found: Any = zarr.open_group(store / name, mode="r").attrs.get(DATES_ATTR) or []
+            dates = [str(d) for d in found]
+            at, codes_name, scales_name = (dates.index(date),), CODES_BY_DATE, SCALES_BY_DATE
+        codes_arr = zarr.open_array(store / name / codes_name, mode="r")
+        scales_arr = zarr.open_array(store / name / scales_name, mode="r")
         r0, c0 = shard[0] * size, shard[1] * size
         rows, cols = slice(r0, r0 + size), slice(c0, c0 + size)
-        codes = np.asarray(codes_arr[:, rows, cols])
-        scales = np.asarray(scales_arr[rows, cols])
+        codes = np.asarray(codes_arr[at + (slice(None), rows, cols)])
+        scales = np.asarray(scales_arr[at + (rows, cols)])
     except Exception as err:  # zarr/numcodecs raise many kinds for damaged chunks
         check.ok, check.problem = False, f"its chunks cannot be decoded ({type(err).__name__}: {err})"
         return
@@ -126,12 +137,20 @@ def check_store(store: str | os.PathLike, decode: bool = True) -> StoreReport:
 
 
 def reset_units(store: str | os.PathLike, keys: list[str]) -> None:
-    """Forget units ``GROUP/R.C``: remove their registry entries, then their shard files (computed again next run)."""
+    """Forget units ``GROUP/R.C`` (or layer units ``GROUP@DATE/R.C``): remove their registry entries, then their
+    shard files (computed again next run)."""
     p = Path(store)
     for key in keys:
         group, rc = key.split("/")
         r, c = (int(v) for v in rc.split("."))
-        (p / REGISTRY / group / f"{r}.{c}.json").unlink(missing_ok=True)
+        entry = p / REGISTRY / group / f"{r}.{c}.json"
+        files = (read_entry(entry) or {}).get("files") if "@" in group else None
+        entry.unlink(missing_ok=True)
+        if "@" in group:  # a layer unit: the shard files its entry recorded
+            for rec in (files or {}).values():
+                if isinstance(rec, dict) and rec.get("key"):
+                    (p / str(rec["key"])).unlink(missing_ok=True)
+            continue
         for name in DATA_ARRAYS:
             (p / shard_keys(group, (r, c))[name]).unlink(missing_ok=True)
 

@@ -113,6 +113,7 @@ def embed_region(
     progress: bool = True,
     scene_root: str | os.PathLike | None = None,
     absolute_paths: bool = False,
+    keep: str = "latest",
 ) -> RegionRun:
     """Embed ``scenes`` (folders, files, band-file lists, SceneSpecs or STAC ItemCollection ``.json`` files)
     into the Zarr v3 store ``store`` (one group per CRS, int8 codes + per-pixel scales); resume it when it
@@ -122,6 +123,8 @@ def embed_region(
     the finished shards as COGs / write a STAC catalogue. ``precision``: the forward's precision (auto, fp32,
     bf16, fp16; :mod:`earth_embed.precision`). The outputs name scenes by id and the model by Hub
     id or folder name; ``scene_root`` records scene paths relative to it, ``absolute_paths`` absolute paths.
+    ``keep="all-dates"`` also keeps every acquisition date as a layer of each group's time axis
+    (``embeddings_by_date``; :mod:`~earth_embed.outputs.zarr_dates`), beside the latest-valid-pixel mosaic.
     One run at a time may write a store. Returns a :class:`RegionRun` (``run.failed`` lists units that failed;
     rerun the same call to retry them); a region without one valid pixel raises."""
     from ..outputs.zarr_store import store_lock
@@ -154,7 +157,7 @@ def _embed_locked(
         model_id = _model_id(encoder) if name is None else _local_or_hub(os.fspath(name))
         specs = usable_scenes(scenes, encoder, kw["on_bad_scene"], kw["dn_offset"])
         plan = RegionPlan.from_scenes(
-            specs, encoder, chunk=kw["chunk"], shard=kw["shard"], block=kw["block"], halo=kw["halo"]
+            specs, encoder, chunk=kw["chunk"], shard=kw["shard"], block=kw["block"], halo=kw["halo"], keep=kw["keep"]
         )
         fresh = kw["overwrite"] or not Path(store).exists()
         sink = RegionStore.create(
@@ -169,9 +172,13 @@ def _embed_locked(
         )
         sink.write_recipe(_recipe(sink, plan, scenes, model, model_id, kw))
         for key, grid in plan.groups.items():
-            n = sum(1 for u in plan.units if u.group == key)
+            n = sum(1 for u in plan.units if u.group == key and u.layer is None)
             size = pixel_size(grid.transform, CRS.from_user_input(grid.crs))
             log.info("%s: %d x %d px of %s, %d unit(s) of <= %d px", key, grid.height, grid.width, size, n, kw["shard"])
+            if plan.layers.get(key):
+                log.info(
+                    "%s: also %d acquisition layer(s): %s", key, len(plan.layers[key]), ", ".join(plan.layers[key])
+                )
         options = RunOptions(
             output="int8",
             device=kw["device"],
@@ -271,6 +278,7 @@ def _recipe(sink: Any, plan: RegionPlan, scenes: Sequence[SceneLike], given: Any
         "model": model,
         "scene_root": rel(os.fspath(kw["scene_root"])) if kw["scene_root"] is not None else None,
         **{k: kw[k] for k in keep},
+        **({"keep": kw["keep"]} if kw["keep"] != "latest" else {}),
     }
 
 

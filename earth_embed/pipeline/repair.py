@@ -76,6 +76,7 @@ def recipe_call(store: Path, recipe: dict[str, Any], model: Any = None) -> dict[
         "on_bad_scene",
         "absolute_paths",
         "precision",
+        "keep",
     )
     call = {k: recipe[k] for k in keep if k in recipe}
     root = recipe.get("scene_root")

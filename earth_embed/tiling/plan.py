@@ -8,6 +8,10 @@ margin; window origins aligned to the model's ``pad_multiple`` in the scene's pi
 trimmed back to the block. No blending: every output pixel comes from exactly one window, so a
 unit depends on nothing but its own input and units can run in any order, on any worker.
 
+With ``keep="all-dates"`` the plan also holds one layer per acquisition date of each group
+(:attr:`RegionPlan.layers`, oldest first) and, per layer, units (``WorkUnit.layer``/``date``) that read only
+that date's scenes; the store writes them on its time axis, beside the mosaic.
+
 Overlapping scenes in one CRS are resolved per pixel: the value comes from the first scene, in
 :attr:`RegionPlan.scenes` order, whose input is valid there (no band is nodata). That order is
 fixed by the scenes themselves, not by the command line or the work order: latest acquisition
@@ -22,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from affine import Affine
@@ -38,6 +42,8 @@ DEFAULT_SHARD = 2048
 #: Core of one model window. 1024 px (+ 2 x 48 halo) needs ~0.9 GB for the released encoder on CPU and was
 #: faster per pixel than 2048 px windows (3.1 GB) on the 2-core machine; raise it on GPUs (--block 2048).
 DEFAULT_BLOCK = 1024
+#: What a region store keeps: the latest-valid-pixel mosaic only, or also every acquisition date as a layer.
+KEEP = ("latest", "all-dates")
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -78,7 +84,9 @@ class WorkUnit:
     """One shard of one group's grid: rows ``[row, row + height)`` x cols ``[col, col + width)``.
 
     ``scenes``: indices into :attr:`RegionPlan.scenes` of the scenes that overlap it, in priority
-    order. ``key`` names the unit in the store's registry of finished units.
+    order. ``key`` names the unit in the store's registry of finished units. A unit of an acquisition
+    layer (``keep="all-dates"``) has ``layer`` (its index on the group's time axis) and ``date``; its key
+    is ``GROUP@DATE/R.C``.
     """
 
     group: str
@@ -88,10 +96,13 @@ class WorkUnit:
     height: int
     width: int
     scenes: tuple[int, ...]
+    layer: int | None = None
+    date: str | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.group}/{self.shard[0]}.{self.shard[1]}"
+        group = self.group if self.layer is None else f"{self.group}@{self.date}"
+        return f"{group}/{self.shard[0]}.{self.shard[1]}"
 
     @property
     def pixels(self) -> int:
@@ -116,6 +127,7 @@ class RegionPlan:
     bands: tuple[str, ...]
     embed_dim: int
     nodata: dict[int, float] = field(default_factory=dict)  # input nodata per scene index
+    layers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # keep="all-dates": dates per group, oldest first
 
     @classmethod
     def from_scenes(
@@ -127,13 +139,17 @@ class RegionPlan:
         shard: int = DEFAULT_SHARD,
         block: int | None = None,
         halo: int | None = None,
+        keep: str = "latest",
     ) -> RegionPlan:
         """Plan the region covered by ``scenes`` (paths, band-file lists or :class:`SceneSpec`).
 
         ``model`` gives ``bands``, ``embed_dim`` and ``pad_multiple``. ``block`` (default :data:`DEFAULT_BLOCK`)
         is the core of one model window, ``halo`` (default :func:`default_halo`) its context margin.
         Every scene is opened once to read its grid and check that it has the model's bands.
+        ``keep="all-dates"`` adds a layer per acquisition date (every scene needs a known date).
         """
+        if keep not in KEEP:
+            raise RasterInputError(f"keep={keep!r} is not known; use one of {', '.join(KEEP)}.")
         m = int(model.pad_multiple)
         block = (DEFAULT_BLOCK if shard % DEFAULT_BLOCK == 0 else shard) if block is None else int(block)
         halo = default_halo(m) if halo is None else int(halo)
@@ -155,6 +171,13 @@ class RegionPlan:
                     over = tuple(i for i in members if _overlaps(placed[i], r, c, h, w))
                     if over:
                         units.append(WorkUnit(key, (si, sj), r, c, h, w, over))
+        layers = _layers(placed, groups) if keep == "all-dates" else {}
+        for key, dates in layers.items():
+            for unit in [u for u in units if u.group == key]:
+                for t, date in enumerate(dates):
+                    own = tuple(i for i in unit.scenes if placed[i].spec.date == date)
+                    if own:
+                        units.append(replace(unit, scenes=own, layer=t, date=date))
         return cls(
             groups=groups,
             scenes=tuple(placed),
@@ -167,6 +190,7 @@ class RegionPlan:
             bands=tuple(model.bands),
             embed_dim=int(model.embed_dim),
             nodata={i: info[5] for i, info in enumerate(infos)},
+            layers=layers,
         )
 
     @property
@@ -282,6 +306,18 @@ def _place(infos: list) -> tuple[dict[str, GroupGrid], list[PlacedScene]]:
         for i, r, c, h, w in offsets:
             placed[i] = PlacedScene(infos[i][0], key, r - top, c - left, h, w)
     return groups, [p for p in placed if p is not None]
+
+
+def _layers(placed: list[PlacedScene], groups: dict[str, GroupGrid]) -> dict[str, tuple[str, ...]]:
+    """Each group's acquisition dates, oldest first (scenes of one date share a layer)."""
+    undated = [p.spec.name for p in placed if not p.spec.date]
+    if undated:
+        raise RasterInputError(
+            f"keep='all-dates' puts each acquisition on its own layer, but the date of {', '.join(undated[:3])} is "
+            "not known (no date in its metadata or name); give it one (SceneSpec(..., date='YYYY-MM-DD') or a STAC "
+            "Item's datetime), or keep the latest mosaic only (--keep latest)."
+        )
+    return {k: tuple(sorted({str(p.spec.date) for p in placed if p.group == k})) for k in groups}
 
 
 def _overlaps(scene: PlacedScene, row: int, col: int, height: int, width: int) -> bool:

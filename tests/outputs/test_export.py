@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rioxarray  # noqa: F401  (the .rio accessor of the store's xarray datasets)
 import torch
 from rasterio.windows import Window
 
