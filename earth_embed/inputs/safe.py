@@ -31,6 +31,7 @@ METADATA_BAND_ORDER = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "
 #: L2A resolution folders, finest first.
 L2A_RESOLUTION_DIRS = ("R10m", "R20m", "R60m")
 SIDECARS = ("source.json", "metadata.json")
+_DATE = re.compile(r"(?<!\d)(20\d{2})-?([01]\d)-?([0-3]\d)(?:T[\d:]{6,8})?")
 _PRODUCT_BASELINE = re.compile(r"_N(\d{4})_")
 _METADATA_XML = re.compile(r"^MTD_MSIL(1C|2A)\.xml$")
 
@@ -45,6 +46,7 @@ class ProductInfo:
     offsets: dict[str, float] = field(default_factory=dict)  # band -> BOA/RADIO_ADD_OFFSET
     quantification: float | None = None
     source: str = ""  # where the facts were read
+    date: str | None = None  # acquisition date YYYY-MM-DD (orders overlapping scenes; a store's time axis)
 
     def dn_offset(self, bands: list[str]) -> float | None:
         """The DN offset for ``bands``: the product's own offsets, else from the baseline, else None."""
@@ -77,6 +79,7 @@ class ProductInfo:
             baseline=self.baseline or other.baseline,
             offsets=self.offsets or other.offsets,
             quantification=self.quantification if self.quantification is not None else other.quantification,
+            date=self.date or other.date,
             source=self.source if (self.offsets or self.baseline) else (other.source or self.source),
         )
 
@@ -102,6 +105,8 @@ def parse_product_xml(text: str | bytes, source: str = "MTD_MSI*.xml") -> Produc
             info.baseline = text_value
         elif tag == "PRODUCT_URI" and text_value:
             info.product_id = text_value.removesuffix(".SAFE")
+        elif tag == "PRODUCT_START_TIME" and text_value:
+            info.date = acquisition_date(text_value)
         elif tag == "PROCESSING_LEVEL" and text_value:
             info.level = "L2A" if "2A" in text_value else "L1C" if "1C" in text_value else text_value
         elif tag in ("QUANTIFICATION_VALUE", "BOA_QUANTIFICATION_VALUE") and text_value:
@@ -137,10 +142,20 @@ def info_from_mapping(data: dict[str, Any], source: str) -> ProductInfo:
         info.product_id = str(product).removesuffix(".SAFE")
         if info.baseline is None and (m := _PRODUCT_BASELINE.search(info.product_id + "_")):
             info.baseline = m.group(1)
+    for key in ("datetime", "sensing_time", "acquisition_date", "date"):
+        if low.get(key) is not None and (date := acquisition_date(str(low[key]))):
+            info.date = date
+            break
     level = low.get("level") or low.get("processing_level")
     if level:
         info.level = "L2A" if "2A" in str(level).upper() else "L1C" if "1C" in str(level).upper() else str(level)
     return info
+
+
+def acquisition_date(text: str) -> str | None:
+    """``YYYY-MM-DD`` of the first date in ``text`` (``20180319T053641``, ``2018-03-19T05:36:41Z``...), else None."""
+    m = _DATE.search(text)
+    return f"{m[1]}-{m[2]}-{m[3]}" if m else None
 
 
 def info_from_name(path: str) -> ProductInfo:

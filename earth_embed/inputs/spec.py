@@ -62,8 +62,8 @@ class SceneSpec:
 
 
 def _check(scene: Any, spec: SceneSpec, model: Any) -> SceneSpec:
-    """Checks on an open scene (the model's bands, size, CRS); ``spec`` with the product's own DN offset
-    when it states one and the spec has none."""
+    """Checks on an open scene (the model's bands, size, CRS); ``spec`` with the product's own DN offset and
+    acquisition date (SAFE metadata, ``source.json``, tags) where it states them and the spec has none."""
     scene.read(((0, 1), (0, 1)), bands=model.bands)  # BandError naming missing bands
     check_scene_size(scene.height, scene.width, spec.name)
     if scene.crs is None:
@@ -73,6 +73,8 @@ def _check(scene: Any, spec: SceneSpec, model: Any) -> SceneSpec:
     own = scene.product.dn_offset(list(model.bands))
     if spec.dn_offset is None and own is not None:
         spec = replace(spec, dn_offset=float(own))
+    if spec.date is None and scene.product.date is not None:  # the product's own metadata dates it
+        spec = replace(spec, date=scene.product.date)
     return spec
 
 
@@ -91,7 +93,7 @@ def settle_scene(spec: SceneSpec, model: Any, dn_offset: float | None = None) ->
     choice said aloud) after the checks of :func:`inspect_scene` and the plausibility warnings: the one
     place where ``embed`` and ``embed-region`` decide a scene's DN offset. One open of the scene."""
     with spec.open() as scene:
-        _check(scene, spec, model)
+        spec = _check(scene, spec, model)
         return replace(spec, dn_offset=inspect_input(scene, model, dn_offset))
 
 

@@ -201,3 +201,21 @@ def test_bad_inputs(tmp_path, real_stack):
         open_scene(empty)
     with pytest.raises(BandError, match="string"):
         open_scene(full, bands="B02")
+
+
+def test_acquisition_date_from_the_product(shared_data):
+    """A scene folder dates itself from its metadata (OSCD's source.json: "date": "20180319"), so a region store
+    can put it on its time axis without a date in the path; a SAFE name's sensing time is read the same way."""
+    from earth_embed import RELEASE_BANDS, EarthEncoder
+    from earth_embed.inputs import SceneSpec, settle_scene
+    from earth_embed.inputs.safe import acquisition_date
+
+    folder = shared_data / "unlabelled" / "oscd" / "mumbai"
+    with open_scene(folder) as scene:
+        assert scene.product.date == "2018-03-19"
+    spec = SceneSpec.of(folder)
+    assert spec.date is None  # nothing in the path
+    enc = EarthEncoder.new("unet-resnet18-s16", bands=RELEASE_BANDS, embed_dim=4)
+    assert settle_scene(spec, enc, dn_offset=0).date == "2018-03-19"
+    assert acquisition_date("S2A_MSIL2A_20220706T085611_N0400_R007") == "2022-07-06"
+    assert acquisition_date("2018-03-19T05:36:41.024Z") == "2018-03-19" and acquisition_date("no date") is None
