@@ -89,7 +89,7 @@ class LocalStats(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        if _needs_grad(x):  # whole-tensor sums, differentiable
+        if _needs_grad(x) or torch.compiler.is_compiling():  # whole-tensor sums: differentiable, fusable
             stds = _clipped_std(x.float(), self.windows, self.eps, None).to(x.dtype)
             return torch.cat([x, stds.flatten(1, 2)], dim=1)
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
