@@ -79,6 +79,8 @@ def recipe_call(store: Path, recipe: dict[str, Any], model: Any = None) -> dict[
         "keep",
     )
     call = {k: recipe[k] for k in keep if k in recipe}
+    call.setdefault("keep", "latest")  # recorded only when a store keeps every date
+    call.setdefault("precision", "fp32")  # what ran before precision was recorded
     root = recipe.get("scene_root")
     call.update(
         scenes=scenes,
