@@ -33,6 +33,20 @@ from ..tiling.plan import DEFAULT_CHUNK, DEFAULT_SHARD, RegionPlan, pixel_size
 
 log = logging.getLogger("earth_embed")
 
+#: The run's keyword arguments a store's recipe records (``_units/run.json``), for ``verify --repair``.
+RECIPE_KEYS = (
+    "revision",
+    "chunk",
+    "shard",
+    "block",
+    "halo",
+    "batch_size",
+    "dn_offset",
+    "on_bad_scene",
+    "absolute_paths",
+    "precision",
+)
+
 SceneLike = str | os.PathLike | Sequence[str | os.PathLike] | SceneSpec
 
 
@@ -255,18 +269,6 @@ def _recipe(sink: Any, plan: RegionPlan, scenes: Sequence[SceneLike], given: Any
 
     from ..tiling.engine import pick_device
 
-    keep = (
-        "revision",
-        "chunk",
-        "shard",
-        "block",
-        "halo",
-        "batch_size",
-        "dn_offset",
-        "on_bad_scene",
-        "absolute_paths",
-        "precision",
-    )
     return {
         "plan": plan_fingerprint(plan, model_id),
         # the same device and thread count give the same floats (a repaired unit equals its neighbours' run)
@@ -277,7 +279,7 @@ def _recipe(sink: Any, plan: RegionPlan, scenes: Sequence[SceneLike], given: Any
         "scenes": specs,
         "model": model,
         "scene_root": rel(os.fspath(kw["scene_root"])) if kw["scene_root"] is not None else None,
-        **{k: kw[k] for k in keep},
+        **{k: kw[k] for k in RECIPE_KEYS},
         **({"keep": kw["keep"]} if kw["keep"] != "latest" else {}),
     }
 

@@ -22,7 +22,7 @@ from ..inputs.spec import SceneSpec
 from ..outputs.provenance import resolve_href
 from ..outputs.zarr_store import RegionStore, remove_leftovers, store_lock
 from ..outputs.zarr_verify import StoreReport, check_store, reset_units
-from .region import _embed_locked
+from .region import RECIPE_KEYS, _embed_locked
 
 
 def recipe_call(store: Path, recipe: dict[str, Any], model: Any = None) -> dict[str, Any]:
@@ -64,21 +64,7 @@ def recipe_call(store: Path, recipe: dict[str, Any], model: Any = None) -> dict[
             )
     elif model is None:
         model = given.get("hub")  # a Hub id, or None: the released encoder
-    # (a recipe written before precision was recorded ran the default)
-    keep = (
-        "revision",
-        "chunk",
-        "shard",
-        "block",
-        "halo",
-        "batch_size",
-        "dn_offset",
-        "on_bad_scene",
-        "absolute_paths",
-        "precision",
-        "keep",
-    )
-    call = {k: recipe[k] for k in keep if k in recipe}
+    call = {k: recipe[k] for k in (*RECIPE_KEYS, "keep") if k in recipe}
     call.setdefault("keep", "latest")  # recorded only when a store keeps every date
     call.setdefault("precision", "fp32")  # what ran before precision was recorded
     root = recipe.get("scene_root")
