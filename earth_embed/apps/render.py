@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -42,14 +43,7 @@ def similarity_png(
     ax.set_title(title)
     ax.set_axis_off()
     fig.colorbar(im, ax=ax, fraction=0.04, label="cosine similarity")
-    out = Path(png)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return save_png(fig, png)
 
 
 def _reduced(tif: str | os.PathLike, max_size: int, resampling: Resampling) -> np.ndarray:
@@ -103,6 +97,11 @@ def change_png(
     ax2.set_title(f"{title}: change mask")
     for ax in (ax1, ax2):
         ax.set_axis_off()
+    return save_png(fig, png)
+
+
+def save_png(fig: Any, png: str | os.PathLike) -> Path:
+    """Write a matplotlib figure to ``png`` under a temporary name, renamed when complete."""
     out = Path(png)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}.png")
     try:
