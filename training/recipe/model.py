@@ -39,8 +39,9 @@ class PretrainNet(nn.Module):
 
     ``idx`` (B, N): flat pixel indices (queries); ``xy`` (B, N, 2): continuous coordinates looked
     up bilinearly (keys); neither: one pooled vector per image (B, 1, d) over ``valid`` pixels.
-    ``key_pool`` (B,) bool marks the images whose embedding map is averaged over 3 x 3 pixels before
-    the ``xy`` lookup (a positive across acquisitions is a neighbourhood: co-registration is ~1 px).
+    ``key_pool`` (B,) bool marks the images whose embedding map is averaged over ``key_pool_size``^2 pixels
+    (odd; 3 by default) before the ``xy`` lookup (a positive across acquisitions is a neighbourhood:
+    co-registration is ~1 px).
     With ``with_embedding=True`` it returns ``(projected, embedding (B, N, D), reconstruction)`` (for
     the terms on the embedding itself; the reconstruction is None without a ``recon`` head).
 
@@ -48,8 +49,13 @@ class PretrainNet(nn.Module):
     the input bands from the embedding (the input-anchored target); it is never saved with the encoder.
     """
 
-    def __init__(self, encoder: EarthEncoder, proj_dim: int = 128, proj_hidden: int = 0, recon_dim: int = 0) -> None:
+    def __init__(
+        self, encoder: EarthEncoder, proj_dim: int = 128, proj_hidden: int = 0, recon_dim: int = 0, key_pool_size: int = 3
+    ) -> None:
         super().__init__()
+        if key_pool_size < 1 or key_pool_size % 2 == 0:
+            raise ValueError(f"key_pool_size must be an odd number of pixels >= 1, got {key_pool_size}")
+        self.key_pool_size = key_pool_size
         self.encoder = encoder
         self.head = ProjectionHead(encoder.embed_dim, proj_dim, proj_hidden)
         self.recon = nn.Linear(encoder.embed_dim, recon_dim) if recon_dim > 0 else None
@@ -69,7 +75,8 @@ class PretrainNet(nn.Module):
             v = emb.flatten(2).gather(2, idx[:, None, :].expand(B, D, -1)).transpose(1, 2)
         elif xy is not None:
             if key_pool is not None and bool(key_pool.any()):
-                pooled = F.avg_pool2d(emb, 3, stride=1, padding=1, count_include_pad=False)
+                k = self.key_pool_size
+                pooled = F.avg_pool2d(emb, k, stride=1, padding=k // 2, count_include_pad=False)
                 emb = torch.where(key_pool.to(emb.device).view(-1, 1, 1, 1), pooled, emb)
             v = bilinear_lookup(emb, xy)
         else:

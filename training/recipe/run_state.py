@@ -89,6 +89,7 @@ def card_metadata(
             "config": f"{' + '.join(config_path) if config_path else '(defaults)'} (name {cfg['name']})",
             "data": data_txt,
             "steps": state.step,
+            **({"started from": str(cfg["model"]["init_from"])} if cfg["model"].get("init_from") else {}),
             "batch": f"{t['batch_size']} x {t['grad_accum']} accumulation x {accelerator.num_processes} processes",
             "patch / views": f"{cfg['data']['patch_size']} px windows, views {cfg['views']['out_sizes']} px",
             "wall time": f"{state.elapsed / 60:.1f} min",
