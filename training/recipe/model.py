@@ -50,7 +50,12 @@ class PretrainNet(nn.Module):
     """
 
     def __init__(
-        self, encoder: EarthEncoder, proj_dim: int = 128, proj_hidden: int = 0, recon_dim: int = 0, key_pool_size: int = 3
+        self,
+        encoder: EarthEncoder,
+        proj_dim: int = 128,
+        proj_hidden: int = 0,
+        recon_dim: int = 0,
+        key_pool_size: int = 3,
     ) -> None:
         super().__init__()
         if key_pool_size < 1 or key_pool_size % 2 == 0:
