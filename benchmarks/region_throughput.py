@@ -53,6 +53,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -312,9 +313,9 @@ def main() -> None:
     precs = "fp32" if prec == "fp32" else f"fp32,{prec}"
     bare = run_worker(args, "forward", src=small, precisions=precs)
     print(f"bare forward: {bare}", file=sys.stderr, flush=True)
-    engine = {"kind": "engine", "precision": prec}
+    engine: dict[str, Any] = {"kind": "engine", "precision": prec}
     other = next(f for f in MEMORY_FORMATS if f != args.memory_format)
-    plan = [
+    plan: list[tuple[str, str, Path, dict[str, Any]]] = [
         ("local", "local", small, {**engine, "engine": "local"}),
         ("memory", f"local {other}", small, {**engine, "engine": "local", "memory_format": other}),
         ("torchgeo", f"torchgeo {prec}", small, {"kind": "torchgeo", "halo": halo, "precision": prec}),
