@@ -1,9 +1,12 @@
 """Region embedding throughput in one run, one table, one JSON: the bare forward (fp32 and the chosen
-precision), the local engine, Ray (1 and 2 workers), a TorchGeo pipeline (chosen precision and fp32), peak
-RSS for a region 1x and 4x larger, the load average, and issue 27's targets stated as met or missed.
+precision), the local engine (in the chosen and the other memory format), Ray (1 and 2 workers, the speed-up
+of the added worker), a TorchGeo pipeline (chosen precision and fp32), peak RSS for a region 1x and 4x larger,
+the load average, and issue 27's targets stated as met or missed.
 
     python benchmarks/region_throughput.py --json out.json     # 4 Mpx (2000 x 2000) and 16 Mpx (4000 x 4000)
     python benchmarks/region_throughput.py --precision fp32    # every row at fp32
+    python benchmarks/region_throughput.py --rows ray1 ray2    # only the Ray rows (and the bare forwards)
+    python benchmarks/region_throughput.py --memory-format channels_last   # the engines' rows in channels_last
     python benchmarks/region_throughput.py --quick             # a smoke run (0.1 and 0.4 Mpx)
     python benchmarks/region_throughput.py --report out.json   # the table of a saved run (docs/benchmarks.md)
 
@@ -20,11 +23,17 @@ Rows:
   (no halo, no I/O, output copied back to NumPy); px/s over the window pixels (median of ``--repeats``).
   The headline row times fp32 and the chosen precision interleaved in one process.
 - *local* / *ray N*: the region pipeline (plan, read with halo, model, int8 + scales, Zarr store, unit
-  registry) end to end through ``run_plan``; px/s over output pixels, so the halo recomputation counts
-  against it. The clock includes the engine's model load (once per run locally, once per actor in Ray,
-  in the actor's constructor, not per unit); ``model load (s)`` says what one load costs. Ray is started
+  registry) end to end through ``run_plan``, in ``--memory-format``; px/s over output pixels, so the halo
+  recomputation counts against it. The clock includes the engine's model load (once per run locally, once
+  per actor in Ray, in the actor's constructor, not per unit); ``model load (s)`` says what one load costs
+  (the slowest actor's, for Ray). *units' clock px/s* leaves start-up out: output pixels over the time from
+  the first unit's compute start to the last unit written (``RunSummary.unit_seconds``). Ray is started
   (``ray.init``) in the row's process before the clock; its start-up is reported apart. Peak RSS: the
-  process (local), the largest model actor (ray).
+  process (local), the largest model actor (ray). Ray runs at 1 and 2 workers on both regions; the report
+  gives the speed-up of the added worker (2 workers / 1) end to end and on the units' clock.
+- *local <other format>* (row ``memory``): the local engine on the 1x region in the memory format not chosen
+  (``channels_last`` by default), run right after the *local* row, so channels_last's pipeline effect reads
+  side by side.
 - *TorchGeo*: what TorchGeo users write: a ``RasterDataset`` over the input, ``GridGeoSampler``
   (``block`` px patches, stride ``block - 2 halo``), a ``DataLoader``, the same model on each batch
   (under the same autocast, or at fp32 as a user would run it) and the patch centres stitched into a
@@ -44,6 +53,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +65,7 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(HERE.parent))
 
 from raster_throughput import build_input, peak_rss_mb  # noqa: E402  (the same real-pixel inputs)
+from region_report import report, targets  # noqa: E402
 
 RELEASE = HERE.parent / "models" / "earth-embed-s2-unet-r18s16"
 
@@ -113,7 +124,9 @@ def worker_engine(args) -> dict:
         t0 = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         startup = time.perf_counter() - t0
-    options = RunOptions(progress=False, workers=args.workers, precision=args.precision)
+    options = RunOptions(
+        progress=False, workers=args.workers, precision=args.precision, memory_format=args.memory_format
+    )
     try:
         t0 = time.perf_counter()
         summary = run_plan(plan, load_model, store, options, engine=args.engine)
@@ -126,9 +139,12 @@ def worker_engine(args) -> dict:
     subprocess.run(["rm", "-rf", str(out)], check=True)
     return {
         "px_per_s": plan.pixels / seconds,
+        "units_px_per_s": plan.pixels / summary.unit_seconds if summary.unit_seconds > 0 else 0.0,
+        "unit_seconds": summary.unit_seconds,
         "seconds": seconds,
         "startup": startup,
-        "model_load": model_load,
+        "model_load": summary.model_load_seconds or model_load,
+        "memory_format": args.memory_format,
         "units": summary.done,
         "peak_rss_mb": rss,
         "out_mb": size,
@@ -137,7 +153,10 @@ def worker_engine(args) -> dict:
 
 def worker_stages(args) -> dict:
     """The local engine's units run serially, read / compute / write each timed (where the time goes)."""
+    import torch
+
     from earth_embed.outputs.zarr_store import RegionStore
+    from earth_embed.tiling.engine import model_on
     from earth_embed.tiling.plan import RegionPlan
     from earth_embed.tiling.unit import SceneCache, compute_unit, read_unit
 
@@ -146,12 +165,12 @@ def worker_stages(args) -> dict:
     out = Path(args.workdir) / f"stages_{os.getpid()}.zarr"
     store = RegionStore.create(out, plan, model_id=str(RELEASE), overwrite=True)
     times = {"read": 0.0, "compute": 0.0, "write": 0.0}
-    with SceneCache(plan) as scenes:
+    with SceneCache(plan) as scenes, model_on(model, torch.device("cpu"), args.memory_format):
         for unit in plan.units:
             t0 = time.perf_counter()
             item = read_unit(plan, unit, scenes)
             t1 = time.perf_counter()
-            data = compute_unit(model, item, "int8", precision=args.precision)
+            data = compute_unit(model, item, "int8", precision=args.precision, memory_format=args.memory_format)
             t2 = time.perf_counter()
             store.write_unit(unit, data)
             t3 = time.perf_counter()
@@ -226,6 +245,7 @@ WORKERS = {"forward": worker_forward, "engine": worker_engine, "torchgeo": worke
 def run_worker(args, kind: str, **extra) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--workdir", str(args.workdir), "--repeats", str(args.repeats)]
     cmd += ["--threads", str(args.threads), "--block", str(args.block), "--shard", str(args.shard)]
+    cmd += ["--memory-format", extra.pop("memory_format", args.memory_format)]
     for k, v in extra.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     load_before = os.getloadavg()[0]
@@ -237,48 +257,20 @@ def run_worker(args, kind: str, **extra) -> dict:
     return result
 
 
-def targets(rows: list[dict], bare: dict, prec: str) -> list[dict]:
-    """Issue 27's targets from the rows: each with its measured ratio, its bound and met/missed."""
-    by = {(r["run"], r["side"]): r for r in rows}
-    sides = sorted({r["side"] for r in rows})
-    small, large = sides[0], sides[-1]
-    out = []
-
-    def add(name: str, ratio: float | None, bound: float, above: bool = True) -> None:
-        if ratio is not None:
-            met = ratio >= bound if above else ratio <= bound
-            out.append({"target": name, "ratio": ratio, "bound": f"{'>=' if above else '<='} {bound}", "met": met})
-
-    fwd = bare["px_per_s"]
-    add(f"bare forward {prec} / bare forward fp32 (one process, interleaved)", fwd[prec] / fwd["fp32"], 2.0)
-    for side in sides:
-        r = by.get(("local", side))
-        if r:
-            add(f"local engine / bare forward {prec} ({side} x {side}, same load)", r["ratio_to_bare"], 0.8)
-    local = by.get(("local", small))
-    for run, bound in ((f"torchgeo {prec}", 2.0), ("torchgeo fp32", 3.0)):
-        tg = by.get((run, small))
-        if local and tg:
-            add(
-                f"local engine {prec} / TorchGeo {run.split()[1]} ({small} x {small})",
-                local["px_per_s"] / tg["px_per_s"],
-                bound,
-            )
-    for run in ("local", "ray2"):
-        a, b = by.get((run, small)), by.get((run, large))
-        if a and b and small != large:
-            what = "local engine" if run == "local" else "per Ray worker (2 workers)"
-            add(f"peak RSS 4x / 1x region, {what}", b["peak_rss_mb"] / a["peak_rss_mb"], 1.2, above=False)
-    return out
-
-
 def main() -> None:
     from earth_embed.precision import PRECISIONS
     from earth_embed.tiling.plan import DEFAULT_BLOCK
+    from earth_embed.tiling.unit import DEFAULT_MEMORY_FORMAT, MEMORY_FORMATS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=float, nargs=2, default=[4.0, 16.0], help="region sizes in Mpx: 1x and 4x")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the chosen precision (auto: this CPU's)")
+    p.add_argument(
+        "--memory-format",
+        default=DEFAULT_MEMORY_FORMAT,
+        choices=MEMORY_FORMATS,
+        help="the engines' memory format (RunOptions.memory_format); the 'memory' row runs the other one",
+    )
     p.add_argument("--json", type=Path, help="also write the results here (atomically)")
     p.add_argument("--report", type=Path, metavar="JSON", help="print the table of a saved run and exit")
     p.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "earth-embed-bench"))
@@ -287,7 +279,7 @@ def main() -> None:
     p.add_argument("--shard", type=int, default=1024, help="work unit = shard (px)")
     p.add_argument("--repeats", type=int, default=2, help="bare-forward passes per precision (median)")
     p.add_argument("--quick", action="store_true", help="smoke run: 0.1 and 0.4 Mpx, 1 repeat, block 256")
-    rows_all = ["local", "ray1", "ray2", "torchgeo", "stages"]
+    rows_all = ["local", "memory", "ray1", "ray2", "torchgeo", "stages"]
     p.add_argument("--rows", nargs="+", default=rows_all, choices=rows_all, help="rows to run (default: all)")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--src", help=argparse.SUPPRESS)
@@ -321,15 +313,18 @@ def main() -> None:
     precs = "fp32" if prec == "fp32" else f"fp32,{prec}"
     bare = run_worker(args, "forward", src=small, precisions=precs)
     print(f"bare forward: {bare}", file=sys.stderr, flush=True)
-    engine = {"kind": "engine", "precision": prec}
-    plan = [
+    engine: dict[str, Any] = {"kind": "engine", "precision": prec}
+    other = next(f for f in MEMORY_FORMATS if f != args.memory_format)
+    plan: list[tuple[str, str, Path, dict[str, Any]]] = [
         ("local", "local", small, {**engine, "engine": "local"}),
+        ("memory", f"local {other}", small, {**engine, "engine": "local", "memory_format": other}),
         ("torchgeo", f"torchgeo {prec}", small, {"kind": "torchgeo", "halo": halo, "precision": prec}),
         ("torchgeo", "torchgeo fp32", small, {"kind": "torchgeo", "halo": halo, "precision": "fp32"}),
         ("stages", "stages", small, {"kind": "stages", "precision": prec}),
         ("local", "local", large, {**engine, "engine": "local"}),
         ("ray1", "ray1", small, {**engine, "engine": "ray", "workers": 1}),
         ("ray2", "ray2", small, {**engine, "engine": "ray", "workers": 2}),
+        ("ray1", "ray1", large, {**engine, "engine": "ray", "workers": 1}),
         ("ray2", "ray2", large, {**engine, "engine": "ray", "workers": 2}),
     ]
     seen, rows = set(), []
@@ -367,6 +362,7 @@ def result(args, started, clock, load_start, small, large, halo, bare, rows, don
         "threads": args.threads,
         "model": RELEASE.name,
         "precision": prec,
+        "memory_format": args.memory_format,
         "block": args.block,
         "halo": halo,
         "shard": args.shard,
@@ -386,45 +382,6 @@ def save(args, res: dict) -> None:
         tmp = args.json.with_suffix(args.json.suffix + ".partial")
         tmp.write_text(json.dumps(res, indent=1) + "\n")
         os.replace(tmp, args.json)
-
-
-def report(res: dict) -> None:
-    """Print the run as a Markdown table with the targets, met or missed."""
-    print(
-        f"\nearth-embed region throughput, {res['date_utc']} UTC ({res['host']}, {res['cpu_cores']} CPU cores, torch "
-        f"{res['torch']}, threads {res['threads']}); model {res['model']}; precision {res['precision']}; block "
-        f"{res['block']} + halo {res['halo']}, shard {res['shard']}; load avg (1/5/15 min) at start "
-        f"{'/'.join(f'{x:.1f}' for x in res['load_avg_start'])}, at end {'/'.join(f'{x:.1f}' for x in res['load_avg_end'])}; "
-        f"total {res['total_seconds'] / 60:.1f} min\n"
-    )
-    if not res.get("complete", True):
-        print("INCOMPLETE: the run stopped before its last rows; the rows below are the ones it finished\n")
-    bare = res["bare_forward"]
-    fwd = ", ".join(f"{p} {v:,.0f} px/s" for p, v in bare["px_per_s"].items())
-    print(
-        f"bare forward ({res['block']} x {res['block']}, one process, interleaved): {fwd} (load {bare['load']:.1f})\n"
-    )
-    print(
-        "| run | precision | region | px/s | bare forward px/s (same load) | ratio to bare | wall (s) | model load (s) "
-        "| ray start (s) | peak RSS per worker (MB) | output (MB) | load avg |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in res["rows"]:
-        opt = {k: f"{r[k]:.1f}" if r.get(k) else "" for k in ("model_load", "startup")}
-        out = f"{r['out_mb']:,.0f}" if "out_mb" in r else ""
-        print(
-            f"| {r['run']} | {r['precision']} | {r['side']} x {r['side']} | {r['px_per_s']:,.0f} | {r['bare_px_per_s']:,.0f} "
-            f"| {r['ratio_to_bare']:.2f} | {r['seconds']:.1f} | {opt['model_load']} | {opt['startup']} "
-            f"| {r['peak_rss_mb']:,.0f} | {out} | {r['load']:.1f} |"
-        )
-    for r in res["rows"]:
-        if "stages" in r:
-            total = sum(r["stages"].values())
-            parts = ", ".join(f"{k} {v:.1f} s ({v / total:.0%})" for k, v in r["stages"].items())
-            print(f"\nwhere the time goes (local engine's units run serially, {r['side']} x {r['side']}): {parts}")
-    print("\nissue 27 targets:")
-    for t in res["targets"]:
-        print(f"- {t['target']}: {t['ratio']:.2f} (target {t['bound']}): {'MET' if t['met'] else 'MISSED'}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import torch
 from ..errors import RasterInputError
 from ..precision import DEFAULT_PRECISION
 from .plan import RegionPlan, WorkUnit
-from .unit import UnitOutput
+from .unit import DEFAULT_MEMORY_FORMAT, UnitOutput, check_memory_format
 
 #: Engine name -> "module:function", imported on first use.
 ENGINES = {"local": "earth_embed.tiling.engine_local:run_local", "ray": "earth_embed.tiling.engine_ray:run_ray"}
@@ -67,6 +67,7 @@ class RunOptions:
     runtime_env: dict | None = None  # ray: the runtime_env of every task and actor (e.g. {"pip": [...]})
     precision: str = DEFAULT_PRECISION  # auto | fp32 | bf16 | fp16 (earth_embed.precision)
     timeout: float | None = None  # ray: seconds to join and check the cluster (earth_embed.tiling.ray_connect)
+    memory_format: str = DEFAULT_MEMORY_FORMAT  # contiguous | channels_last: the model's and inputs' layout
 
 
 @dataclass
@@ -79,6 +80,10 @@ class RunSummary:
     seconds: float = 0.0
     failed: list[tuple[str, str]] = field(default_factory=list)
     worker_peak_rss_mb: float = 0.0  # largest peak RSS of a worker process (engines with workers: ray)
+    #: The units' own clock: wall seconds from the first unit's compute start to the last unit written, so
+    #: start-up and model loads are outside it. 0 when no unit was computed.
+    unit_seconds: float = 0.0
+    model_load_seconds: float = 0.0  # the longest model load (once per run locally, once per actor in Ray)
 
     @property
     def px_per_s(self) -> float:
@@ -130,6 +135,7 @@ def run_plan(
     options = options or RunOptions()
     if options.on_error not in ("stop", "skip"):
         raise RasterInputError(f"on_error={options.on_error!r}; use 'stop' or 'skip'.")
+    check_memory_format(options.memory_format)
     run = get_engine(engine)
     todo = [u for u in plan.units if not sink.is_done(u)]
     t0 = time.perf_counter()
@@ -150,15 +156,24 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 
 
 @contextlib.contextmanager
-def model_on(model: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
-    """Eval mode on ``device`` for the run; the model's mode and device are restored afterwards."""
+def model_on(
+    model: torch.nn.Module, device: torch.device, memory_format: str = DEFAULT_MEMORY_FORMAT
+) -> Iterator[torch.nn.Module]:
+    """Eval mode on ``device`` for the run, and with ``memory_format="channels_last"`` its 4-D weights in that
+    layout; the model's mode, device and (contiguous) layout are restored afterwards."""
+    layout = check_memory_format(memory_format)
     was_training = model.training
     try:
         old = next(model.parameters()).device
     except StopIteration:
         old = torch.device("cpu")
+    convert = layout == torch.channels_last and all(p.is_contiguous() for p in model.parameters())
     model.eval().to(device)
+    if convert:
+        model.to(memory_format=layout)
     try:
         yield model
     finally:
         model.train(was_training).to(old)
+        if convert:
+            model.to(memory_format=torch.contiguous_format)

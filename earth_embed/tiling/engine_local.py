@@ -87,7 +87,10 @@ def run_local(
     reader, writer = _Worker(read_all, "earth-embed-reader"), _Worker(write_all, "earth-embed-writer")
     bar = tqdm(total=len(units), desc=options.desc, unit="unit", disable=not options.progress, dynamic_ncols=True)
     t0 = time.perf_counter()
-    with model_on(model_factory(), device) as model:
+    first: float | None = None  # the first unit's compute start (the units' clock)
+    loaded = model_factory()
+    summary.model_load_seconds = time.perf_counter() - t0
+    with model_on(loaded, device, options.memory_format) as model:
         reader.start()
         writer.start()
         try:
@@ -106,6 +109,7 @@ def run_local(
                     summary.failed.append((item[0].key, str(item[1])))
                     bar.update(1)
                     continue
+                first = time.perf_counter() if first is None else first
                 data = compute_unit(
                     model,
                     item,
@@ -113,6 +117,7 @@ def run_local(
                     dn_offset=options.dn_offset,
                     batch_size=options.batch_size,
                     precision=options.precision,
+                    memory_format=options.memory_format,
                 )
                 if not _put(write_q, (item.unit, data), stop, writer):
                     raise writer.error or RuntimeError("writer stopped")
@@ -123,6 +128,8 @@ def run_local(
             writer.join()
             if writer.error is not None:
                 raise writer.error
+            if first is not None:
+                summary.unit_seconds = time.perf_counter() - first
         finally:
             stop.set()
             bar.close()

@@ -5,8 +5,8 @@
 
 - The units become a Ray Dataset; :func:`~earth_embed.tiling.unit.read_unit` runs in CPU tasks
   (reading and resampling the windows, no model), streamed so only a few units are in flight.
-- ``options.workers`` actors (:class:`_UnitWriter`) each build the model once with ``model_factory``
-  (on a GPU when the cluster has one: ``num_gpus=1`` per actor), compute each unit with
+- ``options.workers`` actors (:class:`_UnitWriter`) each build the model once with ``model_factory``, in their
+  constructor (on a GPU when the cluster has one: ``num_gpus=1`` per actor), compute each unit with
   :func:`~earth_embed.tiling.unit.compute_unit` and write it to the sink themselves, whole and by
   unit (the store is picklable; actors reopen it by path), so no unit's data goes back to the driver.
 - ``options.address`` joins an existing cluster (``HEAD:6379`` or ``auto`` from a node of the cluster; Ray Client ``ray://`` is refused, Ray Data does not run over it); otherwise a
@@ -14,6 +14,8 @@
   Either way :func:`~earth_embed.tiling.ray_connect.ray_session` checks the cluster first and fails in
   seconds with a clear message (``earth_embed.pipeline.region`` enters it before the store is touched).
 
+Each unit reports its own clock, so the summary's ``unit_seconds`` (first unit's compute start to last unit
+written, across actors) and ``model_load_seconds`` (the slowest actor's load) keep start-up out of throughput.
 The codes equal the local engine's up to float rounding of a different thread count (+-1 code).
 """
 
@@ -63,21 +65,34 @@ class _UnitWriter:
         self.device = pick_device(options.device)
         self.options = options
         self.sink = sink
-        self._model_ctx = model_on(model_factory(), self.device)
+        t0 = time.perf_counter()  # the model is built once per actor, here, not per unit
+        self._model_ctx = model_on(model_factory(), self.device, options.memory_format)
         self.model = self._model_ctx.__enter__()
+        self.load_seconds = time.perf_counter() - t0
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from .unit import compute_unit
 
         if row["error"]:
-            return {"index": row["index"], "pixels": 0, "error": row["error"], "rss_mb": 0.0}
+            return {"index": row["index"], "pixels": 0, "error": row["error"], "rss_mb": 0.0, **_NO_CLOCK}
+        start = time.time()  # wall clock, comparable across the actors of one host
         inputs = pickle.loads(row["input"])
         o = self.options
         out = compute_unit(
-            self.model, inputs, o.output, dn_offset=o.dn_offset, batch_size=o.batch_size, precision=o.precision
+            self.model,
+            inputs,
+            o.output,
+            dn_offset=o.dn_offset,
+            batch_size=o.batch_size,
+            precision=o.precision,
+            memory_format=o.memory_format,
         )
         self.sink.write_unit(inputs.unit, out)
-        return {"index": row["index"], "pixels": inputs.unit.pixels, "error": "", "rss_mb": _peak_rss_mb()}
+        clock = {"start": start, "end": time.time(), "load_s": self.load_seconds}
+        return {"index": row["index"], "pixels": inputs.unit.pixels, "error": "", "rss_mb": _peak_rss_mb(), **clock}
+
+
+_NO_CLOCK = {"start": 0.0, "end": 0.0, "load_s": 0.0}
 
 
 def _peak_rss_mb() -> float:
@@ -134,6 +149,7 @@ def run_ray(
             **env,
         )
         bar = tqdm(total=len(units), desc=options.desc, unit="unit", disable=not options.progress, dynamic_ncols=True)
+        starts, ends = [], []
         try:
             for row in ds.iter_rows():
                 unit = units[int(row["index"])]
@@ -145,8 +161,12 @@ def run_ray(
                     summary.done += 1
                     summary.pixels += int(row["pixels"])
                     summary.worker_peak_rss_mb = max(summary.worker_peak_rss_mb, float(row["rss_mb"]))
+                    summary.model_load_seconds = max(summary.model_load_seconds, float(row["load_s"]))
+                    starts.append(float(row["start"]))
+                    ends.append(float(row["end"]))
                 bar.update(1)
         finally:
             bar.close()
+        summary.unit_seconds = max(ends) - min(starts) if starts else 0.0
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -18,6 +18,7 @@ import torch
 from rasterio.windows import Window
 
 from .. import quantize
+from ..errors import EarthEmbedError
 from ..precision import autocast_for
 from .plan import RegionPlan, WorkUnit
 
@@ -26,6 +27,20 @@ from .plan import RegionPlan, WorkUnit
 OUTPUTS = ("int8", "float16", "float32", "classes")
 _NODATA = {"int8": quantize.NODATA, "float16": np.nan, "float32": np.nan, "classes": 0}
 _DTYPES = {"int8": np.int8, "float16": np.float16, "float32": np.float32, "classes": np.uint8}
+#: Memory layouts the model can run in: ``contiguous`` (NCHW: the model as given, each batch as read) or
+#: ``channels_last`` (NHWC: the model's 4-D weights and each input batch converted; oneDNN's own layout on CPUs).
+MEMORY_FORMATS = ("contiguous", "channels_last")
+#: What runs use (RunOptions.memory_format; scene and region pipelines alike). contiguous until channels_last is
+#: measured end to end in the pipeline (benchmarks/region_throughput.py, its "local channels_last" row).
+DEFAULT_MEMORY_FORMAT = "contiguous"
+_LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def check_memory_format(name: str) -> torch.memory_format:
+    """The torch layout of ``name`` (one of :data:`MEMORY_FORMATS`), or a clear error."""
+    if name not in _LAYOUTS:
+        raise EarthEmbedError(f"memory_format={name!r} is not known; use one of {', '.join(MEMORY_FORMATS)}.")
+    return _LAYOUTS[name]
 
 
 @dataclass
@@ -181,6 +196,7 @@ def compute_unit(
     batch_size: int = 1,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     precision: str = "fp32",
+    memory_format: str = DEFAULT_MEMORY_FORMAT,
 ) -> UnitOutput:
     """Run ``model`` (eval mode, on its device) over a read unit and return it encoded.
 
@@ -189,9 +205,12 @@ def compute_unit(
     to the model as 0 (the normalised mean). ``dn_offset`` applies to scenes without their own.
     ``forward`` replaces ``model(x)`` (e.g. a compiled model); normalisation is ``model.normalize``.
     ``precision``: autocast of the forward (:func:`earth_embed.precision.autocast_for`; outputs are float32).
+    ``memory_format``: the layout of each input batch (:data:`MEMORY_FORMATS`); the engines put the model in the
+    same layout (:func:`earth_embed.tiling.engine.model_on`). The output is converted back to contiguous.
     """
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r}; use one of {', '.join(OUTPUTS)}")
+    layout = check_memory_format(memory_format)
     unit = inputs.unit
     classes = len(getattr(model, "classes", None) or []) if output == "classes" else 0
     channels = 1 if output == "classes" else int(model.embed_dim)
@@ -208,7 +227,7 @@ def compute_unit(
             # invalid pixels (nodata, NaN) enter as 0, the normalised mean; torch.where, not a product:
             # NaN * 0 is NaN, and the convolutions would spread it to valid pixels
             xin = torch.where(v[:, None], model.normalize(x, own if own is not None else dn_offset), 0.0)
-            raw = run(xin).float()
+            raw = run(xin.contiguous(memory_format=layout)).float().contiguous()
             if output == "int8":  # encoded where the model ran (all cores / the GPU), then copied back
                 codes, scales = (t.cpu().numpy() for t in quantize.quantize_tensor(raw, dim=1))
         if output == "int8":

@@ -62,6 +62,7 @@ def test_ray_engine_matches_local(cluster, crop, tmp_path):
     store = RegionStore.create(tmp_path / "ray.zarr", plan, model_id=str(RELEASE))
     summary = run_plan(plan, factory, store, RunOptions(progress=False, workers=2), engine="ray")
     assert summary.done == 4 and not summary.failed and summary.worker_peak_rss_mb > 0
+    assert 0 < summary.unit_seconds < summary.seconds and summary.model_load_seconds > 0  # load outside the clock
     again = run_plan(plan, factory, store, RunOptions(progress=False, workers=2), engine="ray")
     assert again.skipped == 4 and again.done == 0  # resume: nothing recomputed
     print(f"ray run: {time.perf_counter() - t0:.1f} s wall")
