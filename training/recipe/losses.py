@@ -216,3 +216,18 @@ def nt_xent(z1: Tensor, z2: Tensor, tau: float = 0.1) -> Tensor:
     sim = sim.masked_fill(torch.eye(2 * B, dtype=torch.bool, device=z.device), float("-inf"))
     target = torch.cat([torch.arange(B, 2 * B), torch.arange(0, B)]).to(z.device)
     return F.cross_entropy(sim, target)
+
+
+def standardised_invariance(query: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean over channels of the weighted squared difference ``query - target`` (B, N, D) over each channel's
+    variance of ``query`` across the weighted pixels: 0 when the two embeddings agree, about 2 when unrelated,
+    and not met by shrinking the embedding (the ratio does not depend on its scale). ``target`` carries no gradient.
+    """
+    q, t = query.float(), target.float().detach()
+    w = torch.ones(q.shape[:2], device=q.device) if weight is None else (weight > 0).to(q.device, q.dtype)
+    n = w.sum().clamp(min=2.0)
+    wq = w[..., None]
+    mean = (q * wq).sum((0, 1)) / n
+    var = (((q - mean) ** 2) * wq).sum((0, 1)) / (n - 1)
+    sq = (((q - t) ** 2) * wq).sum((0, 1)) / n
+    return (sq / var.clamp(min=1e-6)).mean()

@@ -6,6 +6,10 @@
 * Positives across acquisitions (``data.cross_p`` > 0): view 2 of some windows comes from another
   acquisition of the same ground; their key maps are averaged over 3 x 3 pixels before the lookup
   (co-registration across dates is ~1 px, so the positive is a neighbourhood).
+* Invariance across dates on the embedding itself (``loss.cross_invariance_weight`` > 0): for those
+  windows, each query pixel's embedding is pulled towards the EMA key network's (pooled) embedding at its
+  partner pixel of the other date, standardised per channel (:func:`standardised_invariance`). InfoNCE asks
+  it of the projections, and a projection head can drop what differs between dates while the embedding keeps it.
 * Input-anchored target (``loss.recon_weight`` > 0): a training-only linear head reconstructs the clean
   normalised bands at the query pixels, in a PCA-whitened band space (``loss.recon_whiten``), from the
   embedding itself. ``loss.recon_target: stack`` reconstructs the hand-made stack instead (the bands, box
@@ -33,6 +37,7 @@ from training.recipe.losses import (
     info_nce,
     per_image_variance_covariance,
     reconstruction_loss,
+    standardised_invariance,
     within_image_reconstruction_loss,
 )
 from training.recipe.views import ViewPair, bilinear_lookup, sample_correspondences
@@ -62,6 +67,7 @@ class DenseObjective:
         self.recon_weight = float(l_cfg["recon_weight"])
         self.vc_weight = float(l_cfg["vc_weight"])
         self.within_weight = float(l_cfg.get("recon_within_weight", 0.0))
+        self.invariance_weight = float(l_cfg.get("cross_invariance_weight", 0.0))
         self.log_std = bool(l_cfg.get("recon_log_std", False))
         self.whitening = whitening
         self.recon_stack = l_cfg.get("recon_target", "bands") == "stack"
@@ -85,13 +91,17 @@ class DenseObjective:
         P, B = int(cfg["points"]), pair.view1.shape[0]
         idx1, xyk2, xyp1, w1 = sample_correspondences(pair, P, gen, 1)
         idx2, xyk1, xyp2, w2 = sample_correspondences(pair, P, gen, 2)
-        need_emb = self.recon_weight > 0 or self.vc_weight > 0
+        cross = batch["cross"].to(dev).bool() if "cross" in batch else torch.zeros(B, dtype=torch.bool, device=dev)
+        invariance = self.invariance_weight > 0 and bool(cross.any())
+        need_emb = self.recon_weight > 0 or self.vc_weight > 0 or invariance
         out = net(views, idx=torch.cat([idx1, idx2]).to(dev), with_embedding=need_emb)
         q, emb, recon = out if need_emb else (out, None, None)
-        cross = batch["cross"].to(dev).bool() if "cross" in batch else torch.zeros(B, dtype=torch.bool, device=dev)
         with torch.no_grad(), accelerator.autocast():
             keys = key_net if key_net is not None else unwrapped
-            k = keys(views, xy=torch.cat([xyk1, xyk2]).to(dev), key_pool=torch.cat([cross, cross]))
+            kout = keys(
+                views, xy=torch.cat([xyk1, xyk2]).to(dev), key_pool=torch.cat([cross, cross]), with_embedding=invariance
+            )
+            k, k_emb = (kout[0], kout[1]) if invariance else (kout, None)
         q = F.normalize(q.float(), dim=-1)
         k = F.normalize(k.float(), dim=-1)
         same = None
@@ -122,10 +132,20 @@ class DenseObjective:
                     within = within_image_reconstruction_loss(recon, target, weight)
                     loss = loss + self.within_weight * within
                     parts["recon_within"] = float(within.detach())
+            if invariance:
+                assert k_emb is not None
+                # view-1 queries pair with view-2 keys (rows B:) and view-2 queries with view-1 keys (rows :B)
+                pairs = torch.cat([cross, cross])
+                partner = torch.cat([k_emb[B:], k_emb[:B]])
+                inv = standardised_invariance(emb[pairs], partner[pairs], torch.cat([w1, w2])[pairs])
+                loss = loss + self.invariance_weight * inv
+                parts["invariance"] = float(inv.detach())
             if self.vc_weight > 0:
                 vc = per_image_variance_covariance(emb, weight)
                 loss = loss + self.vc_weight * vc
                 parts["vc"] = float(vc.detach())
+        if self.invariance_weight > 0 and not invariance:  # a batch without windows from two dates (rare)
+            parts["invariance"] = 0.0
         return loss, parts
 
     def _stack(self, x: Tensor) -> Tensor:
