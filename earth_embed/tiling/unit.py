@@ -30,9 +30,9 @@ _DTYPES = {"int8": np.int8, "float16": np.float16, "float32": np.float32, "class
 #: Memory layouts the model can run in: ``contiguous`` (NCHW: the model as given, each batch as read) or
 #: ``channels_last`` (NHWC: the model's 4-D weights and each input batch converted; oneDNN's own layout on CPUs).
 MEMORY_FORMATS = ("contiguous", "channels_last")
-#: What runs use (RunOptions.memory_format; scene and region pipelines alike). contiguous until channels_last is
-#: measured end to end in the pipeline (benchmarks/region_throughput.py, its "local channels_last" row).
-DEFAULT_MEMORY_FORMAT = "contiguous"
+#: What runs use (RunOptions.memory_format; scene and region pipelines alike): channels_last, 1.3x contiguous per
+#: unit at fp32 and at bf16 on the 2-core CPU (compute_unit on a real 1024 px unit, 2026-12-06; docs/benchmarks.md).
+DEFAULT_MEMORY_FORMAT = "channels_last"
 _LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
@@ -206,7 +206,7 @@ def compute_unit(
     ``forward`` replaces ``model(x)`` (e.g. a compiled model); normalisation is ``model.normalize``.
     ``precision``: autocast of the forward (:func:`earth_embed.precision.autocast_for`; outputs are float32).
     ``memory_format``: the layout of each input batch (:data:`MEMORY_FORMATS`); the engines put the model in the
-    same layout (:func:`earth_embed.tiling.engine.model_on`). The output is converted back to contiguous.
+    same layout (:func:`earth_embed.tiling.engine.model_on`); ``result.data`` is contiguous either way.
     """
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r}; use one of {', '.join(OUTPUTS)}")
@@ -227,9 +227,13 @@ def compute_unit(
             # invalid pixels (nodata, NaN) enter as 0, the normalised mean; torch.where, not a product:
             # NaN * 0 is NaN, and the convolutions would spread it to valid pixels
             xin = torch.where(v[:, None], model.normalize(x, own if own is not None else dn_offset), 0.0)
-            raw = run(xin.contiguous(memory_format=layout)).float().contiguous()
-            if output == "int8":  # encoded where the model ran (all cores / the GPU), then copied back
-                codes, scales = (t.cpu().numpy() for t in quantize.quantize_tensor(raw, dim=1))
+            raw = run(xin.contiguous(memory_format=layout)).float()
+            if output == "int8":  # encoded where the model ran (all cores / the GPU), then copied back; the
+                # codes (a quarter of the floats' bytes) are what turns contiguous, not the float output
+                codes_t, scales_t = quantize.quantize_tensor(raw, dim=1)
+                codes, scales = codes_t.contiguous().cpu().numpy(), scales_t.contiguous().cpu().numpy()
+            else:
+                raw = raw.contiguous()
         if output == "int8":
             for k, p in enumerate(batch):
                 _place(result, (codes[k], scales[k]), p, output)

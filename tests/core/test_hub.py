@@ -134,7 +134,9 @@ def test_segmenter_round_trip_and_encoder_extraction(encoder, tmp_path):
 
 
 LOAD_SCRIPT = """
-import sys, torch
+import os, sys, torch
+if os.environ.get("EARTH_EMBED_TEST_THREADS"):  # the parent's thread count: bit-identical results need it
+    torch.set_num_threads(int(os.environ["EARTH_EMBED_TEST_THREADS"]))
 from earth_embed import EarthEncoder
 from earth_embed.errors import ModelNotFoundError
 try:
@@ -167,6 +169,7 @@ def test_hub_id_through_loopback_server_then_offline_cache(encoder, saved, tmp_p
         "HF_HUB_CACHE": str(cache),
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "EARTH_EMBED_TEST_THREADS": str(torch.get_num_threads()),
     }
     env.pop("HF_HUB_OFFLINE", None)
     with HubServer({"earth-embed/test-r18": saved}) as hub:
