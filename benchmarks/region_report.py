@@ -23,7 +23,13 @@ def targets(rows: list[dict], bare: dict, prec: str) -> list[dict]:
             out.append({"target": name, "ratio": ratio, "bound": f"{'>=' if above else '<='} {bound}", "met": met})
 
     fwd = bare["px_per_s"]
-    add(f"bare forward {prec} / bare forward fp32 (one process, interleaved)", fwd[prec] / fwd["fp32"], 2.0)
+    fmt = bare.get("memory_format", "contiguous")
+    ref = "fp32 contiguous" if "fp32 contiguous" in fwd else "fp32"
+    add(
+        f"bare forward {prec} {fmt} / bare forward fp32 contiguous (one process, interleaved)",
+        fwd[prec] / fwd[ref],
+        2.0,
+    )
     for side in sides:
         r = by.get(("local", side))
         if r:
@@ -85,7 +91,8 @@ def report(res: dict) -> None:
     bare = res["bare_forward"]
     fwd = ", ".join(f"{p} {v:,.0f} px/s" for p, v in bare["px_per_s"].items())
     print(
-        f"bare forward ({res['block']} x {res['block']}, one process, interleaved): {fwd} (load {bare['load']:.1f})\n"
+        f"bare forward ({res['block']} x {res['block']}, one process, interleaved, "
+        f"{bare.get('memory_format', 'contiguous')} unless named): {fwd} (load {bare['load']:.1f})\n"
     )
     print(
         "| run | precision | region | px/s | units' clock px/s | bare forward px/s (same load) | ratio to bare "

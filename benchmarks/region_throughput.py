@@ -77,30 +77,45 @@ def load_model():
 
 
 def worker_forward(args) -> dict:
-    """Bare forward on in-memory block x block windows of real pixels, each precision interleaved."""
+    """Bare forward on in-memory block x block windows of real pixels, each precision interleaved, in the
+    engines' memory format; with channels_last also fp32 contiguous (``fp32 contiguous``: the forward as it ran
+    before precision and layout were options, the reference of the first target)."""
+    import copy
+
     import torch
 
     from earth_embed.inputs import open_scene
     from earth_embed.precision import autocast_for
+    from earth_embed.tiling.unit import check_memory_format
 
     model = load_model()
     b = args.block
     with open_scene(args.src, bands=model.bands) as scene:
         x = torch.from_numpy(np.stack([scene.read(((0, b), (0, b))), scene.read(((b, 2 * b), (b, 2 * b)))]))
-    precisions = args.precisions.split(",")
-    passes: dict[str, list[float]] = {p: [] for p in precisions}
+    layout = check_memory_format(args.memory_format)
+    variants = {p: (p, layout) for p in args.precisions.split(",")}
+    if layout != torch.contiguous_format:
+        variants["fp32 contiguous"] = ("fp32", torch.contiguous_format)
+    models = {torch.contiguous_format: model, layout: copy.deepcopy(model).to(memory_format=layout)}
+
+    def once(name: str, k: int) -> float:
+        precision, fmt = variants[name]
+        with autocast_for(precision):
+            xin = model.normalize(x[k % 2 : k % 2 + 1]).contiguous(memory_format=fmt)
+            t0 = time.perf_counter()
+            models[fmt](xin).float().numpy()
+            return time.perf_counter() - t0
+
+    passes: dict[str, list[float]] = {name: [] for name in variants}
     with torch.inference_mode():
-        for p in precisions:  # warm-up (oneDNN primitives per dtype)
-            with autocast_for(p):
-                model(model.normalize(x[:1])).float().numpy()
+        for name in variants:  # warm-up (oneDNN primitives per dtype and layout)
+            once(name, 0)
         for k in range(args.repeats):
-            for p in precisions:
-                with autocast_for(p):
-                    t0 = time.perf_counter()
-                    model(model.normalize(x[k % 2 : k % 2 + 1])).float().numpy()
-                    passes[p].append(time.perf_counter() - t0)
+            for name in variants:
+                passes[name].append(once(name, k))
     return {
-        "px_per_s": {p: b * b / float(np.median(s)) for p, s in passes.items()},
+        "px_per_s": {name: b * b / float(np.median(s)) for name, s in passes.items()},
+        "memory_format": args.memory_format,
         "peak_rss_mb": peak_rss_mb(),
     }
 

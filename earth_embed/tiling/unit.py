@@ -30,8 +30,8 @@ _DTYPES = {"int8": np.int8, "float16": np.float16, "float32": np.float32, "class
 #: Memory layouts the model can run in: ``contiguous`` (NCHW: the model as given, each batch as read) or
 #: ``channels_last`` (NHWC: the model's 4-D weights and each input batch converted; oneDNN's own layout on CPUs).
 MEMORY_FORMATS = ("contiguous", "channels_last")
-#: What runs use (RunOptions.memory_format; scene and region pipelines alike): channels_last, 1.3x contiguous per
-#: unit at fp32 and at bf16 on the 2-core CPU (compute_unit on a real 1024 px unit, 2026-12-06; docs/benchmarks.md).
+#: What runs use (RunOptions.memory_format; scene and region pipelines alike): channels_last, the local engine 1.24x
+#: faster than contiguous on the 2-core CPU (benchmarks/region_throughput.py, 2026-12-06; docs/benchmarks.md).
 DEFAULT_MEMORY_FORMAT = "channels_last"
 _LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
