@@ -32,7 +32,7 @@ import torch
 from ..errors import RasterInputError
 from ..precision import DEFAULT_PRECISION
 from .plan import RegionPlan, WorkUnit
-from .unit import DEFAULT_MEMORY_FORMAT, UnitOutput, check_memory_format
+from .unit import DEFAULT_MEMORY_FORMAT, UnitInput, UnitOutput, check_memory_format, compute_unit
 
 #: Engine name -> "module:function", imported on first use.
 ENGINES = {"local": "earth_embed.tiling.engine_local:run_local", "ray": "earth_embed.tiling.engine_ray:run_ray"}
@@ -68,6 +68,18 @@ class RunOptions:
     precision: str = DEFAULT_PRECISION  # auto | fp32 | bf16 | fp16 (earth_embed.precision)
     timeout: float | None = None  # ray: seconds to join and check the cluster (earth_embed.tiling.ray_connect)
     memory_format: str = DEFAULT_MEMORY_FORMAT  # contiguous | channels_last: the model's and inputs' layout
+
+    def compute(self, model: Any, inputs: UnitInput) -> UnitOutput:
+        """:func:`~earth_embed.tiling.unit.compute_unit` of a read unit as these options say (every engine's)."""
+        return compute_unit(
+            model,
+            inputs,
+            self.output,
+            dn_offset=self.dn_offset,
+            batch_size=self.batch_size,
+            precision=self.precision,
+            memory_format=self.memory_format,
+        )
 
 
 @dataclass

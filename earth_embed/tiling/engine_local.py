@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import RasterInputError
 from .engine import RunOptions, RunSummary, UnitSink, model_on, pick_device
 from .plan import RegionPlan, WorkUnit
-from .unit import SceneCache, compute_unit, read_unit
+from .unit import SceneCache, read_unit
 
 _STOP = object()
 
@@ -110,15 +110,7 @@ def run_local(
                     bar.update(1)
                     continue
                 first = time.perf_counter() if first is None else first
-                data = compute_unit(
-                    model,
-                    item,
-                    options.output,
-                    dn_offset=options.dn_offset,
-                    batch_size=options.batch_size,
-                    precision=options.precision,
-                    memory_format=options.memory_format,
-                )
+                data = options.compute(model, item)
                 if not _put(write_q, (item.unit, data), stop, writer):
                     raise writer.error or RuntimeError("writer stopped")
                 summary.done += 1

@@ -71,22 +71,11 @@ class _UnitWriter:
         self.load_seconds = time.perf_counter() - t0
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        from .unit import compute_unit
-
         if row["error"]:
             return {"index": row["index"], "pixels": 0, "error": row["error"], "rss_mb": 0.0, **_NO_CLOCK}
         start = time.time()  # wall clock, comparable across the actors of one host
         inputs = pickle.loads(row["input"])
-        o = self.options
-        out = compute_unit(
-            self.model,
-            inputs,
-            o.output,
-            dn_offset=o.dn_offset,
-            batch_size=o.batch_size,
-            precision=o.precision,
-            memory_format=o.memory_format,
-        )
+        out = self.options.compute(self.model, inputs)
         self.sink.write_unit(inputs.unit, out)
         clock = {"start": start, "end": time.time(), "load_s": self.load_seconds}
         return {"index": row["index"], "pixels": inputs.unit.pixels, "error": "", "rss_mb": _peak_rss_mb(), **clock}
