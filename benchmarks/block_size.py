@@ -29,7 +29,6 @@ block changes. Columns:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -46,6 +45,7 @@ except ImportError:  # pragma: no cover
 
 from raster_throughput import build_input  # noqa: E402  (the same real-pixel inputs)
 from region_throughput import RELEASE, load_model, run_worker  # noqa: E402  (the same local-engine worker)
+from results_json import write_json  # noqa: E402
 
 
 def computed_pixels(plan) -> int:
@@ -152,9 +152,7 @@ def main() -> None:
     }
     report(res)
     if args.json:
-        tmp = args.json.with_suffix(args.json.suffix + ".partial")
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-        os.replace(tmp, args.json)
+        write_json(args.json, res)
 
 
 def report(res: dict) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import sys
@@ -34,6 +33,7 @@ try:  # run from a source checkout without installing
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(HERE.parent))
 
+from results_json import write_json  # noqa: E402
 from texture_layer import RELEASE, interleaved, real_window  # noqa: E402  (same window, same timing)
 
 from earth_embed import EarthEncoder  # noqa: E402
@@ -121,9 +121,7 @@ def main() -> None:
             "\ntorch.compile first call (compile + run): " + ", ".join(f"{k} {v:.0f} s" for k, v in compile_s.items())
         )
     if args.json:
-        tmp = Path(args.json).with_suffix(".partial")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        write_json(args.json, result, indent=2)
 
 
 if __name__ == "__main__":

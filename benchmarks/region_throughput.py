@@ -66,6 +66,7 @@ except ImportError:  # pragma: no cover
 
 from raster_throughput import build_input, peak_rss_mb  # noqa: E402  (the same real-pixel inputs)
 from region_report import report, targets  # noqa: E402
+from results_json import write_json  # noqa: E402
 
 RELEASE = HERE.parent / "models" / "earth-embed-s2-unet-r18s16"
 
@@ -394,9 +395,7 @@ def result(args, started, clock, load_start, small, large, halo, bare, rows, don
 def save(args, res: dict) -> None:
     """Write ``res`` to ``--json`` atomically (if asked)."""
     if args.json:
-        tmp = args.json.with_suffix(args.json.suffix + ".partial")
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-        os.replace(tmp, args.json)
+        write_json(args.json, res)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ old (max abs difference, cosine of the embeddings).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -28,10 +27,13 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 try:  # run from a source checkout without installing
     import earth_embed  # noqa: F401
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(HERE.parent))
+
+from results_json import write_json  # noqa: E402
 
 from earth_embed import RELEASE_BANDS, EarthEncoder  # noqa: E402
 from earth_embed.local_stats import LocalStats, _local_stats_reference  # noqa: E402
@@ -168,9 +170,7 @@ def main() -> None:
         f"max |diff| {emb_diff:.2e}, cosine mean {cos.mean().item():.7f} min {cos.min().item():.7f}"
     )
     if args.json:
-        tmp = Path(args.json).with_suffix(".partial")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        write_json(args.json, result, indent=2)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ class DenseObjective:
                 # view-1 queries pair with view-2 keys (rows B:) and view-2 queries with view-1 keys (rows :B)
                 pairs = torch.cat([cross, cross])
                 partner = torch.cat([k_emb[B:], k_emb[:B]])
-                inv = standardised_invariance(emb[pairs], partner[pairs], torch.cat([w1, w2])[pairs])
+                inv = standardised_invariance(emb[pairs], partner[pairs], weight[pairs])
                 loss = loss + self.invariance_weight * inv
                 parts["invariance"] = float(inv.detach())
             if self.vc_weight > 0:
