@@ -2,11 +2,15 @@
 
 :class:`SceneSpec` is picklable (workers reopen a scene by path). :func:`settle_scene` is the one place
 where a scene's DN offset is decided (explicit > the product's own metadata > the model's) and where
-implausible values are warned about, for ``embed`` and ``embed-region`` alike.
+implausible values are warned about, for ``embed`` and ``embed-region`` alike, and where its acquisition date
+is decided: a date given by the caller, else the product's own metadata, else a date in the file's own
+name, else in its own folder's name (never an ancestor folder's); when two sources disagree, the one that
+won is said aloud.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, replace
@@ -16,6 +20,7 @@ from ..errors import RasterInputError
 from .plausibility import inspect_input
 from .reader import open_scene
 
+log = logging.getLogger("earth_embed")
 #: Smallest scene side accepted: the model computes every pixel from its spatial context.
 MIN_SIZE = 16
 _DATE = re.compile(r"(?<!\d)(20\d{2})-?([01]\d)-?([0-3]\d)(?:T\d{6})?(?!\d)")
@@ -26,8 +31,10 @@ class SceneSpec:
     """How to open one input scene (picklable: workers reopen it by path).
 
     ``source``: what :func:`~earth_embed.inputs.reader.open_scene` takes (a file, a folder, or band files).
-    ``date``: acquisition date ``YYYY-MM-DD`` (orders overlapping scenes); found in the path when
-    not given. ``dn_offset``: this scene's DN offset (-1000 for baseline >= 04.00), default the model's.
+    ``date``: acquisition date ``YYYY-MM-DD`` (orders overlapping scenes); when not given, found in the
+    file's own name or its own folder's name (``date_from`` says where; the product's metadata overrides
+    such a date when the scene is settled). ``dn_offset``: this scene's DN offset (-1000 for baseline
+    >= 04.00), default the model's.
     """
 
     source: str | tuple[str, ...]
@@ -35,6 +42,7 @@ class SceneSpec:
     date: str | None = None
     dn_offset: float | None = None
     name: str = ""
+    date_from: str = ""  # "" (given), "metadata", "file name" or "folder name"
 
     @classmethod
     def of(cls, src: Any) -> SceneSpec:
@@ -50,11 +58,11 @@ class SceneSpec:
     def _with_defaults(self) -> SceneSpec:
         paths = [self.source] if isinstance(self.source, str) else list(self.source)
         name = self.name or (paths[0] if len(paths) == 1 else os.path.dirname(paths[0]) or paths[0])
-        date = self.date
-        if date is None:
-            found = _DATE.search(" ".join(paths))
-            date = f"{found[1]}-{found[2]}-{found[3]}" if found else None
-        return replace(self, name=name, date=date)
+        if self.date is not None:
+            return replace(self, name=name)
+        found = path_dates(self.source)
+        date, where = found[0] if found else (None, "")
+        return replace(self, name=name, date=date, date_from=where)
 
     def open(self):
         """The opened :class:`~earth_embed.inputs.scene.Scene` (close it, or use ``with``)."""
@@ -73,9 +81,41 @@ def _check(scene: Any, spec: SceneSpec, model: Any) -> SceneSpec:
     own = scene.product.dn_offset(list(model.bands))
     if spec.dn_offset is None and own is not None:
         spec = replace(spec, dn_offset=float(own))
-    if spec.date is None and scene.product.date is not None:  # the product's own metadata dates it
-        spec = replace(spec, date=scene.product.date)
-    return spec
+    return _settle_date(spec, scene.product.date)
+
+
+def path_dates(source: str | tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(YYYY-MM-DD, where)`` found in a scene's own name (a file's, a folder's; band files': theirs) and then
+    in its own folder's name (``where``: "file name", "folder name"); never in an ancestor folder's."""
+    paths = [p.rstrip("/\\") for p in ([source] if isinstance(source, str) else source)]
+    texts = [(" ".join(os.path.basename(p) for p in paths), "file name")]
+    if len(paths) > 1 or not os.path.isdir(paths[0]):  # a folder scene's own folder is itself
+        texts.append((os.path.basename(os.path.dirname(paths[0])), "folder name"))
+    found = []
+    for text, where in texts:
+        hit = _DATE.search(text)
+        if hit:
+            found.append((f"{hit[1]}-{hit[2]}-{hit[3]}", where))
+    return found
+
+
+def _settle_date(spec: SceneSpec, product_date: str | None) -> SceneSpec:
+    """The scene's date by the module's rule (given > metadata > file name > folder name), saying which
+    source won when two disagree."""
+    if spec.date is not None and spec.date_from in ("", "metadata"):  # given by the caller, or settled
+        return spec
+    found = ([(product_date, "metadata")] if product_date else []) + path_dates(spec.source)
+    if not found:
+        return replace(spec, date=None, date_from="")
+    date, where = found[0]
+    other = next(((d, w) for d, w in found[1:] if d != date), None)
+    if other is not None:
+        log.warning(
+            "%s: dated %s from its %s; its %s says %s, which is ignored (give the date explicitly to choose "
+            "another: SceneSpec(..., date='YYYY-MM-DD'))",
+            spec.name, date, where, other[1], other[0],
+        )  # fmt: skip
+    return replace(spec, date=date, date_from=where)
 
 
 def inspect_scene(spec: SceneSpec, model: Any) -> tuple:

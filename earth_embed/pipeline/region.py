@@ -254,7 +254,7 @@ def _recipe(sink: Any, plan: RegionPlan, scenes: Sequence[SceneLike], given: Any
     for src in scene_sources(scenes):
         spec = SceneSpec.of(src)
         entry: dict[str, Any] = {"source": rel(spec.source), "bands": list(spec.bands) if spec.bands else None}
-        entry.update(date=spec.date, dn_offset=spec.dn_offset)
+        entry.update(date=None if spec.date_from else spec.date, dn_offset=spec.dn_offset)  # a found date: found again
         if spec.name != SceneSpec.of(spec.source).name:  # a name given by the caller
             entry["name"] = spec.name
         specs.append(entry)
