@@ -274,11 +274,12 @@ def _change_into(a: Any, b: Any, tmp: Path, opts: dict[str, Any]) -> ChangeResul
     notes: list[str] = []
     path_a, path_b = embedded_pair(a, b, tmp, opts, notes)
     with open_embeddings(path_a) as ea, open_embeddings(path_b) as eb:
-        check_comparable(ea, eb)
+        notes.extend(check_comparable(ea, eb))
         prov = provenance(ea)
         report: dict[str, Any] = {
             "a": str(a), "b": str(b), "embeddings_a": str(path_a), "embeddings_b": str(path_b), "model": prov.model,
-            "model_revision": prov.revision, "storage": prov.quantization, "score": opts["score"],
+            "model_revision": prov.revision, "model_weights_sha256": prov.weights, "precision": prov.precision,
+            "storage": prov.quantization, "score": opts["score"],
             "score_description": DESCRIPTIONS[opts["score"]], "smooth_px": opts["smooth"],
         }  # fmt: skip
         fn = _score_fn(opts["score"], ea, eb, opts, notes, report)

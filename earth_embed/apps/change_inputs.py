@@ -1,9 +1,12 @@
 """The two dates of ``earth-embed change``: what makes two embedding rasters comparable, and scenes put on one grid.
 
-Embeddings are comparable only when one model wrote both (same model, revision, architecture and
-dimension), stored by the same rule (int8 ``pixel-scale-int8`` or float) on the same grid (CRS, size,
-pixel size and origin): the spaces of two model versions are not comparable, and a pixel index must mean the
-same ground in both. :func:`check_comparable` refuses anything else with a message naming both sides.
+Embeddings are comparable only when one model wrote both (the same weights, by the hash both record; for
+outputs of earlier versions without it, the same model folder or id), at the same precision, with the same
+revision, architecture and dimension, stored by the same rule (int8 ``pixel-scale-int8`` or float) on the same
+grid (CRS, size, pixel size and origin): the spaces of two model versions are not comparable, bf16 and fp32
+forwards differ by more than a change, and a pixel index must mean the same ground in both.
+:func:`check_comparable` refuses anything else with a message naming both sides, and notes what an output
+of an earlier version does not record.
 
 Two scenes are embedded with one model, the later one onto the earlier one's grid: its bands are resampled
 by georeference (bilinear, GDAL ``WarpedVRT``, DN 0 = nodata), the way the reader puts 20 m bands on the
@@ -31,6 +34,7 @@ from ..errors import BandError, RasterInputError
 from ..inputs.bandfiles import named_bands
 from ..inputs.reader import open_scene
 from ..outputs.embeddings import EmbeddingRaster, ZarrEmbeddings
+from ..outputs.provenance import PRECISION_COG_TAG, PRECISION_TAG, WEIGHTS_COG_TAG, WEIGHTS_TAG
 
 
 class IncomparableError(RasterInputError):
@@ -86,10 +90,14 @@ class Provenance:
     architecture: str
     dim: int
     quantization: str
+    weights: str | None = None  # sha256:... of the model's weights (None: not recorded, an earlier version)
+    precision: str | None = None  # the forward's precision (None: not recorded)
 
     def describe(self) -> str:
         rev = "" if self.revision == "none" else f" revision {self.revision}"
-        return f"{self.path}: model {self.model}{rev}, {self.dim}-d, stored as {self.quantization}"
+        weights = f" (weights {self.weights[:19]}...)" if self.weights else ""
+        precision = f", computed in {self.precision}" if self.precision else ""
+        return f"{self.path}: model {self.model}{rev}{weights}, {self.dim}-d{precision}, stored as {self.quantization}"
 
 
 def provenance(emb: EmbeddingRaster) -> Provenance:
@@ -109,6 +117,8 @@ def provenance(emb: EmbeddingRaster) -> Provenance:
         architecture=t.get("MODEL_ARCHITECTURE", ""),
         dim=int(emb.dim),
         quantization=storage,
+        weights=t.get(WEIGHTS_TAG) or t.get(WEIGHTS_COG_TAG) or None,
+        precision=t.get(PRECISION_TAG) or t.get(PRECISION_COG_TAG) or None,
     )
 
 
@@ -139,10 +149,25 @@ def same_model(x: str, y: str) -> bool:
     return False
 
 
-def check_comparable(a: EmbeddingRaster, b: EmbeddingRaster) -> None:
-    """Refuse (:class:`IncomparableError`) two embedding rasters of different models, revisions, storage
-    rules or grids; the message names both sides and the fix."""
+def _same_weights(pa: Provenance, pb: Provenance, notes: list[str]) -> bool:
+    """Same model: by the weights' hash when both record it, else (earlier versions) by name or folder."""
+    if pa.weights and pb.weights:
+        return pa.weights == pb.weights
+    for side, p in (("A", pa), ("B", pb)):
+        if not p.weights:
+            notes.append(
+                f"{side} ({p.path}) records no hash of its model's weights (written by an earlier earth-embed), so "
+                "its model was compared by name and folder; embed it again to record the hash"
+            )
+    return same_model(pa.model, pb.model)
+
+
+def check_comparable(a: EmbeddingRaster, b: EmbeddingRaster) -> list[str]:
+    """Refuse (:class:`IncomparableError`) two embedding rasters of different models (weights), precisions,
+    revisions, storage rules or grids; the message names both sides and the fix. Returns notes on what an
+    input does not record (an earlier version's output)."""
     pa, pb = provenance(a), provenance(b)
+    notes: list[str] = []
     sides = f"\n  A = {pa.describe()}\n  B = {pb.describe()}\n"
     if pa.model == "unknown" or pb.model == "unknown":
         raise IncomparableError(
@@ -150,11 +175,20 @@ def check_comparable(a: EmbeddingRaster, b: EmbeddingRaster) -> None:
             "`earth-embed embed` or `embed-region`, which record their model."
         )
     arch = pa.architecture and pb.architecture and pa.architecture != pb.architecture
-    if arch or pa.dim != pb.dim or not same_model(pa.model, pb.model):
+    if arch or pa.dim != pb.dim or not _same_weights(pa, pb, notes):
         raise IncomparableError(
-            "The two dates were embedded by different models, whose embedding spaces are not comparable:"
-            f"{sides}Embed both dates with the same --model (give `change` the two scenes and it does so)."
+            "The two dates were embedded by different models (other weights), whose embedding spaces are not "
+            f"comparable:{sides}Embed both dates with the same --model (give `change` the two scenes and it does so)."
         )
+    if pa.precision and pb.precision and pa.precision != pb.precision:
+        raise IncomparableError(
+            f"The two dates were computed at different precisions ({pa.precision} for A, {pb.precision} for B), "
+            f"whose embeddings differ by more than many a real change:{sides}Embed both dates with the same "
+            f"--precision (e.g. --precision {pa.precision})."
+        )
+    for side, p in (("A", pa), ("B", pb)):
+        if not p.precision:
+            notes.append(f"{side} ({p.path}) does not record its precision (an earlier earth-embed): not compared")
     if pa.revision != pb.revision:
         raise IncomparableError(
             "The two dates were embedded by different revisions of the model, whose embedding spaces are not "
@@ -173,6 +207,7 @@ def check_comparable(a: EmbeddingRaster, b: EmbeddingRaster) -> None:
             f"{ga.describe()}\n  B = {pb.path}: {gb.describe()}\nGive `change` the two scenes (it embeds B onto "
             "A's grid), or resample one scene onto the other's grid before embedding (gdalwarp -te ... -ts ...)."
         )
+    return notes
 
 
 def scene_grid(src: Any) -> Grid:

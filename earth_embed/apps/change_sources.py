@@ -4,7 +4,7 @@ A scene is embedded with one model for both dates: ``--model``, else the model n
 when that one is an embedding raster, else the released encoder. The first date is embedded on its own grid;
 the second is embedded on the first's grid, its bands resampled by georeference first when its grid differs
 (:func:`~.change_inputs.write_scene_on_grid`). The storage follows the other input (int8 when it is int8,
-else float16), so that the two always compare.
+else float16), and so does the precision (fp32 when it records none), so that the two always compare.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def _encoder(opts: dict[str, Any], prov: list[Provenance]) -> tuple[Any, str, st
             "folder or Hub id (the one that wrote the other date's embeddings, if one is given as embeddings)."
         ) from err
     dtype = "int8" if prov and prov[0].quantization == quantize.RULE else "float16"
+    opts["embed_precision"] = (prov[0].precision if prov else None) or "fp32"
     return encoder, str(name), revision, dtype
 
 
@@ -56,7 +57,7 @@ def _embed(
 
     return embed_raster(
         encoder, src, dst, model_id=name, revision=revision, dtype=dtype, progress=opts["progress"],
-        device=opts["device"], **kw,
+        device=opts["device"], precision=opts.get("embed_precision", "fp32"), **kw,
     )  # fmt: skip
 
 

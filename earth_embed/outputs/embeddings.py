@@ -31,7 +31,7 @@ from rasterio.windows import Window
 
 from .. import quantize
 from ..errors import RasterInputError
-from .provenance import resolve_href
+from .provenance import PRECISION_COG_TAG, WEIGHTS_COG_TAG, resolve_href
 from .tiff_check import check_tiff_complete
 
 #: GeoTIFF tag holding the run id that an int8 codes file and its scales file share.
@@ -244,6 +244,10 @@ class ZarrEmbeddings(EmbeddingRaster):
         self.height, self.width = info.shape
         self.dim, self.crs, self.transform = info.dimensions, info.crs, info.transform
         self.tags = {quantize.TAG: quantize.RULE, "EMBEDDING_MODEL": info.model, "KIND": "embeddings"}
+        if info.weights:
+            self.tags[WEIGHTS_COG_TAG] = info.weights
+        if info.precision:
+            self.tags[PRECISION_COG_TAG] = info.precision
         local = store_links(store, info).model_path
         if local is not None:
             self.tags["EMBEDDING_MODEL_PATH"] = local.as_posix()

@@ -2,7 +2,9 @@
 absolute paths of the machine that ran the job unless the user asks for them.
 
 - The model is its Hugging Face Hub id, or for a local folder the folder's name plus its path relative to
-  the output's folder (links point at its card, ``README.md``).
+  the output's folder (links point at its card, ``README.md``); what identifies it is the hash of its weights
+  (:func:`earth_embed.hub.weights_sha256`), recorded with the forward's precision under the names below, the
+  path being only a note. Outputs of earlier versions lack the hash: they still read, compared by path.
 - A scene is its id (the product id of a SAFE product, else the file or folder name without suffix); its
   path is recorded only when the user declares a root the paths are relative to (CLI ``--scene-root``),
   or absolute when asked (``--absolute-paths``).
@@ -17,6 +19,15 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+#: The weights' hash and the forward's precision: GeoTIFF tag of ``embed``, tag of a region COG, attribute of a
+#: region store's groups and of STAC Items.
+WEIGHTS_TAG, WEIGHTS_COG_TAG, WEIGHTS_ATTR = (
+    "MODEL_WEIGHTS_SHA256",
+    "EMBEDDING_MODEL_WEIGHTS_SHA256",
+    "earth_embed:model_weights_sha256",
+)
+PRECISION_TAG, PRECISION_COG_TAG, PRECISION_ATTR = "PRECISION", "EMBEDDING_PRECISION", "earth_embed:precision"
 
 _SUFFIXES = (".safe", ".zip", ".tif", ".tiff", ".jp2", ".vrt", ".img", ".json")
 _SAFE_INTERNALS = ("GRANULE", "IMG_DATA", "R10m", "R20m", "R60m")
@@ -81,10 +92,20 @@ def model_link(folder: Path) -> Path:
     return card if card.is_file() else folder
 
 
-def model_facts(model_id: str, base: str | os.PathLike, absolute: bool = False) -> dict[str, Any]:
-    """Store attributes / tags naming the model: ``geoemb:model`` (label) and, for a local folder,
-    ``earth_embed:model_path`` (relative to ``base``, or absolute when ``absolute``)."""
+def model_facts(
+    model_id: str,
+    base: str | os.PathLike,
+    absolute: bool = False,
+    weights: str | None = None,
+    precision: str | None = None,
+) -> dict[str, Any]:
+    """Store attributes naming the model: ``geoemb:model`` (label), its weights' hash and the precision when
+    given, and for a local folder ``earth_embed:model_path`` (relative to ``base``, or absolute when ``absolute``)."""
     facts: dict[str, Any] = {"geoemb:model": model_label(model_id)}
+    if weights:
+        facts[WEIGHTS_ATTR] = weights
+    if precision:
+        facts[PRECISION_ATTR] = precision
     folder = model_folder(model_id)
     if folder is not None:
         facts["earth_embed:model_path"] = folder.as_posix() if absolute else relative_href(folder, base)
@@ -105,6 +126,12 @@ def source_entry(source: Any, scene_root: str | os.PathLike | None = None, absol
 
 
 __all__ = [
+    "PRECISION_ATTR",
+    "PRECISION_COG_TAG",
+    "PRECISION_TAG",
+    "WEIGHTS_ATTR",
+    "WEIGHTS_COG_TAG",
+    "WEIGHTS_TAG",
     "is_local_model",
     "model_facts",
     "model_folder",

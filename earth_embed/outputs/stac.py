@@ -31,7 +31,15 @@ from rasterio.warp import transform_bounds, transform_geom
 
 from .. import quantize
 from ..errors import RasterInputError
-from .provenance import model_link, relative_href, resolve_href
+from .provenance import (
+    PRECISION_ATTR,
+    PRECISION_COG_TAG,
+    WEIGHTS_ATTR,
+    WEIGHTS_COG_TAG,
+    model_link,
+    relative_href,
+    resolve_href,
+)
 
 EMB_EXTENSION = "https://stac-extensions.github.io/embeddings/v0.0.1/schema.json"
 PROJ_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
@@ -66,6 +74,8 @@ class EmbeddingOutput:
     source_paths: list[Path | None] = field(default_factory=list)  # each source's path here, when recorded
     absolute: bool = False  # link local paths absolutely (the user asked); else relative to the catalogue
     layer: dict[str, Any] | None = None  # an acquisition layer of a store group: its array and index on the time axis
+    model_weights: str | None = None  # the hash of the model's weights (None: an earlier version's output)
+    precision: str | None = None  # the forward's precision, when recorded
 
 
 def outputs_from_cogs(paths: Sequence[str | os.PathLike]) -> list[EmbeddingOutput]:
@@ -105,6 +115,8 @@ def outputs_from_cogs(paths: Sequence[str | os.PathLike]) -> list[EmbeddingOutpu
                 model_path=resolve_href(model_path, folder) if model_path else None,
                 source_paths=[resolve_href(q, folder) if q else None for q in sources],
                 absolute=tags.get("EMBEDDING_ABSOLUTE_PATHS") == "yes",
+                model_weights=tags.get(WEIGHTS_COG_TAG),
+                precision=tags.get(PRECISION_COG_TAG),
             )
         )
     return outs
@@ -137,6 +149,8 @@ def outputs_from_store(store: str | os.PathLike) -> list[EmbeddingOutput]:
                 model_path=links.model_path,
                 source_paths=links.sources,
                 absolute=links.absolute,
+                model_weights=info.weights,
+                precision=info.precision,
             )
         )
         outs += _layer_outputs(outs[-1], info.attrs)
@@ -235,6 +249,12 @@ def build_item(out: EmbeddingOutput) -> Any:
         "created": out.created.isoformat(),
         "emb:runtime_parameters": {"model": out.model, "model_revision": out.model_revision},
     }
+    if out.model_weights:  # what identifies the model (its name and path are notes)
+        props["emb:runtime_parameters"]["model_weights_sha256"] = out.model_weights
+        props[WEIGHTS_ATTR] = out.model_weights
+    if out.precision:
+        props["emb:runtime_parameters"]["precision"] = out.precision
+        props[PRECISION_ATTR] = out.precision
     if out.quantization:
         props["emb:quantization"] = out.quantization
     props.update(_proj_fields(out))

@@ -11,6 +11,7 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine
 
 from ..errors import RasterInputError
+from .provenance import PRECISION_ATTR, WEIGHTS_ATTR
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,16 @@ class GroupInfo:
     def revision(self) -> str | None:
         rev = self.attrs.get("geoemb:model_revision")
         return None if rev in (None, "none") else str(rev)
+
+    @property
+    def weights(self) -> str | None:
+        """The hash of the model's weights (None: a store of an earlier version, which did not record it)."""
+        return self.attrs.get(WEIGHTS_ATTR) or None
+
+    @property
+    def precision(self) -> str | None:
+        """The forward's precision (None: not recorded, an earlier version's store: fp32)."""
+        return self.attrs.get(PRECISION_ATTR) or None
 
     @property
     def dates(self) -> list[str]:

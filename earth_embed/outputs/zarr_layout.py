@@ -24,7 +24,11 @@ import numpy as np
 from .. import quantize
 from ..errors import OutputError
 from ..tiling.plan import RegionPlan
+from .provenance import PRECISION_ATTR, WEIGHTS_ATTR
 from .zarr_dates import create_layer_arrays
+
+#: What a group records of the run that wrote it, beside the ``geoemb:`` attributes.
+RUN_FACTS = (WEIGHTS_ATTR, PRECISION_ATTR)
 
 RUN_ID = "earth_embed:run_id"
 COORDINATES = ("x", "y", "band", "spatial_ref")
@@ -134,6 +138,7 @@ def embedding_attrs(plan: RegionPlan, facts: dict[str, Any]) -> dict[str, Any]:
         "geoemb:input_bands": list(plan.bands),
         "geoemb:software": f"earth-embed {__version__}",
         "geoemb:source_scenes": facts.get("geoemb:source_scenes", []),
+        **{k: facts[k] for k in RUN_FACTS if k in facts},
     }
 
 

@@ -46,7 +46,7 @@ from ..tiling.plan import RegionPlan, WorkUnit
 from ..tiling.unit import UnitOutput
 from . import zarr_layout as layout
 from .atomic import OutputLock
-from .provenance import model_facts, relative_href, source_entry
+from .provenance import PRECISION_ATTR, WEIGHTS_ATTR, model_facts, relative_href, source_entry
 from .zarr_dates import unit_arrays, unit_keys
 from .zarr_units import (
     ENTRY_FORMAT,
@@ -73,17 +73,21 @@ def _zarr():
     return zarr
 
 
-def plan_fingerprint(plan: RegionPlan, model_id: str) -> str:
-    """A short hash of what decides the store's content: grids, chunking, halo, scenes, model."""
-    facts = {
+def plan_fingerprint(plan: RegionPlan, model_id: str, weights: str | None = None, precision: str = "fp32") -> str:
+    """A short hash of what decides the store's content: grids, chunking, halo, scenes, the model (its weights'
+    hash; ``model_id``, its folder or Hub id, when no hash is given: the fingerprint of earlier versions) and
+    the forward's precision (fp32, the only one of earlier versions, leaves the fingerprint as it was)."""
+    facts: dict[str, Any] = {
         "groups": {k: [g.crs, list(g.transform)[:6], g.height, g.width] for k, g in plan.groups.items()},
         "sizes": [plan.chunk, plan.shard, plan.block, plan.halo],
         "scenes": [[s.spec.name, s.group, s.row, s.col] for s in plan.scenes],
-        "model": [model_id, plan.embed_dim, list(plan.bands)],
+        "model": [weights or model_id, plan.embed_dim, list(plan.bands)],
         "quantization": quantize.RULE,
     }
     if plan.layers:  # keep="all-dates"; a latest-only plan keeps the fingerprint of earlier versions
         facts["layers"] = {k: list(v) for k, v in plan.layers.items()}
+    if precision != "fp32":
+        facts["precision"] = precision
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -169,6 +173,7 @@ class RegionStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._arrays: dict[tuple[str, str], Any] = {}
+        self.fingerprint: str | None = None  # the plan's, once created or reopened
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path}
@@ -191,6 +196,8 @@ class RegionStore:
         scene_root: str | os.PathLike | None = None,
         absolute_paths: bool = False,
         repair: bool = False,
+        weights: str | None = None,
+        precision: str = "fp32",
     ) -> RegionStore:
         """Create the store for ``plan``, or reopen it to resume when it was made for the same plan.
 
@@ -198,21 +205,25 @@ class RegionStore:
         which deletes it first. Metadata that is missing, corrupt or not the plan's raises an
         :class:`OutputError` naming the file, unless ``repair=True``, which writes it again (data untouched).
         ``model_id`` (a folder or Hub id) and the scenes are recorded without local paths unless
-        ``scene_root`` (scene paths relative to it) or ``absolute_paths`` is given.
+        ``scene_root`` (scene paths relative to it) or ``absolute_paths`` is given. ``weights`` (the model's
+        weights' hash) identifies the model wherever its folder lies; a store of an earlier version, made
+        without it, still resumes with the model at the path it was made with.
         """
         _zarr()
         store = cls(path)
         p = store.path
-        fingerprint = plan_fingerprint(plan, model_id)
-        facts = store._facts(plan, model_id, revision, scene_root, absolute_paths)
+        fingerprint = plan_fingerprint(plan, model_id, weights, precision)
+        legacy = plan_fingerprint(plan, model_id, None, precision)  # stores made before the weights' hash
+        facts = store._facts(plan, model_id, revision, scene_root, absolute_paths, weights, precision)
         if p.exists() and overwrite:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         if p.exists():
-            store._reopen(plan, fingerprint, facts, extra, repair)
+            store._reopen(plan, (fingerprint, legacy), facts, extra, repair)
             return store
         parent = p.parent if str(p.parent) else Path(".")
         if not parent.is_dir():
             raise RasterInputError(f"The output folder {parent} does not exist; create it first (mkdir -p {parent}).")
+        store.fingerprint = fingerprint
         root_attrs = store._root_attrs(plan, fingerprint, str(uuid.uuid4()), facts, extra)
         tmp = p.with_name(f".{p.name}.new-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
@@ -223,9 +234,11 @@ class RegionStore:
             shutil.rmtree(tmp, ignore_errors=True)
         return store
 
-    def _facts(self, plan: RegionPlan, model_id: str, revision: str, scene_root: Any, absolute: bool) -> dict[str, Any]:
+    def _facts(
+        self, plan: RegionPlan, model_id: str, revision: str, scene_root: Any, absolute: bool, *run: Any
+    ) -> dict[str, Any]:
         base = self.path.parent
-        facts = {**model_facts(model_id, base, absolute), "geoemb:model_revision": revision}
+        facts = {**model_facts(model_id, base, absolute, *run), "geoemb:model_revision": revision}
         facts["geoemb:source_scenes"] = [
             {
                 **source_entry(s.spec.source, scene_root, absolute),
@@ -255,9 +268,13 @@ class RegionStore:
             **(extra or {}),
         }
 
-    def _reopen(self, plan: RegionPlan, fingerprint: str, facts: dict, extra: dict | None, repair: bool) -> None:
-        """Resume: the same plan, metadata intact (or rewritten with ``repair``)."""
+    def _reopen(
+        self, plan: RegionPlan, fingerprints: tuple[str, str], facts: dict, extra: dict | None, repair: bool
+    ) -> None:
+        """Resume: the same plan (``fingerprints``: by the weights' hash, and by model path as earlier versions
+        recorded it), metadata intact (or rewritten with ``repair``)."""
         p = self.path
+        fingerprint = fingerprints[0]
         if not p.is_dir() or not ((p / "zarr.json").exists() or (p / REGISTRY / RECIPE).is_file()):
             raise RasterInputError(
                 f"{p} exists and is not an earth-embed store; pass overwrite=True (CLI: --overwrite) or choose "
@@ -268,26 +285,33 @@ class RegionStore:
             attrs = layout.check_layout(p)
             old, run_id = attrs.get("earth_embed:plan"), attrs.get(layout.RUN_ID)
         except OutputError:
-            if not repair or recipe.get("plan") != fingerprint:
+            if not repair or recipe.get("plan") not in fingerprints:
                 raise
-            attrs, old, run_id = {}, fingerprint, recipe.get("run_id")
+            attrs, old, run_id = {}, recipe.get("plan"), recipe.get("run_id")
         if old is None and not recipe:
             raise RasterInputError(
                 f"{p} exists and is not an earth-embed store; pass overwrite=True (CLI: --overwrite) or choose "
                 "another path."
             )
-        if old != fingerprint:
+        if old not in fingerprints:
+            legacy = "" if attrs.get(WEIGHTS_ATTR) or not attrs else (
+                " It was made by an earlier earth-embed, which identified the model by its folder's path: give the "
+                "model at the path it was made with to resume it."
+            )  # fmt: skip
             raise RasterInputError(
-                f"{p} was made for a different plan (other scenes, sizes or model); pass overwrite=True "
-                "(CLI: --overwrite) to start over, or choose another path."
+                f"{p} was made for a different plan (other scenes, sizes, model weights or precision); pass "
+                f"overwrite=True (CLI: --overwrite) to start over, or choose another path.{legacy}"
             )
+        if old != fingerprint:  # an earlier version's store: it keeps what it recorded
+            facts = {k: v for k, v in facts.items() if k not in (WEIGHTS_ATTR, PRECISION_ATTR)}
+        self.fingerprint = str(old)
         try:
             layout.check_layout(p, plan)
         except OutputError:
             if not repair:
                 raise
             root_attrs = self._root_attrs(
-                plan, fingerprint, str(run_id or recipe.get("run_id") or uuid.uuid4()), facts, extra
+                plan, self.fingerprint, str(run_id or recipe.get("run_id") or uuid.uuid4()), facts, extra
             )
             fixed = layout.rewrite_layout(p, plan, root_attrs, facts)
             log.warning("rewrote the metadata of %s: %s", p, ", ".join(fixed))

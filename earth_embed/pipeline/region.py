@@ -24,6 +24,7 @@ from typing import Any
 from rasterio.crs import CRS
 
 from ..errors import EarthEmbedError, RasterInputError
+from ..hub import weights_sha256
 from ..inputs.spec import SceneSpec, settle_scene
 from ..inputs.stac_items import scenes_from_item_collection
 from ..precision import DEFAULT_PRECISION
@@ -174,6 +175,7 @@ def _embed_locked(
             specs, encoder, chunk=kw["chunk"], shard=kw["shard"], block=kw["block"], halo=kw["halo"], keep=kw["keep"]
         )
         fresh = kw["overwrite"] or not Path(store).exists()
+        precision = _recorded_precision(kw["precision"], kw["device"], engine)
         sink = RegionStore.create(
             store,
             plan,
@@ -183,6 +185,8 @@ def _embed_locked(
             scene_root=kw["scene_root"],
             absolute_paths=kw["absolute_paths"],
             repair=repair,
+            weights=weights_sha256(encoder),
+            precision=precision,
         )
         sink.write_recipe(_recipe(sink, plan, scenes, model, model_id, kw))
         for key, grid in plan.groups.items():
@@ -243,7 +247,6 @@ def _refuse_empty(sink: Any, plan: RegionPlan, run: RegionRun, fresh: bool) -> N
 def _recipe(sink: Any, plan: RegionPlan, scenes: Sequence[SceneLike], given: Any, model_id: str, kw: dict) -> dict:
     """How to make the store again (``_units/run.json``): paths relative to the store's folder."""
     from ..outputs.provenance import is_local_model, relative_href
-    from ..outputs.zarr_store import plan_fingerprint
 
     base = sink.path.parent
 
@@ -270,7 +273,7 @@ def _recipe(sink: Any, plan: RegionPlan, scenes: Sequence[SceneLike], given: Any
     from ..tiling.engine import pick_device
 
     return {
-        "plan": plan_fingerprint(plan, model_id),
+        "plan": sink.fingerprint,
         # the same device and thread count give the same floats (a repaired unit equals its neighbours' run)
         "device": str(pick_device(kw["device"])),
         "threads": torch.get_num_threads(),
@@ -282,6 +285,17 @@ def _recipe(sink: Any, plan: RegionPlan, scenes: Sequence[SceneLike], given: Any
         **{k: kw[k] for k in RECIPE_KEYS},
         **({"keep": kw["keep"]} if kw["keep"] != "latest" else {}),
     }
+
+
+def _recorded_precision(requested: str, device: str | None, engine: str) -> str:
+    """The precision the run computes in (``auto`` resolved for this machine's device; a Ray run's ``auto``
+    is each worker's choice and is recorded as asked)."""
+    from ..precision import check_precision, resolve_precision
+    from ..tiling.engine import pick_device
+
+    if engine == "ray" and check_precision(requested) == "auto":
+        return "auto"
+    return resolve_precision(requested, pick_device(device))
 
 
 def _local_or_hub(name: str) -> str:

@@ -23,10 +23,12 @@ import torch
 
 from .. import quantize
 from ..errors import RasterInputError
+from ..hub import weights_sha256
 from ..inputs.spec import SceneSpec, settle_scene
 from ..outputs.classmap import class_map_style
 from ..outputs.embeddings import RUN_TAG
 from ..outputs.geotiff import OUTPUT_DTYPES, GeoTiffWriter, band_names, check_output_path, scales_path
+from ..outputs.provenance import WEIGHTS_TAG
 from ..precision import DEFAULT_PRECISION, resolve_precision
 from ..tiling.engine import RunOptions, pick_device, run_plan
 from ..tiling.plan import RegionPlan, WorkUnit
@@ -105,6 +107,7 @@ def _base_tags(model, plan: RegionPlan, tiling, dn_offset, model_id, revision, b
         "MODEL": model_id or name,
         "MODEL_REVISION": revision or rev,
         "MODEL_ARCHITECTURE": model.config.architecture,
+        WEIGHTS_TAG: weights_sha256(model),
         "INPUT": source if isinstance(source, str) else json.dumps(list(source)),
         "INPUT_BANDS": ",".join(model.bands),
         "DN_OFFSET": str(norm.dn_offset if dn_offset is None else dn_offset),
