@@ -289,8 +289,31 @@ class ZarrEmbeddings(EmbeddingRaster):
         rows = slice(int(win.row_off), int(win.row_off + win.height))
         cols = slice(int(win.col_off), int(win.col_off + win.width))
         at = self._layer
-        codes = np.asarray(self._codes[at + (slice(None), rows, cols)])
-        return quantize.decode(codes, self.tags, np.asarray(self._scales[at + (rows, cols)]))
+        try:
+            codes = np.asarray(self._codes[at + (slice(None), rows, cols)])
+            scales = np.asarray(self._scales[at + (rows, cols)])
+        except Exception as err:  # a codec's error on damaged bytes (Zstd "Data corruption detected"...)
+            raise RasterInputError(
+                f"{self.store} is damaged: {', '.join(self._damaged(rows, cols)) or 'a shard'} cannot be decoded "
+                f"({type(err).__name__}: {err}). Run `earth-embed verify {self.store} --repair`: it finds every "
+                "damaged unit and computes it again."
+            ) from err
+        return quantize.decode(codes, self.tags, scales)
+
+    def _damaged(self, rows: slice, cols: slice) -> list[str]:
+        """The shard files (relative to the store) under ``rows``/``cols`` that fail to decode, one by one."""
+        bad = []
+        for arr, band in ((self._codes, (0,)), (self._scales, ())):
+            step = int((getattr(arr, "shards", None) or arr.chunks)[-1])
+            for r in range(rows.start // step, -(-rows.stop // step)):
+                for c in range(cols.start // step, -(-cols.stop // step)):
+                    one = (slice(r * step, (r + 1) * step), slice(c * step, (c + 1) * step))
+                    try:
+                        arr[self._layer + (slice(None),) * len(band) + one]
+                    except Exception:
+                        key = "/".join(str(i) for i in (*self._layer, *band, r, c))
+                        bad.append(f"{self.group}/{arr.basename}/c/{key}")
+        return bad
 
 
 def open_embeddings(

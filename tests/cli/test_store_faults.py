@@ -83,6 +83,7 @@ DAMAGE_CASES = [
     ("entry-deleted", f.delete_entry, "embed-region", 0, ["1 unit(s) computed, 5 already done"]),
     ("entry-corrupt", f.corrupt_entry, "embed-region", 0, ["EPSG_32618/0.1 is computed again", "unreadable"]),
     ("bitflip-same-size-and-time", f.bitflip_keep_time, "verify", 1, ["unit EPSG_32618/1.0", "SHA-256", "--repair"]),
+    ("bitflip-then-read", f.bitflip_keep_time, "cluster", 2, ["EPSG_32618/embeddings/c/0/1/0", "verify", "--repair"]),
     ("array-metadata-corrupt", f.corrupt_array_meta, "embed-region", 2, ["scales/zarr.json is corrupt", "--repair"]),
     ("root-metadata-corrupt", f.corrupt_root_meta, "embed-region", 2, ["zarr.json is corrupt", "verify", "--repair"]),
     ("array-metadata-missing", f.delete_array_meta, "embed-region", 2, ["embeddings/zarr.json is missing", "--repair"]),
@@ -94,7 +95,11 @@ def test_damaged_store(case, base, capsys):
     name, damage, command, rc, says = case
     out = copy_of(base, name)
     damage(out)
-    argv = ["embed-region", *args(base, out)] if command == "embed-region" else ["verify", str(out)]
+    argv = {
+        "embed-region": ["embed-region", *args(base, out)],
+        "verify": ["verify", str(out)],
+        "cluster": ["cluster", str(out), "--k", "2", "--out", str(out.with_suffix(".tif")), "--no-png"],
+    }[command]
     assert main(argv) == rc
     text = "".join(capsys.readouterr())
     assert all(w in text for w in says) and "Traceback" not in text, text
