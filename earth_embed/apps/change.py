@@ -28,16 +28,26 @@ from ..outputs.classmap import class_map_style
 from ..outputs.embeddings import EmbeddingRaster, open_embeddings
 from ..outputs.geotiff import GeoTiffWriter
 from .change_inputs import check_comparable, provenance
+from .change_mask import (
+    DEFAULT_MIN_AREA_M2,
+    DEFAULT_RULE,
+    DEFAULT_SMOOTH,
+    auto_threshold,
+    describe_rule,
+    drop_small,
+    min_pixels,
+)
 from .change_scores import (
+    DEFAULT_SCORE,
     DESCRIPTIONS,
-    SCORES,
-    PooledStats,
+    HALO,
+    ScoreStats,
     change_probability,
-    cosine_change,
-    cva_change,
+    check_score,
     fit_change_head,
-    otsu_threshold,
     pair_features,
+    prepare,
+    score_map,
     smooth_map,
     valid_rows,
 )
@@ -45,7 +55,7 @@ from .change_sources import embedded_pair
 from .fit import _check_out_dir
 from .heads import block_ids, blocked_cv, check_cv
 from .labels import Labels, read_labels
-from .polygons import FORMATS, vectorise
+from .polygons import FORMATS, pixel_area_m2, vectorise
 from .render import change_png
 
 #: Files written into ``out_dir``.
@@ -54,8 +64,10 @@ SCORE, MASK, PNG, REPORT, POLYGONS = "score.tif", "mask.tif", "change.png", "cha
 MASK_CLASSES, MASK_COLORS = ["no change", "change"], [(200, 200, 200), (220, 40, 40)]
 #: Label class names read as "change" (lower case) when ``change_class`` is not given.
 CHANGE_NAMES = {"change", "changed", "yes", "true", "1", "new"}
-#: Scores kept to choose Otsu's threshold (a uniform sample of the valid pixels).
+#: Scores kept to choose the threshold (a uniform sample of the valid pixels).
 OTSU_SAMPLE = 1_000_000
+#: The fitted score's threshold: the head's own decision, P(change) above one half.
+FITTED_THRESHOLD = 0.5
 
 
 @dataclass
@@ -85,9 +97,9 @@ def change(
     column: str = "class",
     change_class: str | None = None,
     threshold: float | None = None,
-    smooth: int = 0,
+    smooth: int | None = None,
     polygons: str | None = None,
-    min_area: float = 0.0,
+    min_area: float | None = None,
     model: str | None = None,
     revision: str | None = None,
     folds: int = 5,
@@ -103,19 +115,23 @@ def change(
     ``a``, ``b``: embedding rasters (GeoTIFF of ``earth-embed embed``, region COG, region store group) of one
     model on one grid, or scenes, embedded with ``model`` (default: the model named by the other input, else
     the released encoder) into ``out_dir/embeddings_{a,b}.tif``; ``b`` is resampled onto ``a``'s grid first.
-    ``score``: ``cos``, ``cva`` (default without labels) or ``fitted`` (default with ``labels``: a vector file
-    or label raster on ``a``'s grid with two classes, ``change_class`` naming the change one; cross-validated
-    over ``block_size`` px blocks in ``folds`` folds). ``smooth``: odd box-mean window (px) applied to the
-    score map (0: none). ``threshold``: pixels scoring above it are change (default: Otsu's threshold).
-    ``polygons``: ``gpkg`` or ``geojson`` writes the change polygons of at least ``min_area`` m².
+    ``score``: a zero-shot score of ``change_scores.score_map`` (default without labels: ``DEFAULT_SCORE``) or
+    ``fitted`` (default with ``labels``: a vector file or label raster on ``a``'s grid with two classes,
+    ``change_class`` naming the change one; cross-validated over ``block_size`` px blocks in ``folds`` folds).
+    ``smooth``: odd box-mean window (px) applied to the score map (0: none; default ``DEFAULT_SMOOTH``).
+    ``threshold``: pixels scoring above it are change (default: the rule ``change_mask.DEFAULT_RULE``, or
+    P(change) > 0.5 for ``fitted``). ``min_area``: changed patches smaller than this (m², default
+    ``DEFAULT_MIN_AREA_M2``) are set to no change. ``polygons``: ``gpkg`` or ``geojson`` writes the change
+    polygons (those of at least ``min_area``). Missing parent folders of ``out_dir`` are created.
 
     Writes ``score.tif`` (float32 COG, NaN where either date is nodata), ``mask.tif`` (uint8 COG: 1 no change,
     2 change, 0 nodata), ``change.png`` (score and mask with legend), ``change_report.json`` and, if asked,
     ``changes.gpkg``/``changes.geojson``.
     """
-    score = score or ("fitted" if labels is not None else "cva")
-    if score not in SCORES:
-        raise EarthEmbedError(f"Unknown score {score!r}; use one of {', '.join(SCORES)}.")
+    score = score or ("fitted" if labels is not None else DEFAULT_SCORE)
+    check_score(score)
+    smooth = DEFAULT_SMOOTH if smooth is None else smooth
+    min_area = DEFAULT_MIN_AREA_M2 if min_area is None else min_area
     if (score == "fitted") != (labels is not None):
         raise LabelError(
             "The fitted score needs labels (CLI: --labels FILE with change and no-change pixels); labels are only "
@@ -125,7 +141,13 @@ def change(
         raise EarthEmbedError(f"Unknown polygon format {polygons!r}; use one of {', '.join(FORMATS)}.")
     smooth_map(np.zeros((1, 1), np.float32), smooth)  # checks the window size before any work
     out = Path(out_dir).expanduser()
-    _check_out_dir(out, overwrite)
+    made = [p for p in reversed(out.absolute().parents) if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _check_out_dir(out, overwrite)
+    except BaseException:
+        _remove_empty(made)
+        raise
     opts: dict[str, Any] = dict(
         score=score, labels=labels, column=column, change_class=change_class, threshold=threshold, smooth=smooth,
         polygons=polygons, min_area=min_area, model=model, revision=revision, folds=folds, block_size=block_size,
@@ -141,6 +163,7 @@ def change(
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
         raise
 
     def moved(p: Path | None) -> Path | None:
@@ -154,6 +177,15 @@ def change(
         polygons=moved(result.polygons), embeddings=None if emb is None else (moved(emb[0]), moved(emb[1])),  # type: ignore[arg-type]
         notes=_final(result.notes, tmp, out),
     )  # fmt: skip
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """Remove the parent folders this call created (deepest first), where they are still empty."""
+    for p in reversed(made):
+        try:
+            p.rmdir()
+        except OSError:
+            break
 
 
 def _final(obj: Any, tmp: Path, out: Path) -> Any:
@@ -201,27 +233,50 @@ def _fit(ea: EmbeddingRaster, eb: EmbeddingRaster, opts: dict[str, Any], notes: 
     return fit_change_head(xa, xb, y, seed=opts["seed"]), report
 
 
+def _pair(ea: EmbeddingRaster, eb: EmbeddingRaster, win: Window, halo: int) -> tuple[np.ndarray, np.ndarray, Window]:
+    """Both dates' ``(D, h, w)`` embeddings of ``win`` grown by ``halo`` px (cut at the raster's edge), NaN where
+    nodata, and the grown window."""
+    r0, c0 = max(0, int(win.row_off) - halo), max(0, int(win.col_off) - halo)
+    r1, c1 = min(ea.height, int(win.row_off + win.height) + halo), min(ea.width, int(win.col_off + win.width) + halo)
+    big = Window(c0, r0, c1 - c0, r1 - r0)
+    return ea.read(big), eb.read(big), big
+
+
+def _crop(x: np.ndarray, win: Window, big: Window) -> np.ndarray:
+    dr, dc = int(win.row_off - big.row_off), int(win.col_off - big.col_off)
+    return x[..., dr : dr + int(win.height), dc : dc + int(win.width)]
+
+
 def _score_fn(kind: str, ea: EmbeddingRaster, eb: EmbeddingRaster, opts: dict, notes: list, report: dict) -> Any:
-    if kind == "cos":
-        return cosine_change
-    if kind == "cva":
-        stats = PooledStats(ea.dim)
-        for win in ea.windows():
-            xa, xb = ea.read(win).reshape(ea.dim, -1).T, eb.read(win).reshape(eb.dim, -1).T
+    """The map function ``(a, b) -> score`` of two ``(D, h, w)`` windows (with ``HALO[kind]`` px of context)."""
+    if kind == "fitted":
+        head, report["cross_validation"] = _fit(ea, eb, opts, notes)
+
+        def fitted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            xa, xb = a.reshape(ea.dim, -1).T, b.reshape(eb.dim, -1).T
             ok = valid_rows(xa, xb)
-            stats.add(xa[ok], xb[ok])
-        std = stats.std()
-        report["cva_pooled_std"] = [round(float(v), 6) for v in std]
-        return lambda xa, xb: cva_change(xa, xb, std)
-    head, report["cross_validation"] = _fit(ea, eb, opts, notes)
-    return lambda xa, xb: change_probability(head, xa, xb)
+            flat = np.full(ok.shape, np.nan, np.float32)
+            if ok.any():
+                flat[ok] = change_probability(head, xa[ok], xb[ok])
+            return flat.reshape(a.shape[1:])
+
+        return fitted
+    stats = ScoreStats(kind, ea.dim, seed=opts["seed"])
+    for win in ea.windows():
+        a, b, big = _pair(ea, eb, win, HALO[kind])
+        pa, pb = prepare(a, b, kind)
+        stats.add(_crop(pa, win, big), _crop(pb, win, big))
+    params = stats.params()
+    if "std" in params:
+        report["cva_pooled_std"] = [round(float(v), 6) for v in params["std"]]
+    return lambda a, b: score_map(a, b, kind, stats=stats)
 
 
 def _write_score(ea: EmbeddingRaster, eb: EmbeddingRaster, fn: Any, dst: Path, tags: dict, opts: dict) -> np.ndarray:
     """Stream the score map into ``dst`` (float32 COG); return a uniform sample of the valid scores."""
     from tqdm.auto import tqdm
 
-    halo = max(0, opts["smooth"]) // 2
+    halo = HALO[opts["score"]] + max(0, opts["smooth"]) // 2
     rng = np.random.default_rng(opts["seed"])
     keys, sample = np.zeros(0), np.zeros(0, np.float32)
     writer = GeoTiffWriter(
@@ -230,18 +285,8 @@ def _write_score(ea: EmbeddingRaster, eb: EmbeddingRaster, fn: Any, dst: Path, t
     )  # fmt: skip
     with writer:
         for win in tqdm(list(ea.windows()), desc="change", unit="window", disable=not opts["progress"]):
-            r0, c0 = max(0, int(win.row_off) - halo), max(0, int(win.col_off) - halo)
-            r1 = min(ea.height, int(win.row_off + win.height) + halo)
-            c1 = min(ea.width, int(win.col_off + win.width) + halo)
-            big = Window(c0, r0, c1 - c0, r1 - r0)
-            xa, xb = ea.read(big).reshape(ea.dim, -1).T, eb.read(big).reshape(eb.dim, -1).T
-            ok = valid_rows(xa, xb)
-            flat = np.full(ok.shape, np.nan, np.float32)
-            if ok.any():
-                flat[ok] = fn(xa[ok], xb[ok])
-            block = smooth_map(flat.reshape(r1 - r0, c1 - c0), opts["smooth"])
-            dr, dc = int(win.row_off) - r0, int(win.col_off) - c0
-            block = block[dr : dr + int(win.height), dc : dc + int(win.width)]
+            a, b, big = _pair(ea, eb, win, halo)
+            block = _crop(smooth_map(fn(a, b), opts["smooth"]), win, big)
             writer.write(int(win.row_off), int(win.col_off), block[None])
             v = block[np.isfinite(block)]
             keys, sample = np.concatenate([keys, rng.random(v.size)]), np.concatenate([sample, v])
@@ -251,23 +296,26 @@ def _write_score(ea: EmbeddingRaster, eb: EmbeddingRaster, fn: Any, dst: Path, t
     return sample
 
 
-def _write_mask(score_tif: Path, dst: Path, threshold: float, tags: dict) -> tuple[int, int]:
-    """The change mask of the score map (1 no change, 2 change, 0 nodata); return (changed, valid) pixels."""
+def _write_mask(score_tif: Path, dst: Path, threshold: float, min_area: float, tags: dict) -> tuple[int, int, int]:
+    """The change mask of the score map (1 no change, 2 change, 0 nodata), changed patches smaller than
+    ``min_area`` m² set to no change; return (changed, valid) pixels and the patch size kept (px)."""
     style, colormap = class_map_style(MASK_CLASSES, MASK_COLORS)
-    changed = valid = 0
     with rasterio.open(score_tif) as src:
-        writer = GeoTiffWriter(
-            dst, height=src.height, width=src.width, count=1, crs=src.crs, transform=src.transform, dtype="uint8",
-            tags={**tags, **style}, colormap=colormap, compress="deflate", overviews=True,
-        )  # fmt: skip
-        with writer:
-            for _, win in src.block_windows(1):
-                s = src.read(1, window=win)
-                ok = np.isfinite(s)
-                m = np.where(ok, np.where(s > threshold, 2, 1), 0).astype(np.uint8)
-                changed, valid = changed + int((m == 2).sum()), valid + int(ok.sum())
-                writer.write(int(win.row_off), int(win.col_off), m[None])
-    return changed, valid
+        s = src.read(1)
+        crs, transform = src.crs, src.transform
+    ok = np.isfinite(s)
+    centre_y = (transform @ (s.shape[1] / 2, s.shape[0] / 2))[1]
+    min_px = min_pixels(min_area, pixel_area_m2(crs, transform, centre_y))
+    changed = drop_small(ok & (np.where(ok, s, -np.inf) > threshold), min_px)
+    m = np.where(ok, np.where(changed, 2, 1), 0).astype(np.uint8)
+    writer = GeoTiffWriter(
+        dst, height=m.shape[0], width=m.shape[1], count=1, crs=crs, transform=transform, dtype="uint8",
+        tags={**tags, **style}, colormap=colormap, compress="deflate", overviews=True,
+    )  # fmt: skip
+    with writer:
+        for r in range(0, m.shape[0], 1024):
+            writer.write(r, 0, m[None, r : r + 1024])
+    return int(changed.sum()), int(ok.sum()), min_px
 
 
 def _change_into(a: Any, b: Any, tmp: Path, opts: dict[str, Any]) -> ChangeResult:
@@ -291,12 +339,17 @@ def _change_into(a: Any, b: Any, tmp: Path, opts: dict[str, Any]) -> ChangeResul
         sample = _write_score(ea, eb, fn, tmp / SCORE, tags, opts)
     if sample.size == 0:
         raise EarthEmbedError(f"No pixel has data in both dates ({path_a}, {path_b}); the two do not overlap.")
-    thr = float(opts["threshold"]) if opts["threshold"] is not None else otsu_threshold(sample)
-    how = "given" if opts["threshold"] is not None else f"Otsu on {sample.size} sampled pixels"
-    mask_tags = {**{k: v for k, v in tags.items() if k != "KIND"}, "THRESHOLD": f"{thr:.6g}", "THRESHOLD_METHOD": how}
-    changed, valid = _write_mask(tmp / SCORE, tmp / MASK, thr, mask_tags)
-    report.update(threshold=thr, threshold_method=how, valid_pixels=valid, changed_pixels=changed,
-                  changed_share=changed / max(1, valid), notes=notes,
+    if opts["threshold"] is not None:
+        thr, how = float(opts["threshold"]), "given"
+    elif opts["score"] == "fitted":
+        thr, how = FITTED_THRESHOLD, "the head's decision, P(change) > 0.5"
+    else:
+        thr, how = auto_threshold(sample, *DEFAULT_RULE), describe_rule(*DEFAULT_RULE, sample.size)
+    mask_tags = {**{k: v for k, v in tags.items() if k != "KIND"}, "THRESHOLD": f"{thr:.6g}", "THRESHOLD_METHOD": how,
+                 "MIN_AREA_M2": f"{opts['min_area']:g}"}  # fmt: skip
+    changed, valid, min_px = _write_mask(tmp / SCORE, tmp / MASK, thr, opts["min_area"], mask_tags)
+    report.update(threshold=thr, threshold_method=how, min_area_m2=opts["min_area"], min_area_px=min_px,
+                  valid_pixels=valid, changed_pixels=changed, changed_share=changed / max(1, valid), notes=notes,
                   created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
     poly = None
     if opts["polygons"]:
@@ -305,8 +358,11 @@ def _change_into(a: Any, b: Any, tmp: Path, opts: dict[str, Any]) -> ChangeResul
                 m.read(1), 2, s.read(1), m.crs, m.transform, tmp / f"{POLYGONS}{FORMATS[opts['polygons']][1]}",
                 fmt=opts["polygons"], min_area_m2=opts["min_area"],
             )  # fmt: skip
-        report.update(polygons=str(poly), polygon_count=n, min_area_m2=opts["min_area"])
-    png = change_png(tmp / SCORE, tmp / MASK, tmp / PNG, threshold=thr, title=opts["score"]) if opts["png"] else None
+        report.update(polygons=str(poly), polygon_count=n)
+    png = None
+    if opts["png"]:
+        png = change_png(tmp / SCORE, tmp / MASK, tmp / PNG, threshold=thr, title=opts["score"],
+                         changed_share=changed / max(1, valid))  # fmt: skip
     return ChangeResult(
         out_dir=tmp, score=tmp / SCORE, mask=tmp / MASK, report=report, threshold=thr, changed_pixels=changed,
         valid_pixels=valid, png=png, polygons=poly, embeddings=(Path(path_a), Path(path_b)), notes=notes,

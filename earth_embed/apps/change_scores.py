@@ -1,16 +1,15 @@
 """Per-pixel change scores between two co-registered embeddings (or any per-pixel features) of one grid.
 
-One implementation for ``earth-embed change`` and for the evaluation (``training/experiments/change_detection.py``):
+One implementation for ``earth-embed change`` and for the evaluation (``training/experiments/``). The public
+entry is :func:`score_map`: two ``(D, H, W)`` feature maps (embeddings, raw bands, a hand-made stack) of one
+grid in, an ``(H, W)`` score out, by one of the zero-shot scores of ``change_maps`` (``cos``, ``cva``, box-
+averaged, shift-tolerant and whitened variants; :data:`DEFAULT_SCORE` was chosen on the 10 labelled OSCD
+cities, see ``docs/results/change_defaults.md``). ``fitted`` is the probability of change from a logistic head
+(``apps.heads``) on the pair's features ``[|a - b|, a, b]`` (:func:`pair_features`), fitted on labelled change /
+no-change pixels.
 
-* ``cos``: 1 - cosine similarity of the two vectors, in [0, 2];
-* ``cva``: change vector analysis on standardised features: each dimension is divided by its standard
-  deviation pooled over both dates' valid pixels (:class:`PooledStats`), then the Euclidean norm of the
-  difference;
-* ``fitted``: the probability of change from a logistic head (``apps.heads``) on the pair's features
-  ``[|a - b|, a, b]`` (:func:`pair_features`), fitted on labelled change / no-change pixels.
-
-Rows are pixels: ``a`` and ``b`` are ``(n, D)`` float arrays. :func:`smooth_map` (a NaN-aware box mean of
-a score map) and :func:`otsu_threshold` (the default threshold of the change mask) complete the set.
+The row functions below take pixels as rows: ``a`` and ``b`` are ``(n, D)`` float arrays. :func:`smooth_map`
+(a NaN-aware box mean of a score map) and :func:`otsu_threshold` complete the set.
 """
 
 from __future__ import annotations
@@ -24,15 +23,33 @@ from ..errors import EarthEmbedError
 from ..local_stats import box_mean
 from .heads import fit_head, make_head, predict_proba
 
+#: Zero-shot scores of :func:`score_map` (no labels needed).
+MAP_SCORES = ("cos", "cva", "cva-box3", "shift-min", "whitened", "whitened-box5")
 #: Score names, as ``earth-embed change --score`` takes them.
-SCORES = ("cos", "cva", "fitted")
+SCORES = (*MAP_SCORES, "fitted")
+#: The default zero-shot score (chosen on the 10 OSCD cities, leave-one-city-out: docs/results/change_defaults.md).
+DEFAULT_SCORE = "cva"
 #: What each score is, for tags and reports.
 DESCRIPTIONS = {
     "cos": "1 - cosine similarity of the two embeddings (0 = same direction, 2 = opposite)",
     "cva": "change vector analysis: Euclidean norm of the difference of the embeddings standardised per dimension "
     "with the standard deviation pooled over both dates' valid pixels",
+    "cva-box3": "change vector analysis of each date's features box-averaged over 3 x 3 px before differencing",
+    "shift-min": "shift-tolerant change vector analysis: the standardised distance from each date's vector to the "
+    "nearest of the other date's 3 x 3 neighbours, the mean of both directions",
+    "whitened": "Mahalanobis norm of the difference, its mean and covariance fitted on the pair's pixels and "
+    "re-fitted without the 5 % farthest",
+    "whitened-box5": "the whitened difference of each date's features box-averaged over 5 x 5 px",
     "fitted": "probability of change from a logistic head on [|a - b|, a, b] fitted on labelled pixels",
 }
+#: Box mean (px) applied to each date before differencing, per score.
+BOX = {"cva-box3": 3, "whitened-box5": 5}
+#: Pixels of context each score needs around a window (the box radius, or the 1 px shift).
+HALO = {"cos": 0, "cva": 0, "cva-box3": 1, "shift-min": 1, "whitened": 0, "whitened-box5": 2, "fitted": 0}
+#: Share of the difference vectors left out of the whitened score's covariance re-fit (the likely changes).
+WHITEN_TRIM = 0.05
+#: Difference vectors kept (uniform sample) to fit the whitened score's mean and covariance.
+WHITEN_SAMPLE = 200_000
 
 
 def valid_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -152,3 +169,145 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
     between = w0 * w1 * (mu0 - mu1) ** 2
     return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+def _box_each(x: np.ndarray, k: int) -> np.ndarray:
+    """NaN-aware k x k box mean of every channel of ``(D, H, W)`` (a pixel NaN in any channel stays NaN and is
+    left out of its neighbours' means; the window is cut at the border)."""
+    valid = np.isfinite(x).all(axis=0)
+    t = torch.from_numpy(np.where(valid[None], x, 0.0).astype(np.float32))[None]
+    w = torch.from_numpy(valid.astype(np.float32))[None, None]
+    with torch.no_grad():
+        num, den = box_mean(t, k, edge="clip")[0].numpy(), box_mean(w, k, edge="clip")[0, 0].numpy()
+    return np.where(valid[None], num / np.maximum(den, 1e-12)[None], np.nan).astype(np.float32)
+
+
+def prepare(a: np.ndarray, b: np.ndarray, score: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both dates' ``(D, H, W)`` float32 features as ``score`` compares them: box-averaged where it says so,
+    NaN at every pixel that is not finite in both dates."""
+    check_score(score, MAP_SCORES)
+    a32, b32 = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    if a32.ndim != 3 or a32.shape != b32.shape:
+        raise EarthEmbedError(
+            f"score_map needs two (D, H, W) feature arrays of one shape (one grid), got {a32.shape} and {b32.shape}."
+        )
+    bad = np.asarray(~(np.isfinite(a32).all(axis=0) & np.isfinite(b32).all(axis=0)))
+    a32, b32 = np.where(bad[None], np.nan, a32), np.where(bad[None], np.nan, b32)
+    if score in BOX:
+        a32, b32 = _box_each(a32, BOX[score]), _box_each(b32, BOX[score])
+    return a32, b32
+
+
+def check_score(score: str, allowed: tuple[str, ...] = SCORES) -> None:
+    if score not in allowed:
+        raise EarthEmbedError(f"Unknown score {score!r}; use one of {', '.join(allowed)}.")
+
+
+class ScoreStats:
+    """What a zero-shot score needs to know about the whole pair, accumulated window by window from the
+    prepared features' valid rows (:meth:`add`): the pooled standard deviation (CVA family) or the mean and
+    robust covariance of the difference (whitened family, from a uniform sample of the differences)."""
+
+    def __init__(self, score: str, dim: int, seed: int = 0) -> None:
+        check_score(score, MAP_SCORES)
+        self.score, self.dim = score, dim
+        self.pooled = PooledStats(dim)
+        self._rng = np.random.default_rng(seed)
+        self._keys, self._diffs = np.zeros(0), np.zeros((0, dim), np.float32)
+        self._done: dict[str, np.ndarray] | None = None
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Add prepared ``(D, h, w)`` features of both dates (NaN pixels are skipped)."""
+        xa, xb = a.reshape(self.dim, -1).T, b.reshape(self.dim, -1).T
+        ok = valid_rows(xa, xb)
+        xa, xb = xa[ok], xb[ok]
+        if self.score.startswith("whitened"):
+            self._keys = np.concatenate([self._keys, self._rng.random(len(xa))])
+            self._diffs = np.concatenate([self._diffs, xa - xb])
+            if len(self._keys) > WHITEN_SAMPLE:
+                keep = np.argpartition(self._keys, WHITEN_SAMPLE)[:WHITEN_SAMPLE]
+                self._keys, self._diffs = self._keys[keep], self._diffs[keep]
+            self.pooled.n += len(xa)
+        elif self.score != "cos":
+            self.pooled.add(xa, xb)
+        else:
+            self.pooled.n += len(xa)
+        self._done = None
+
+    def params(self) -> dict[str, np.ndarray]:
+        """``std`` (D,) for the CVA family; ``mean`` (D,) and ``whiten`` (D, D), with ``whiten @ (d - mean)``
+        of unit covariance, for the whitened family; nothing for ``cos``."""
+        if self._done is not None:
+            return self._done
+        if self.pooled.n == 0:
+            raise EarthEmbedError("No pixel is valid in both dates, so the change statistics cannot be computed.")
+        if self.score == "cos":
+            self._done = {}
+        elif self.score.startswith("whitened"):
+            d = self._diffs.astype(np.float64)
+            mean, whiten = _whitening(d)
+            dist = np.einsum("ij,nj->ni", whiten, d - mean)
+            dist = np.einsum("ni,ni->n", dist, dist)
+            keep = dist <= np.quantile(dist, 1.0 - WHITEN_TRIM)
+            mean, whiten = _whitening(d[keep])
+            self._done = {"mean": mean.astype(np.float32), "whiten": whiten.astype(np.float32)}
+        else:
+            self._done = {"std": self.pooled.std()}
+        return self._done
+
+
+def _whitening(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and whitening matrix (inverse Cholesky factor) of the rows ``d``, the covariance ridged by 1e-6 of
+    its mean variance so that a constant dimension does not make it singular."""
+    mean = d.mean(axis=0)
+    cov = np.cov(d - mean, rowvar=False).reshape(d.shape[1], d.shape[1])
+    cov += np.eye(len(cov)) * (1e-6 * max(float(np.trace(cov)) / len(cov), 1e-12))
+    return mean, np.linalg.inv(np.linalg.cholesky(cov))
+
+
+def score_map(
+    a: np.ndarray, b: np.ndarray, score: str = DEFAULT_SCORE, *, stats: ScoreStats | None = None
+) -> np.ndarray:
+    """Change score ``(H, W)`` float32 from date ``a`` to date ``b``, two ``(D, H, W)`` feature arrays on one
+    grid (embeddings, raw bands, a hand-made stack); NaN where either date is not finite.
+
+    ``score``: one of :data:`MAP_SCORES` (:data:`DESCRIPTIONS`). ``stats``: the pair's :class:`ScoreStats`
+    when ``a``/``b`` are windows of a larger pair (with :data:`HALO` pixels of context); by default they are
+    fitted on ``a`` and ``b`` themselves.
+    """
+    pa, pb = prepare(a, b, score)
+    if stats is None:
+        stats = ScoreStats(score, pa.shape[0])
+        stats.add(pa, pb)
+    p = stats.params()
+    dim, (h, w) = pa.shape[0], pa.shape[1:]
+    xa, xb = pa.reshape(dim, -1).T, pb.reshape(dim, -1).T
+    ok = valid_rows(xa, xb)
+    out = np.full(h * w, np.nan, np.float32)
+    if score == "cos":
+        out[ok] = cosine_change(xa[ok], xb[ok])
+    elif score.startswith("whitened"):
+        z = (xa[ok] - xb[ok] - p["mean"]) @ p["whiten"].T
+        out[ok] = np.sqrt(np.einsum("nd,nd->n", z, z))
+    elif score == "shift-min":
+        return _shift_min(pa / p["std"][:, None, None], pb / p["std"][:, None, None])
+    else:
+        out[ok] = cva_change(xa[ok], xb[ok], p["std"])
+    return out.reshape(h, w)
+
+
+def _shift_min(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean over both directions of the distance from each pixel's vector to the nearest vector of the other
+    date within one pixel (3 x 3 shifts; neighbours outside the map or NaN are not candidates)."""
+    h, w = a.shape[1:]
+    valid = np.isfinite(a).all(axis=0) & np.isfinite(b).all(axis=0)
+    best = np.full((2, h, w), np.inf, np.float32)
+    pad = ((0, 0), (1, 1), (1, 1))
+    ap, bp = np.pad(a, pad, constant_values=np.nan), np.pad(b, pad, constant_values=np.nan)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            for k, (x, yp) in enumerate(((a, bp), (b, ap))):
+                d = x - yp[:, 1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
+                dist = np.sqrt(np.einsum("dhw,dhw->hw", d, d))
+                best[k] = np.fmin(best[k], np.where(np.isfinite(dist), dist, np.inf))
+    return np.where(valid, best.mean(axis=0), np.nan).astype(np.float32)

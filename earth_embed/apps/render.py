@@ -63,9 +63,11 @@ def change_png(
     threshold: float,
     title: str = "change",
     max_size: int = 1024,
+    changed_share: float | None = None,
 ) -> Path:
     """Two panels: the change score (colour bar with the threshold marked) and the change mask (legend with
-    each class's share of the valid pixels; white is nodata)."""
+    each class's share of the valid pixels, ``changed_share`` where given, the report's figure at full
+    resolution, else counted on the reduced mask; white is nodata)."""
     require("matplotlib")
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
@@ -85,10 +87,12 @@ def change_png(
     ax2.imshow(mask, cmap=colours, vmin=0, vmax=2, interpolation="nearest")
     valid = max(1, int((mask > 0).sum()))
     shares = [100 * float((mask == v).sum()) / valid for v in (1, 2)]
+    if changed_share is not None:
+        shares = [100 * (1 - changed_share), 100 * changed_share]
     ax2.legend(
         handles=[
-            Patch(color=colours(1), label=f"no change ({shares[0]:.1f} %)"),
-            Patch(color=colours(2), label=f"change ({shares[1]:.1f} %)"),
+            Patch(color=colours(1), label=f"no change ({shares[0]:.2f} %)"),
+            Patch(color=colours(2), label=f"change ({shares[1]:.2f} %)"),
             Patch(facecolor="white", edgecolor="black", label="nodata"),
         ],
         loc="lower right",

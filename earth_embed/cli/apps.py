@@ -142,15 +142,15 @@ def cmd_change(args: argparse.Namespace) -> int:
     share = 100 * result.changed_pixels / max(1, result.valid_pixels)
     print(
         f"score {report['score']}"
-        + (f", {args.smooth} x {args.smooth} box mean" if args.smooth > 1 else "")
+        + (f", {report['smooth_px']} x {report['smooth_px']} box mean" if report["smooth_px"] > 1 else "")
         + f"; threshold {result.threshold:.4g} ({report['threshold_method']}): {result.changed_pixels} of "
-        f"{result.valid_pixels} px changed ({share:.2f} %)"
+        f"{result.valid_pixels} px changed ({share:.2f} %, patches under {report['min_area_m2']:g} m² dropped)"
     )
     print(f"wrote {result.score} (score, float32 COG), {result.mask} (mask: 1 no change, 2 change, 0 nodata)")
     if result.png:
         print(f"wrote {result.png} (score and mask)")
     if result.polygons:
-        print(f"wrote {result.polygons} ({report['polygon_count']} polygons of >= {args.min_area:g} m²)")
+        print(f"wrote {result.polygons} ({report['polygon_count']} polygons of >= {report['min_area_m2']:g} m²)")
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -237,27 +237,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "change",
         help="change between two dates: score COG, change mask, PNG (and polygons) from two embeddings or scenes",
-        description="Score the change of every pixel from date A to date B: 1 - cosine (cos) or the standardised "
-        "change vector (cva) of the two embeddings, or a head fitted on labelled change / no-change pixels "
-        "(--labels); threshold it (Otsu, or --threshold) into a mask; write OUT/score.tif (float32 COG), "
+        description="Score the change of every pixel from date A to date B with a zero-shot score of the two "
+        "embeddings (default: the one chosen on 10 labelled OSCD cities), or a head fitted on labelled change / "
+        "no-change pixels (--labels); threshold it (by default a robust rule chosen on the same cities, or "
+        "--threshold) into a mask, drop changed patches under --min-area; write OUT/score.tif (float32 COG), "
         "OUT/mask.tif, OUT/change.png, OUT/change_report.json and, with --polygons, OUT/changes.gpkg or .geojson. "
         "A and B are embeddings of one model on one grid (refused otherwise), or scenes (both embedded with one "
         "model, B onto A's grid). Needs: pip install 'earth-embed[apps]'.",
     )
     p.add_argument("a", metavar="A", help="earlier date: embeddings (GeoTIFF, region COG, OUT.zarr group) or a scene")
     p.add_argument("b", metavar="B", help="later date: embeddings on A's grid, or a scene (resampled onto A's grid)")
-    p.add_argument("out", metavar="OUT", help="output folder (must not exist unless --overwrite)")
-    p.add_argument("--score", choices=["cos", "cva", "fitted"], help="default: cva, or fitted with --labels")
+    p.add_argument("out", metavar="OUT", help="output folder (must not exist unless --overwrite; parents are created)")
+    p.add_argument("--score", help="cos, cva, cva-box3, shift-min, whitened, whitened-box5 or fitted (default: the "
+                   "zero-shot default of earth_embed.apps.change_scores.DEFAULT_SCORE, or fitted with --labels)")  # fmt: skip
     p.add_argument("--labels", metavar="FILE", help="change / no-change points or polygons (vector, any CRS) or a "
                    "label raster on A's grid: fits a logistic head on [|a - b|, a, b]")  # fmt: skip
     p.add_argument("--column", default="class", help="attribute holding the class names (default: class)")
     p.add_argument("--change-class", help="the label class that means change (default: one named change/changed/yes/1)")
-    p.add_argument("--threshold", type=float, help="score above which a pixel is change (default: Otsu's threshold)")
-    p.add_argument(
-        "--smooth", type=int, default=0, metavar="K", help="box mean of the score over K x K px (odd; 0: none)"
-    )
+    p.add_argument("--threshold", type=float, help="score above which a pixel is change (default: the rule of "
+                   "earth_embed.apps.change_mask.DEFAULT_RULE; P(change) > 0.5 for fitted)")  # fmt: skip
+    p.add_argument("--smooth", type=int, metavar="K", help="box mean of the score over K x K px (odd; 0: none; "
+                   "default: change_mask.DEFAULT_SMOOTH)")  # fmt: skip
     p.add_argument("--polygons", choices=["gpkg", "geojson"], help="also write the change polygons in this format")
-    p.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="smallest polygon kept, in m² (default 0)")
+    p.add_argument("--min-area", type=float, metavar="M2", help="smallest changed patch kept in the mask and as a "
+                   "polygon, in m² (default: change_mask.DEFAULT_MIN_AREA_M2)")  # fmt: skip
     p.add_argument(
         "--model", "-m", help="encoder for scenes (default: the one named in the other input, or the released one)"
     )

@@ -14,6 +14,7 @@ from earth_embed import EarthEncoder
 from earth_embed.api import embed_raster
 from earth_embed.apps import change
 from earth_embed.apps.change_inputs import IncomparableError, check_comparable
+from earth_embed.apps.change_mask import DEFAULT_RULE, auto_threshold
 from earth_embed.apps.change_scores import cosine_change, cva_change, otsu_threshold, pooled_std, smooth_map
 from earth_embed.cli import main
 from earth_embed.outputs.embeddings import EmbeddingRaster, open_embeddings
@@ -22,27 +23,6 @@ from earth_embed.released import find_released
 from tests.helpers.change_data import HONGKONG, MUMBAI, crop_labels, write_crop, write_label_points
 
 SIZE = 256
-
-
-@pytest.fixture(scope="module")
-def encoder_name() -> str:
-    name = find_released("encoder")
-    assert name is not None, "the released encoder (models/) is part of the repository"
-    return name
-
-
-@pytest.fixture(scope="module")
-def mumbai(shared_data, tmp_path_factory, encoder_name):
-    """Both dates of a 256 px Mumbai crop (7 % labelled change): scenes, float16 embeddings, labels."""
-    root = tmp_path_factory.mktemp("mumbai")
-    city, r0, c0 = MUMBAI
-    enc = EarthEncoder.from_pretrained(encoder_name)
-    out = {"root": root, "y": crop_labels(shared_data, city, r0, c0, SIZE), "encoder": enc}
-    for key, date in (("a", "oscd-date1"), ("b", "oscd")):
-        out[f"scene_{key}"] = write_crop(shared_data, date, city, r0, c0, SIZE, root / f"{key}.tif")
-        out[f"emb_{key}"] = embed_raster(enc, out[f"scene_{key}"], root / f"emb_{key}.tif", progress=False, dtype="float16",
-                                         model_id=encoder_name)  # fmt: skip
-    return out
 
 
 def _read(path) -> np.ndarray:
@@ -93,10 +73,11 @@ def test_cli_writes_score_cog_mask_png_and_polygons(mumbai, tmp_path, capsys):
         score, mask = s.read(1), m.read(1)
         thr = float(m.tags()["THRESHOLD"])
     assert np.isfinite(score).all() and set(np.unique(mask)) == {1, 2}
-    assert ((score > thr) == (mask == 2)).all()
+    assert thr == pytest.approx(auto_threshold(score.ravel(), *DEFAULT_RULE), rel=1e-5)  # every pixel is sampled
+    assert (score[mask == 2] > thr).all() and (mask == 2).sum() <= (score > thr).sum()  # small patches dropped
     assert (mask[y == 1] == 2).mean() > 2 * (mask[y == 0] == 2).mean()  # change flagged where it happened
     report = json.loads((out / "change_report.json").read_text())
-    assert report["threshold_method"].startswith("Otsu") and report["changed_pixels"] == int((mask == 2).sum())
+    assert report["changed_pixels"] == int((mask == 2).sum()) and report["min_area_m2"] == 1000
     assert report["polygon_count"] > 0 and str(tmp_path / "cos") in report["polygons"]  # final paths, not temporary
     from pyogrio import read_info
 

@@ -8,7 +8,8 @@ import pytest
 
 from earth_embed import EarthEncoder
 from earth_embed.released import find_released
-from training.experiments.change_detection import city_arrays, draws, features, few_shot, metrics, zero_shot
+from training.evaluation.oscd_change import city_arrays, features, metrics
+from training.experiments.change_detection import draws, few_shot, zero_shot
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def test_metrics_equal_scikit_learn(bercy):
 
     f1, f2, y, valid, grid = bercy
     assert valid.mean() > 0.99 and y.size == grid.height * grid.width and 0 < y.mean() < 0.02
-    s = zero_shot(f1, f2, valid, ("cva",))["cva"]
+    s = zero_shot(f1, f2, valid, ("cva",), (grid.height, grid.width))["cva"]
     s_tied = np.round(s, 1)  # many ties
     for score in (s, s_tied):
         m = metrics(score, y)  # NaN (nodata) pixels are left out

@@ -195,3 +195,18 @@ def scene_features(
             out = enc.eval()(x[None])[0].float()
         enc.train(was_training)
     return out.flatten(1).T.contiguous()
+
+
+@torch.no_grad()
+def head_input(enc: EarthEncoder, refl: torch.Tensor) -> torch.Tensor:
+    """(H*W, F) per-pixel input of the encoder's 1x1 embedding head (the texture layer's output, before the head
+    mixes it down to ``embed_dim``) for a whole scene (reflectance (C, H, W)), stored BatchNorm."""
+    captured: list[torch.Tensor] = []
+    handle = enc.head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+    try:
+        n = enc.config.normalization
+        enc.eval()(normalise_scene(refl, n.mean, n.std)[None])
+    finally:
+        handle.remove()
+    h, w = refl.shape[-2:]
+    return captured[0][0, :, :h, :w].flatten(1).T.contiguous()  # the encoder pads to its stride; crop it off

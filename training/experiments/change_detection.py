@@ -12,8 +12,8 @@ does) give per-pixel features for each source, kept in memory as float32:
 * the normalised raw bands, and the hand-made stack (bands + box means 3/7/15 px + local std 5/15 px,
   ``training.features``).
 
-Scores are the library's (``earth_embed.apps.change_scores``): zero-shot 1 - cosine (encoders) and CVA (all
-sources); few-shot, the head of ``earth-embed change --labels`` (logistic regression on [|a - b|, a, b]) fitted on
+Scores are the library's (``earth_embed.apps.change_scores``): zero-shot ``score_map`` 1 - cosine (encoders) and
+CVA (all sources; every scorer of ``score_map`` is compared on all three sources by ``change_defaults.py``); few-shot, the head of ``earth-embed change --labels`` (logistic regression on [|a - b|, a, b]) fitted on
 ``--shots`` random labelled pixels per class per city (``--draws`` draws, the same pixels for every source) and
 scored on the city's other pixels. Every score map is evaluated as is and after a ``--smooth`` box mean
 (``change_scores.smooth_map``). Metrics of the change class over the valid pixels: average precision (AP),
@@ -34,83 +34,23 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 import numpy as np
-import rasterio
 import torch
 
 from earth_embed import EarthEncoder
-from earth_embed.apps.change_inputs import Grid, read_scene_on_grid, scene_grid
-from earth_embed.apps.change_scores import (
-    change_probability,
-    cosine_change,
-    cva_change,
-    fit_change_head,
-    pooled_std,
-    smooth_map,
-)
+from earth_embed.apps.change_scores import change_probability, fit_change_head, score_map, smooth_map
 from training.evaluation.change_report import markdown, targets
-from training.evaluation.features import scene_features
+from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, metrics
 from training.evaluation.probe import random_twin
 from training.evaluation.results_file import command_line, write_json
 
-CITIES = ("abudhabi", "beihai", "bercy", "bordeaux", "hongkong", "mumbai", "nantes", "paris", "pisa", "saclay_e")
 
-
-def metrics(score: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """AP, AUROC and best-threshold F1 of the change class (``y`` 1) over finite scores, from one sort.
-
-    AP is scikit-learn's ``average_precision_score`` (sum over thresholds of the recall step times the
-    precision), AUROC the trapezoidal area under the ROC curve (ties count half), both over distinct score
-    values; the test suite checks them against scikit-learn.
-    """
-    ok = np.isfinite(score)
-    s, t = score[ok].astype(np.float64), y[ok].astype(np.int64)
-    order = np.argsort(-s, kind="stable")
-    s, t = s[order], t[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last index of each distinct score
-    tp = np.cumsum(t)[last].astype(np.float64)
-    fp = (last + 1) - tp
-    pos, neg = tp[-1], fp[-1]
-    precision, recall = tp / (tp + fp), tp / pos
-    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-    tpr, fpr = np.r_[0.0, recall], np.r_[0.0, fp / neg]
-    auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return {"ap": ap, "auroc": auroc, "f1": float(f1.max())}
-
-
-def city_arrays(root: Path, city: str, bands: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, Grid]:
-    """Digital numbers of both dates on the date-1 grid (C, H, W), the labels (H, W) and the grid."""
-    date1 = root / "unlabelled" / "oscd-date1" / city
-    grid = scene_grid(date1)
-    dn1 = read_scene_on_grid(date1, bands, grid)
-    dn2 = read_scene_on_grid(root / "unlabelled" / "oscd" / city, bands, grid)
-    with rasterio.open(root / "labelled" / "oscd-change" / city / "change.tif") as ds:
-        y = ds.read(1)
-        if Grid.of(ds).offset_px(grid) > 0.01 or y.shape != (grid.height, grid.width):
-            raise ValueError(f"{city}: the change map is not on the date-1 grid")
-    return dn1, dn2, y.astype(np.int64), grid
-
-
-def features(source: Any, dn: np.ndarray, enc: EarthEncoder) -> np.ndarray:
-    """(H*W, F) float32 features of one date; NaN rows where any band is nodata (DN 0)."""
-    norm = enc.config.normalization
-    refl = (torch.from_numpy(dn) + norm.dn_offset) / norm.dn_scale
-    x = scene_features(source, refl, norm.mean, norm.std).numpy().astype(np.float32, copy=False)
-    x[(dn == 0).any(axis=0).ravel()] = np.nan
-    return x
-
-
-def zero_shot(f1: np.ndarray, f2: np.ndarray, valid: np.ndarray, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Flat score maps (H*W,) by kind (``cos``, ``cva``), NaN where either date is nodata."""
-    out = {}
-    for kind in kinds:
-        s = np.full(valid.shape, np.nan, np.float32)
-        if kind == "cos":
-            s[valid] = cosine_change(f1[valid], f2[valid])
-        else:
-            s[valid] = cva_change(f1[valid], f2[valid], pooled_std(f1[valid], f2[valid]))
-        out[kind] = s
-    return out
+def zero_shot(
+    f1: np.ndarray, f2: np.ndarray, valid: np.ndarray, kinds: tuple[str, ...], hw: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    """Flat score maps (H*W,) by kind (a score of ``change_scores.score_map``, applied to the (F, H, W) maps of
+    the rows ``f1``, ``f2``), NaN where either date is nodata."""
+    maps = [as_maps(np.where(valid[:, None], f, np.nan).astype(np.float32), hw) for f in (f1, f2)]
+    return {kind: score_map(maps[0], maps[1], kind).ravel() for kind in kinds}
 
 
 def draws(y: np.ndarray, valid: np.ndarray, shots: int, n_draws: int, seed: int) -> list[np.ndarray]:
@@ -165,12 +105,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         valid = np.isfinite(feats["encoder"][0]).all(1) & np.isfinite(feats["encoder"][1]).all(1)
         for name, (f1, f2) in feats.items():
             kinds = ("cos", "cva") if name == "encoder" else ("cva",)
-            for kind, s in zero_shot(f1, f2, valid, kinds).items():
+            for kind, s in zero_shot(f1, f2, valid, kinds, hw).items():
                 log(city, f"{name} {kind}", None, None, s, y, hw)
         for seed, twin in twins.items():
             with torch.no_grad():
                 t1, t2 = features(twin, dn1, enc), features(twin, dn2, enc)
-            for kind, s in zero_shot(t1, t2, valid, ("cos", "cva")).items():
+            for kind, s in zero_shot(t1, t2, valid, ("cos", "cva"), hw).items():
                 log(city, f"random init {kind}", None, seed, s, y, hw)
         for shots in args.shots:
             for d, idx in enumerate(draws(y, valid, shots, args.draws, seed=1000 * ci + shots)):

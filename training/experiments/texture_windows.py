@@ -36,6 +36,7 @@ from training.evaluation.features import (
     BOX_MEAN_SIZES,
     LOCAL_STD_SIZES,
     handmade_stack,
+    head_input,
     normalise_scene,
     scene_features,
 )
@@ -65,21 +66,6 @@ def texture_blocks(enc: EarthEncoder) -> dict[str, list[tuple[int, int]]]:
     per_window = {f"no std{k}": [((i + 1) * width, (i + 2) * width)] for i, k in enumerate(windows)}
     every = {"no texture": [(width, enc.head.in_channels)]} if len(windows) > 1 else {}
     return {"as trained": [], **per_window, **every}
-
-
-@torch.no_grad()
-def head_input(enc: EarthEncoder, refl: torch.Tensor) -> torch.Tensor:
-    """(H*W, F) per-pixel input of the encoder's 1x1 embedding head (the texture layer's output, before the head
-    mixes it down to ``embed_dim``) for a whole scene (reflectance (C, H, W)), stored BatchNorm."""
-    captured: list[torch.Tensor] = []
-    handle = enc.head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
-    try:
-        n = enc.config.normalization
-        enc.eval()(normalise_scene(refl, n.mean, n.std)[None])
-    finally:
-        handle.remove()
-    h, w = refl.shape[-2:]
-    return captured[0][0, :, :h, :w].flatten(1).T.contiguous()  # the encoder pads to its stride; crop it off
 
 
 def probe_row(
