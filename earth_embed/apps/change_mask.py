@@ -24,11 +24,11 @@ from .change_scores import otsu_threshold
 #: Threshold rule names and the meaning of their parameter.
 RULES = {"otsu": "none", "share": "per cent of valid pixels marked", "robust-z": "robust standard deviations"}
 #: The default threshold rule and its parameter (chosen on the OSCD cities).
-DEFAULT_RULE: tuple[str, float] = ("robust-z", 4.0)
+DEFAULT_RULE: tuple[str, float] = ("share", 5.0)
 #: The default score smoothing (box mean, px) of the default mask (chosen with the rule).
-DEFAULT_SMOOTH = 0
+DEFAULT_SMOOTH = 3
 #: The default smallest change kept, in pixels of 10 m (chosen with the rule); the CLI takes m².
-DEFAULT_MIN_AREA_PX = 1
+DEFAULT_MIN_AREA_PX = 16
 DEFAULT_MIN_AREA_M2 = 100.0 * DEFAULT_MIN_AREA_PX
 
 

@@ -28,7 +28,7 @@ MAP_SCORES = ("cos", "cva", "cva-box3", "shift-min", "whitened", "whitened-box5"
 #: Score names, as ``earth-embed change --score`` takes them.
 SCORES = (*MAP_SCORES, "fitted")
 #: The default zero-shot score (chosen on the 10 OSCD cities, leave-one-city-out: docs/results/change_defaults.md).
-DEFAULT_SCORE = "cva"
+DEFAULT_SCORE = "whitened-box5"
 #: What each score is, for tags and reports.
 DESCRIPTIONS = {
     "cos": "1 - cosine similarity of the two embeddings (0 = same direction, 2 = opposite)",

@@ -267,7 +267,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", help="Hub branch, tag or commit of the model")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the fitted head (default 5)")
     p.add_argument("--block-size", type=int, default=256, help="side of the held-out squares in px (default 256)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the folds, the head and the Otsu sample")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds, the head and the threshold sample")
     p.add_argument("--no-png", action="store_true", help="no PNG")
     p.add_argument("--device", help="device for embedding scenes (cpu, cuda ...)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")

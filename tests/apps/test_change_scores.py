@@ -109,12 +109,9 @@ def test_threshold_rules_on_a_real_score_map(mumbai):
     med = np.median(s)
     assert auto_threshold(s, "robust-z", 4.0) == pytest.approx(med + 4 * 1.4826 * np.median(np.abs(s - med)), rel=1e-6)
     default = (s > auto_threshold(s, *DEFAULT_RULE)).mean()
-    otsu = (s > auto_threshold(s, "otsu")).mean()
-    y = mumbai["y"].ravel()
-    assert 0.005 < default < 0.25 and default <= otsu  # never more than Otsu's share here (7 % true change)
+    assert 0.005 < default < 0.1  # about the true change share (7 % in this crop, 0.3-3.8 % over whole cities)
     with pytest.raises(EarthEmbedError, match="Unknown threshold rule"):
         auto_threshold(s, "mean", 1.0)
-    assert y.mean() > 0.03
 
 
 def test_min_area_drops_small_patches_of_a_real_mask(mumbai):
