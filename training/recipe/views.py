@@ -58,6 +58,8 @@ class ViewConfig:
     blur_sigma: tuple[float, float] = (0.3, 1.2)
     band_drop_p: float = 0.3  # probability that a batch drops bands (per view)
     band_drop_max: int = 3  # at most this many bands zeroed
+    misregister: float = 0.0  # view 2's content moved off the correspondence by up to this many patch pixels
+    # (uniform per axis and sample, resampled): positives that are misregistered like two real acquisitions
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ViewConfig:
@@ -279,14 +281,19 @@ def make_views(
     box2[bad] = box1[bad]  # fall back to the same crop (different orientation/photometry)
     A1 = _affines(box1, _d4_matrices(B, cfg, gen), O)
     A2 = _affines(box2, _d4_matrices(B, cfg, gen), O)
+    A2_seen = A2  # where view 2's pixels are sampled from; the loss's correspondence keeps A2
+    if cfg.misregister > 0:
+        shift = torch.eye(3).repeat(B, 1, 1)
+        shift[:, :2, 2] = (torch.rand(B, 2, generator=gen) * 2 - 1) * cfg.misregister
+        A2_seen = shift @ A2
     v1 = _photometric(_warp(patches, A1, O), cfg, batch.band_keep1, gen)
     src2 = patches if patches2 is None else patches2
-    v2 = _photometric(_warp(src2, A2, O), cfg, batch.band_keep2, gen)
+    v2 = _photometric(_warp(src2, A2_seen, O), cfg, batch.band_keep2, gen)
     val1 = val2 = None
     if valid is not None:
         both = valid if valid2 is None else valid * valid2  # a pixel counts where both acquisitions have data
         val1 = (_warp(both.to(patches), A1, O) > 0.999).to(patches.dtype)
-        val2 = (_warp(both.to(patches), A2, O) > 0.999).to(patches.dtype)
+        val2 = (_warp(both.to(patches), A2_seen, O) > 0.999).to(patches.dtype)
     return ViewPair(v1, v2, A1, A2, box1, box2, S, val1, val2)
 
 
