@@ -31,6 +31,7 @@ import torch
 
 from ..errors import RasterInputError
 from ..precision import DEFAULT_PRECISION
+from ..runtime import DEFAULT_RUNTIME
 from .plan import RegionPlan, WorkUnit
 from .unit import DEFAULT_MEMORY_FORMAT, UnitInput, UnitOutput, check_memory_format, compute_unit
 
@@ -68,6 +69,7 @@ class RunOptions:
     precision: str = DEFAULT_PRECISION  # auto | fp32 | bf16 | fp16 (earth_embed.precision)
     timeout: float | None = None  # ray: seconds to join and check the cluster (earth_embed.tiling.ray_connect)
     memory_format: str = DEFAULT_MEMORY_FORMAT  # contiguous | channels_last: the model's and inputs' layout
+    runtime: str = DEFAULT_RUNTIME  # auto | torch | onnx | onnx-int8: what runs the forward (earth_embed.runtime)
 
     def compute(self, model: Any, inputs: UnitInput) -> UnitOutput:
         """:func:`~earth_embed.tiling.unit.compute_unit` of a read unit as these options say (every engine's)."""
@@ -79,6 +81,7 @@ class RunOptions:
             batch_size=self.batch_size,
             precision=self.precision,
             memory_format=self.memory_format,
+            runtime=self.runtime,
         )
 
 

@@ -19,7 +19,8 @@ from rasterio.windows import Window
 
 from .. import quantize
 from ..errors import EarthEmbedError
-from ..precision import autocast_for
+from ..precision import autocast_for, resolve_precision
+from ..runtime import DEFAULT_RUNTIME, ONNX_RUNTIMES, resolve_runtime
 from .plan import RegionPlan, WorkUnit
 
 #: What a unit can be encoded as: int8 codes + per-pixel scales (:mod:`.quantize`), float16/float32 embeddings
@@ -197,6 +198,7 @@ def compute_unit(
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     precision: str = "fp32",
     memory_format: str = DEFAULT_MEMORY_FORMAT,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> UnitOutput:
     """Run ``model`` (eval mode, on its device) over a read unit and return it encoded.
 
@@ -207,6 +209,8 @@ def compute_unit(
     ``precision``: autocast of the forward (:func:`earth_embed.precision.autocast_for`; outputs are float32).
     ``memory_format``: the layout of each input batch (:data:`MEMORY_FORMATS`); the engines put the model in the
     same layout (:func:`earth_embed.tiling.engine.model_on`); ``result.data`` is contiguous either way.
+    ``runtime``: what runs the forward (:mod:`earth_embed.runtime`): torch, or ONNX Runtime (``onnx``, ``onnx-int8``:
+    fp32 inputs in NCHW, whatever ``memory_format``); ``auto`` resolves on the model's device and precision.
     """
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r}; use one of {', '.join(OUTPUTS)}")
@@ -216,6 +220,11 @@ def compute_unit(
     channels = 1 if output == "classes" else int(model.embed_dim)
     result = empty_output(unit, output, channels)
     device = _device_of(model)
+    used = resolve_runtime(runtime, device, resolve_precision(precision, device))
+    if used in ONNX_RUNTIMES and forward is None:
+        from ..onnx_forward import onnx_forward
+
+        forward, layout = onnx_forward(model, used), torch.contiguous_format
     run = forward or model
     for batch in _batches(inputs.pieces, max(1, int(batch_size)), inputs.dn_offsets):
         x = torch.from_numpy(np.stack([p.dn for p in batch]))

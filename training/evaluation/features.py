@@ -22,6 +22,7 @@ import torch
 
 from earth_embed import EarthEncoder
 from earth_embed.local_stats import box_mean, local_std
+from earth_embed.onnx_forward import onnx_forward
 from earth_embed.precision import autocast_for
 
 __all__ = [
@@ -172,6 +173,7 @@ def scene_features(
     bn: str = "stored",
     adabn_region: torch.Tensor | None = None,
     precision: str = "fp32",
+    runtime: str = "torch",
 ) -> torch.Tensor:
     """(H*W, F) per-pixel features of a whole scene (reflectance (C, H, W)).
 
@@ -179,6 +181,7 @@ def scene_features(
     on windows inside ``adabn_region``, default the whole scene) or a :data:`HANDMADE` name: ``"raw"``
     (the normalised bands), ``"stack"`` (:func:`handmade_stack` of them), ``"raw+means"``, ``"raw+std"``.
     ``precision``: the encoder's forward as :func:`earth_embed.precision.autocast_for` runs it (CPU).
+    ``runtime``: ``torch``, or an ONNX Runtime path of :mod:`earth_embed.runtime` (``onnx``, ``onnx-int8``; fp32).
     """
     x = normalise_scene(refl, mean, std)
     if isinstance(source, str):
@@ -191,8 +194,9 @@ def scene_features(
             raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
         enc = adapt_batchnorm(source, x, adabn_region) if bn == "adabn" else source
         was_training = enc.training
+        forward = enc.eval() if runtime == "torch" else onnx_forward(enc, runtime)
         with autocast_for(precision, "cpu"):
-            out = enc.eval()(x[None])[0].float()
+            out = forward(x[None])[0].float()
         enc.train(was_training)
     return out.flatten(1).T.contiguous()
 

@@ -54,11 +54,12 @@ def city_arrays(root: Path, city: str, bands: list[str]) -> tuple[np.ndarray, np
     return dn1, dn2, y.astype(np.int64), grid
 
 
-def features(source: Any, dn: np.ndarray, enc: EarthEncoder) -> np.ndarray:
-    """(H*W, F) float32 features of one date; NaN rows where any band is nodata (DN 0)."""
+def features(source: Any, dn: np.ndarray, enc: EarthEncoder, runtime: str = "torch") -> np.ndarray:
+    """(H*W, F) float32 features of one date; NaN rows where any band is nodata (DN 0); ``runtime``: the
+    encoder's (:mod:`earth_embed.runtime`)."""
     norm = enc.config.normalization
     refl = (torch.from_numpy(dn) + norm.dn_offset) / norm.dn_scale
-    x = scene_features(source, refl, norm.mean, norm.std).numpy().astype(np.float32, copy=False)
+    x = scene_features(source, refl, norm.mean, norm.std, runtime=runtime).numpy().astype(np.float32, copy=False)
     x[(dn == 0).any(axis=0).ravel()] = np.nan
     return x
 

@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, src in (("encoder", enc), ("raw bands", "raw"), ("hand-made stack", "stack")):
             with torch.no_grad():
-                feats[name] = (features(src, dn1, enc), features(src, dn2, enc))
+                rt = args.runtime if src is enc else "torch"
+                feats[name] = (features(src, dn1, enc, rt), features(src, dn2, enc, rt))
         valid = np.isfinite(feats["encoder"][0]).all(1) & np.isfinite(feats["encoder"][1]).all(1)
         for name, (f1, f2) in feats.items():
             kinds = ("cos", "cva") if name == "encoder" else ("cva",)
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_seconds": round(time.process_time() - cpu_start, 1),
         "load_average_5min": [round(load_start, 1), round(os.getloadavg()[1], 1)],
         "threads": args.threads,
+        "runtime": args.runtime,
         "date": _dt.date.today().isoformat(),
         "command": command_line("training/experiments/change_detection.py", args.argv),
     }
@@ -146,6 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--draws", type=int, default=5, help="random draws of the labelled pixels per city")
     p.add_argument("--smooth", type=int, nargs="*", default=[5], help="box-mean windows besides none (odd px)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnx", "onnx-int8"], help="the encoder's runtime")
     p.add_argument("--json", default="docs/results/change_detection.json")
     p.add_argument("--md", default="docs/results/change_detection.md")
     args = p.parse_args(argv)
