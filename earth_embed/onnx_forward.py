@@ -86,7 +86,7 @@ def export_fp32(model: torch.nn.Module, path: Path) -> Path:
     """Export ``model`` (float32, contiguous, CPU, eval) to the single-file ONNX graph ``path``."""
     import onnx
 
-    net = copy.deepcopy(model).float().cpu().eval().to(memory_format=torch.contiguous_format)
+    net: Any = copy.deepcopy(model).float().cpu().eval().to(memory_format=torch.contiguous_format)
     side = torch.export.Dim("height", min=1, max=65536), torch.export.Dim("width", min=1, max=65536)
     example = torch.zeros(1, len(net.bands), 64, 64)
 

@@ -28,8 +28,9 @@ from .errors import MissingDependencyError, PrecisionError
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 #: What runs use when no runtime is asked for: torch (the reference every other path is measured against).
 DEFAULT_RUNTIME = "torch"
-#: What ``auto`` runs on a CPU at fp32 with ONNX Runtime installed (see the module docstring's rule).
-AUTO_CPU = "onnx"
+#: What ``auto`` runs on a CPU at fp32 with ONNX Runtime installed (see the module docstring's rule): torch until
+#: a runtime is measured to keep the probe and the change evaluation.
+AUTO_CPU = "torch"
 #: The ONNX runtimes and the graph each runs.
 ONNX_RUNTIMES = ("onnx", "onnx-int8")
 _INSTALL = "pip install 'earth-embed[onnx]'"

@@ -68,6 +68,7 @@ def stream_kwargs(args: argparse.Namespace) -> dict:
         bands=args.bands,
         dn_offset=args.dn_offset,
         precision=args.precision,
+        runtime=args.runtime,
         overwrite=args.overwrite,
         overviews=args.overviews,
     )
@@ -78,7 +79,9 @@ def scene_arg(paths: Sequence[str]):
 
 
 def add_precision_option(p: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--runtime``: how the forward runs."""
     from ..precision import DEFAULT_PRECISION, PRECISIONS
+    from ..runtime import AUTO_CPU, DEFAULT_RUNTIME, RUNTIMES
 
     p.add_argument(
         "--precision",
@@ -86,6 +89,14 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
         choices=PRECISIONS,
         help=f"the forward's precision (default {DEFAULT_PRECISION}; auto: bf16 on CPUs with native bf16 and on recent "
         "GPUs, fp16 on older GPUs, fp32 elsewhere; what bf16 changes: docs/performance.md)",
+    )
+    p.add_argument(
+        "--runtime",
+        default=DEFAULT_RUNTIME,
+        choices=RUNTIMES,
+        help=f"what runs the forward (default {DEFAULT_RUNTIME}; onnx / onnx-int8: ONNX Runtime on the CPU at fp32, the "
+        f"onnx extra; auto: {AUTO_CPU} on CPUs at fp32 where ONNX Runtime is installed, torch elsewhere; "
+        "docs/performance.md)",
     )
 
 

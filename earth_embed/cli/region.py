@@ -63,6 +63,7 @@ def cmd_embed_region(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         precision=args.precision,
+        runtime=args.runtime,
         dn_offset=args.dn_offset,
         overwrite=args.overwrite,
         progress=not args.quiet,

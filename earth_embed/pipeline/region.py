@@ -29,6 +29,7 @@ from ..inputs.spec import SceneSpec, settle_scene
 from ..inputs.stac_items import scenes_from_item_collection
 from ..precision import DEFAULT_PRECISION
 from ..released import load_model
+from ..runtime import DEFAULT_RUNTIME
 from ..tiling.engine import RunOptions, RunSummary, run_plan
 from ..tiling.plan import DEFAULT_CHUNK, DEFAULT_SHARD, RegionPlan, pixel_size
 
@@ -46,6 +47,7 @@ RECIPE_KEYS = (
     "on_bad_scene",
     "absolute_paths",
     "precision",
+    "runtime",
 )
 
 SceneLike = str | os.PathLike | Sequence[str | os.PathLike] | SceneSpec
@@ -123,6 +125,7 @@ def embed_region(
     batch_size: int = 1,
     device: str | None = None,
     precision: str = DEFAULT_PRECISION,
+    runtime: str = DEFAULT_RUNTIME,
     dn_offset: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -136,7 +139,8 @@ def embed_region(
     ``engine``: "local" (in-process) or "ray" (``workers`` actors; ``address`` joins a cluster, checked within
     ``ray_timeout`` s; ``ray_env``: the Ray runtime_env of the tasks). ``cog_dir`` / ``stac_dir``: also export
     the finished shards as COGs / write a STAC catalogue. ``precision``: the forward's precision (auto, fp32,
-    bf16, fp16; :mod:`earth_embed.precision`). The outputs name scenes by id and the model by Hub
+    bf16, fp16; :mod:`earth_embed.precision`); ``runtime``: what runs it (auto, torch, onnx, onnx-int8;
+    :mod:`earth_embed.runtime`). Both are recorded in the store's recipe. The outputs name scenes by id and the model by Hub
     id or folder name; ``scene_root`` records scene paths relative to it, ``absolute_paths`` absolute paths.
     ``keep="all-dates"`` also keeps every acquisition date as a layer of each group's time axis
     (``embeddings_by_date``; :mod:`~earth_embed.outputs.zarr_dates`), beside the latest-valid-pixel mosaic.
@@ -203,6 +207,7 @@ def _embed_locked(
             batch_size=kw["batch_size"],
             dn_offset=kw["dn_offset"],
             precision=kw["precision"],
+            runtime=kw["runtime"],
             on_error=kw["on_bad_scene"],
             progress=kw["progress"],
             desc="embed-region",

@@ -67,6 +67,7 @@ def recipe_call(store: Path, recipe: dict[str, Any], model: Any = None) -> dict[
     call = {k: recipe[k] for k in (*RECIPE_KEYS, "keep") if k in recipe}
     call.setdefault("keep", "latest")  # recorded only when a store keeps every date
     call.setdefault("precision", "fp32")  # what ran before precision was recorded
+    call.setdefault("runtime", "torch")  # what ran before the runtime was recorded
     root = recipe.get("scene_root")
     call.update(
         scenes=scenes,

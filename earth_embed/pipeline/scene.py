@@ -30,6 +30,7 @@ from ..outputs.embeddings import RUN_TAG
 from ..outputs.geotiff import OUTPUT_DTYPES, GeoTiffWriter, band_names, check_output_path, scales_path
 from ..outputs.provenance import WEIGHTS_TAG
 from ..precision import DEFAULT_PRECISION, resolve_precision
+from ..runtime import DEFAULT_RUNTIME, resolve_runtime
 from ..tiling.engine import RunOptions, pick_device, run_plan
 from ..tiling.plan import RegionPlan, WorkUnit
 from ..tiling.unit import UnitOutput
@@ -119,7 +120,17 @@ def _base_tags(model, plan: RegionPlan, tiling, dn_offset, model_id, revision, b
 
 
 def _write(
-    model, plan: RegionPlan, dev, batch_size, dn_offset, progress, output: str, desc: str, precision: str, **writer_args
+    model,
+    plan: RegionPlan,
+    dev,
+    batch_size,
+    dn_offset,
+    progress,
+    output: str,
+    desc: str,
+    precision: str,
+    runtime: str,
+    **writer_args,
 ):
     """Run the plan on the local engine into a GeoTiffWriter (int8: plus one for the scales); return the path."""
     grid = next(iter(plan.groups.values()))
@@ -151,6 +162,7 @@ def _write(
                 progress=progress,
                 desc=desc,
                 precision=precision,
+                runtime=runtime,
             )
             if scales is None:
                 run_plan(plan, lambda: model, _GeoTiffSink(writer), options)
@@ -174,6 +186,7 @@ def embed_raster(
     bands: Sequence[str] | None = None,
     dn_offset: float | None = None,
     precision: str = DEFAULT_PRECISION,
+    runtime: str = DEFAULT_RUNTIME,
     compress: str = "zstd",
     overwrite: bool = False,
     overviews: bool = False,
@@ -191,7 +204,8 @@ def embed_raster(
     per-pixel-scale rule of :mod:`earth_embed.quantize`: int8 codes here, their float32
     scales in ``NAME.scales.tif`` beside it, tag ``EMBEDDING_SCALES_FILE``), float16 or float32. ``dn_offset``
     overrides the model's DN offset (-1000 for processing baseline >= 04.00). ``precision``: the forward's
-    precision, auto | fp32 | bf16 | fp16 (:mod:`earth_embed.precision`; tag ``PRECISION``). The file is a tiled,
+    precision, auto | fp32 | bf16 | fp16 (:mod:`earth_embed.precision`; tag ``PRECISION``); ``runtime``: what runs
+    it, auto | torch | onnx | onnx-int8 (:mod:`earth_embed.runtime`; tag ``RUNTIME``). The file is a tiled,
     compressed Cloud-Optimized GeoTIFF (directory first, then blocks); ``overviews=True`` adds
     internal overviews through one more pass with GDAL's COG driver. Written under a temporary
     name, renamed on success.
@@ -202,8 +216,9 @@ def embed_raster(
         model, src, dst, tile, overlap, batch_size, device, bands, overwrite, dn_offset
     )
     used = resolve_precision(precision, dev)  # a request the device cannot honour warns or stops here
+    engine = resolve_runtime(runtime, dev, used)
     tags = _base_tags(model, plan, tiling, dn_offset, model_id, revision, bands)
-    tags.update(PRECISION=used)
+    tags.update(PRECISION=used, RUNTIME=engine)
     tags.update(KIND="embeddings", EMBED_DIM=str(model.embed_dim), OUTPUT_DTYPE=dtype)
     if dtype == "int8":  # the codes and their scales file carry one run id, checked when they are read
         tags.update(quantize.metadata(), EMBEDDING_SCALES_FILE=scales_path(dst).name, **{RUN_TAG: str(uuid.uuid4())})
@@ -218,6 +233,7 @@ def embed_raster(
         output,
         "embedding",
         used,
+        engine,
         dst=dst,
         count=model.embed_dim,
         dtype=dtype,
@@ -242,6 +258,7 @@ def classify_raster(
     bands: Sequence[str] | None = None,
     dn_offset: float | None = None,
     precision: str = DEFAULT_PRECISION,
+    runtime: str = DEFAULT_RUNTIME,
     compress: str = "deflate",
     overwrite: bool = False,
     overviews: bool = False,
@@ -265,8 +282,9 @@ def classify_raster(
         segmenter, src, dst, tile, overlap, batch_size, device, bands, overwrite, dn_offset
     )
     used = resolve_precision(precision, dev)
+    engine = resolve_runtime(runtime, dev, used)
     tags = _base_tags(segmenter, plan, tiling, dn_offset, model_id, revision, bands)
-    tags.update(style_tags, PRECISION=used)
+    tags.update(style_tags, PRECISION=used, RUNTIME=engine)
     return _write(
         segmenter,
         plan,
@@ -277,6 +295,7 @@ def classify_raster(
         "classes",
         "classifying",
         used,
+        engine,
         dst=dst,
         count=1,
         dtype="uint8",

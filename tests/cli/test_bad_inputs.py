@@ -109,6 +109,13 @@ CLI_CASES = [
         False,
     ),
     ("nan-4pct", "embed {nan_4pct} {out} -m {enc}", 0, ["wrote"], True),
+    (
+        "runtime-onnx-on-gpu",
+        "embed {scene} {out} -m {enc} --runtime onnx --device meta",
+        2,
+        ["CPUs only", "torch"],
+        False,
+    ),
 ]
 
 
