@@ -23,7 +23,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ..errors import EarthEmbedError, LabelError
+from ..errors import EarthEmbedError, LabelError, OutputError
 from ..outputs.classmap import class_map_style
 from ..outputs.embeddings import EmbeddingRaster, open_embeddings
 from ..outputs.geotiff import GeoTiffWriter
@@ -142,9 +142,12 @@ def change(
     smooth_map(np.zeros((1, 1), np.float32), smooth)  # checks the window size before any work
     out = Path(out_dir).expanduser()
     made = [p for p in reversed(out.absolute().parents) if not p.exists()]
-    out.parent.mkdir(parents=True, exist_ok=True)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         _check_out_dir(out, overwrite)
+    except OSError as err:
+        _remove_empty(made)
+        raise OutputError(f"Cannot create the folder {out.parent} ({err}); give OUT under a writable folder.") from err
     except BaseException:
         _remove_empty(made)
         raise

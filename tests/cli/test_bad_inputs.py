@@ -116,6 +116,13 @@ CLI_CASES = [
         ["CPUs only", "torch"],
         False,
     ),
+    (
+        "change-out-under-file",
+        "change {scene} {nan_4pct} {scene}/sub/chg",
+        2,
+        ["Cannot create the folder", "writable"],
+        False,
+    ),
 ]
 
 
