@@ -1,5 +1,6 @@
-"""The report of ``benchmarks/region_throughput.py``: issue 27's targets, the Ray scaling and memory-format
-comparisons, and the Markdown table, all computed from a run's JSON (``region_throughput.py --report FILE``)."""
+"""The report of ``benchmarks/region_throughput.py``: issues 27's and 36's targets, the Ray scaling, memory-format
+and runtime comparisons, and the Markdown table, all computed from a run's JSON (``region_throughput.py --report
+FILE``). A target that this machine cannot measure is printed NOT MEASURED, with the reason."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ def _by(rows: list[dict]) -> dict[tuple[str, int], dict]:
     return {(r["run"], r["side"]): r for r in rows}
 
 
-def targets(rows: list[dict], bare: dict, prec: str) -> list[dict]:
-    """Issue 27's targets from the rows: each with its measured ratio, its bound and met/missed."""
+def targets(
+    rows: list[dict], bare: dict, prec: str, avx2: dict | None = None, kept: tuple[str, ...] = ("torch",)
+) -> list[dict]:
+    """The targets from the rows: each with its measured ratio, its bound and met (True), missed (False) or not
+    measured (None, with ``why``)."""
     by = _by(rows)
     sides = sorted({r["side"] for r in rows})
     if not sides:
@@ -17,10 +21,11 @@ def targets(rows: list[dict], bare: dict, prec: str) -> list[dict]:
     small, large = sides[0], sides[-1]
     out = []
 
-    def add(name: str, ratio: float | None, bound: float, above: bool = True) -> None:
-        if ratio is not None:
-            met = ratio >= bound if above else ratio <= bound
-            out.append({"target": name, "ratio": ratio, "bound": f"{'>=' if above else '<='} {bound}", "met": met})
+    def add(name: str, ratio: float | None, bound: float, above: bool = True, why: str = "") -> None:
+        if ratio is not None or why:
+            met = None if ratio is None else (ratio >= bound if above else ratio <= bound)
+            sign = ">=" if above else "<="
+            out.append({"target": name, "ratio": ratio, "bound": f"{sign} {bound}", "met": met, "why": why})
 
     fwd = bare["px_per_s"]
     fmt = bare.get("memory_format", "contiguous")
@@ -48,6 +53,22 @@ def targets(rows: list[dict], bare: dict, prec: str) -> list[dict]:
         if a and b and small != large:
             what = "local engine" if run == "local" else "per Ray worker (2 workers)"
             add(f"peak RSS 4x / 1x region, {what}", b["peak_rss_mb"] / a["peak_rss_mb"], 1.2, above=False)
+    tex = by.get(("texture layer", small))
+    if tex:
+        add("texture layer / fp32 forward (one process, interleaved)", tex["share"], 0.10, above=False)
+    fp32 = fwd.get("fp32")
+    paths = {p: fwd[p] for p in ("fp32", *kept) if p in fwd and p != "torch"}
+    if fp32 and len(paths) > 1:
+        best = max(paths, key=lambda p: paths[p])
+        add(f"fastest kept fp32 path ({best}) / torch fp32 eager {fmt}, this CPU", paths[best] / fp32, 1.5)
+    if avx2:
+        a = avx2["px_per_s"]
+        why = (
+            "no AVX2-only CPU here; torch can be held to AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) but ONNX "
+            f"Runtime cannot (it picks kernels by CPUID): onnx {a.get('onnx', 0):,.0f} px/s with every instruction "
+            f"vs torch fp32 {a.get('fp32', 0):,.0f} px/s held to AVX2"
+        )
+        add("fastest kept fp32 path / torch fp32 eager, AVX2-only CPU", None, 1.5, why=why)
     return out
 
 
@@ -67,13 +88,20 @@ def comparisons(rows: list[dict]) -> list[str]:
                 f"{two['px_per_s'] / one['px_per_s']:.2f}x{clock}"
             )
         local = by.get(("local", side))
-        other = next((r for (run, s), r in by.items() if s == side and run.startswith("local ")), None)
+        other = next((r for (run, s), r in by.items() if s == side and run == f"local {r.get('memory_format')}"), None)
         if local and other:
             out.append(
                 f"local engine, {other['memory_format']} / {local['memory_format']} ({side} x {side}): end to end "
                 f"{other['px_per_s'] / local['px_per_s']:.2f}x, each to its own bare forward "
                 f"{other['ratio_to_bare']:.2f} vs {local['ratio_to_bare']:.2f}"
             )
+        for (_, s), r in by.items():
+            if s == side and local and r.get("runtime", "torch") != "torch":
+                out.append(
+                    f"local engine, {r['runtime']} fp32 / torch {local['precision']} ({side} x {side}): end to end "
+                    f"{r['px_per_s'] / local['px_per_s']:.2f}x, each to its own bare forward "
+                    f"{r['ratio_to_bare']:.2f} vs {local['ratio_to_bare']:.2f}"
+                )
     return out
 
 
@@ -86,6 +114,12 @@ def report(res: dict) -> None:
         f"load avg (1/5/15 min) at start {'/'.join(f'{x:.1f}' for x in res['load_avg_start'])}, at end "
         f"{'/'.join(f'{x:.1f}' for x in res['load_avg_end'])}; total {res['total_seconds'] / 60:.1f} min\n"
     )
+    cpu = res.get("cpu")
+    if cpu:
+        print(
+            f"CPU: {cpu['model']}; flags {' '.join(cpu['flags'])}; torch's ATen capability {cpu['torch_capability']}; "
+            f"ONNX Runtime picks its kernels from the same flags\n"
+        )
     if not res.get("complete", True):
         print("INCOMPLETE: the run stopped before its last rows; the rows below are the ones it finished\n")
     bare = res["bare_forward"]
@@ -108,6 +142,21 @@ def report(res: dict) -> None:
             f"| {r['bare_px_per_s']:,.0f} | {r['ratio_to_bare']:.2f} | {r['seconds']:.1f} | {opt['model_load']} "
             f"| {opt['startup']} | {r['peak_rss_mb']:,.0f} | {out} | {r['load']:.1f} |"
         )
+    avx2 = res.get("bare_forward_avx2_emulated")
+    if avx2:
+        a = avx2["px_per_s"]
+        env = " ".join(f"{k}={v}" for k, v in res.get("isa_env", {}).items())
+        print(
+            f"\nbare forward with torch held to AVX2 ({env}; torch reports {avx2.get('cpu_capability')}): "
+            + ", ".join(f"{p} {v:,.0f} px/s" for p, v in a.items())
+            + " (onnx: ONNX Runtime has no such switch, so this is its full-ISA speed beside torch's AVX2 speed)"
+        )
+    for r in res["rows"]:
+        if "share" in r:
+            print(
+                f"\ntexture layer ({' x '.join(map(str, r['layer_input']))} features): {r['layer_seconds']:.3f} s against "
+                f"the fp32 forward's {r['seconds']:.3f} s: {r['share']:.0%}"
+            )
     for r in res["rows"]:
         if "stages" in r:
             total = sum(r["stages"].values())
@@ -118,6 +167,9 @@ def report(res: dict) -> None:
         print("\nside by side:")
         for line in lines:
             print(f"- {line}")
-    print("\nissue 27 targets:")
+    print("\ntargets (issues 27 and 36):")
     for t in res["targets"]:
-        print(f"- {t['target']}: {t['ratio']:.2f} (target {t['bound']}): {'MET' if t['met'] else 'MISSED'}")
+        if t["met"] is None:
+            print(f"- {t['target']} (target {t['bound']}): NOT MEASURED: {t['why']}")
+        else:
+            print(f"- {t['target']}: {t['ratio']:.2f} (target {t['bound']}): {'MET' if t['met'] else 'MISSED'}")

@@ -28,9 +28,12 @@ from .errors import MissingDependencyError, PrecisionError
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 #: What runs use when no runtime is asked for: torch (the reference every other path is measured against).
 DEFAULT_RUNTIME = "torch"
-#: What ``auto`` runs on a CPU at fp32 with ONNX Runtime installed (see the module docstring's rule): torch until
-#: a runtime is measured to keep the probe and the change evaluation.
-AUTO_CPU = "torch"
+#: What ``auto`` runs on a CPU at fp32 with ONNX Runtime installed: onnx, kept by the rule (probe within 0.05 mIoU,
+#: change AP unchanged; docs/results/runtime_probe.md) and the fastest kept fp32 path measured
+#: (benchmarks/region_throughput.py, docs/benchmarks.md). onnx-int8 moves a probe by 0.72 mIoU: not kept.
+AUTO_CPU = "onnx"
+#: The runtimes that keep the probe and the change evaluation (the rule above; docs/results/runtime_probe.md).
+KEPT = ("torch", "onnx")
 #: The ONNX runtimes and the graph each runs.
 ONNX_RUNTIMES = ("onnx", "onnx-int8")
 _INSTALL = "pip install 'earth-embed[onnx]'"
