@@ -2,7 +2,7 @@
 
 One implementation for ``earth-embed change`` and for the evaluation (``training/experiments/``). The public
 entry is :func:`score_map`: two ``(D, H, W)`` feature maps (embeddings, raw bands, a hand-made stack) of one
-grid in, an ``(H, W)`` score out, by one of the zero-shot scores of ``change_maps`` (``cos``, ``cva``, box-
+grid in, an ``(H, W)`` score out, by one of the zero-shot scores :data:`MAP_SCORES` (``cos``, ``cva``, box-
 averaged, shift-tolerant and whitened variants; :data:`DEFAULT_SCORE` was chosen on the 10 labelled OSCD
 cities, see ``docs/results/change_defaults.md``). ``fitted`` is the probability of change from a logistic head
 (``apps.heads``) on the pair's features ``[|a - b|, a, b]`` (:func:`pair_features`), fitted on labelled change /
@@ -14,6 +14,7 @@ The row functions below take pixels as rows: ``a`` and ``b`` are ``(n, D)`` floa
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -254,6 +255,18 @@ class ScoreStats:
         else:
             self._done = {"std": self.pooled.std()}
         return self._done
+
+    def recentred(self, a: np.ndarray, b: np.ndarray) -> ScoreStats:
+        """These statistics with the whitened family's mean difference taken from another pair's prepared
+        ``(D, h, w)`` features instead (e.g. one date against itself moved, which lacks the two dates'
+        radiometric offset); the covariance, and the CVA family's statistics, are kept."""
+        out = copy.copy(self)
+        out._done = dict(self.params())
+        if "mean" in out._done:
+            xa, xb = a.reshape(self.dim, -1).T, b.reshape(self.dim, -1).T
+            ok = valid_rows(xa, xb)
+            out._done["mean"] = (xa[ok].astype(np.float64) - xb[ok]).mean(axis=0).astype(np.float32)
+        return out
 
 
 def _whitening(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -149,3 +149,17 @@ def test_default_map_min_area_polygons_share_and_missing_parents(mumbai, tmp_pat
     with pytest.raises(EarthEmbedError):
         change(mumbai["emb_a"], mumbai["scene_b"], bad, model=str(tmp_path / "no-such-model"))
     assert not (tmp_path / "gone").exists()
+
+
+def test_recentred_whitening_keeps_the_covariance_and_takes_the_other_pairs_mean(mumbai):
+    """The real pair's mean difference is the dates' radiometric offset: a date against itself scores ||W mean||
+    everywhere under it, and zero once re-centred on its own (zero) mean difference."""
+    a, b = _maps(mumbai)["embeddings"]
+    stats = ScoreStats("whitened", a.shape[0])
+    stats.add(*prepare(a, b, "whitened"))
+    offset = score_map(a, a, "whitened", stats=stats)
+    assert offset.min() > 0.5 and np.ptp(offset) < 1e-3
+    own = stats.recentred(*prepare(a, a, "whitened"))
+    assert np.allclose(score_map(a, a, "whitened", stats=own), 0, atol=1e-4)
+    np.testing.assert_array_equal(own.params()["whiten"], stats.params()["whiten"])
+    assert stats.recentred(a, b) is not stats

@@ -7,7 +7,9 @@ no resampling: columns 0..W-2 against 1..W-1) and by 0.5 px (linear resampling a
 both sides are smoothed alike). No ground changed; only the registration did. The real pair (date 1 against
 date 2) is cropped to the same columns. Every source (the encoder, its random-init twin, the raw bands, the
 hand-made stack: ``change_detection.features``) is scored by ``change_scores.score_map`` with the statistics
-fitted on the real pair (so the shift is judged on the real pair's scale). Per city, source, score and shift:
+fitted on the real pair (so the shift is judged on the real pair's scale), except the whitened scores' mean
+difference, which is the shifted pair's own (``ScoreStats.recentred``: the real pair's mean is the two dates'
+radiometric offset, which a pair of one date does not have). Per city, source, score and shift:
 
 * ``shift_over_unchanged``: median pure-shift score over the real pair's median, on unchanged ground (labels 0),
   for all pixels, built-up or bare ground (date-1 NDVI < 0.25 and NDWI < 0) and vegetation (NDVI > 0.5);
@@ -80,7 +82,8 @@ def city_rows(root: Path, city: str, sources: dict[str, Any], enc: EarthEncoder,
             stats.add(*prepare(f["d1"], f["d2"], score))
             real = score_map(f["d1"], f["d2"], score, stats=stats)
             for shift in pairs:
-                s = score_map(f[f"{shift} 0"], f[f"{shift} 1"], score, stats=stats)
+                a, b = f[f"{shift} 0"], f[f"{shift} 1"]
+                s = score_map(a, b, score, stats=stats.recentred(*prepare(a, b, score)))
                 ok = np.isfinite(s) & np.isfinite(real)
                 row: dict[str, Any] = {"city": city, "source": name, "score": score, "shift": shift}
                 for cls, m in classes.items():
