@@ -37,8 +37,9 @@ class EarthSegmenter(nn.Module, EarthHubMixin):
         super().__init__()
         if config.kind != "segmenter":
             raise ConfigError(
-                "This config describes an encoder, not a segmenter. Build a segmenter with "
-                "EarthSegmenter.from_encoder(EarthEncoder.from_pretrained(...), classes=[...])."
+                "This config describes an encoder, not a segmenter (it has no classes). Train one on labels with "
+                "`earth-embed fit EMBEDDINGS LABELS OUT` (it saves OUT/segmenter, which `classify --model` takes), "
+                "or in Python: EarthSegmenter.from_encoder(EarthEncoder.from_pretrained(...), classes=[...])."
             )
         self.config = config
         self.encoder = EarthEncoder(replace(config, kind="encoder", classes=None, class_colors=None))

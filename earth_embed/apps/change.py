@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,10 +22,11 @@ import rasterio
 from rasterio.windows import Window
 
 from ..errors import EarthEmbedError, LabelError, OutputError
+from ..outputs.atomic import output_folder
 from ..outputs.classmap import class_map_style
 from ..outputs.embeddings import EmbeddingRaster, open_embeddings
 from ..outputs.geotiff import GeoTiffWriter
-from .change_inputs import check_comparable, provenance
+from .change_inputs import check_change_options, check_comparable, provenance
 from .change_mask import (
     DEFAULT_MIN_AREA_M2,
     DEFAULT_RULE,
@@ -140,6 +139,7 @@ def change(
     if polygons is not None and polygons not in FORMATS:
         raise EarthEmbedError(f"Unknown polygon format {polygons!r}; use one of {', '.join(FORMATS)}.")
     smooth_map(np.zeros((1, 1), np.float32), smooth)  # checks the window size before any work
+    check_change_options(a, b, score, threshold, min_area)
     out = Path(out_dir).expanduser()
     made = [p for p in reversed(out.absolute().parents) if not p.exists()]
     try:
@@ -156,16 +156,12 @@ def change(
         polygons=polygons, min_area=min_area, model=model, revision=revision, folds=folds, block_size=block_size,
         seed=seed, png=png, progress=progress, device=device,
     )  # fmt: skip
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()
     try:
-        result = _change_into(a, b, tmp, opts)
-        (tmp / REPORT).write_text(json.dumps(_final(result.report, tmp, out), indent=1) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        with output_folder(out) as tmp:  # one run per OUT; a killed run's .OUT.partial-... folder is removed
+            result = _change_into(a, b, tmp, opts)
+            report = json.dumps(_final(result.report, tmp, out), indent=1)
+            (tmp / REPORT).write_text(report + "\n", encoding="utf-8")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(made)
         raise
 

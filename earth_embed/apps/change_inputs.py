@@ -16,6 +16,7 @@ by georeference (bilinear, GDAL ``WarpedVRT``, DN 0 = nodata), the way the reade
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -30,11 +31,49 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .. import quantize
-from ..errors import BandError, RasterInputError
+from ..errors import BandError, EarthEmbedError, RasterInputError
 from ..inputs.bandfiles import named_bands
 from ..inputs.reader import open_scene
 from ..outputs.embeddings import EmbeddingRaster, ZarrEmbeddings
 from ..outputs.provenance import PRECISION_COG_TAG, PRECISION_TAG, WEIGHTS_COG_TAG, WEIGHTS_TAG
+
+#: The range of a score's values, which a given threshold must lie in: ``cos`` is 1 - cosine, ``fitted`` a
+#: probability; every other score is a distance (0 or more).
+SCORE_RANGES = {"cos": (0.0, 2.0), "fitted": (0.0, 1.0)}
+DISTANCE_RANGE = (0.0, math.inf)
+
+
+def check_change_options(a: Any, b: Any, score: str, threshold: Any, min_area: Any) -> None:
+    """Refuse (:class:`~earth_embed.errors.EarthEmbedError`) what ``change`` would otherwise use silently: the
+    same input as both dates, a threshold that is not a number inside the score's range (NaN, ``cos -1``), a
+    negative or non-finite minimum polygon area."""
+    if Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve():
+        raise EarthEmbedError(
+            f"A and B are the same input ({a}): change compares two dates of one ground; give the other date's "
+            "embeddings or scene as B."
+        )
+    if threshold is not None:
+        lo, hi = SCORE_RANGES.get(score, DISTANCE_RANGE)
+        try:
+            value = float(threshold)
+        except (TypeError, ValueError):
+            value = math.nan
+        span = f"{lo:g} to {hi:g}" if math.isfinite(hi) else f"{lo:g} or more"
+        fix = "give a number in that range, or leave --threshold out (Python: threshold=None) for Otsu's threshold."
+        if math.isnan(value):
+            raise EarthEmbedError(f"--threshold {threshold} is not a number; {score} scores run from {span}: {fix}")
+        if not lo <= value <= hi or math.isinf(value):
+            every = "every" if value < lo else "no"
+            raise EarthEmbedError(
+                f"--threshold {threshold} lies outside the range of the {score} score ({span}), so it would mark "
+                f"{every} pixel as change; {fix}"
+            )
+    try:
+        area = float(min_area)
+    except (TypeError, ValueError):
+        area = math.nan
+    if not (math.isfinite(area) and area >= 0):
+        raise EarthEmbedError(f"--min-area {min_area} must be a finite area in m² >= 0 (0 keeps every polygon).")
 
 
 class IncomparableError(RasterInputError):
@@ -61,6 +100,13 @@ class Grid:
             f"{self.crs}, {self.width} x {self.height} px of {t.a:.6g} x {abs(t.e):.6g} (CRS units), "
             f"origin {t.c:.8g}, {t.f:.8g}"
         )
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the grid's CRS."""
+        from rasterio.transform import array_bounds
+
+        left, bottom, right, top = array_bounds(self.height, self.width, self.transform)
+        return left, bottom, right, top
 
     def offset_px(self, other: Grid) -> float:
         """Largest distance, in this grid's pixels, between the corners of ``other`` and this grid's corners."""

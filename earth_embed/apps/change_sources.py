@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import quantize
-from ..errors import EarthEmbedError
+from ..errors import BandError, EarthEmbedError, RasterInputError
+from ..inputs.bandfiles import named_bands
 from ..inputs.reader import open_scene
 from ..outputs.embeddings import open_embeddings
 from .change_inputs import Grid, Provenance, provenance, scene_grid, write_scene_on_grid
@@ -66,8 +67,10 @@ def embed_on_grid(
 ) -> Path:
     """Embed the scene ``src`` onto ``grid``: directly when it is on that grid, else from its bands resampled
     onto it (bilinear) in a temporary file beside ``dst`` (the DN offset settled on the original scene)."""
-    if scene_grid(src).same_as(grid):
+    own = scene_grid(src)
+    if own.same_as(grid):
         return _embed(encoder, src, dst, name, revision, dtype, opts)
+    _check_overlap(src, own, grid)
     from ..inputs.plausibility import inspect_input
 
     with open_scene(src, bands=encoder.bands) as scene:
@@ -76,11 +79,58 @@ def embed_on_grid(
     try:
         write_scene_on_grid(src, encoder.bands, grid, warped)
         out = _embed(encoder, warped, dst, name, revision, dtype, opts, dn_offset=offset)
+    except EarthEmbedError as err:  # named by the scene the user gave, not by the temporary file
+        raise type(err)(str(err).replace(str(warped), f"{src} (resampled onto A's grid)")) from err
     finally:
         warped.unlink(missing_ok=True)
     notes.append(f"{src} is on another grid: its bands were resampled (bilinear) onto A's grid ({grid.describe()}) "
                  "before embedding")  # fmt: skip
     return out
+
+
+def _check_overlap(src: Any, own: Grid, grid: Grid) -> None:
+    """Refuse a B scene that covers none of A's grid (else its resampled bands would be all nodata)."""
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = transform_bounds(own.crs, grid.crs, *own.bounds(), densify_pts=21)
+    a_left, a_bottom, a_right, a_top = grid.bounds()
+    if left >= a_right or right <= a_left or bottom >= a_top or top <= a_bottom:
+        raise RasterInputError(
+            f"B ({src}) does not overlap A: B covers {left:.6g}, {bottom:.6g} to {right:.6g}, {top:.6g} and A "
+            f"{a_left:.6g}, {a_bottom:.6g} to {a_right:.6g}, {a_top:.6g} (in A's CRS {grid.crs}). Give two dates "
+            "of the same ground."
+        )
+
+
+def check_scene_input(src: Any, side: str) -> None:
+    """Refuse, with a message for ``change``, a single raster given as a date that is neither embeddings
+    nor a scene: another earth-embed output (a class map, a change score), a one-band raster (a label
+    raster), or a multi-band file whose bands are not named (``change`` has no ``--bands``)."""
+    import rasterio
+
+    p = Path(src) if isinstance(src, (str, Path)) else None
+    if p is None or not p.is_file():
+        return  # a folder or band files: the reader's own messages
+    try:
+        ds = rasterio.open(p)
+    except rasterio.errors.RasterioIOError:
+        return  # not a raster: the reader says so
+    with ds:
+        kind, count, names = ds.tags().get("KIND"), ds.count, named_bands(ds)
+    takes = "change takes the embeddings of both dates, or two scenes with the model's bands"
+    if kind:
+        raise RasterInputError(f"{side} ({src}) is an earth-embed {kind!r} raster, not embeddings or a scene: {takes}.")
+    if count == 1:
+        raise RasterInputError(
+            f"{side} ({src}) has one band, so it is neither embeddings nor a scene: {takes}. A label raster goes "
+            "to --labels."
+        )
+    if names is None:
+        raise BandError(
+            f"{side} ({src}) has {count} bands whose descriptions do not name Sentinel-2 bands, and change has no "
+            "--bands to name them: set the band descriptions (B02, B03, ...) or give a folder of per-band files "
+            "(B02.tif ...)."
+        )
 
 
 def embedded_pair(a: Any, b: Any, tmp: Path, opts: dict[str, Any], notes: list[str]) -> tuple[Path, Path]:
@@ -89,7 +139,9 @@ def embedded_pair(a: Any, b: Any, tmp: Path, opts: dict[str, Any], notes: list[s
     if a_emb and b_emb:
         return Path(a), Path(b)
     known = []
-    for src, is_emb in ((a, a_emb), (b, b_emb)):
+    for src, is_emb, side in ((a, a_emb, "A"), (b, b_emb, "B")):
+        if not is_emb:
+            check_scene_input(src, side)
         if is_emb:
             with open_embeddings(src) as e:
                 known.append(provenance(e))

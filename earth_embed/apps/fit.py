@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 import rasterio
 
 from ..errors import EarthEmbedError, LabelError, RasterInputError
+from ..outputs.atomic import output_folder
 from ..outputs.classmap import class_map_style, landcover_png
 from ..outputs.embeddings import EmbeddingRaster, is_embedding_tags, open_embeddings, split_layer
 from .heads import HEADS, block_ids, blocked_cv, check_cv, cv_markdown, fit_head, make_head, predict_proba, to_segmenter
@@ -75,12 +74,12 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise RasterInputError(
             f"The folder {out_dir.parent} does not exist; create it first (mkdir -p {out_dir.parent})."
         )
+    if out_dir.exists() and not out_dir.is_dir():  # before --overwrite, which does not replace a file
+        raise RasterInputError(f"{out_dir} is a file; give the name of a folder to write into.")
     if out_dir.exists() and not overwrite:
         raise RasterInputError(
             f"{out_dir} already exists; pass overwrite=True (CLI: --overwrite) or choose another name."
         )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RasterInputError(f"{out_dir} is a file; give the name of a folder to write into.")
 
 
 def _load_encoder(model: str | None, emb: EmbeddingRaster, revision: str | None) -> tuple[Any, str]:
@@ -190,17 +189,9 @@ def fit(
         model=model, revision=revision, column=column, head=head, folds=folds, block_size=block_size,
         n_neighbors=n_neighbors, probabilities=probabilities, seed=seed, progress=progress, device=device,
     )  # fmt: skip
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
-    opts["final"] = lambda p: str(out / Path(p).relative_to(tmp)) if Path(p).is_relative_to(tmp) else str(p)
-    tmp.mkdir()
-    try:
+    with output_folder(out) as tmp:  # one run per OUT; a killed run's .OUT.partial-... folder is removed
+        opts["final"] = lambda p: str(out / Path(p).relative_to(tmp)) if Path(p).is_relative_to(tmp) else str(p)
         result = _fit_into(source, labels, tmp, opts)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
     def moved(path: Path | None) -> Path | None:
         return out / path.relative_to(tmp) if path is not None and path.is_relative_to(tmp) else path
@@ -257,6 +248,12 @@ def _fit_into(source: Any, labels_path: Any, tmp: Path, opts: dict[str, Any]) ->
             raise LabelError(f"Class(es) {missing} have no labelled pixel with data in {emb.path}; label some pixels.")
         if len(labels.classes) < 2:
             raise LabelError(f"{labels.source} has one class only ({labels.classes[0]!r}); a map needs at least two.")
+        if opts["head"] == "knn" and opts["n_neighbors"] >= len(labels.y):
+            raise LabelError(
+                f"--neighbors {opts['n_neighbors']} is not fewer than the {len(labels.y)} labelled pixels ({counts}), "
+                "so every pixel's neighbours would be all the labels and the largest class would cover the whole "
+                "map; pass a smaller --neighbors (Python: n_neighbors=) or label more pixels."
+            )
         groups = block_ids(labels.rows, labels.cols, opts["block_size"], emb.width)
         folds = check_cv(labels.y, groups, labels.classes, opts["folds"], opts["block_size"])
         report = blocked_cv(

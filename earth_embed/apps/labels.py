@@ -116,10 +116,25 @@ def read_geometries(path: str | os.PathLike, grid: EmbeddingRaster, column: str 
     _meta, _fids, wkb, field_data = pyogrio.raw.read(path, columns=[column] if column else [])
     values = list(field_data[0]) if column else [None] * len(wkb)
     keep = [i for i, g in enumerate(wkb) if g is not None]
-    geoms = [shapely.geometry.mapping(g) for g in shapely.from_wkb([wkb[i] for i in keep])]
-    values = [values[i] for i in keep]
-    if not geoms:
+    if not keep:
         raise LabelError(f"The label file {path} has features but no geometries; draw points or polygons.")
+    if len(keep) < len(wkb):
+        empty = [i + 1 for i, g in enumerate(wkb) if g is None]
+        raise LabelError(
+            f"{len(empty)} feature(s) of {path} have no geometry (feature {_listed(empty)}), so their labels "
+            "would be dropped; give them a geometry or delete them in your GIS."
+        )
+    shapes = shapely.from_wkb([wkb[i] for i in keep])
+    invalid = [i for i, g in enumerate(shapes) if not g.is_valid]
+    if invalid:
+        why = shapely.is_valid_reason(shapes[invalid[0]])
+        raise LabelError(
+            f"{len(invalid)} geometry(ies) of {path} are invalid (feature {_listed([i + 1 for i in invalid])}: {why}), "
+            "so the pixels they label are ambiguous; repair them (QGIS: Fix geometries; shapely.make_valid) and "
+            "check the result."
+        )
+    geoms = [shapely.geometry.mapping(g) for g in shapes]
+    values = [values[i] for i in keep]
     try:
         geoms = transform_geom(info["crs"], grid.crs, geoms)
     except Exception as err:
@@ -134,6 +149,10 @@ def read_geometries(path: str | os.PathLike, grid: EmbeddingRaster, column: str 
             "check that the file's CRS is right, or re-export the labels in EPSG:4326."
         )
     return geoms, values
+
+
+def _listed(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers[:5])) + (" ..." if len(numbers) > 5 else "")
 
 
 def _coords(geom: Any) -> np.ndarray:

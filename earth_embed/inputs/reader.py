@@ -11,10 +11,11 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Union
 
+import rasterio
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
-from ..bands import ALL_BANDS, S2_BANDS, canonical_band_names
+from ..bands import ALL_BANDS, RELEASE_BANDS, S2_BANDS, canonical_band_names
 from ..errors import BandError, RasterInputError
 from .bandfiles import RASTER_SUFFIXES, band_files, band_from_filename, check_same_scene, named_bands
 from .opening import check_footprints, check_georeferenced, open_raster
@@ -22,6 +23,17 @@ from .safe import info_from_mapping, info_from_name, info_from_sidecars, is_safe
 from .scene import S2_NODATA, Scene, _BandSource
 
 PathLike = Union[str, os.PathLike]  # noqa: UP007 (a runtime alias)
+
+
+def _is_multiband(path: str) -> bool:
+    """True for an existing raster file of more than one band."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        with rasterio.open(path) as ds:
+            return ds.count > 1
+    except rasterio.errors.RasterioIOError:
+        return False
 
 
 def _open_multiband(path: str, bands: Sequence[str] | None) -> Scene:
@@ -34,10 +46,11 @@ def _open_multiband(path: str, bands: Sequence[str] | None) -> Scene:
                 raise BandError(f"{path} names some bands twice ({named}); fix its band descriptions.")
             file_names, selection = named, (canonical_band_names(bands) if bands is not None else None)
         elif bands is None:
+            example = RELEASE_BANDS if ds.count == len(RELEASE_BANDS) else ALL_BANDS[: ds.count]  # the model's bands
             raise RasterInputError(
                 f"{path} has {ds.count} band(s) whose descriptions do not name Sentinel-2 bands "
-                f"(descriptions: {list(ds.descriptions)}). Name each band in file order: CLI --bands "
-                f"{' '.join(ALL_BANDS[: ds.count])} (Python: bands={ALL_BANDS[: ds.count]!r}), or set the band "
+                f"(descriptions: {list(ds.descriptions)}). Name each band in file order, e.g. CLI --bands "
+                f"{' '.join(example)} (Python: bands={example!r}) if the file holds those, or set the band "
                 "descriptions."
             )
         else:
@@ -186,6 +199,8 @@ def open_scene(src: PathLike | Sequence[PathLike], bands: Sequence[str] | None =
         return scene
     if isinstance(src, Iterable):
         paths = [os.fspath(p) for p in src]
+        if len(paths) == 1 and _is_multiband(paths[0]):  # one multi-band file given as a list
+            return open_scene(paths[0], bands)
         files, description = band_files(paths)
         scene = _open_band_files(files, description, bands)
         folder = os.path.dirname(os.path.abspath(paths[0]))

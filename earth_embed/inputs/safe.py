@@ -204,6 +204,9 @@ def _granule_prefix(name: str) -> str | None:
     return None
 
 
+_WARNED: set[str] = set()  # products already warned about in this process
+
+
 def _without_metadata(path: Path) -> ProductInfo:
     """What a product without its ``MTD_MSI*.xml`` can still say (its name), and a warning saying so."""
     info = info_from_name(str(path))
@@ -214,6 +217,9 @@ def _without_metadata(path: Path) -> ProductInfo:
             "nothing says its processing baseline: pass --dn-offset -1000 (Python: dn_offset=-1000) if it was "
             "processed with baseline 04.00 or later (January 2022 on)"
         )
+    if str(path) in _WARNED:  # a run opens a scene several times (checks, plan, units): said once
+        return info
+    _WARNED.add(str(path))
     warnings.warn(
         f"{path} has no product metadata file (MTD_MSIL1C.xml / MTD_MSIL2A.xml); its band files under "
         f"GRANULE/*/IMG_DATA are read, and {consequence}. Download the product again to have the metadata.",

@@ -17,7 +17,9 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import OutputError
@@ -25,7 +27,8 @@ from ..errors import OutputError
 #: Stages of a temporary output file (streamed, quantised, with overviews).
 TEMP_STAGES = ("partial", "int8", "cog")
 # ".NAME.partial-HOST-PID-RANDOM.tif" (HOST absent in names of earlier versions)
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:" + "|".join(TEMP_STAGES) + r")-(?:.+-)?\d+-[0-9a-f]{8}\.tif$")
+# (an output folder's: ".NAME.partial-HOST-PID-RANDOM", no suffix)
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:" + "|".join(TEMP_STAGES) + r")-(?:.+-)?\d+-[0-9a-f]{8}(?:\.tif)?$")
 _LOCK = re.compile(r"^\.(?P<name>.+)\.lock$")
 
 
@@ -33,9 +36,28 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
-def temp_name(path: Path, stage: str) -> Path:
-    """The hidden temporary name of ``path`` for one writing stage."""
-    return path.with_name(f".{path.name}.{stage}-{_host()}-{os.getpid()}-{secrets.token_hex(4)}.tif")
+def temp_name(path: Path, stage: str, suffix: str = ".tif") -> Path:
+    """The hidden temporary name of ``path`` for one writing stage (``suffix=""`` for an output folder)."""
+    return path.with_name(f".{path.name}.{stage}-{_host()}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+@contextlib.contextmanager
+def output_folder(out: Path) -> Iterator[Path]:
+    """Write the output folder ``out`` of ``fit`` or ``change`` through a hidden temporary folder beside it,
+    holding ``out``'s lock (leftover folders of killed runs are removed, and named); on success the folder
+    replaces ``out`` (an existing folder: the caller checked ``--overwrite``), on failure it is removed."""
+    lock = OutputLock(out)
+    lock.acquire()
+    tmp = temp_name(out, "partial", suffix="")
+    try:
+        tmp.mkdir()
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        lock.release()
 
 
 def temp_files(path: Path) -> list[Path]:
@@ -92,7 +114,7 @@ class OutputLock:
         removed = []
         for leftover in temp_files(self.path):  # nobody else can be writing them: we hold the lock
             with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
                 removed.append(leftover)
         if removed:
             logging.getLogger("earth_embed").warning(

@@ -195,10 +195,14 @@ class GeoTiffEmbeddings(EmbeddingRaster):
 def _open_scales(path: Path, tags: dict[str, str], codes: Any) -> Any:
     """The scales raster of the int8 codes ``codes`` (at ``path``), checked to be whole and of the same run."""
     scales = path.parent / tags.get("EMBEDDING_SCALES_FILE", "")
+    beside = path.with_name(f"{path.stem}.scales.tif")  # the pair renamed together (NAME.tif + NAME.scales.tif)
+    if not scales.is_file() and beside.is_file():
+        scales = beside  # whether it belongs to these codes is checked below (the run id)
     if not scales.is_file():
         raise RasterInputError(
-            f"{path} holds int8 codes whose per-pixel scales are in {scales}, which is missing; keep the scales "
-            "file beside the codes (they are written, copied and exported together)."
+            f"{path} holds int8 codes whose per-pixel scales are in {scales.name} (or {beside.name}), neither of "
+            "which is beside it; keep the scales file beside the codes (they are written, copied and exported "
+            f"together; renamed, the pair is NAME.tif + NAME.scales.tif)."
         )
     check_tiff_complete(scales, "scales file")
     try:

@@ -35,6 +35,19 @@ COMPRESSIONS = ("zstd", "deflate", "lzw", "none")
 INT8_NODATA = -128
 
 
+#: Output names that promise a picture, not a GeoTIFF.
+_PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
+
+
+def check_geotiff_name(path: Path) -> None:
+    """Refuse a GeoTIFF output named like a picture (``emb.png``)."""
+    if path.suffix.lower() in _PICTURE_SUFFIXES:
+        raise RasterInputError(
+            f"{path} names a {path.suffix[1:].upper()} picture, but the output is a GeoTIFF; name it "
+            f"{path.with_suffix('.tif').name} (for a picture of the embeddings: earth-embed preview)."
+        )
+
+
 def check_output_path(dst: str | os.PathLike, overwrite: bool) -> Path:
     """Validate an output path early (before any computation) and return it as a Path."""
     path = Path(dst).expanduser()
@@ -54,6 +67,14 @@ def check_output_path(dst: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
+def _size(nbytes: float) -> str:
+    """``nbytes`` for a reader: GB from 1 GB up, else MB, else kB (never "0.0 GB")."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 1e3:.1f} kB"
+
+
 def _warn_if_short_of_space(path: Path, nbytes: float) -> None:
     """Warn when the uncompressed output would not fit the free space (compression often halves it)."""
     try:
@@ -62,7 +83,7 @@ def _warn_if_short_of_space(path: Path, nbytes: float) -> None:
         return
     if nbytes > free:
         warnings.warn(
-            f"{path} may need up to {nbytes / 1e9:.1f} GB (uncompressed) and {free / 1e9:.1f} GB are free in "
+            f"{path} may need up to {_size(nbytes)} (uncompressed) and {_size(free)} are free in "
             f"{path.parent}. If the disk fills up the run stops with an error and leaves nothing; free space or "
             "write elsewhere to be sure (int8 output is a quarter of float32).",
             InputWarning,

@@ -12,6 +12,7 @@ writes consolidated metadata; refuses a region without one valid pixel; exports 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import Any
 
 from rasterio.crs import CRS
 
-from ..errors import EarthEmbedError, RasterInputError
+from ..errors import EarthEmbedError, OutputError, RasterInputError
 from ..hub import weights_sha256
 from ..inputs.spec import SceneSpec, settle_scene
 from ..inputs.stac_items import scenes_from_item_collection
@@ -221,7 +222,16 @@ def _embed_locked(
             factory: Any = functools.partial(load_model, name, "encoder", kw["revision"])
         else:
             factory = functools.partial(_same, encoder)
-        summary = run_plan(plan, factory, sink, options, engine=engine)
+        try:
+            summary = run_plan(plan, factory, sink, options, engine=engine)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            raise OutputError(
+                f"Writing {store} failed: {err.strerror} ({err.filename or 'a shard'}). The disk is full or a "
+                f"file-size limit (ulimit -f) was reached ({_free(Path(store).parent)}). The units finished so far "
+                "are kept: free some space or raise the limit, then run the same command again to compute the rest."
+            ) from err
     sink.consolidate()
     run = RegionRun(summary, Path(store), sorted(plan.groups))
     _refuse_empty(sink, plan, run, fresh)
@@ -308,6 +318,13 @@ def _local_or_hub(name: str) -> str:
     from ..outputs.provenance import is_local_model
 
     return os.path.abspath(name) if is_local_model(name) else name
+
+
+def _free(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 1e6:,.0f} MB free in {folder} now"
+    except OSError:
+        return "free space unknown"
 
 
 def _same(model: Any) -> Any:

@@ -22,12 +22,19 @@ import rasterio
 import torch
 
 from .. import quantize
-from ..errors import RasterInputError
+from ..errors import BandError, RasterInputError
 from ..hub import weights_sha256
 from ..inputs.spec import SceneSpec, settle_scene
 from ..outputs.classmap import class_map_style
 from ..outputs.embeddings import RUN_TAG
-from ..outputs.geotiff import OUTPUT_DTYPES, GeoTiffWriter, band_names, check_output_path, scales_path
+from ..outputs.geotiff import (
+    OUTPUT_DTYPES,
+    GeoTiffWriter,
+    band_names,
+    check_geotiff_name,
+    check_output_path,
+    scales_path,
+)
 from ..outputs.provenance import WEIGHTS_TAG
 from ..precision import DEFAULT_PRECISION, resolve_precision
 from ..runtime import DEFAULT_RUNTIME, resolve_runtime
@@ -73,7 +80,7 @@ def _source(src: Any) -> str | tuple[str, ...]:
 
 def _plan(model: Any, src: Any, dst: Any, tile, overlap, batch_size, device, bands, overwrite, dn_offset):
     """Common checks (cheap ones first), the scene's DN offset settled, then the single-scene plan."""
-    check_output_path(dst, overwrite)
+    check_geotiff_name(check_output_path(dst, overwrite))
     dev = pick_device(device)
     m = int(model.pad_multiple)
     default_tile, default_overlap = default_tiling(m)
@@ -84,6 +91,8 @@ def _plan(model: Any, src: Any, dst: Any, tile, overlap, batch_size, device, ban
     if batch_size < 1:
         raise RasterInputError(f"batch_size={batch_size} must be >= 1.")
     block, halo = block_and_halo(tile, overlap)
+    if isinstance(bands, str):
+        raise BandError(f"bands={bands!r} is one string; pass a list of band names, e.g. bands=[{bands!r}, ...].")
     spec = SceneSpec.of(_source(src))
     spec = settle_scene(replace(spec, bands=tuple(bands)) if bands else spec, model, dn_offset)
     dn_offset = spec.dn_offset

@@ -24,6 +24,7 @@ computes units, :mod:`earth_embed.tiling.engine` runs them.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -317,6 +318,15 @@ def _layers(placed: list[PlacedScene], groups: dict[str, GroupGrid]) -> dict[str
             "not known (no date in its metadata or name); give it one (SceneSpec(..., date='YYYY-MM-DD') or a STAC "
             "Item's datetime), or keep the latest mosaic only (--keep latest)."
         )
+    for i, p in enumerate(placed):  # one date's scenes share a layer: where two overlap, one is kept, said aloud
+        for q in placed[i + 1 :]:
+            if q.group == p.group and q.spec.date == p.spec.date and _overlaps(q, p.row, p.col, p.height, p.width):
+                logging.getLogger("earth_embed").warning(
+                    "%s and %s are both dated %s and overlap in %s: its layer keeps %s's pixels where both have data "
+                    "(scenes of one date are taken in name order). If they are different acquisitions, give each "
+                    "its own date (SceneSpec(..., date=...), a STAC Item's datetime).",
+                    p.spec.name, q.spec.name, p.spec.date, p.group, p.spec.name,
+                )  # fmt: skip
     return {k: tuple(sorted({str(p.spec.date) for p in placed if p.group == k})) for k in groups}
 
 

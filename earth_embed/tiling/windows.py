@@ -17,7 +17,9 @@ def check_tiling(tile: int, overlap: int, multiple: int) -> None:
     if int(tile) != tile or tile < 1:
         raise RasterInputError(f"tile={tile} must be a positive whole number of pixels, e.g. {16 * multiple}.")
     if int(overlap) != overlap or overlap < 0 or overlap >= tile / 2:
-        raise RasterInputError(f"overlap={overlap} must be >= 0 and smaller than half the tile ({tile}).")
+        raise RasterInputError(
+            f"overlap={overlap} must be >= 0 and smaller than half the tile: below {tile / 2:g} for tile={tile}."
+        )
     if tile % multiple or overlap % multiple:
         raise RasterInputError(
             f"tile={tile} and overlap={overlap} must be multiples of the model's pad_multiple ({multiple}) so "

@@ -153,3 +153,10 @@ def test_missing_extra_names_the_install(monkeypatch, crop_embeddings, tmp_path)
 def test_lonlat_helper_round_trips(crop_embeddings):
     (lon, lat), = lonlat_of_pixels(crop_embeddings, [(0, 0)], full_grid=False)  # fmt: skip
     assert -76 < lon < -75 and 37 < lat < 38
+
+
+def test_knn_neighbours_not_fewer_than_the_labels(crop_embeddings, tmp_path):
+    """--neighbors as many as the labelled pixels would give every pixel the largest class (accepted before)."""
+    labels = write_points_geojson(tmp_path / "l.geojson", crop_embeddings, CROP_POINTS)
+    fit_error(crop_embeddings, labels, tmp_path, r"--neighbors 500 is not fewer than the \d+ labelled pixels",
+              head="knn", n_neighbors=500)  # fmt: skip

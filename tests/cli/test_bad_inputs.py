@@ -76,7 +76,7 @@ CLI_CASES = [
     ("text-as-tif", "embed {text} {out} -m {enc}", 2, ["Cannot open", "GeoTIFF or JP2"], False),
     ("truncated-tif", "embed {truncated} {out} -m {enc}", 2, ["truncated or corrupt", "download or export"], False),
     ("no-crs", "embed {no_crs} {out} -m {enc}", 2, ["no coordinate reference system", "gdal_edit"], False),
-    ("unnamed-bands", "embed {unnamed} {out} -m {enc}", 2, ["do not name Sentinel-2 bands", "--bands B01"], False),
+    ("unnamed-bands", "embed {unnamed} {out} -m {enc}", 2, ["do not name Sentinel-2 bands", "--bands B02 B03"], False),
     ("wrong-band-count", "embed {unnamed} {out} -m {enc} --bands B02 B03", 2, ["has 10 band", "exactly one"], False),
     ("missing-band", "embed {no_b12} {out} -m {enc}", 2, ["Missing band(s) B12", "includes them"], False),
     ("bands-100km-apart", "embed {far_bands} {out} -m {enc}", 2, ["do not overlap", "one scene"], False),
@@ -98,7 +98,7 @@ CLI_CASES = [
     ("no-model-folder", "embed {scene} {out} -m {root}/no-model", 2, ["No model folder", "check the path"], False),
     ("pickle-weights", "embed {scene} {out} -m {pickled}", 2, ["refuses to unpickle", "safetensors"], False),
     ("model-needs-b01", "embed {scene} {out} -m {needs_b01}", 2, ["Missing band(s) B01", "includes them"], False),
-    ("classify-encoder", "classify {scene} {out} -m {enc}", 2, ["segmenter", "classes"], False),
+    ("classify-encoder", "classify {scene} {out} -m {enc}", 2, ["segmenter", "classes", "earth-embed fit"], False),
     ("demo-into-file", "demo {scene}", 2, ["is a file", "folder name"], True),
     ("preview-non-raster", "preview {text} {root}/p.png", 2, ["not a raster", "earth-embed embed"], False),
     (

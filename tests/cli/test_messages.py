@@ -62,6 +62,7 @@ def test_safe_without_metadata_opens_from_its_band_files(case, env, tmp_path, ca
     assert main(["embed", str(env[key]), str(out), "-m", str(env["enc"]), "-q", "--dtype", "float32"]) == rc
     err = capsys.readouterr().err
     assert all(w in err for w in says) and "No band files found" not in err and "Traceback" not in err, err
+    assert err.count("no product metadata file") == 1, err  # said once, though the run opens the product thrice
     with rasterio.open(out) as got, rasterio.open(env["scene"]) as ref:
         assert (got.height, got.width) == (ref.height, ref.width) and got.crs == ref.crs
 
@@ -80,3 +81,42 @@ def test_input_warnings_reach_stderr_with_pythonwarnings_ignore(env, tmp_path):
     proc = subprocess.run([*cmd, "-q"], env=env_vars, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "earth-embed embed: warning:" in proc.stderr and "negative values" in proc.stderr
+
+
+# id, argv ({name} from env, {out} a fresh output), exit status, words on stderr: messages that used to mislead
+MESSAGE_CASES = [
+    ("output-named-png", "embed {scene} {root}/emb.png -m {enc}", 2, ["names a PNG picture", "emb.tif", "preview"]),
+    ("overlap-too-large", "embed {scene} {out} -m {enc} --tile 64 --overlap 32", 2,
+     ["smaller than half the tile: below 32 for tile=64"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", MESSAGE_CASES, ids=[c[0] for c in MESSAGE_CASES])
+def test_messages_name_the_problem(case, env, tmp_path, capsys):
+    _name, argv, rc, says = case
+    out = tmp_path / "e.tif"
+    args = [a.format(out=out, **{k: v for k, v in env.items()}) for a in argv.split()]
+    assert main([*args, "-q"]) == rc
+    err = capsys.readouterr().err
+    assert all(w in err for w in says) and "Traceback" not in err, err
+    assert not (env["root"] / "emb.png").exists() and not out.exists()
+
+
+def test_band_lists_as_given(env, tmp_path):
+    """One string as ``bands`` says "pass a list" (it read 'B', '0', '2' before); one multi-band file given as
+    a one-element list opens as that file (it was told to rename itself B02.tif)."""
+    from earth_embed.api import embed_raster
+    from earth_embed.errors import BandError
+    from earth_embed.inputs import open_scene
+
+    enc = EarthEncoder.from_pretrained(env["enc"])
+    with pytest.raises(BandError, match="one string; pass a list"):
+        embed_raster(enc, env["scene"], tmp_path / "e.tif", bands="B02", progress=False)
+    with open_scene([env["scene"]]) as listed, open_scene(env["scene"]) as alone:
+        assert listed.band_names == alone.band_names and np.array_equal(listed.read(), alone.read())
+
+
+def test_disk_space_in_readable_units():
+    from earth_embed.outputs.geotiff import _size
+
+    assert (_size(3.2e9), _size(4.5e6), _size(2e3)) == ("3.2 GB", "4.5 MB", "2.0 kB")  # never "0.0 GB"

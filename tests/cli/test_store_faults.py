@@ -109,6 +109,7 @@ def test_damaged_store(case, base, capsys):
     codes, scales = read(out)
     np.testing.assert_array_equal(codes, base["codes"])
     np.testing.assert_array_equal(scales, base["scales"])
+    np.testing.assert_array_equal(scales, base["scales"])
     assert main(["verify", str(out)]) == 0 and "6 unit(s) intact of 6 planned, 0 damaged" in capsys.readouterr().out
     assert main(["embed-region", *args(base, out)]) == 0 and "0 unit(s) computed" in capsys.readouterr().out
 
@@ -229,3 +230,25 @@ def test_outputs_name_no_absolute_local_path(base, tmp_path, capsys):
             assert target == base["scene"].resolve()
         else:
             assert "emb:source-data" not in links
+
+
+def test_file_size_limit_mid_region_is_an_error_that_keeps_the_finished_units(base, tmp_path):
+    """A full disk / file-size limit during `embed-region` (a real subprocess under RLIMIT_FSIZE): an error naming
+    the cause and that finished units are kept (before: a bare "[Errno 28]"); the same command then completes."""
+    import resource
+    import subprocess
+    import sys
+
+    out = tmp_path / "full.zarr"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "earth_embed", "embed-region", *args(base, out)], env=env, capture_output=True,
+        text=True, timeout=300, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000)),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "File too large" in proc.stderr and "units finished so far are kept" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Errno" not in proc.stderr
+    assert main(["embed-region", *args(base, out)]) == 0
+    codes, scales = read(out)
+    np.testing.assert_array_equal(codes, base["codes"])
+    np.testing.assert_array_equal(scales, base["scales"])

@@ -181,7 +181,7 @@ def test_every_shipped_recipe_loads(path):
 
 
 def test_config_errors_and_schedule():
-    with pytest.raises(ConfigError, match="unknown config key"):
+    with pytest.raises(ConfigError, match="unknown config key .*'stpes' \\(did you mean 'steps'\\?\\)"):
         load_config(SMOKE, ["train.stpes=3"])
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(SMOKE, ["train.steps"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,9 @@ def deep_update(base: dict, new: dict, where: str = "") -> dict:
     """Recursively update ``base`` with ``new``, refusing keys ``base`` does not have."""
     for key, value in new.items():
         if key not in base:
-            raise ConfigError(f"unknown config key {where}{key!r}; known keys here: {sorted(base)}")
+            close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config key {where}{key!r}{hint}; known keys here: {sorted(base)}")
         if isinstance(base[key], dict) and base[key] and isinstance(value, dict):
             deep_update(base[key], value, f"{where}{key}.")
         else:
