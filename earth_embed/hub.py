@@ -246,7 +246,8 @@ class EarthHubMixin(PyTorchModelHubMixin):
         save_directory = Path(save_directory)
         save_weights(self, save_directory / WEIGHTS_FILE)  # type: ignore[arg-type]
         self.config.save(save_directory / CONFIG_FILE)
-        render_card(self.config, self._card_template).save(save_directory / CARD_FILE)
+        card = render_card(self.config, self._card_template, weights_sha256=weights_sha256(self))  # type: ignore[arg-type]
+        card.save(save_directory / CARD_FILE)
 
     @classmethod
     def _model_from_config(cls, config: EarthConfig, state: dict[str, torch.Tensor], source: str):

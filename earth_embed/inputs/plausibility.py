@@ -103,12 +103,13 @@ def check_values(scene: Scene, bands: Sequence[str], dn_offset: float, offset_kn
             f"all values are between {lo:g} and {hi:g}: that looks like reflectance (0..1), not digital numbers "
             "(reflectance x 10000). Multiply by 10000 first."
         )
-    if median > TYPICAL_MAX_DN:
+    scaled = median > TYPICAL_MAX_DN or hi > 2 * TYPICAL_MAX_DN  # a 99th percentile above 2.0 reflectance too
+    if scaled:
         found.append(
             f"values far above {TYPICAL_MAX_DN} (median {median:g}, 99th percentile {hi:g}): Sentinel-2 digital "
             "numbers are reflectance x 10000. Check the scaling of the input."
         )
-    if not offset_known and dn_offset == 0 and lo >= BASELINE_04_FLOOR:
+    if not offset_known and dn_offset == 0 and lo >= BASELINE_04_FLOOR and not scaled:  # +1000 keeps the spread
         found.append(
             f"every sampled value is >= {BASELINE_04_FLOOR} (1st percentile {lo:g}): that looks like data of "
             "processing baseline 04.00 or later (January 2022 on), which adds +1000 to every value, read without "

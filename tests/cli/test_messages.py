@@ -120,3 +120,18 @@ def test_disk_space_in_readable_units():
     from earth_embed.outputs.geotiff import _size
 
     assert (_size(3.2e9), _size(4.5e6), _size(2e3)) == ("3.2 GB", "4.5 MB", "2.0 kB")  # never "0.0 GB"
+
+
+def test_scaled_values_get_the_scaling_advice_not_the_offset(env, tmp_path, capsys):
+    """DN x 7: every value is >= 1000 as with baseline 04.00, but the 99th percentile (29 000) says scaling; the
+    "--dn-offset -1000" advice is not given (it was, from the median alone)."""
+    x7 = tmp_path / "x7.tif"
+    with rasterio.open(env["scene"]) as src:
+        profile, data, names = {**src.profile, "dtype": "float32", "nodata": None}, src.read(), src.descriptions
+    with rasterio.open(x7, "w", **profile) as dst:
+        dst.write(data.astype(np.float32) * 7)
+        for i, d in enumerate(names):
+            dst.set_band_description(i + 1, d)
+    assert main(["embed", str(x7), str(tmp_path / "e.tif"), "-m", str(env["enc"]), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "Check the scaling" in err and "--dn-offset -1000" not in err, err

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 from earth_embed import EarthEncoder, EarthSegmenter
 from earth_embed.errors import ConfigError, ModelNotFoundError, WeightsError
+from earth_embed.hub import weights_sha256
 from tests.helpers.hub_server import HubServer
 
 BANDS = ["B02", "B03", "B04", "B08"]
@@ -43,6 +44,7 @@ def test_save_load_bit_identical_and_no_pickle(encoder, saved):
         assert torch.equal(encoder.embed(_dn()), loaded.embed(_dn()))
     assert loaded.bands == BANDS and loaded.embed_dim == 16
     assert loaded.name_or_path == str(saved) and loaded.revision is None
+    assert weights_sha256(loaded) == weights_sha256(encoder)  # the identity survives a save and a load
     for file in saved.iterdir():
         assert not file.read_bytes().startswith(b"\x80"), f"{file} looks like a pickle"
 
@@ -52,6 +54,7 @@ def test_model_card_states_the_facts(saved):
     assert "library_name: earth-embed" in card
     for fact in ["B02", "B08", "unet-resnet18", "16-dimensional", "earth-embed/test-r18", "dn_offset=-1000"]:
         assert fact in card, fact
+    assert f"| weights | `{weights_sha256(EarthEncoder.from_pretrained(saved))}`" in card  # what outputs record
 
 
 def test_config_json_carries_bands_normalisation_version(saved):

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from earth_embed import EarthEncoder, EarthSegmenter
-from earth_embed.hub import CARD_FILE, render_card
+from earth_embed.hub import CARD_FILE, render_card, weights_sha256
 
 REPO = Path(__file__).resolve().parents[2]
 ENCODER_NAME = "earth-embed-s2-unet-r18s16"
@@ -195,7 +195,7 @@ def save_release(model: Any, folder: Path, **card: Any) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
-    render_card(model.config, model._card_template, **card).save(tmp / CARD_FILE)
+    render_card(model.config, model._card_template, weights_sha256=weights_sha256(model), **card).save(tmp / CARD_FILE)
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
