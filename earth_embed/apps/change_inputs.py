@@ -41,6 +41,8 @@ from ..outputs.provenance import PRECISION_COG_TAG, PRECISION_TAG, WEIGHTS_COG_T
 #: probability; every other score is a distance (0 or more).
 SCORE_RANGES = {"cos": (0.0, 2.0), "fitted": (0.0, 1.0)}
 DISTANCE_RANGE = (0.0, math.inf)
+#: Runtimes whose forwards give the same embeddings (the fp32 forward, by torch or by ONNX Runtime).
+SAME_NUMBERS = {"torch", "onnx"}
 
 
 def check_change_options(a: Any, b: Any, score: str, threshold: Any, min_area: Any) -> None:
@@ -138,6 +140,7 @@ class Provenance:
     quantization: str
     weights: str | None = None  # sha256:... of the model's weights (None: not recorded, an earlier version)
     precision: str | None = None  # the forward's precision (None: not recorded)
+    runtime: str | None = None  # what ran the forward (torch, onnx, onnx-int8; None: not recorded)
 
     def describe(self) -> str:
         rev = "" if self.revision == "none" else f" revision {self.revision}"
@@ -165,6 +168,7 @@ def provenance(emb: EmbeddingRaster) -> Provenance:
         quantization=storage,
         weights=t.get(WEIGHTS_TAG) or t.get(WEIGHTS_COG_TAG) or None,
         precision=t.get(PRECISION_TAG) or t.get(PRECISION_COG_TAG) or None,
+        runtime=t.get("RUNTIME") or None,
     )
 
 
@@ -231,6 +235,13 @@ def check_comparable(a: EmbeddingRaster, b: EmbeddingRaster) -> list[str]:
             f"The two dates were computed at different precisions ({pa.precision} for A, {pb.precision} for B), "
             f"whose embeddings differ by more than many a real change:{sides}Embed both dates with the same "
             f"--precision (e.g. --precision {pa.precision})."
+        )
+    runtimes = {pa.runtime, pb.runtime}
+    if None not in runtimes and len(runtimes) > 1 and not runtimes <= SAME_NUMBERS:
+        raise IncomparableError(
+            f"The two dates were computed by different runtimes ({pa.runtime} for A, {pb.runtime} for B), and "
+            f"onnx-int8's quantised forward gives other embeddings than the fp32 one:{sides}Embed both dates with "
+            f"the same --runtime (e.g. --runtime {pa.runtime})."
         )
     for side, p in (("A", pa), ("B", pb)):
         if not p.precision:

@@ -81,7 +81,7 @@ CHANGE_CASES = [
     ("threshold-below-cos", "change {emb_a} {emb_b} {out} --score cos --threshold -1", 2,
      ["outside the range of the cos score (0 to 2)", "every pixel"]),
     ("threshold-above-cos", "change {emb_a} {emb_b} {out} --score cos --threshold 3", 2, ["(0 to 2)", "no pixel"]),
-    ("threshold-negative-cva", "change {emb_a} {emb_b} {out} --threshold -0.5", 2, ["cva score (0 or more)"]),
+    ("threshold-negative-cva", "change {emb_a} {emb_b} {out} --score cva --threshold -0.5", 2, ["cva score (0 or more)"]),
     ("threshold-inf", "change {emb_a} {emb_b} {out} --threshold inf", 2, ["outside the range"]),
     ("min-area-negative", "change {emb_a} {emb_b} {out} --polygons gpkg --min-area -5", 2, ["--min-area -5", ">= 0"]),
     ("same-file-both-dates", "change {emb_a} {emb_a} {out}", 2, ["A and B are the same input", "other date"]),

@@ -169,3 +169,14 @@ def test_a_store_of_an_earlier_version_resumes_by_model_path(env, tmp_path, monk
     assert "earth_embed:model_weights_sha256" not in json.loads((store / "zarr.json").read_text())["attributes"]
     assert main([*argv, "--model", str(env["copy"])]) == 2
     assert "identified the model by its folder's path" in capsys.readouterr().err
+
+
+def test_change_refuses_an_int8_runtime_against_fp32(env, tmp_path, capsys):
+    """onnx-int8 (a quantised forward) against torch fp32 is another embedding; onnx fp32 against torch is not."""
+    pytest.importorskip("onnxruntime")
+    a = embed(env, "a", tmp_path / "torch.tif", env["enc"])
+    b = embed(env, "b", tmp_path / "int8.tif", env["enc"], "--runtime", "onnx-int8")
+    assert main(["change", str(a), str(b), str(tmp_path / "out"), "-q"]) == 2
+    assert "different runtimes (torch for A, onnx-int8 for B)" in capsys.readouterr().err
+    onnx = embed(env, "b", tmp_path / "onnx.tif", env["enc"], "--runtime", "onnx")
+    assert main(["change", str(a), str(onnx), str(tmp_path / "out2"), "-q"]) == 0
