@@ -35,7 +35,14 @@ from ..errors import BandError, EarthEmbedError, RasterInputError
 from ..inputs.bandfiles import named_bands
 from ..inputs.reader import open_scene
 from ..outputs.embeddings import EmbeddingRaster, ZarrEmbeddings
-from ..outputs.provenance import PRECISION_COG_TAG, PRECISION_TAG, WEIGHTS_COG_TAG, WEIGHTS_TAG
+from ..outputs.provenance import (
+    PRECISION_COG_TAG,
+    PRECISION_TAG,
+    RUNTIME_COG_TAG,
+    RUNTIME_TAG,
+    WEIGHTS_COG_TAG,
+    WEIGHTS_TAG,
+)
 
 #: The range of a score's values, which a given threshold must lie in: ``cos`` is 1 - cosine, ``fitted`` a
 #: probability; every other score is a distance (0 or more).
@@ -168,7 +175,7 @@ def provenance(emb: EmbeddingRaster) -> Provenance:
         quantization=storage,
         weights=t.get(WEIGHTS_TAG) or t.get(WEIGHTS_COG_TAG) or None,
         precision=t.get(PRECISION_TAG) or t.get(PRECISION_COG_TAG) or None,
-        runtime=t.get("RUNTIME") or None,
+        runtime=t.get(RUNTIME_TAG) or t.get(RUNTIME_COG_TAG) or None,
     )
 
 

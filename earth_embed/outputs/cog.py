@@ -37,7 +37,7 @@ from ..errors import RasterInputError
 from ..version import __version__
 from .embeddings import RUN_TAG
 from .geotiff import band_names
-from .provenance import PRECISION_COG_TAG, WEIGHTS_COG_TAG, relative_href
+from .provenance import PRECISION_COG_TAG, RUNTIME_COG_TAG, WEIGHTS_COG_TAG, relative_href
 from .zarr_groups import GroupInfo, StoreLinks, finished_shards, group_info, store_groups, store_links
 
 COG_OPTIONS = {
@@ -82,6 +82,7 @@ def _tags(info: GroupInfo, shard: tuple[int, int]) -> dict[str, str]:
         "EMBEDDING_MODEL_REVISION": info.revision or "none",
         **({WEIGHTS_COG_TAG: info.weights} if info.weights else {}),
         **({PRECISION_COG_TAG: info.precision} if info.precision else {}),
+        **({RUNTIME_COG_TAG: info.runtime} if info.runtime else {}),
         "EMBEDDING_SOURCES": json.dumps(info.sources),
         "EMBEDDING_SOURCE_DATES": json.dumps(info.dates),
         "EMBEDDING_STORE_GROUP": info.name,

@@ -31,7 +31,7 @@ from rasterio.windows import Window
 
 from .. import quantize
 from ..errors import RasterInputError
-from .provenance import PRECISION_COG_TAG, WEIGHTS_COG_TAG, resolve_href
+from .provenance import PRECISION_COG_TAG, RUNTIME_COG_TAG, WEIGHTS_COG_TAG, resolve_href
 from .tiff_check import check_tiff_complete
 
 #: GeoTIFF tag holding the run id that an int8 codes file and its scales file share.
@@ -252,6 +252,8 @@ class ZarrEmbeddings(EmbeddingRaster):
             self.tags[WEIGHTS_COG_TAG] = info.weights
         if info.precision:
             self.tags[PRECISION_COG_TAG] = info.precision
+        if info.runtime:
+            self.tags[RUNTIME_COG_TAG] = info.runtime
         local = store_links(store, info).model_path
         if local is not None:
             self.tags["EMBEDDING_MODEL_PATH"] = local.as_posix()

@@ -28,6 +28,7 @@ WEIGHTS_TAG, WEIGHTS_COG_TAG, WEIGHTS_ATTR = (
     "earth_embed:model_weights_sha256",
 )
 PRECISION_TAG, PRECISION_COG_TAG, PRECISION_ATTR = "PRECISION", "EMBEDDING_PRECISION", "earth_embed:precision"
+RUNTIME_TAG, RUNTIME_COG_TAG, RUNTIME_ATTR = "RUNTIME", "EMBEDDING_RUNTIME", "earth_embed:runtime"
 
 _SUFFIXES = (".safe", ".zip", ".tif", ".tiff", ".jp2", ".vrt", ".img", ".json")
 _SAFE_INTERNALS = ("GRANULE", "IMG_DATA", "R10m", "R20m", "R60m")
@@ -98,6 +99,7 @@ def model_facts(
     absolute: bool = False,
     weights: str | None = None,
     precision: str | None = None,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
     """Store attributes naming the model: ``geoemb:model`` (label), its weights' hash and the precision when
     given, and for a local folder ``earth_embed:model_path`` (relative to ``base``, or absolute when ``absolute``)."""
@@ -106,6 +108,8 @@ def model_facts(
         facts[WEIGHTS_ATTR] = weights
     if precision:
         facts[PRECISION_ATTR] = precision
+    if runtime:
+        facts[RUNTIME_ATTR] = runtime
     folder = model_folder(model_id)
     if folder is not None:
         facts["earth_embed:model_path"] = folder.as_posix() if absolute else relative_href(folder, base)
@@ -129,6 +133,9 @@ __all__ = [
     "PRECISION_ATTR",
     "PRECISION_COG_TAG",
     "PRECISION_TAG",
+    "RUNTIME_ATTR",
+    "RUNTIME_COG_TAG",
+    "RUNTIME_TAG",
     "WEIGHTS_ATTR",
     "WEIGHTS_COG_TAG",
     "WEIGHTS_TAG",

@@ -34,6 +34,8 @@ from ..errors import RasterInputError
 from .provenance import (
     PRECISION_ATTR,
     PRECISION_COG_TAG,
+    RUNTIME_ATTR,
+    RUNTIME_COG_TAG,
     WEIGHTS_ATTR,
     WEIGHTS_COG_TAG,
     model_link,
@@ -76,6 +78,7 @@ class EmbeddingOutput:
     layer: dict[str, Any] | None = None  # an acquisition layer of a store group: its array and index on the time axis
     model_weights: str | None = None  # the hash of the model's weights (None: an earlier version's output)
     precision: str | None = None  # the forward's precision, when recorded
+    runtime: str | None = None  # what ran the forward, when recorded
 
 
 def outputs_from_cogs(paths: Sequence[str | os.PathLike]) -> list[EmbeddingOutput]:
@@ -117,6 +120,7 @@ def outputs_from_cogs(paths: Sequence[str | os.PathLike]) -> list[EmbeddingOutpu
                 absolute=tags.get("EMBEDDING_ABSOLUTE_PATHS") == "yes",
                 model_weights=tags.get(WEIGHTS_COG_TAG),
                 precision=tags.get(PRECISION_COG_TAG),
+                runtime=tags.get(RUNTIME_COG_TAG),
             )
         )
     return outs
@@ -151,6 +155,7 @@ def outputs_from_store(store: str | os.PathLike) -> list[EmbeddingOutput]:
                 absolute=links.absolute,
                 model_weights=info.weights,
                 precision=info.precision,
+                runtime=info.runtime,
             )
         )
         outs += _layer_outputs(outs[-1], info.attrs)
@@ -255,6 +260,9 @@ def build_item(out: EmbeddingOutput) -> Any:
     if out.precision:
         props["emb:runtime_parameters"]["precision"] = out.precision
         props[PRECISION_ATTR] = out.precision
+    if out.runtime:
+        props["emb:runtime_parameters"]["runtime"] = out.runtime
+        props[RUNTIME_ATTR] = out.runtime
     if out.quantization:
         props["emb:quantization"] = out.quantization
     props.update(_proj_fields(out))

@@ -11,7 +11,7 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine
 
 from ..errors import RasterInputError
-from .provenance import PRECISION_ATTR, WEIGHTS_ATTR
+from .provenance import PRECISION_ATTR, RUNTIME_ATTR, WEIGHTS_ATTR
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,11 @@ class GroupInfo:
     def precision(self) -> str | None:
         """The forward's precision (None: not recorded, an earlier version's store: fp32)."""
         return self.attrs.get(PRECISION_ATTR) or None
+
+    @property
+    def runtime(self) -> str | None:
+        """What ran the forward (None: not recorded, an earlier version's store: torch)."""
+        return self.attrs.get(RUNTIME_ATTR) or None
 
     @property
     def dates(self) -> list[str]:

@@ -24,11 +24,11 @@ import numpy as np
 from .. import quantize
 from ..errors import OutputError
 from ..tiling.plan import RegionPlan
-from .provenance import PRECISION_ATTR, WEIGHTS_ATTR
+from .provenance import PRECISION_ATTR, RUNTIME_ATTR, WEIGHTS_ATTR
 from .zarr_dates import create_layer_arrays
 
 #: What a group records of the run that wrote it, beside the ``geoemb:`` attributes.
-RUN_FACTS = (WEIGHTS_ATTR, PRECISION_ATTR)
+RUN_FACTS = (WEIGHTS_ATTR, PRECISION_ATTR, RUNTIME_ATTR)
 
 RUN_ID = "earth_embed:run_id"
 COORDINATES = ("x", "y", "band", "spatial_ref")

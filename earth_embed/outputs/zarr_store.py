@@ -46,7 +46,7 @@ from ..tiling.plan import RegionPlan, WorkUnit
 from ..tiling.unit import UnitOutput
 from . import zarr_layout as layout
 from .atomic import OutputLock
-from .provenance import PRECISION_ATTR, WEIGHTS_ATTR, model_facts, relative_href, source_entry
+from .provenance import PRECISION_ATTR, RUNTIME_ATTR, WEIGHTS_ATTR, model_facts, relative_href, source_entry
 from .zarr_dates import unit_arrays, unit_keys
 from .zarr_units import (
     ENTRY_FORMAT,
@@ -73,10 +73,13 @@ def _zarr():
     return zarr
 
 
-def plan_fingerprint(plan: RegionPlan, model_id: str, weights: str | None = None, precision: str = "fp32") -> str:
+def plan_fingerprint(
+    plan: RegionPlan, model_id: str, weights: str | None = None, precision: str = "fp32", runtime: str = "torch"
+) -> str:
     """A short hash of what decides the store's content: grids, chunking, halo, scenes, the model (its weights'
     hash; ``model_id``, its folder or Hub id, when no hash is given: the fingerprint of earlier versions) and
-    the forward's precision (fp32, the only one of earlier versions, leaves the fingerprint as it was)."""
+    the forward's precision and runtime (fp32 by torch, the only ones of earlier versions, leave the fingerprint
+    as it was)."""
     facts: dict[str, Any] = {
         "groups": {k: [g.crs, list(g.transform)[:6], g.height, g.width] for k, g in plan.groups.items()},
         "sizes": [plan.chunk, plan.shard, plan.block, plan.halo],
@@ -88,6 +91,8 @@ def plan_fingerprint(plan: RegionPlan, model_id: str, weights: str | None = None
         facts["layers"] = {k: list(v) for k, v in plan.layers.items()}
     if precision != "fp32":
         facts["precision"] = precision
+    if runtime != "torch":
+        facts["runtime"] = runtime
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -198,6 +203,7 @@ class RegionStore:
         repair: bool = False,
         weights: str | None = None,
         precision: str = "fp32",
+        runtime: str = "torch",
     ) -> RegionStore:
         """Create the store for ``plan``, or reopen it to resume when it was made for the same plan.
 
@@ -212,9 +218,9 @@ class RegionStore:
         _zarr()
         store = cls(path)
         p = store.path
-        fingerprint = plan_fingerprint(plan, model_id, weights, precision)
-        legacy = plan_fingerprint(plan, model_id, None, precision)  # stores made before the weights' hash
-        facts = store._facts(plan, model_id, revision, scene_root, absolute_paths, weights, precision)
+        fingerprint = plan_fingerprint(plan, model_id, weights, precision, runtime)
+        legacy = plan_fingerprint(plan, model_id, None, precision, runtime)  # stores made before the weights' hash
+        facts = store._facts(plan, model_id, revision, scene_root, absolute_paths, weights, precision, runtime)
         if p.exists() and overwrite:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         if p.exists():
@@ -299,11 +305,11 @@ class RegionStore:
                 "model at the path it was made with to resume it."
             )  # fmt: skip
             raise RasterInputError(
-                f"{p} was made for a different plan (other scenes, sizes, model weights or precision); pass "
+                f"{p} was made for a different plan (other scenes, sizes, model weights, precision or runtime); pass "
                 f"overwrite=True (CLI: --overwrite) to start over, or choose another path.{legacy}"
             )
         if old != fingerprint:  # an earlier version's store: it keeps what it recorded
-            facts = {k: v for k, v in facts.items() if k not in (WEIGHTS_ATTR, PRECISION_ATTR)}
+            facts = {k: v for k, v in facts.items() if k not in (WEIGHTS_ATTR, PRECISION_ATTR, RUNTIME_ATTR)}
         self.fingerprint = str(old)
         try:
             layout.check_layout(p, plan)

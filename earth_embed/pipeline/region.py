@@ -181,6 +181,7 @@ def _embed_locked(
         )
         fresh = kw["overwrite"] or not Path(store).exists()
         precision = _recorded_precision(kw["precision"], kw["device"], engine)
+        runtime = _recorded_runtime(kw["runtime"], kw["device"], engine, precision)
         sink = RegionStore.create(
             store,
             plan,
@@ -192,6 +193,7 @@ def _embed_locked(
             repair=repair,
             weights=weights_sha256(encoder),
             precision=precision,
+            runtime=runtime,
         )
         sink.write_recipe(_recipe(sink, plan, scenes, model, model_id, kw))
         for key, grid in plan.groups.items():
@@ -311,6 +313,16 @@ def _recorded_precision(requested: str, device: str | None, engine: str) -> str:
     if engine == "ray" and check_precision(requested) == "auto":
         return "auto"
     return resolve_precision(requested, pick_device(device))
+
+
+def _recorded_runtime(requested: str, device: str | None, engine: str, precision: str) -> str:
+    """The runtime the run computes with (``auto`` resolved for this machine; a Ray run's ``auto`` as asked)."""
+    from ..runtime import resolve_runtime
+    from ..tiling.engine import pick_device
+
+    if engine == "ray" and requested == "auto":
+        return "auto"
+    return resolve_runtime(requested, pick_device(device), "fp32" if precision == "auto" else precision)
 
 
 def _local_or_hub(name: str) -> str:

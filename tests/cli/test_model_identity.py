@@ -72,12 +72,15 @@ def test_every_output_records_the_weights_and_precision(env, tmp_path):
     assert main([*argv, "--cog-dir", str(cogs), "--stac-dir", str(stac)]) == 0
     attrs = json.loads((store / f.GROUP / "zarr.json").read_text())["attributes"]
     assert attrs["earth_embed:model_weights_sha256"] == env["sha"] and attrs["earth_embed:precision"] == "fp32"
+    assert attrs["earth_embed:runtime"] == "torch"
     cog = sorted(cogs.glob("emb_*.tif"))[0]
     with rasterio.open(cog) as ds:
         assert ds.tags()["EMBEDDING_MODEL_WEIGHTS_SHA256"] == env["sha"]
     item = json.loads(next(stac.glob("r-EPSG_32618/*.json")).read_text())
     assert item["properties"]["emb:runtime_parameters"]["model_weights_sha256"] == env["sha"]
-    assert item["properties"]["earth_embed:precision"] == "fp32"
+    assert (
+        item["properties"]["earth_embed:precision"] == "fp32" and item["properties"]["earth_embed:runtime"] == "torch"
+    )
 
 
 def test_change_accepts_the_same_weights_from_two_folders(env, tmp_path, capsys):
@@ -145,9 +148,12 @@ def test_store_resumes_and_repairs_with_the_model_folder_moved(env, tmp_path, ca
     f.delete_shard(store)
     assert main(["verify", str(store), "--repair", "--model", str(moved), "-q"]) == 0
     assert main(["verify", str(store), "-q"]) == 0
-    # other weights are still another plan
+    # other weights are still another plan, and so is another precision
     assert main(["embed-region", str(env["scene"]), str(store), "--model", str(env["other"]), *sizes]) == 2
     assert "model weights" in capsys.readouterr().err
+    if cpu_native_bf16():
+        argv = ["embed-region", str(env["scene"]), str(store), "--model", str(moved), "--precision", "bf16", *sizes]
+        assert main(argv) == 2 and "precision or runtime" in capsys.readouterr().err
 
 
 def test_a_store_of_an_earlier_version_resumes_by_model_path(env, tmp_path, monkeypatch, capsys):
