@@ -4,7 +4,8 @@ The DN offset comes from, in this order: the caller (``dn_offset=``, CLI ``--dn-
 product says about itself (``scene.product``: SAFE metadata, sidecars, tags, product name), the
 model's config. The tool says which one it used. The sample (a few small windows spread over the
 scene) is checked for data type, value range, the share of valid pixels and signs of a missing
--1000 offset; what looks wrong is a warning (:class:`~earth_embed.errors.InputWarning`), never a
+-1000 offset, and for spectra that real ground never has (band names that do not match the data); what
+looks wrong is a warning (:class:`~earth_embed.errors.InputWarning`), never a
 refusal, except a scene without a single valid pixel, which is an error.
 """
 
@@ -30,6 +31,15 @@ SAMPLE_SIZE = 64
 TYPICAL_MAX_DN = 10_000
 #: From processing baseline 04.00 every DN carries +1000; dark pixels then never go below it.
 BASELINE_04_FLOOR = 1_000
+#: Spectral checks (:func:`spectral_problems`) need this many pixels of the kind they look at.
+MIN_SPECTRAL_PIXELS = 50
+#: B07, B08 and B8A lie on the near-infrared plateau: on 66 real scenes the median of their max / min ratio over
+#: bright pixels was 1.07-1.22; one of them holding another band's data pushes it past this.
+NIR_PLATEAU_MAX_RATIO = 1.35
+#: Over vegetation (B08 and B8A both > 2 x B04), B11 > B12 and B05 <= B06 <= B07 held on >= 99 % and >= 98 % of
+#: the pixels of every real scene; a share below these limits says the names do not match the data.
+VEGETATION_SWIR_MIN_SHARE = 0.9
+VEGETATION_RED_EDGE_MIN_SHARE = 0.8
 
 
 def sample_scene(scene: Scene, bands: Sequence[str]) -> tuple[np.ndarray, bool]:
@@ -46,6 +56,54 @@ def sample_scene(scene: Scene, bands: Sequence[str]) -> tuple[np.ndarray, bool]:
             win = Window(c, r, sw, sh)
             parts.append(scene.read(win, bands=bands).reshape(len(bands), -1))
     return np.concatenate(parts, axis=1), False
+
+
+def spectral_problems(dn: np.ndarray, bands: Sequence[str], dn_offset: float) -> list[str]:
+    """What in the spectra of valid sampled pixels ``dn`` ``(C, N)`` contradicts the names ``bands``.
+
+    Physics that holds on every real scene measured (docs/reliability.md): B07, B08 and B8A agree (the
+    near-infrared plateau); over vegetation, B11 is above B12 and the red edge rises (B05 <= B06 <= B07).
+    Checks whose bands are not all named are skipped; so are those with too few pixels to judge.
+    """
+    x = {b: dn[i].astype(np.float64) + dn_offset for i, b in enumerate(bands)}
+    found: list[str] = []
+    fix = (
+        "Check the band order: the file's band descriptions (or --bands) must name each band's real content "
+        "(fix them with rasterio's set_band_description or gdal_edit.py)."
+    )
+    if all(b in x for b in ("B07", "B08", "B8A")):
+        nir = np.stack([x["B07"], x["B08"], x["B8A"]])
+        bright = nir.max(axis=0) > 800
+        if bright.sum() >= MIN_SPECTRAL_PIXELS:
+            ratio = float(np.median(nir.max(axis=0)[bright] / np.maximum(nir.min(axis=0)[bright], 1.0)))
+            if ratio > NIR_PLATEAU_MAX_RATIO:
+                found.append(
+                    f"B07, B08 and B8A differ by a median factor of {ratio:.2f} (real ground: at most about 1.2, "
+                    f"the near-infrared plateau): the bands named so may hold other bands' data. {fix}"
+                )
+    if not all(b in x for b in ("B04", "B08", "B8A")):
+        return found
+    veg = (x["B08"] > 2 * x["B04"]) & (x["B8A"] > 2 * x["B04"]) & (x["B04"] > 0)
+    if veg.sum() < MIN_SPECTRAL_PIXELS:
+        return found
+    checks = [
+        (("B11", "B12"), lambda: x["B11"][veg] > x["B12"][veg], VEGETATION_SWIR_MIN_SHARE, "B11 above B12"),
+        (
+            ("B05", "B06", "B07"),
+            lambda: (x["B05"][veg] <= x["B06"][veg]) & (x["B06"][veg] <= x["B07"][veg]),
+            VEGETATION_RED_EDGE_MIN_SHARE,
+            "B05 <= B06 <= B07 (the red edge)",
+        ),
+    ]
+    for needed, holds, minimum, what in checks:
+        if all(b in x for b in needed):
+            share = float(holds().mean())
+            if share < minimum:
+                found.append(
+                    f"over {int(veg.sum())} vegetated pixels (B08 and B8A > 2 x B04), {what} holds on only "
+                    f"{share:.0%} (real vegetation: >= 98 %): the bands named so may hold other bands' data. {fix}"
+                )
+    return found
 
 
 def resolve_dn_offset(scene: Scene, bands: Sequence[str], explicit: float | None, model_offset: float) -> float:
@@ -123,6 +181,8 @@ def check_values(scene: Scene, bands: Sequence[str], dn_offset: float, offset_kn
                 f"with the DN offset {dn_offset:g}, {below:.0%} of the sampled values become negative reflectance: "
                 "the product may be older than processing baseline 04.00. Pass --dn-offset 0 if so."
             )
+    if not scaled and lo >= 0:
+        found.extend(spectral_problems(x, bands, dn_offset))
     return found
 
 
@@ -137,4 +197,4 @@ def inspect_input(scene: Scene, model: Any, dn_offset: float | None) -> float:
     return offset
 
 
-__all__ = ["check_values", "inspect_input", "resolve_dn_offset", "sample_scene"]
+__all__ = ["check_values", "inspect_input", "resolve_dn_offset", "sample_scene", "spectral_problems"]
