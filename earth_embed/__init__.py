@@ -28,6 +28,7 @@ _API = (
     "open_embeddings",
     "load_released",
     "verify_store",
+    "composite",
     "RegionRun",
 )
 
@@ -63,6 +64,7 @@ __all__ = [
     "__version__",
     "canonical_band_name",
     "classify_raster",
+    "composite",
     "embed_raster",
     "embed_region",
     "list_architectures",

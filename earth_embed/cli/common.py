@@ -71,7 +71,21 @@ def stream_kwargs(args: argparse.Namespace) -> dict:
         runtime=args.runtime,
         overwrite=args.overwrite,
         overviews=args.overviews,
+        mask=args.mask,
+        mask_buffer=args.mask_buffer,
     )
+
+
+def add_mask_options(p: argparse.ArgumentParser) -> None:
+    """``--mask`` and ``--mask-buffer`` (embed, classify, embed-region)."""
+    p.add_argument(
+        "--mask",
+        default="auto",
+        metavar="auto|scl|ukis-csmask|FILE|none",
+        help="cloud/shadow mask; masked pixels are nodata (default auto: the product's SCL layer, else ukis-csmask "
+        "from earth-embed[clouds], else none with a note; FILE: a one-band raster, 0 = clear)",
+    )
+    p.add_argument("--mask-buffer", type=int, default=0, metavar="PX", help="grow the mask by PX pixels (default 0)")
 
 
 def scene_arg(paths: Sequence[str]):
@@ -125,6 +139,7 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
         "--overviews", action="store_true", help="add internal overviews (one more pass through GDAL's COG driver)"
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_mask_options(p)
 
 
 class Interrupted(KeyboardInterrupt):

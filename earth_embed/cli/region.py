@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import EarthEmbedError
-from .common import add_precision_option, model_arg, set_threads
+from .common import add_mask_options, add_precision_option, model_arg, set_threads
 
 
 def _ray_env(text: str | None) -> dict | None:
@@ -68,8 +68,10 @@ def cmd_embed_region(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         keep=args.keep,
+        mask=args.mask,
+        mask_buffer=args.mask_buffer,
     )
-    print(f"{args.out}: {run.summary} (wall {time.perf_counter() - t0:.1f} s)")
+    print(f"{args.out}: {run} (wall {time.perf_counter() - t0:.1f} s)")
     if args.cog_dir:
         print(f"{args.cog_dir}: {len(run.cogs)} embedding COG(s) + their scale COG(s), one pair per finished shard")
     if run.catalog:
@@ -77,6 +79,21 @@ def cmd_embed_region(args: argparse.Namespace) -> int:
     if run.failed:
         print("rerun the same command to retry the failed units; finished units are kept")
         return 1
+    return 0
+
+
+def cmd_composite(args: argparse.Namespace) -> int:
+    from ..api import composite
+    from ..pipeline.composite import observations_path
+
+    t0 = time.perf_counter()
+    out = composite(
+        args.store, args.out, start=args.start, end=args.end, rule=args.rule, group=args.group, overwrite=args.overwrite
+    )
+    print(
+        f"wrote {out} ({args.rule} of the clear observations, int8 + scales) and {observations_path(out).name} "
+        f"(clear-observation count, spread) in {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 
@@ -108,7 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="embed many scenes (several UTM zones) into one resumable Zarr store",
         description="Embed every scene into a Zarr v3 store with one group per CRS (int8 codes + per-pixel "
         "scales, sharded, zstd, CF grid mapping). Overlapping scenes of one CRS: each pixel comes from the "
-        "latest scene valid there. Killed runs resume: rerun the same command and only unfinished "
+        "latest scene valid and clear (not masked as cloud or shadow) there. Killed runs resume: rerun the same command and only unfinished "
         "units are computed.",
     )
     p.add_argument(
@@ -185,8 +202,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="delete OUT.zarr first and start over (without it a store of another plan is refused)",
     )
+    add_mask_options(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed_region, on_interrupt=interrupted_region)
+
+    from ..pipeline.composite import DEFAULT_RULE, RULES
+
+    p = sub.add_parser(
+        "composite",
+        help="one embedding per pixel from its clear observations in a period (a store made with --keep all-dates)",
+        description="Combine the acquisition layers of a region store dated within --start..--end (each nodata "
+        "where its scene was cloud or shadow) into one int8 embedding GeoTIFF + scales, with OUT.observations.tif "
+        "beside it (band 1: clear observations per pixel, band 2: their spread). fit, similar, cluster and change "
+        "read it like any embedding raster.",
+    )
+    p.add_argument("store", metavar="STORE", help="OUT.zarr of embed-region --keep all-dates")
+    p.add_argument("out", metavar="OUT.tif", help="the composite GeoTIFF")
+    p.add_argument("--start", metavar="YYYY-MM-DD", help="first date of the period (default: the first layer)")
+    p.add_argument("--end", metavar="YYYY-MM-DD", help="last date of the period, inclusive (default: the last layer)")
+    p.add_argument("--rule", choices=RULES, default=DEFAULT_RULE, help=f"how to combine (default {DEFAULT_RULE})")
+    p.add_argument("--group", help="the store's CRS group (default: its only one)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_composite)
 
     p = sub.add_parser(
         "verify",

@@ -38,8 +38,21 @@ def cmd_embed(args: argparse.Namespace) -> int:
         revision=args.revision,
         **stream_kwargs(args),
     )
-    print(f"wrote {out} ({model.embed_dim} bands, {args.dtype}) in {time.perf_counter() - t0:.1f} s")
+    print(f"wrote {out} ({model.embed_dim} bands, {args.dtype}) in {time.perf_counter() - t0:.1f} s{_masked(out)}")
     return 0
+
+
+def _masked(path: Path) -> str:
+    """The output's mask, as its tags say: '; mask ukis-csmask: 97.3 % of the valid pixels masked (nodata)'."""
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        tags = ds.tags()
+    if tags.get("MASK", "none") == "none":
+        return "; no cloud mask"
+    share = float(tags.get("MASKED_SHARE", "0") or 0)
+    mostly = " - MOSTLY NODATA" if share >= 0.5 else ""
+    return f"; mask {tags['MASK']}: {share:.1%} of the valid pixels masked as cloud/shadow (nodata){mostly}"
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -52,7 +65,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
     out = classify_raster(
         model, scene_arg(args.src), args.dst, model_id=name, revision=args.revision, **stream_kwargs(args)
     )
-    print(f"wrote {out} ({len(model.classes)} classes: {', '.join(model.classes)}) in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"wrote {out} ({len(model.classes)} classes: {', '.join(model.classes)}) in {time.perf_counter() - t0:.1f} s"
+        f"{_masked(out)}"
+    )
     return 0
 
 

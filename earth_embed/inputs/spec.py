@@ -17,12 +17,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import RasterInputError
+from .masks import MaskSpec, resolve_mask
 from .plausibility import inspect_input
 from .reader import open_scene
 
 log = logging.getLogger("earth_embed")
 #: Smallest scene side accepted: the model computes every pixel from its spatial context.
 MIN_SIZE = 16
+log = logging.getLogger("earth_embed")
 _DATE = re.compile(r"(?<!\d)(20\d{2})-?([01]\d)-?([0-3]\d)(?:T\d{6})?(?!\d)")
 
 
@@ -35,6 +37,8 @@ class SceneSpec:
     file's own name or its own folder's name (``date_from`` says where; the product's metadata overrides
     such a date when the scene is settled). ``dn_offset``: this scene's DN offset (-1000 for baseline
     >= 04.00), default the model's.
+    ``mask``: where its cloud/shadow mask comes from (:class:`~earth_embed.inputs.masks.MaskSpec`; None: no mask);
+    :func:`settle_scene` turns ``auto`` into the source that runs on this scene.
     """
 
     source: str | tuple[str, ...]
@@ -43,6 +47,7 @@ class SceneSpec:
     dn_offset: float | None = None
     name: str = ""
     date_from: str = ""  # "" (given), "metadata", "file name" or "folder name"
+    mask: MaskSpec | None = None
 
     @classmethod
     def of(cls, src: Any) -> SceneSpec:
@@ -131,9 +136,15 @@ def inspect_scene(spec: SceneSpec, model: Any) -> tuple:
 def settle_scene(spec: SceneSpec, model: Any, dn_offset: float | None = None) -> SceneSpec:
     """``spec`` with its DN offset settled (explicit ``dn_offset`` > the product's own > the model's, the
     choice said aloud) after the checks of :func:`inspect_scene` and the plausibility warnings: the one
-    place where ``embed`` and ``embed-region`` decide a scene's DN offset. One open of the scene."""
+    place where ``embed`` and ``embed-region`` decide a scene's DN offset. Its mask source is settled too
+    (``auto``: SCL, else the library, else none with a note). One open of the scene."""
     with spec.open() as scene:
         spec = _check(scene, spec, model)
+        if spec.mask is not None:
+            mask, note = resolve_mask(spec.mask, scene)
+            if note:
+                log.warning(note)
+            spec = replace(spec, mask=mask)
         return replace(spec, dn_offset=inspect_input(scene, model, dn_offset))
 
 

@@ -123,6 +123,7 @@ class GeoTiffWriter:
         threads: int = 1,
         overviews: bool = False,
         require_valid: bool = True,
+        late_tags: Sequence[str] = (),
     ) -> None:
         if dtype not in OUTPUT_DTYPES:
             raise RasterInputError(f"dtype={dtype!r} is not supported; use one of {', '.join(OUTPUT_DTYPES)}.")
@@ -142,6 +143,11 @@ class GeoTiffWriter:
         self._threads = max(1, int(threads))
         self._overviews = bool(overviews)
         self.valid_pixels = 0  # pixels written with a value (not nodata) in band 1
+        # tags known only at the end (a run's masked share): reserved now at a fixed width, so the directory
+        # stays ahead of the blocks, and filled in place at commit (:meth:`set_late_tag`)
+        self._late: dict[str, str] = {}
+        for key in late_tags:
+            self._tags[key] = _LATE_PLACEHOLDER
         self._lock = OutputLock(self.path)
         self._lock.acquire()  # refuses a second writer; removes leftovers of killed runs to this name
         self._tmp = temp_name(self.path, "partial")
@@ -213,6 +219,27 @@ class GeoTiffWriter:
             self._ds.write(data, window=Window(col, row, block.shape[2], block.shape[1]))
         except Exception as err:  # RasterioIOError and rasterio's CPLE_* errors
             raise write_failure(self.path, f"GDAL could not write a block ({_root_cause(err)}).") from err
+
+    def set_late_tag(self, key: str, value: str) -> None:
+        """The value of a tag reserved with ``late_tags=`` (at most 8 characters), written at :meth:`commit`."""
+        if key not in self._tags or len(value) > len(_LATE_PLACEHOLDER):
+            raise ValueError(f"{key!r} is not a late tag of {self.path}, or {value!r} is longer than 8 characters")
+        self._late[key] = value
+
+    def _close_and_fill(self) -> None:
+        """Close the file, then write the late tags' values over their placeholders (same length, in place)."""
+        self._ds.close()
+        if not self._late:
+            return
+        with open(self._tmp, "r+b") as f:
+            head = f.read(1 << 20)  # the directory and its metadata lie at the start (COG layout)
+            for key, value in self._late.items():
+                old = f'<Item name="{key}">{_LATE_PLACEHOLDER}</Item>'.encode()
+                at = head.find(old)
+                if at < 0:
+                    raise write_failure(self.path, f"its tag {key} could not be filled in.")
+                f.seek(at)
+                f.write(f'<Item name="{key}">{value.ljust(len(_LATE_PLACEHOLDER))}</Item>'.encode())
 
     def _finish_metadata(self, ds) -> None:
         if self._tags:
@@ -314,7 +341,7 @@ class GeoTiffWriter:
                     f"bands the model uses, so {self.path} would hold no value at all and was not written. Check "
                     "the input: all-zero or all-NaN band files, band files of different scenes, or the wrong bands."
                 )
-            self._finish_file(self._tmp, self._ds.close)
+            self._finish_file(self._tmp, self._close_and_fill)
             if self._overviews:
                 current = self._with_overviews(current)
             self._move_into_place(current)
@@ -348,6 +375,9 @@ class GeoTiffWriter:
             self.commit()
         else:
             self.abort()
+
+
+_LATE_PLACEHOLDER = "-" * 8  # room for a share written "%.6f"
 
 
 def band_names(dimensions: int) -> list[str]:

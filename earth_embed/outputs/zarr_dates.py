@@ -5,9 +5,11 @@ Beside the latest-valid-pixel mosaic (``embeddings`` / ``scales``), a group of a
 
     embeddings_by_date   int8 codes (time, band, y, x): one layer per acquisition date, oldest first
     scales_by_date       float32 (time, y, x): each layer's per-pixel scales
+    clear_observations   uint16 (y, x): per pixel, the layers holding an embedding (a clear, valid observation)
     attributes           geoemb:dates (the layers' dates), geoemb:layer_sources (the scene ids of each layer)
 
-A layer is computed as the mosaic is, by the same rule, from that date's scenes only: its work units
+A layer is computed as the mosaic is, by the same rule, from that date's scenes only (so each layer keeps its own
+cloud/shadow mask: a masked pixel is nodata in its layer): its work units
 (``WorkUnit.layer``) write one shard of each time array and are registered as ``_units/GROUP@DATE/R.C.json``
 with the same checksums as the mosaic's units, so resume, verify and the engines treat them alike.
 """
@@ -23,6 +25,7 @@ from ..tiling.plan import RegionPlan, WorkUnit
 
 CODES_BY_DATE = "embeddings_by_date"
 SCALES_BY_DATE = "scales_by_date"
+CLEAR_COUNT = "clear_observations"
 DATES_ATTR = "geoemb:dates"
 SOURCES_ATTR = "geoemb:layer_sources"
 
@@ -97,6 +100,21 @@ def create_layer_arrays(group: Any, key: str, plan: RegionPlan, run_id: str, sou
         dimension_names=("time", "y", "x"),
         attributes={**common, "long_name": "per-pixel scale of each date's int8 codes (value = code * scale)"},
     )
+    group.create_array(
+        CLEAR_COUNT,
+        shape=(grid.height, grid.width),
+        dtype="uint16",
+        chunks=(plan.chunk, plan.chunk),
+        shards=(plan.shard, plan.shard),
+        compressors=ZstdCodec(level=3),
+        fill_value=0,
+        dimension_names=("y", "x"),
+        attributes={
+            "grid_mapping": "spatial_ref",
+            "coordinates": "spatial_ref",
+            "long_name": "number of acquisition layers with a clear (unmasked, valid) embedding at this pixel",
+        },
+    )
     days = np.array([np.datetime64(x, "D").astype(np.int64) for x in dates], np.int32)
     times = group.create_array(
         "time",
@@ -108,11 +126,26 @@ def create_layer_arrays(group: Any, key: str, plan: RegionPlan, run_id: str, sou
     times[:] = days
 
 
+def count_clear_observations(store: Any, plan: RegionPlan) -> None:
+    """Write each group's :data:`CLEAR_COUNT` from its layers' scales (finite = an embedding), shard by shard."""
+    for key, dates in plan.layers.items():
+        if not dates:
+            continue
+        grid = plan.groups[key]
+        scales, counts = store.array(key, SCALES_BY_DATE), store.array(key, CLEAR_COUNT)
+        for r in range(0, grid.height, plan.shard):
+            for c in range(0, grid.width, plan.shard):
+                rows, cols = slice(r, min(r + plan.shard, grid.height)), slice(c, min(c + plan.shard, grid.width))
+                counts[rows, cols] = np.isfinite(scales[:, rows, cols]).sum(axis=0).astype(np.uint16)
+
+
 __all__ = [
+    "CLEAR_COUNT",
     "CODES_BY_DATE",
     "DATES_ATTR",
     "SCALES_BY_DATE",
     "SOURCES_ATTR",
+    "count_clear_observations",
     "create_layer_arrays",
     "layer_sources",
     "unit_arrays",

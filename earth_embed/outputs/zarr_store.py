@@ -77,9 +77,9 @@ def plan_fingerprint(
     plan: RegionPlan, model_id: str, weights: str | None = None, precision: str = "fp32", runtime: str = "torch"
 ) -> str:
     """A short hash of what decides the store's content: grids, chunking, halo, scenes, the model (its weights'
-    hash; ``model_id``, its folder or Hub id, when no hash is given: the fingerprint of earlier versions) and
-    the forward's precision and runtime (fp32 by torch, the only ones of earlier versions, leave the fingerprint
-    as it was)."""
+    hash; ``model_id``, its folder or Hub id, when no hash is given: the fingerprint of earlier versions), the
+    forward's precision and runtime (fp32 by torch, the only ones of earlier versions, leave the fingerprint as it
+    was) and the scenes' cloud masks (none leaves it as it was).
     facts: dict[str, Any] = {
         "groups": {k: [g.crs, list(g.transform)[:6], g.height, g.width] for k, g in plan.groups.items()},
         "sizes": [plan.chunk, plan.shard, plan.block, plan.halo],
@@ -93,6 +93,9 @@ def plan_fingerprint(
         facts["precision"] = precision
     if runtime != "torch":
         facts["runtime"] = runtime
+    masks = [s.spec.mask.describe() if s.spec.mask else "none" for s in plan.scenes]
+    if any(m != "none" for m in masks):  # unmasked plans keep the fingerprint of earlier versions
+        facts["masks"] = masks
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -388,9 +391,22 @@ class RegionStore:
         valid = int(quantize.valid_mask(data).sum())
         files = {name: record_file(self.path, key) for name, key in keys.items()}
         record = {"format": ENTRY_FORMAT, "unit": unit.key, "pixels": unit.pixels, "valid_pixels": valid}
+        record.update(observed_pixels=out.observed, masked_pixels=out.masked)  # the cloud/shadow mask's share
         if unit.layer is not None:
             record.update(layer=unit.layer, date=unit.date)
         write_json(entry, {**record, "files": files})
+
+    def mask_counts(self) -> tuple[int, int]:
+        """(pixels with a valid input, of those masked as cloud/shadow) over the registered units; the masked
+        share is also written to the root attribute ``earth_embed:masked_share``."""
+        observed = masked = 0
+        for path in sorted((self.path / REGISTRY).glob("*/*.json")):
+            record = json.loads(path.read_text())
+            observed += int(record.get("observed_pixels", 0))
+            masked += int(record.get("masked_pixels", 0))
+        root = _zarr().open_group(self.path, mode="r+")
+        root.attrs["earth_embed:masked_share"] = round(masked / observed, 6) if observed else 0.0
+        return observed, masked
 
     def done_units(self) -> list[str]:
         """Keys of the registered (finished) units."""

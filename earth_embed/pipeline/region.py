@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from rasterio.crs import CRS
 
 from ..errors import EarthEmbedError, OutputError, RasterInputError
 from ..hub import weights_sha256
+from ..inputs.masks import DEFAULT_MASK, MaskSpec
 from ..inputs.spec import SceneSpec, settle_scene
 from ..inputs.stac_items import scenes_from_item_collection
 from ..precision import DEFAULT_PRECISION
@@ -49,6 +50,8 @@ RECIPE_KEYS = (
     "absolute_paths",
     "precision",
     "runtime",
+    "mask",
+    "mask_buffer",
 )
 
 SceneLike = str | os.PathLike | Sequence[str | os.PathLike] | SceneSpec
@@ -63,13 +66,19 @@ class RegionRun:
     groups: list[str]
     cogs: list[Any] = field(default_factory=list)  # CogTile per exported shard
     catalog: Path | None = None  # the STAC Collection file
+    observed_pixels: int = 0  # pixels of the store's units with a valid input (all runs, mosaic and layers)
+    masked_pixels: int = 0  # of those, hidden by the cloud/shadow masks (nodata)
 
     @property
     def failed(self) -> list[tuple[str, str]]:
         return self.summary.failed
 
+    @property
+    def masked_share(self) -> float:
+        return self.masked_pixels / self.observed_pixels if self.observed_pixels else 0.0
+
     def __str__(self) -> str:
-        return str(self.summary)
+        return f"{self.summary}; {self.masked_share:.1%} of the valid input pixels masked as cloud/shadow"
 
 
 def scene_sources(scenes: Sequence[SceneLike]) -> list[Any]:
@@ -83,12 +92,17 @@ def scene_sources(scenes: Sequence[SceneLike]) -> list[Any]:
     return sources
 
 
-def usable_scenes(scenes: Sequence[SceneLike], model: Any, on_bad: str, dn_offset: float | None) -> list[SceneSpec]:
-    """SceneSpecs of the scenes that open with the model's bands, each with its DN offset settled as
-    ``embed`` settles it (said aloud); a bad one stops the run (``on_bad="stop"``) or is skipped."""
+def usable_scenes(
+    scenes: Sequence[SceneLike], model: Any, on_bad: str, dn_offset: float | None, mask: MaskSpec | None = None
+) -> list[SceneSpec]:
+    """SceneSpecs of the scenes that open with the model's bands, each with its DN offset and mask source (``mask``
+    for scenes without their own) settled as ``embed`` settles them (said aloud); a bad one stops the run
+    (``on_bad="stop"``) or is skipped."""
     specs = []
     for src in scene_sources(scenes):
         spec = SceneSpec.of(src)
+        if spec.mask is None:
+            spec = replace(spec, mask=mask)
         try:
             spec = settle_scene(spec, model, dn_offset)
         except EarthEmbedError as err:
@@ -133,6 +147,8 @@ def embed_region(
     scene_root: str | os.PathLike | None = None,
     absolute_paths: bool = False,
     keep: str = "latest",
+    mask: Any = DEFAULT_MASK,
+    mask_buffer: int = 0,
 ) -> RegionRun:
     """Embed ``scenes`` (folders, files, band-file lists, SceneSpecs or STAC ItemCollection ``.json`` files)
     into the Zarr v3 store ``store`` (one group per CRS, int8 codes + per-pixel scales); resume it when it
@@ -144,11 +160,15 @@ def embed_region(
     :mod:`earth_embed.runtime`). Both are recorded in the store's recipe. The outputs name scenes by id and the model by Hub
     id or folder name; ``scene_root`` records scene paths relative to it, ``absolute_paths`` absolute paths.
     ``keep="all-dates"`` also keeps every acquisition date as a layer of each group's time axis
-    (``embeddings_by_date``; :mod:`~earth_embed.outputs.zarr_dates`), beside the latest-valid-pixel mosaic.
+    (``embeddings_by_date``; :mod:`~earth_embed.outputs.zarr_dates`), beside the latest-clear-pixel mosaic, and
+    per pixel the number of clear observations (``clear_observations``). ``mask`` / ``mask_buffer``: each scene's
+    cloud/shadow mask as in :func:`~earth_embed.pipeline.scene.embed_raster`; a masked pixel never overwrites a
+    clear one of an earlier scene, and is nodata in its own layer.
     One run at a time may write a store. Returns a :class:`RegionRun` (``run.failed`` lists units that failed;
     rerun the same call to retry them); a region without one valid pixel raises."""
     from ..outputs.zarr_store import store_lock
 
+    MaskSpec.of(mask, mask_buffer)  # a bad mask argument fails before anything is opened
     if engine != "ray" and (address or workers or ray_env):
         raise EarthEmbedError("address, workers and ray_env apply to the Ray engine; pass engine='ray' (--engine ray).")
     parent = Path(store).parent if str(Path(store).parent) else Path(".")
@@ -162,6 +182,7 @@ def _embed_locked(
     scenes: Sequence[SceneLike], store: str | os.PathLike, model: Any, *, repair: bool = False, **kw: Any
 ) -> RegionRun:
     """:func:`embed_region` holding the store's lock (``repair``: rewrite damaged metadata, see ``verify_store``)."""
+    from ..outputs.zarr_dates import count_clear_observations
     from ..outputs.zarr_store import RegionStore, remove_leftovers
 
     engine = kw["engine"]
@@ -175,7 +196,8 @@ def _embed_locked(
         name = model if isinstance(model, (str, os.PathLike)) else None
         encoder = load_model(model, "encoder", kw["revision"])
         model_id = _model_id(encoder) if name is None else _local_or_hub(os.fspath(name))
-        specs = usable_scenes(scenes, encoder, kw["on_bad_scene"], kw["dn_offset"])
+        mask = MaskSpec.of(kw["mask"], kw["mask_buffer"])
+        specs = usable_scenes(scenes, encoder, kw["on_bad_scene"], kw["dn_offset"], mask)
         plan = RegionPlan.from_scenes(
             specs, encoder, chunk=kw["chunk"], shard=kw["shard"], block=kw["block"], halo=kw["halo"], keep=kw["keep"]
         )
@@ -234,8 +256,13 @@ def _embed_locked(
                 f"file-size limit (ulimit -f) was reached ({_free(Path(store).parent)}). The units finished so far "
                 "are kept: free some space or raise the limit, then run the same command again to compute the rest."
             ) from err
+    count_clear_observations(sink, plan)
+    counts = sink.mask_counts()
     sink.consolidate()
     run = RegionRun(summary, Path(store), sorted(plan.groups))
+    run.observed_pixels, run.masked_pixels = counts
+    if run.masked_pixels:
+        log.info("%.1f%% of the valid input pixels are cloud or shadow: nodata there", 100 * run.masked_share)
     _refuse_empty(sink, plan, run, fresh)
     if kw["cog_dir"] is not None or kw["stac_dir"] is not None:
         from ..outputs.stac import publish

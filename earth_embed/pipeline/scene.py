@@ -10,6 +10,7 @@ Memory is bounded by a few windows, not by the scene size.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ import torch
 from .. import quantize
 from ..errors import BandError, RasterInputError
 from ..hub import weights_sha256
+from ..inputs.masks import DEFAULT_MASK, MaskSpec
 from ..inputs.spec import SceneSpec, settle_scene
 from ..outputs.classmap import class_map_style
 from ..outputs.embeddings import RUN_TAG
@@ -46,6 +48,9 @@ from ..version import __version__
 
 #: GDAL block cache for the output (MB): a constant, whatever the scene size.
 GDAL_CACHE_MB = 128
+#: Output tags of the cloud/shadow mask: its source, and the share of valid input pixels it hid (filled at the end).
+MASK_TAG, MASKED_SHARE_TAG = "MASK", "MASKED_SHARE"
+log = logging.getLogger("earth_embed")
 
 
 def model_identity(model: Any) -> tuple[str, str]:
@@ -62,6 +67,8 @@ class _GeoTiffSink:
     def __init__(self, writer: GeoTiffWriter, scales: GeoTiffWriter | None = None) -> None:
         self.writer = writer
         self.scales = scales
+        self.observed = 0  # pixels with a valid input
+        self.masked = 0  # of those, hidden by the cloud/shadow mask
 
     def is_done(self, unit: WorkUnit) -> bool:
         return False
@@ -70,6 +77,24 @@ class _GeoTiffSink:
         self.writer.write(unit.row, unit.col, out.data)
         if self.scales is not None and out.scales is not None:
             self.scales.write(unit.row, unit.col, out.scales[None])
+        self.observed += out.observed
+        self.masked += out.masked
+
+    def finish_mask_tags(self, source: str) -> None:
+        """Fill the masked-share tag of the outputs and say the share aloud; a scene that only the mask empties
+        is still written (all nodata), since that is the honest answer."""
+        share = self.masked / self.observed if self.observed else 0.0
+        for w in (self.writer, self.scales):
+            if w is not None:
+                w.set_late_tag(MASKED_SHARE_TAG, f"{share:.6f}")
+                w.require_valid = w.require_valid and self.masked < self.observed
+        if source == "none":
+            return
+        text = f"{share:.1%} of the valid input pixels are cloud or shadow ({source} mask): nodata in the output"
+        if share >= 0.5:
+            log.warning("the output is mostly nodata: %s", text)
+        elif self.masked:
+            log.info(text)
 
 
 def _source(src: Any) -> str | tuple[str, ...]:
@@ -78,8 +103,8 @@ def _source(src: Any) -> str | tuple[str, ...]:
     return tuple(os.path.abspath(os.fspath(p)) for p in src)
 
 
-def _plan(model: Any, src: Any, dst: Any, tile, overlap, batch_size, device, bands, overwrite, dn_offset):
-    """Common checks (cheap ones first), the scene's DN offset settled, then the single-scene plan."""
+def _plan(model: Any, src: Any, dst: Any, tile, overlap, batch_size, device, bands, overwrite, dn_offset, mask):
+    """Common checks (cheap ones first), the scene's DN offset and mask source settled, then the single-scene plan."""
     check_geotiff_name(check_output_path(dst, overwrite))
     dev = pick_device(device)
     m = int(model.pad_multiple)
@@ -93,12 +118,17 @@ def _plan(model: Any, src: Any, dst: Any, tile, overlap, batch_size, device, ban
     block, halo = block_and_halo(tile, overlap)
     if isinstance(bands, str):
         raise BandError(f"bands={bands!r} is one string; pass a list of band names, e.g. bands=[{bands!r}, ...].")
-    spec = SceneSpec.of(_source(src))
+    spec = replace(SceneSpec.of(_source(src)), mask=mask)
     spec = settle_scene(replace(spec, bands=tuple(bands)) if bands else spec, model, dn_offset)
     dn_offset = spec.dn_offset
     chunk = next((b for b in (256, 512, 128, 64, 32, 16) if block % b == 0 and b % m == 0), block)
     plan = RegionPlan.from_scenes([spec], model, chunk=chunk, shard=block, block=block, halo=halo)
     return plan, dev, batch_size, (tile, overlap), dn_offset
+
+
+def _mask_source(plan: RegionPlan) -> str:
+    mask = plan.scenes[0].spec.mask
+    return "none" if mask is None else mask.describe()
 
 
 def _writer_threads(device: torch.device) -> int:
@@ -125,6 +155,7 @@ def _base_tags(model, plan: RegionPlan, tiling, dn_offset, model_id, revision, b
         "OVERLAP": str(tiling[1]),
         "HALO": str(plan.halo),
         "CREATED": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        MASK_TAG: _mask_source(plan),
     }
 
 
@@ -147,8 +178,9 @@ def _write(
     geo: dict[str, Any] = dict(
         height=grid.height, width=grid.width, crs=grid.crs, transform=grid.transform, blocksize=plan.chunk
     )
+    late = (MASKED_SHARE_TAG,)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        writer = GeoTiffWriter(dst, threads=_writer_threads(dev), **geo, **writer_args)
+        writer = GeoTiffWriter(dst, threads=_writer_threads(dev), late_tags=late, **geo, **writer_args)
         scales = None
         with writer:
             if output == "int8":  # the codes' per-pixel scales, one float32 band, committed before the codes
@@ -161,6 +193,7 @@ def _write(
                     tags={**tags, "KIND": "embedding-scales"},
                     overwrite=writer_args.get("overwrite", False),
                     overviews=writer_args.get("overviews", False),
+                    late_tags=late,
                     **geo,
                 )
             options = RunOptions(
@@ -173,11 +206,14 @@ def _write(
                 precision=precision,
                 runtime=runtime,
             )
+            sink = _GeoTiffSink(writer, scales)
             if scales is None:
-                run_plan(plan, lambda: model, _GeoTiffSink(writer), options)
+                run_plan(plan, lambda: model, sink, options)
+                sink.finish_mask_tags(_mask_source(plan))
             else:
                 with scales:
-                    run_plan(plan, lambda: model, _GeoTiffSink(writer, scales), options)
+                    run_plan(plan, lambda: model, sink, options)
+                    sink.finish_mask_tags(_mask_source(plan))
     return writer.path
 
 
@@ -201,6 +237,8 @@ def embed_raster(
     overviews: bool = False,
     model_id: str | None = None,
     revision: str | None = None,
+    mask: Any = DEFAULT_MASK,
+    mask_buffer: int = 0,
 ) -> Path:
     """Write per-pixel embeddings of a Sentinel-2 scene as a GeoTIFF with ``model.embed_dim`` bands.
 
@@ -217,12 +255,15 @@ def embed_raster(
     it, auto | torch | onnx | onnx-int8 (:mod:`earth_embed.runtime`; tag ``RUNTIME``). The file is a tiled,
     compressed Cloud-Optimized GeoTIFF (directory first, then blocks); ``overviews=True`` adds
     internal overviews through one more pass with GDAL's COG driver. Written under a temporary
-    name, renamed on success.
+    name, renamed on success. ``mask``: the cloud/shadow mask (:mod:`earth_embed.inputs.masks`): ``"auto"``
+    (the product's SCL, else ukis-csmask when installed, else none with a note), ``"scl"``, ``"ukis-csmask"``, a
+    mask raster path (0 = clear) or ``"none"``; ``mask_buffer`` grows it by that many pixels. Masked pixels are
+    nodata; tags ``MASK`` (the source used) and ``MASKED_SHARE`` (share of valid input pixels masked).
     """
     if dtype not in OUTPUT_DTYPES or dtype == "uint8":
         raise RasterInputError(f"dtype={dtype!r} is not supported; use float16, float32 or int8.")
     plan, dev, batch_size, tiling, dn_offset = _plan(
-        model, src, dst, tile, overlap, batch_size, device, bands, overwrite, dn_offset
+        model, src, dst, tile, overlap, batch_size, device, bands, overwrite, dn_offset, MaskSpec.of(mask, mask_buffer)
     )
     used = resolve_precision(precision, dev)  # a request the device cannot honour warns or stops here
     engine = resolve_runtime(runtime, dev, used)
@@ -273,6 +314,8 @@ def classify_raster(
     overviews: bool = False,
     model_id: str | None = None,
     revision: str | None = None,
+    mask: Any = DEFAULT_MASK,
+    mask_buffer: int = 0,
 ) -> Path:
     """Write a land-cover map (uint8 GeoTIFF with a colour table) from an :class:`EarthSegmenter`.
 
@@ -288,7 +331,17 @@ def classify_raster(
         )
     style_tags, colormap = class_map_style(classes, segmenter.class_colors or None)
     plan, dev, batch_size, tiling, dn_offset = _plan(
-        segmenter, src, dst, tile, overlap, batch_size, device, bands, overwrite, dn_offset
+        segmenter,
+        src,
+        dst,
+        tile,
+        overlap,
+        batch_size,
+        device,
+        bands,
+        overwrite,
+        dn_offset,
+        MaskSpec.of(mask, mask_buffer),
     )
     used = resolve_precision(precision, dev)
     engine = resolve_runtime(runtime, dev, used)

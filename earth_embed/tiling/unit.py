@@ -19,6 +19,7 @@ from rasterio.windows import Window
 
 from .. import quantize
 from ..errors import EarthEmbedError
+from ..inputs.masks import open_mask
 from ..precision import autocast_for, resolve_precision
 from ..runtime import DEFAULT_RUNTIME, ONNX_RUNTIMES, resolve_runtime
 from .plan import RegionPlan, WorkUnit
@@ -65,6 +66,8 @@ class UnitInput:
     unit: WorkUnit
     pieces: list[Piece] = field(default_factory=list)
     dn_offsets: dict[int, float | None] = field(default_factory=dict)  # per scene index
+    observed: int = 0  # unit pixels with a valid input in some scene
+    masked: int = 0  # of those, pixels that every such scene's cloud/shadow mask hides (nodata in the output)
 
     @property
     def nbytes(self) -> int:
@@ -72,18 +75,35 @@ class UnitInput:
 
 
 class SceneCache:
-    """Scenes opened once per process and reused across units; close with :meth:`close` or ``with``."""
+    """Scenes (and their cloud/shadow masks) opened once per process and reused across units; close with
+    :meth:`close` or ``with``."""
 
     def __init__(self, plan: RegionPlan) -> None:
         self.plan = plan
         self._open: dict[int, Any] = {}
+        self._masks: dict[int, Any] = {}
 
     def get(self, index: int) -> Any:
         if index not in self._open:
-            self._open[index] = self.plan.scenes[index].spec.open()
+            spec = self.plan.scenes[index].spec
+            scene = spec.open()
+            try:
+                self._masks[index] = open_mask(spec.mask, scene, spec.dn_offset or 0.0)
+            except Exception:
+                scene.close()
+                raise
+            self._open[index] = scene
         return self._open[index]
 
+    def mask(self, index: int) -> Any:
+        """The open mask source of scene ``index`` (None: no mask); :meth:`get` it first."""
+        return self._masks.get(index)
+
     def close(self) -> None:
+        for mask in self._masks.values():
+            if mask is not None:
+                mask.close()
+        self._masks.clear()
         for scene in self._open.values():
             scene.close()
         self._open.clear()
@@ -97,7 +117,8 @@ class SceneCache:
 
 def read_unit(plan: RegionPlan, unit: WorkUnit, scenes: SceneCache | None = None) -> UnitInput:
     """Read the input windows of ``unit``: per compute block, scenes in priority order until every
-    pixel has a valid input (a scene adds a piece only where it is valid and nothing earlier was)."""
+    pixel has a clear input (a scene adds a piece only where it is valid, not masked as cloud or shadow, and
+    nothing earlier was): the latest clear pixel wins, and a masked pixel never hides a clear one."""
     own = scenes is None
     cache = SceneCache(plan) if scenes is None else scenes
     out = UnitInput(unit, dn_offsets={i: plan.scenes[i].spec.dn_offset for i in unit.scenes})
@@ -105,6 +126,7 @@ def read_unit(plan: RegionPlan, unit: WorkUnit, scenes: SceneCache | None = None
         for br, bc, bh, bw in plan.blocks(unit):
             gr, gc = unit.row + br, unit.col + bc  # block origin on the group grid
             filled = np.zeros((bh, bw), bool)
+            seen = np.zeros((bh, bw), bool)  # a valid input in some scene, clear or masked
             for si in unit.scenes:
                 ps = plan.scenes[si]
                 r0, r1 = max(gr, ps.row), min(gr + bh, ps.row + ps.height)
@@ -116,6 +138,12 @@ def read_unit(plan: RegionPlan, unit: WorkUnit, scenes: SceneCache | None = None
                 dn = scene.read(Window(wc, wr, ww, wh), bands=plan.bands)
                 valid = scene.valid_mask(data=dn) & np.isfinite(dn).all(axis=0)
                 core = (r0 - ps.row - wr, c0 - ps.col - wc, r1 - r0, c1 - c0)
+                seen[r0 - gr : r1 - gr, c0 - gc : c1 - gc] |= valid[
+                    core[0] : core[0] + core[2], core[1] : core[1] + core[3]
+                ]
+                mask = cache.mask(si)
+                if mask is not None:  # cloud and shadow are neither taken nor fed to the model (they enter as 0)
+                    valid &= ~mask.masked(Window(wc, wr, ww, wh), dn, list(plan.bands))
                 region = filled[r0 - gr : r1 - gr, c0 - gc : c1 - gc]
                 take = valid[core[0] : core[0] + core[2], core[1] : core[1] + core[3]] & ~region
                 if not take.any():
@@ -124,6 +152,8 @@ def read_unit(plan: RegionPlan, unit: WorkUnit, scenes: SceneCache | None = None
                 out.pieces.append(Piece(si, dn, valid, core, (r0 - unit.row, c0 - unit.col), take))
                 if filled.all():
                     break
+            out.observed += int(seen.sum())
+            out.masked += int((seen & ~filled).sum())
     finally:
         if own:
             cache.close()
@@ -137,6 +167,8 @@ class UnitOutput:
 
     data: np.ndarray
     scales: np.ndarray | None = None
+    observed: int = 0  # as UnitInput: pixels with a valid input, and those hidden by a cloud/shadow mask
+    masked: int = 0
 
 
 def empty_output(unit: WorkUnit, output: str, channels: int) -> UnitOutput:
@@ -252,6 +284,7 @@ def compute_unit(
             raise ValueError(f"the segmenter returned {values.shape[1]} channels for {classes} classes")
         for k, p in enumerate(batch):
             _place(result, values[k], p, output)
+    result.observed, result.masked = inputs.observed, inputs.masked
     return result
 
 
