@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from datetime import date as Date
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
@@ -49,7 +51,8 @@ def combine(stack: np.ndarray, rule: str = DEFAULT_RULE) -> tuple[np.ndarray, np
     clear = np.isfinite(stack).all(axis=1)  # (T, h, w)
     count = clear.sum(axis=0)
     x = np.where(clear[:, None], stack, np.nan)
-    with np.errstate(invalid="ignore"), _quiet():
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 'Mean of empty slice': no observation is NaN by design
         if rule == "mean":
             out = np.nanmean(x, axis=0)
         elif rule == "median":
@@ -65,20 +68,6 @@ def combine(stack: np.ndarray, rule: str = DEFAULT_RULE) -> tuple[np.ndarray, np
         dist = np.sqrt(((x - out[None]) ** 2).sum(axis=1))  # (T, h, w), NaN where not clear
         spread = np.where(count > 0, np.nanmean(np.where(clear, dist, np.nan), axis=0), np.nan)
     return out, count.astype(np.float32), spread.astype(np.float32)
-
-
-class _quiet:
-    """Silence numpy's 'Mean of empty slice' warnings (pixels without an observation are NaN by design)."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._w.__exit__(*exc)
 
 
 def _period(dates: list[str], start: str | None, end: str | None) -> list[str]:
@@ -144,7 +133,8 @@ def composite(
             f"{root} is not a region store; make one with `earth-embed embed-region --keep all-dates`."
         )
     key = _group(root, group)
-    dates = [str(d) for d in zarr.open_group(root / key, mode="r").attrs.get(DATES_ATTR) or []]
+    recorded: Any = zarr.open_group(root / key, mode="r").attrs.get(DATES_ATTR) or []
+    dates = [str(d) for d in recorded]
     if not dates:
         raise RasterInputError(
             f"group {key} of {root} keeps no acquisition layers (only the latest mosaic); embed the region with "

@@ -87,7 +87,7 @@ class _GeoTiffSink:
         for w in (self.writer, self.scales):
             if w is not None:
                 w.set_late_tag(MASKED_SHARE_TAG, f"{share:.6f}")
-                w.require_valid = w.require_valid and self.masked < self.observed
+                w.require_valid = w.require_valid and not (0 < self.observed == self.masked)
         if source == "none":
             return
         text = f"{share:.1%} of the valid input pixels are cloud or shadow ({source} mask): nodata in the output"

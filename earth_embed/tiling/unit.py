@@ -138,13 +138,13 @@ def read_unit(plan: RegionPlan, unit: WorkUnit, scenes: SceneCache | None = None
                 dn = scene.read(Window(wc, wr, ww, wh), bands=plan.bands)
                 valid = scene.valid_mask(data=dn) & np.isfinite(dn).all(axis=0)
                 core = (r0 - ps.row - wr, c0 - ps.col - wc, r1 - r0, c1 - c0)
-                seen[r0 - gr : r1 - gr, c0 - gc : c1 - gc] |= valid[
-                    core[0] : core[0] + core[2], core[1] : core[1] + core[3]
-                ]
-                mask = cache.mask(si)
-                if mask is not None:  # cloud and shadow are neither taken nor fed to the model (they enter as 0)
-                    valid &= ~mask.masked(Window(wc, wr, ww, wh), dn, list(plan.bands))
+                inner = valid[core[0] : core[0] + core[2], core[1] : core[1] + core[3]]
+                seen[r0 - gr : r1 - gr, c0 - gc : c1 - gc] |= inner
                 region = filled[r0 - gr : r1 - gr, c0 - gc : c1 - gc]
+                mask = cache.mask(si)
+                if mask is not None and (inner & ~region).any():  # cloud and shadow are neither taken nor fed to
+                    # the model (they enter as 0); a window with nothing to give is not looked at
+                    valid &= ~mask.masked(Window(wc, wr, ww, wh), dn, list(plan.bands))
                 take = valid[core[0] : core[0] + core[2], core[1] : core[1] + core[3]] & ~region
                 if not take.any():
                     continue

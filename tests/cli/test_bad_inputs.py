@@ -123,6 +123,11 @@ CLI_CASES = [
         ["Cannot create the folder", "writable"],
         False,
     ),
+    ("mask-file-missing", "embed {scene} {out} -m {enc} --mask {root}/nomask.tif", 2, ["neither", "0 = clear"], False),
+    ("mask-buffer-negative", "embed {scene} {out} -m {enc} --mask-buffer -1", 2, ["whole number", ">= 0"], False),
+    ("mask-scl-missing", "embed {scene} {out} -m {enc} --mask scl", 2, ["no SCL layer", "--mask auto"], False),
+    ("mask-file-multiband", "embed {scene} {out} -m {enc} --mask {scene}", 2, ["one band", "single-band"], False),
+    ("composite-not-a-store", "composite {scene} {root}/c.tif", 2, ["not a region store", "--keep all-dates"], False),
 ]
 
 

@@ -97,7 +97,9 @@ def test_composite_command_and_the_apps_read_it(store, shared_data, tmp_path):
     with rasterio.open(out) as ds:
         assert ds.tags()["COMPOSITE_RULE"] == "mean" and ds.dtypes[0] == "int8"
     labels = shared_data / "labelled" / "slovenia-eolearn" / "labels.tif"
-    assert main(["fit", str(out), str(labels), "--out", str(tmp_path / "fit"), "--folds", "2", "--block-size", "32"]) == 0
+    assert (
+        main(["fit", str(out), str(labels), "--out", str(tmp_path / "fit"), "--folds", "2", "--block-size", "32"]) == 0
+    )
     later = f"{store}/EPSG_32633@2015-09-09"
     assert main(["change", str(out), later, str(tmp_path / "change")]) == 0
 

@@ -62,7 +62,7 @@ def reference(encoder, scene_window):
 def test_streamed_equals_whole_image_forward(encoder, stack_tif, reference, tmp_path):
     ref = reference
     out_path = embed_raster(
-        encoder, stack_tif, tmp_path / "emb.tif", tile=192, overlap=64, dtype="float32", progress=False
+        encoder, stack_tif, tmp_path / "emb.tif", tile=192, overlap=64, dtype="float32", progress=False, mask="none"
     )
     with rasterio.open(out_path) as ds:
         out = ds.read()
@@ -71,7 +71,7 @@ def test_streamed_equals_whole_image_forward(encoder, stack_tif, reference, tmp_
     assert err.max() < 1e-3 * scale  # 2 x 3 tiles, no seams: the whole result matches
     # without overlap the tile edges show: the same check fails by far
     plain = embed_raster(
-        encoder, stack_tif, tmp_path / "plain.tif", tile=192, overlap=0, dtype="float32", progress=False
+        encoder, stack_tif, tmp_path / "plain.tif", tile=192, overlap=0, dtype="float32", progress=False, mask="none"
     )
     with rasterio.open(plain) as ds:
         seams = np.abs(ds.read() - ref)
@@ -81,7 +81,7 @@ def test_streamed_equals_whole_image_forward(encoder, stack_tif, reference, tmp_
 
 @pytest.fixture(scope="module")
 def default_emb(encoder, stack_tif, tmp_path_factory):
-    """The window embedded as float16, tile 192 / overlap 64."""
+    """The window embedded as float16, tile 192 / overlap 64 (no cloud mask: compared with a plain forward)."""
     return embed_raster(
         encoder,
         stack_tif,
@@ -90,6 +90,7 @@ def default_emb(encoder, stack_tif, tmp_path_factory):
         overlap=64,
         dtype="float16",
         progress=False,
+        mask="none",
     )
 
 
@@ -164,14 +165,16 @@ def test_nodata_propagates(encoder, scene_window, tmp_path):
     src = write_stack(tmp_path / "holed.tif", holed, crs, transform, nodata=0)
     invalid = (holed == 0).any(axis=0)
     with rasterio.open(
-        embed_raster(encoder, src, tmp_path / "e.tif", tile=192, overlap=64, dtype="float16", progress=False)
+        embed_raster(
+            encoder, src, tmp_path / "e.tif", tile=192, overlap=64, dtype="float16", progress=False, mask="none"
+        )
     ) as ds:
         out = ds.read()
         assert np.isnan(ds.nodata)
     np.testing.assert_array_equal(np.isnan(out).any(axis=0), invalid)
     assert not np.isnan(out[:, ~invalid]).any()
     with rasterio.open(
-        embed_raster(encoder, src, tmp_path / "q.tif", tile=192, overlap=64, dtype="int8", progress=False)
+        embed_raster(encoder, src, tmp_path / "q.tif", tile=192, overlap=64, dtype="int8", progress=False, mask="none")
     ) as ds:
         q = ds.read()
         assert ds.nodata == -128 and ds.dtypes[0] == "int8"
@@ -193,7 +196,7 @@ def test_classify_raster(encoder, stack_tif, scene_window, tmp_path):
     seg = EarthSegmenter.from_encoder(
         encoder, classes=["water", "marsh", "farm"], colors=[(0, 0, 255), (0, 160, 100), (240, 200, 0)]
     ).eval()
-    out_path = classify_raster(seg, stack_tif, tmp_path / "cls.tif", tile=192, overlap=64, progress=False)
+    out_path = classify_raster(seg, stack_tif, tmp_path / "cls.tif", tile=192, overlap=64, progress=False, mask="none")
     with rasterio.open(out_path) as ds:
         labels = ds.read(1)
         assert ds.dtypes[0] == "uint8" and ds.nodata == 0 and ds.crs == scene_window[1]
