@@ -62,7 +62,7 @@ def install_mb(names: list[str]) -> float:
     for name in names:
         dist = md.distribution(name)
         for f in dist.files or []:
-            p = Path(dist.locate_file(f))
+            p = Path(str(dist.locate_file(f)))
             total += p.stat().st_size if p.is_file() else 0
     return round(total / 2**20, 1)
 
