@@ -168,7 +168,7 @@ def embed_region(
     rerun the same call to retry them); a region without one valid pixel raises."""
     from ..outputs.zarr_store import store_lock
 
-    MaskSpec.of(mask, mask_buffer)  # a bad mask argument fails before anything is opened
+    mask = MaskSpec.of(mask, mask_buffer).source  # checked before anything is opened; a plain string for the recipe
     if engine != "ray" and (address or workers or ray_env):
         raise EarthEmbedError("address, workers and ray_env apply to the Ray engine; pass engine='ray' (--engine ray).")
     parent = Path(store).parent if str(Path(store).parent) else Path(".")

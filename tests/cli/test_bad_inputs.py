@@ -156,7 +156,12 @@ def test_cli_case(case, env, tmp_path, capsys):
 def test_nan_does_not_spread(env, tmp_path):
     """Finding 2: 4 % NaN pixels give 4 % NaN embeddings, not 76 % (NaN x 0 = NaN inside the model)."""
     out = embed_raster(
-        EarthEncoder.from_pretrained(env["enc"]), env["nan_4pct"], tmp_path / "e.tif", dtype="float16", progress=False
+        EarthEncoder.from_pretrained(env["enc"]),
+        env["nan_4pct"],
+        tmp_path / "e.tif",
+        dtype="float16",
+        progress=False,
+        mask="none",  # NaN propagation alone (the cloud mask's own pixels are tested in tests/inputs/test_masks.py)
     )
     with rasterio.open(out) as ds, rasterio.open(env["nan_4pct"]) as src:
         valid_out = np.isfinite(ds.read()).all(axis=0)

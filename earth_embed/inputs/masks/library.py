@@ -107,7 +107,13 @@ class LibraryMask:
             x = dn[[bands.index(b) for b in self.bands]]
         else:
             x = self.scene.read(window, bands=list(self.bands))
-        x = np.nan_to_num((x + self.offset) / 10000.0, nan=0.0).clip(0, 2)
+        bad = ~np.isfinite(x).all(axis=0)
+        if self.scene.nodata is not None and np.isfinite(self.scene.nodata):
+            bad |= (x == self.scene.nodata).any(axis=0)
+        x = ((x + self.offset) / 10000.0).clip(0, 2)
+        if bad.any():  # nodata enters as the window's median, not as black (which the CNN would call shadow)
+            fill = np.median(x[:, ~bad], axis=1) if (~bad).any() else np.zeros(len(x), np.float32)
+            x[:, bad] = fill[:, None]
         h, w = x.shape[1:]
         classes = classify(_down(x, self.factor), self.level)
         full = classes.repeat(self.factor, axis=0).repeat(self.factor, axis=1)[:h, :w]
