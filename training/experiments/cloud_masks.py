@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import importlib.metadata as md
+import json
 import sys
 import tempfile
 import time
@@ -45,6 +46,7 @@ from training.evaluation.results_file import command_line, write_json
 
 REF_BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
 S2CLOUDLESS_BANDS = ["B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12"]
+SECTIONS = ("library", "probe", "change")
 DATES = ("2015-07-11", "2015-07-31", "2015-08-20", "2015-08-30", "2015-09-09")
 CLOUDED = ("2015-07-31", "2015-08-20")  # eo-learn's cloud mask: fully clouded
 #: The packages each library added to the environment (pip's "Successfully installed" lines, 2026-12-07).
@@ -153,16 +155,21 @@ def _probe(feats: torch.Tensor, y: torch.Tensor, fit: torch.Tensor, score: torch
     return {"miou": m["miou"], "pixel_accuracy": m["pixel_accuracy"], "n_test_pixels": m["n_test_pixels"]}
 
 
-def probe_section(data: Path, encoder_dir: str, work: Path) -> dict[str, Any]:
-    enc = EarthEncoder.from_pretrained(encoder_dir).eval()
-    slo = data / "labelled" / "slovenia-eolearn"
-    _, y, scene = scene_arrays(slo, enc.bands)
-    fit, score = halves(scene, "slovenia-eolearn")
-    files = sorted((slo / "dates").glob("S2L1C_*.tif"))
+def slovenia_stores(data: Path, encoder_dir: str, work: Path) -> dict[str, Path]:
+    """The five Slovenian dates embedded with --keep all-dates, with masks (auto) and without (none)."""
+    files = sorted((data / "labelled" / "slovenia-eolearn" / "dates").glob("S2L1C_*.tif"))
     stores = {}
     for mask in ("auto", "none"):
         stores[mask] = work / f"slo-{mask}.zarr"
         embed_region(files, stores[mask], encoder_dir, keep="all-dates", mask=mask, progress=False)
+    return stores
+
+
+def probe_section(data: Path, encoder_dir: str, work: Path, stores: dict[str, Path]) -> dict[str, Any]:
+    enc = EarthEncoder.from_pretrained(encoder_dir).eval()
+    slo = data / "labelled" / "slovenia-eolearn"
+    _, y, scene = scene_arrays(slo, enc.bands)
+    fit, score = halves(scene, "slovenia-eolearn")
     rows: dict[str, Any] = {}
     for date in DATES:
         rows[f"single date {date} (no mask)"] = _probe(_feats(stores["none"], date), y, fit, score, scene.classes)
@@ -189,8 +196,14 @@ def probe_section(data: Path, encoder_dir: str, work: Path) -> dict[str, Any]:
     brows["masks, clear test pixels"] = _probe(fa, yb, fb, tb, sb.classes)
     brows["no mask, the same clear test pixels"] = _probe(_feats(embs["none"]), yb, fb & valid, tb & valid, sb.classes)
     print(f"brandenburg probe: {brows}", flush=True)
-    # change from the clear 2015-07-11 to a clouded date: share of the (whole, clouded) patch flagged
+    return {"slovenia": rows, "brandenburg": brows}
+
+
+def change_section(stores: dict[str, Path], work: Path) -> dict[str, Any]:
+    """``earth-embed change`` with its defaults from the clear 2015-07-11 to each clouded date: the share of the
+    cloud (the whole 101 x 100 px patch: eo-learn's mask calls both dates fully clouded) flagged as change."""
     crows: dict[str, Any] = {}
+    pixels = 101 * 100
     for date in CLOUDED:
         for mask in ("none", "auto"):
             s = stores[mask]
@@ -199,11 +212,11 @@ def probe_section(data: Path, encoder_dir: str, work: Path) -> dict[str, Any]:
                 r = change(
                     f"{s}/EPSG_32633@2015-07-11", f"{s}/EPSG_32633@{date}", work / f"chg-{date}-{mask}", png=False
                 )
-                crows[key] = {"flagged_share_of_cloud": r.changed_pixels / y.numel(), "valid_pixels": r.valid_pixels}
+                crows[key] = {"flagged_share_of_cloud": r.changed_pixels / pixels, "valid_pixels": r.valid_pixels}
             except EarthEmbedError as err:  # every pixel of the clouded date masked: nothing to compare
                 crows[key] = {"flagged_share_of_cloud": 0.0, "valid_pixels": 0, "refused": str(err)}
             print(f"change {key}: {crows[key]}", flush=True)
-    return {"slovenia": rows, "brandenburg": brows, "change": crows}
+    return crows
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -212,6 +225,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--encoder", default=None, help="encoder folder (default: the released one)")
     p.add_argument("--json", default="docs/results/cloud_masks.json")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="what to run (default all); a subset updates those keys of an existing --json",
+    )
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
@@ -224,15 +244,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = Path(args.data_root)
     encoder = args.encoder or find_released("encoder")
     assert encoder is not None, "no released encoder in models/"
-    result: dict[str, Any] = {
+    result: dict[str, Any] = {}
+    if set(args.sections) != set(SECTIONS) and Path(args.json).is_file():
+        result = json.loads(Path(args.json).read_text())
+    stamp = {
         "date": _dt.date.today().isoformat(),
         "command": command_line("training/experiments/cloud_masks.py", args.argv),
-        "encoder": str(encoder),
-        "threads": torch.get_num_threads(),
     }
-    result["library"] = library_section(data)
-    with tempfile.TemporaryDirectory(prefix="cloud-masks-") as tmp:
-        result.update(probe_section(data, str(encoder), Path(tmp)))
+    result.setdefault("runs", {})
+    result.update(encoder=str(encoder), threads=torch.get_num_threads())
+    if "library" in args.sections:
+        result["library"] = library_section(data)
+    if "probe" in args.sections or "change" in args.sections:
+        with tempfile.TemporaryDirectory(prefix="cloud-masks-") as tmp:
+            stores = slovenia_stores(data, str(encoder), Path(tmp))
+            if "probe" in args.sections:
+                result.update(probe_section(data, str(encoder), Path(tmp), stores))
+            if "change" in args.sections:
+                result["change"] = change_section(stores, Path(tmp))
+    for section in args.sections:
+        result["runs"][section] = stamp
     write_json(args.json, result)
     return result
 
