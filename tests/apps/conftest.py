@@ -28,6 +28,7 @@ def mumbai(shared_data, tmp_path_factory, encoder_name):
     out = {"root": root, "y": crop_labels(shared_data, city, r0, c0, SIZE), "encoder": enc}
     for key, date in (("a", "oscd-date1"), ("b", "oscd")):
         out[f"scene_{key}"] = write_crop(shared_data, date, city, r0, c0, SIZE, root / f"{key}.tif")
+        # no cloud mask: the scores are compared on every pixel (ukis-csmask calls some bright roofs cloud)
         out[f"emb_{key}"] = embed_raster(enc, out[f"scene_{key}"], root / f"emb_{key}.tif", progress=False, dtype="float16",
-                                         model_id=encoder_name)  # fmt: skip
+                                         model_id=encoder_name, mask="none")  # fmt: skip
     return out

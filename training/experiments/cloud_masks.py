@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": command_line("training/experiments/cloud_masks.py", args.argv),
     }
     result.setdefault("runs", {})
-    result.update(encoder=str(encoder), threads=torch.get_num_threads())
+    result["encoder"] = str(encoder)
     if "library" in args.sections:
         result["library"] = library_section(data)
     if "probe" in args.sections or "change" in args.sections:
