@@ -75,7 +75,8 @@ def test_embed_classify_preview(workdir, capsys):
         assert ds.tags()["MODEL"] == str(workdir / "encoder")
         assert ds.dtypes[0] == "int8" and ds.tags()["EMBEDDING_SCALES_FILE"] == "emb.scales.tif"  # the default
     assert (workdir / "emb.scales.tif").is_file()
-    assert main(["classify", str(workdir / "scene.tif"), str(cls), "-m", str(workdir / "segmenter"), *common]) == 0
+    seg = ["-m", str(workdir / "segmenter"), "--mask", "none"]  # unmasked: every pixel gets a class
+    assert main(["classify", str(workdir / "scene.tif"), str(cls), *seg, *common]) == 0
     with rasterio.open(cls) as ds:
         assert set(np.unique(ds.read(1))) <= {1, 2}
     assert main(["preview", str(emb), str(png)]) == 0
