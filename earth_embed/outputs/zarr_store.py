@@ -79,7 +79,7 @@ def plan_fingerprint(
     """A short hash of what decides the store's content: grids, chunking, halo, scenes, the model (its weights'
     hash; ``model_id``, its folder or Hub id, when no hash is given: the fingerprint of earlier versions), the
     forward's precision and runtime (fp32 by torch, the only ones of earlier versions, leave the fingerprint as it
-    was) and the scenes' cloud masks (none leaves it as it was).
+    was) and the scenes' cloud masks (none leaves it as it was)."""
     facts: dict[str, Any] = {
         "groups": {k: [g.crs, list(g.transform)[:6], g.height, g.width] for k, g in plan.groups.items()},
         "sizes": [plan.chunk, plan.shard, plan.block, plan.halo],
