@@ -48,3 +48,47 @@ def test_few_shot_head_is_scored_off_its_draw(bercy):
     test[sets[0]] = False
     assert np.isnan(s[~test]).all() and np.isfinite(s[test]).all()
     assert metrics(s, y)["auroc"] > 0.6
+
+
+def test_change_defaults_mask_grid_and_leave_one_city_out(bercy):
+    """The selection's pieces on Bercy's raw bands: every mask rule's share and F1, and the LOCO pick."""
+    from earth_embed.apps.change_scores import score_map
+    from training.evaluation.oscd_change import as_maps
+    from training.experiments.change_defaults import MIN_PX, RULES, SMOOTH, loco, mask_f1, mask_grid
+
+    f1, f2, y, valid, grid = bercy
+    hw = (grid.height, grid.width)
+    a, b = (as_maps(np.where(valid[:, None], f, np.nan).astype(np.float32), hw) for f in (f1, f2))
+    s, labels = score_map(a, b, "cva"), y.reshape(hw)
+    cells = mask_grid(s, labels)
+    assert len(cells) == len(SMOOTH) * len(RULES) * len(MIN_PX)
+    assert abs(cells["smooth 0, share 5, min 1 px"]["share"] - 0.05) < 0.002
+    assert cells["smooth 0, share 5, min 16 px"]["share"] <= cells["smooth 0, share 5, min 1 px"]["share"]
+    assert all(0 <= c["f1"] <= 1 for c in cells.values())
+    ok = np.isfinite(s)
+    assert mask_f1(labels == 1, labels, ok) == 1.0 and mask_f1(np.zeros_like(ok), labels, ok) == 0.0
+    table = {"x": {"c1": 0.9, "c2": 0.1, "c3": 0.5}, "y": {"c1": 0.2, "c2": 0.8, "c3": 0.6}}
+    out = loco(table, ["c1", "c2", "c3"])
+    assert [f["pick"] for f in out["folds"]] == ["y", "x", "x"] and out["default"] == "x"
+    assert out["held_out_mean"] == pytest.approx((0.2 + 0.1 + 0.5) / 3)
+
+
+def test_self_shift_pairs_and_head_input_blocks(shared_data):
+    """The diagnostics' pieces on Bercy's date 1: the 1 px and 0.5 px pairs, the pixel classes, and the released
+    head's input blocks (decoder features, then one texture block per window)."""
+    from training.experiments.change_channels import blocks
+    from training.experiments.change_shift_noise import pixel_classes, shifted
+
+    enc = EarthEncoder.from_pretrained(find_released("encoder"))
+    dn1, _, y, _ = city_arrays(shared_data, "bercy", enc.bands)
+    pairs = shifted(dn1)
+    one, half = pairs["1 px"], pairs["0.5 px"]
+    np.testing.assert_array_equal(one[0][:, :, 1:], one[1][:, :, :-1])  # the same pixels, one column apart
+    np.testing.assert_allclose(half[1] - half[0], 0.5 * (one[1] - one[0]), rtol=1e-5, atol=1e-2)
+    classes = pixel_classes(dn1, enc.bands, y)
+    assert classes["all"].all() and not (classes["built-up or bare"] & classes["vegetation"]).any()
+    red, nir = dn1[enc.bands.index("B04")], dn1[enc.bands.index("B08")]
+    np.testing.assert_array_equal(classes["vegetation"], (nir - red) / (nir + red) > 0.5)
+    assert 0.2 < classes["built-up or bare"].mean() < 0.95  # Paris: mostly built up (vegetation is 0.1 %)
+    b = blocks(enc)
+    assert list(b) == ["decoded", "std5", "std15"] and b["std15"].stop == enc.head.in_channels
