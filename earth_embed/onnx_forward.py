@@ -7,6 +7,10 @@ channel, uint8 activations) with ranges calibrated on real Sentinel-2 windows: t
 ``onnx`` extra installs it), so every machine builds the same int8 graph. One session per model, runtime and
 thread count is kept for the life of the model; ``intra_op_num_threads`` is torch's thread count (read, never
 set), so ``--threads`` means the same for both runtimes. onnxruntime, onnx and onnxscript are imported only here.
+
+Memory: the exported graph runs the texture layer on whole tensors and ONNX Runtime keeps its CPU memory arena (its
+default), so a 1024 px block peaks at 9.0 GB against torch's 1.8 GB (2026-12-07, 1 thread). Without the arena the
+peak is about half but the forward took 1.9x as long (512 px: 8.9 s against 4.6 s), so the arena stays.
 """
 
 from __future__ import annotations
