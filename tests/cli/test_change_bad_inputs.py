@@ -56,7 +56,7 @@ def env(shared_data, tmp_path_factory):
     for key, date in (("a", "oscd-date1"), ("b", "oscd")):
         p[f"scene_{key}"] = write_crop(shared_data, date, city, r0, c0, SIZE, root / f"{key}.tif")
         p[f"emb_{key}"] = embed_raster(enc, p[f"scene_{key}"], root / f"emb_{key}.tif", progress=False,
-                                       dtype="float16", model_id=str(root / "enc"))  # fmt: skip
+                                       dtype="float16", model_id=str(root / "enc"), mask="none")  # fmt: skip
     hk, hr, hc = HONGKONG
     p["far"] = write_crop(shared_data, "oscd", hk, hr, hc, SIZE, root / "hongkong.tif")
     with rasterio.open(p["scene_a"]) as ds:  # a label raster on A's grid (one band) and A without band names
