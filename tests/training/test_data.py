@@ -39,7 +39,7 @@ def test_real_data_config_sources(shared_data):
 def test_bad_data_config_is_a_clear_error(tmp_path, shared_data):
     bad = tmp_path / "d.yaml"
     bad.write_text("sources:\n  - name: x\n    scenes: nowhere/*\n    level: L1C\n    dn_offset: 0\n")
-    with pytest.raises(ConfigError, match="matches no folder"):
+    with pytest.raises(ConfigError, match="matches no scene folder or GeoTIFF"):
         load_data_config(bad, shared_data)
     bad.write_text("sources:\n  - name: x\n    scenes: nowhere/*\n")
     with pytest.raises(ConfigError, match="lacks"):

