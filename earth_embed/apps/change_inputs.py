@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .. import quantize
 from ..errors import BandError, EarthEmbedError, RasterInputError
 from ..inputs.bandfiles import named_bands
+from ..inputs.pixel_grid import Grid, view_on_grid
 from ..inputs.reader import open_scene
 from ..outputs.embeddings import EmbeddingRaster, ZarrEmbeddings
 from ..outputs.provenance import (
@@ -87,52 +87,6 @@ def check_change_options(a: Any, b: Any, score: str, threshold: Any, min_area: A
 
 class IncomparableError(RasterInputError):
     """Two embedding rasters that cannot be compared pixel by pixel (other model, storage rule or grid)."""
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A north-up pixel grid: CRS, affine transform and size."""
-
-    crs: Any
-    transform: Any
-    height: int
-    width: int
-
-    @classmethod
-    def of(cls, obj: Any) -> Grid:
-        """The grid of an open raster, scene or :class:`EmbeddingRaster` (``crs``, ``transform``, ``height``, ``width``)."""
-        return cls(obj.crs, obj.transform, int(obj.height), int(obj.width))
-
-    def describe(self) -> str:
-        t = self.transform
-        return (
-            f"{self.crs}, {self.width} x {self.height} px of {t.a:.6g} x {abs(t.e):.6g} (CRS units), "
-            f"origin {t.c:.8g}, {t.f:.8g}"
-        )
-
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(left, bottom, right, top) in the grid's CRS."""
-        from rasterio.transform import array_bounds
-
-        left, bottom, right, top = array_bounds(self.height, self.width, self.transform)
-        return left, bottom, right, top
-
-    def offset_px(self, other: Grid) -> float:
-        """Largest distance, in this grid's pixels, between the corners of ``other`` and this grid's corners."""
-        inv = ~self.transform
-        worst = 0.0
-        for col, row in ((0, 0), (other.width, 0), (0, other.height), (other.width, other.height)):
-            c, r = inv @ (other.transform @ (col, row))
-            worst = max(worst, abs(c - col), abs(r - row))
-        return worst
-
-    def same_as(self, other: Grid, tol_px: float = 0.01) -> bool:
-        """Same CRS and size, and every corner within ``tol_px`` of a pixel."""
-        return (
-            self.crs == other.crs
-            and (self.height, self.width) == (other.height, other.width)
-            and self.offset_px(other) <= tol_px
-        )
 
 
 @dataclass(frozen=True)
@@ -304,15 +258,9 @@ def bands_on_grid(src: Any, bands: Sequence[str], grid: Grid) -> Iterator[list[t
         for band in names:
             ds = stack.enter_context(rasterio.open(paths[band]))
             index = _band_index(ds, band, paths[band])
-            if Grid.of(ds).same_as(grid, tol_px=1e-6):
-                out.append((ds, index))
-                continue
             nodata = 0.0 if ds.nodata is None else ds.nodata
-            vrt = WarpedVRT(
-                ds, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                resampling=Resampling.bilinear, src_nodata=nodata, nodata=0.0, dtype="float32",
-            )  # fmt: skip
-            out.append((stack.enter_context(vrt), index))
+            view = view_on_grid(ds, grid, Resampling.bilinear, nodata=0.0, src_nodata=nodata, dtype="float32")
+            out.append((ds if view is ds else stack.enter_context(view), index))
         yield out
 
 

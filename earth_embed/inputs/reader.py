@@ -13,12 +13,12 @@ from typing import Union
 
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 
 from ..bands import ALL_BANDS, RELEASE_BANDS, S2_BANDS, canonical_band_names
 from ..errors import BandError, RasterInputError
 from .bandfiles import RASTER_SUFFIXES, band_files, band_from_filename, check_same_scene, named_bands
 from .opening import check_footprints, check_georeferenced, open_raster
+from .pixel_grid import Grid, view_on_grid
 from .safe import info_from_mapping, info_from_name, info_from_sidecars, is_safe, safe_band_files
 from .scene import S2_NODATA, Scene, _BandSource
 
@@ -130,32 +130,16 @@ def _open_band_files(files: dict[str, str], description: str, bands: Sequence[st
         nodata = S2_NODATA if ref.nodata is None else float(ref.nodata)
         sources = []
         warped_views = []
+        grid = Grid.of(ref)
         for b in wanted:
             ds = datasets[b]
             res = abs(ds.transform.a)
-            same_grid = (
-                ds.crs == ref.crs
-                and ds.transform == ref.transform
-                and ds.width == ref.width
-                and ds.height == ref.height
-            )
-            if same_grid:
-                sources.append(_BandSource(b, files[b], ds, 1, res, False, ds.dtypes[0]))
-                continue
             src_nodata = nodata if ds.nodata is None else ds.nodata
-            vrt = WarpedVRT(
-                ds,
-                crs=ref.crs,
-                transform=ref.transform,
-                width=ref.width,
-                height=ref.height,
-                resampling=Resampling.bilinear,
-                src_nodata=src_nodata,
-                nodata=nodata,
-                dtype="float32",
-            )
-            warped_views.append(vrt)
-            sources.append(_BandSource(b, files[b], vrt, 1, res, True, ds.dtypes[0]))
+            view = view_on_grid(ds, grid, Resampling.bilinear, nodata, src_nodata=src_nodata, dtype="float32")
+            warped = view is not ds
+            if warped:
+                warped_views.append(view)
+            sources.append(_BandSource(b, files[b], view, 1, res, warped, ds.dtypes[0]))
         # close the warped views before their datasets
         scene = Scene(sources, warped_views + owned, ref.crs, ref.transform, ref.height, ref.width, nodata, description)
         scene.product = info_from_mapping(ref.tags(), f"the tags of {files[ref_name]}")

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import torch
 from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from ...errors import RasterInputError
 from ..opening import open_raster
+from ..pixel_grid import Grid, view_on_grid
 
 
 class GridRaster:
@@ -37,21 +37,7 @@ class GridRaster:
                     f"The {what} {path} has no coordinate reference system, so it cannot be placed on the scene; "
                     "georeference it (gdal_edit -a_srs -a_ullr) or write it on the scene's grid."
                 )
-            same = (
-                self._ds.crs == scene.crs
-                and self._ds.transform == scene.transform
-                and self._ds.shape == (scene.height, scene.width)
-            )
-            if not same:
-                self._view = WarpedVRT(
-                    self._ds,
-                    crs=scene.crs,
-                    transform=scene.transform,
-                    width=scene.width,
-                    height=scene.height,
-                    resampling=Resampling.nearest,
-                    nodata=fill,
-                )
+            self._view = view_on_grid(self._ds, Grid.of(scene), Resampling.nearest, nodata=fill)
         except Exception:
             self._ds.close()
             raise
