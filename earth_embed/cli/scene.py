@@ -205,7 +205,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     from ..outputs.atomic import clean_leftovers
-    from ..outputs.zarr_store import clean_store, is_region_store, stores_in
+    from ..outputs.zarr_cleanup import clean_store, is_region_store, stores_in
 
     folder = Path(args.folder)
     removed = [] if is_region_store(folder) else clean_leftovers(folder)

@@ -17,7 +17,7 @@ Group attributes follow the draft Zarr conventions ``proj:`` (geo-proj) and ``sp
 codes and scales of different runs.
 
 Writes are whole units (one shard of each array, clipped at the grid edge), so no two writers ever touch
-one shard; one run at a time writes a store (:func:`store_lock`). zarr writes each shard under a
+one shard; one run at a time writes a store (:func:`~earth_embed.outputs.zarr_cleanup.store_lock`). zarr writes each shard under a
 temporary name and renames it; the unit's registry entry is written (by rename) only after its data is
 flushed, and records what was written (:mod:`~earth_embed.outputs.zarr_units`). A rerun computes exactly
 the units without an entry or whose files no longer match it. The store is picklable (workers reopen it
@@ -26,15 +26,12 @@ by path).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +42,6 @@ from ..errors import OutputError, RasterInputError
 from ..tiling.plan import RegionPlan, WorkUnit
 from ..tiling.unit import UnitOutput
 from . import zarr_layout as layout
-from .atomic import OutputLock
 from .provenance import PRECISION_ATTR, RUNTIME_ATTR, WEIGHTS_ATTR, model_facts, relative_href, source_entry
 from .zarr_dates import unit_arrays, unit_keys
 from .zarr_units import (
@@ -54,13 +50,11 @@ from .zarr_units import (
     UnitCheck,
     check_entry,
     record_file,
-    store_leftovers,
     write_json,
 )
 
 log = logging.getLogger("earth_embed")
 RECIPE = "run.json"
-_CREATE_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:new|layout)-\d+-[0-9a-f]{8}$")
 #: Version of the store's bookkeeping (2: registry entries with checksums, run id on the arrays).
 STORE_FORMAT = 2
 
@@ -97,82 +91,6 @@ def plan_fingerprint(
     if any(m != "none" for m in masks):  # unmasked plans keep the fingerprint of earlier versions
         facts["masks"] = masks
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def store_lock(path: str | os.PathLike, clean: bool = True) -> Iterator[OutputLock]:
-    """Hold the store's one-writer lock (``.NAME.zarr.lock`` beside it; released by the kernel when the
-    process dies, even on ``kill -9``); with ``clean``, remove what killed writers left inside the store."""
-    p = Path(path)
-    lock = OutputLock(p)
-    lock.acquire()  # OutputError naming the live run that holds it
-    try:
-        if clean:
-            remove_leftovers(p)
-        yield lock
-    finally:
-        lock.release()
-
-
-def _creation_leftovers(path: Path) -> list[Path]:
-    """Half-built stores (``.NAME.new-...``) and metadata rewrites (``.NAME.layout-...``) beside ``path``."""
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return []
-    return sorted(folder / e for e in entries if (m := _CREATE_TEMP.match(e)) and m.group("name") == path.name)
-
-
-def stores_in(folder: str | os.PathLike) -> list[Path]:
-    """Region stores in ``folder`` (or ``folder`` itself), and names of stores whose creation was killed."""
-    f = Path(folder)
-    if is_region_store(f):
-        return [f]
-    found = {p for p in f.iterdir() if is_region_store(p)} if f.is_dir() else set()
-    found |= {f / m.group("name") for e in (os.listdir(f) if f.is_dir() else []) if (m := _CREATE_TEMP.match(e))}
-    return sorted(found)
-
-
-def remove_leftovers(path: Path) -> list[Path]:
-    """Delete the temporary files of killed writers inside the store, and half-built copies beside it
-    (call it holding :func:`store_lock`)."""
-    removed = []
-    for d in _creation_leftovers(path):
-        shutil.rmtree(d, ignore_errors=True)
-        removed.append(d)
-    for f in store_leftovers(path) if path.is_dir() else []:
-        with contextlib.suppress(FileNotFoundError):
-            f.unlink()
-            removed.append(f)
-    if removed:
-        log.warning(
-            "removed %d temporary file(s) that an interrupted run left in %s: %s",
-            len(removed),
-            path,
-            ", ".join(f.name for f in removed[:5]) + (" ..." if len(removed) > 5 else ""),
-        )
-    return removed
-
-
-def clean_store(path: str | os.PathLike) -> list[Path]:
-    """Remove a store's leftovers of killed runs unless a live run holds it (then nothing, no error)."""
-    p = Path(path)
-    lock = OutputLock(p)
-    try:
-        lock.acquire()
-    except OutputError:
-        return []
-    try:
-        return remove_leftovers(p)
-    finally:
-        lock.release()
-
-
-def is_region_store(path: str | os.PathLike) -> bool:
-    """True for a folder that holds an earth-embed region store (a root ``zarr.json`` and a ``_units`` registry)."""
-    p = Path(path)
-    return p.is_dir() and (p / "zarr.json").is_file() and (p / REGISTRY).is_dir()
 
 
 class RegionStore:

@@ -166,7 +166,7 @@ def embed_region(
     clear one of an earlier scene, and is nodata in its own layer.
     One run at a time may write a store. Returns a :class:`RegionRun` (``run.failed`` lists units that failed;
     rerun the same call to retry them); a region without one valid pixel raises."""
-    from ..outputs.zarr_store import store_lock
+    from ..outputs.zarr_cleanup import store_lock
 
     mask = MaskSpec.of(mask, mask_buffer).source  # checked before anything is opened; a plain string for the recipe
     if engine != "ray" and (address or workers or ray_env):
@@ -182,8 +182,9 @@ def _embed_locked(
     scenes: Sequence[SceneLike], store: str | os.PathLike, model: Any, *, repair: bool = False, **kw: Any
 ) -> RegionRun:
     """:func:`embed_region` holding the store's lock (``repair``: rewrite damaged metadata, see ``verify_store``)."""
+    from ..outputs.zarr_cleanup import remove_leftovers
     from ..outputs.zarr_dates import count_clear_observations
-    from ..outputs.zarr_store import RegionStore, remove_leftovers
+    from ..outputs.zarr_store import RegionStore
 
     engine = kw["engine"]
     session: Any = contextlib.nullcontext()

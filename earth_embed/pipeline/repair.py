@@ -20,7 +20,8 @@ import numpy as np
 from ..errors import OutputError
 from ..inputs.spec import SceneSpec
 from ..outputs.provenance import resolve_href
-from ..outputs.zarr_store import RegionStore, remove_leftovers, store_lock
+from ..outputs.zarr_cleanup import remove_leftovers, store_lock
+from ..outputs.zarr_store import RegionStore
 from ..outputs.zarr_verify import StoreReport, check_store, reset_units
 from .region import RECIPE_KEYS, _embed_locked
 

@@ -400,26 +400,3 @@ def test_safe_n0400_applies_the_offset_by_itself(env, tmp_path, shared_data, cap
     assert np.array_equal(run["safe_emb"], run["explicit_emb"])
     assert "using the DN offset 0 given explicitly" in run["zero"] and run["zero_tag"] == "0.0"
     assert np.abs(run["zero_emb"] - run["safe_emb"]).mean() > 0.1 * run["safe_emb"].std()
-
-
-# -- training: config errors are messages; a resumed run's final loss ------------------------------------
-TRAIN_CASES = [
-    ("unknown-key", "train:\n  stepz: 3\n", [], ["unknown config key", "known keys"]),
-    ("malformed-yaml", "train:\n  steps: 3\n   lr: [1\n", [], ["is not valid YAML", "line"]),
-    ("bad-override", "", ["--set", "train.steps"], ["must look like section.key=value", "train.steps=100"]),
-    ("bad-method", "loss:\n  method: pixel\n", [], ["loss.method", "dense"]),
-]
-
-
-@pytest.mark.parametrize("case", TRAIN_CASES, ids=[c[0] for c in TRAIN_CASES])
-def test_pretrain_config_errors_are_messages(case, tmp_path, capsys):
-    from training.pretrain import cli
-
-    name, text, extra, says = case
-    cfg = tmp_path / "bad.yaml"
-    cfg.write_text(text or "name: x\n")
-    assert cli(["--config", str(cfg), "--output-dir", str(tmp_path / "run"), *extra]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("pretrain.py: error:") and all(w in err for w in says), err
-    if name == "malformed-yaml":
-        assert str(cfg) in err

@@ -222,3 +222,26 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     assert summary["steps"] == 2
     enc = EarthEncoder.from_pretrained(tmp_path / "ddp" / "encoder")
     assert "x 2 processes" in enc.config.metadata["training"]["batch"]  # really two ranks
+
+
+# -- the pretrain command line: config errors are messages, not tracebacks ---------------------------------
+TRAIN_CASES = [
+    ("unknown-key", "train:\n  stepz: 3\n", [], ["unknown config key", "known keys"]),
+    ("malformed-yaml", "train:\n  steps: 3\n   lr: [1\n", [], ["is not valid YAML", "line"]),
+    ("bad-override", "", ["--set", "train.steps"], ["must look like section.key=value", "train.steps=100"]),
+    ("bad-method", "loss:\n  method: pixel\n", [], ["loss.method", "dense"]),
+]
+
+
+@pytest.mark.parametrize("case", TRAIN_CASES, ids=[c[0] for c in TRAIN_CASES])
+def test_pretrain_config_errors_are_messages(case, tmp_path, capsys):
+    from training.pretrain import cli
+
+    name, text, extra, says = case
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text or "name: x\n")
+    assert cli(["--config", str(cfg), "--output-dir", str(tmp_path / "run"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pretrain.py: error:") and all(w in err for w in says), err
+    if name == "malformed-yaml":
+        assert str(cfg) in err
