@@ -67,8 +67,8 @@ def markdown(arms: dict[str, dict[str, float]]) -> str:
     """One row per arm; the first arm is the baseline."""
     base = next(iter(arms.values()))
     head = (
-        "| arm | S: `shift/real` 0.5 px (change) | built-up or bare / vegetation | 1 px | CVA 0.5 px / 1 px "
-        "| `changed/shift` 0.5 px | A: mean AP (change) | AUROC | AP, 5 x 5 box mean | CVA AP / AUROC "
+        "| arm | S: `shift/real` 0.5 px (vs baseline) | 0.5 px: built-up or bare / vegetation | 1 px | CVA 0.5 px / 1 px "
+        "| `changed/shift` 0.5 px | A: mean AP (vs baseline) | AUROC | AP, 5 x 5 box mean | CVA AP / AUROC "
         "| mask F1 held out | verdict |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
