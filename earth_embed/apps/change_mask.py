@@ -5,11 +5,17 @@ Threshold rules, applied to a sample of the valid scores (:func:`auto_threshold`
 * ``otsu``: Otsu's cut of the score histogram (:func:`~.change_scores.otsu_threshold`);
 * ``share`` q: the score above which q % of the valid pixels lie;
 * ``robust-z`` k: the median plus k robust standard deviations (1.4826 x the median absolute deviation), so
-  that a pair with little change marks little.
+  that a pair with little change marks little;
+* ``median-ratio`` r: r times the median score.
+
+A rule can be raised to a noise floor (``floor``: a ``robust-z`` or ``median-ratio`` cut): the threshold is the
+higher of the two, so that a share rule marks less than its share where few pixels score far above the rest.
 
 :func:`drop_small` sets changed components (8-connected, as the polygons are) smaller than a minimum number
-of pixels to no change. The defaults (:data:`DEFAULT_RULE`, :data:`DEFAULT_MIN_AREA_PX`) were chosen on the 10
-OSCD cities, leave-one-city-out (``docs/results/change_defaults.md``).
+of pixels to no change; with ``support`` a component's size is the number of its pixels in ``support`` (e.g.
+those whose unsmoothed score is above the threshold, so that smoothing cannot grow a point change past the
+minimum). The defaults (:data:`DEFAULT_RULE`, :data:`DEFAULT_MIN_AREA_PX`) were chosen on the 10 OSCD cities,
+leave-one-city-out (``docs/results/change_defaults.md``).
 """
 
 from __future__ import annotations
@@ -22,39 +28,72 @@ from ..errors import EarthEmbedError
 from .change_scores import otsu_threshold
 
 #: Threshold rule names and the meaning of their parameter.
-RULES = {"otsu": "none", "share": "per cent of valid pixels marked", "robust-z": "robust standard deviations"}
+RULES = {
+    "otsu": "none",
+    "share": "per cent of valid pixels marked",
+    "robust-z": "robust standard deviations",
+    "median-ratio": "times the median score",
+}
+#: Rules that can serve as a noise floor (they do not mark a fixed share).
+FLOORS = ("robust-z", "median-ratio")
 #: The default threshold rule and its parameter (chosen on the OSCD cities).
 DEFAULT_RULE: tuple[str, float] = ("share", 5.0)
+#: The default noise floor of the threshold (chosen with the rule; None: none).
+DEFAULT_FLOOR: tuple[str, float] | None = None
 #: The default score smoothing (box mean, px) of the default mask (chosen with the rule).
 DEFAULT_SMOOTH = 3
 #: The default smallest change kept, in pixels of 10 m (chosen with the rule); the CLI takes m².
 DEFAULT_MIN_AREA_PX = 16
 DEFAULT_MIN_AREA_M2 = 100.0 * DEFAULT_MIN_AREA_PX
+#: Whether the minimum area counts a patch's pixels whose unsmoothed score is above the threshold (True) or all
+#: its pixels (False); chosen with the rule.
+DEFAULT_RAW_SUPPORT = False
 
 
-def auto_threshold(values: np.ndarray, rule: str = DEFAULT_RULE[0], param: float = DEFAULT_RULE[1]) -> float:
-    """The threshold of a sample of scores by ``rule`` (pixels scoring above it are change)."""
+def auto_threshold(
+    values: np.ndarray,
+    rule: str = DEFAULT_RULE[0],
+    param: float = DEFAULT_RULE[1],
+    floor: tuple[str, float] | None = None,
+) -> float:
+    """The threshold of a sample of scores by ``rule`` (pixels scoring above it are change), raised to the cut
+    of ``floor`` (a rule of :data:`FLOORS` and its parameter) where that is higher."""
     if rule not in RULES:
         raise EarthEmbedError(f"Unknown threshold rule {rule!r}; use one of {', '.join(RULES)}.")
+    if floor is not None and floor[0] not in FLOORS:
+        raise EarthEmbedError(f"Unknown noise floor {floor[0]!r}; use one of {', '.join(FLOORS)}.")
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
         raise EarthEmbedError("No valid score to threshold (every pixel is nodata in one of the dates).")
+    thr = _cut(v, rule, param)
+    return thr if floor is None else max(thr, _cut(v, *floor))
+
+
+def _cut(v: np.ndarray, rule: str, param: float) -> float:
     if rule == "otsu":
         return otsu_threshold(v)
     if rule == "share":
         return float(np.quantile(v, 1.0 - param / 100.0))
     med = float(np.median(v))
+    if rule == "median-ratio":
+        return param * med
     return med + param * 1.4826 * float(np.median(np.abs(v - med)))
 
 
-def describe_rule(rule: str, param: float, n: int) -> str:
+def _words(rule: str, param: float) -> str:
+    return {
+        "otsu": "Otsu",
+        "share": f"top {param:g} %",
+        "robust-z": f"median + {param:g} x 1.4826 x MAD",
+        "median-ratio": f"{param:g} x the median",
+    }[rule]
+
+
+def describe_rule(rule: str, param: float, n: int, floor: tuple[str, float] | None = None) -> str:
     """The rule in words, for the report and the mask's tags."""
-    if rule == "otsu":
-        return f"Otsu on {n} sampled pixels"
-    if rule == "share":
-        return f"top {param:g} % of {n} sampled pixels"
-    return f"median + {param:g} x 1.4826 x MAD of {n} sampled pixels"
+    text = f"{_words(rule, param)} of {n} sampled pixels"
+    return text if floor is None else f"{text}, at least {_words(*floor)} (noise floor)"
 
 
 def min_pixels(min_area_m2: float, pixel_area_m2: float) -> int:
@@ -62,14 +101,22 @@ def min_pixels(min_area_m2: float, pixel_area_m2: float) -> int:
     return max(1, math.ceil(min_area_m2 / pixel_area_m2 - 1e-9)) if min_area_m2 > 0 else 1
 
 
-def drop_small(changed: np.ndarray, min_px: int) -> np.ndarray:
-    """``changed`` (bool 2-D) without its 8-connected components of fewer than ``min_px`` pixels."""
-    if min_px <= 1 or not changed.any():
-        return changed
+def component_sizes(changed: np.ndarray, support: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of the 8-connected components of ``changed`` (0: none) and each label's size (index 0 unused):
+    its pixel count, or its count of ``support`` pixels when given."""
     from scipy import ndimage
 
     labels, n = ndimage.label(changed, structure=np.ones((3, 3), bool))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= min_px
+    counted = labels if support is None else np.where(support, labels, 0)
+    return labels, np.bincount(counted.ravel(), minlength=n + 1)
+
+
+def drop_small(changed: np.ndarray, min_px: int, support: np.ndarray | None = None) -> np.ndarray:
+    """``changed`` (bool 2-D) without its 8-connected components of fewer than ``min_px`` pixels (counting
+    only the pixels in ``support``, a bool map of the same shape, when given)."""
+    if (min_px <= 1 and support is None) or not changed.any():
+        return changed
+    labels, sizes = component_sizes(changed, support)
+    keep = sizes >= max(min_px, 1)
     keep[0] = False
     return keep[labels]

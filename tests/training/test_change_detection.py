@@ -53,8 +53,8 @@ def test_few_shot_head_is_scored_off_its_draw(bercy):
 def test_change_defaults_mask_grid_and_leave_one_city_out(bercy):
     """The selection's pieces on Bercy's raw bands: every mask rule's share and F1, and the LOCO pick."""
     from earth_embed.apps.change_scores import score_map
-    from training.evaluation.oscd_change import as_maps
-    from training.experiments.change_defaults import MIN_PX, RULES, SMOOTH, loco, mask_f1, mask_grid
+    from training.evaluation.oscd_change import as_maps, mask_f1
+    from training.experiments.change_defaults import MIN_PX, RULES, SMOOTH, loco, mask_grid
 
     f1, f2, y, valid, grid = bercy
     hw = (grid.height, grid.width)
@@ -76,8 +76,9 @@ def test_change_defaults_mask_grid_and_leave_one_city_out(bercy):
 def test_self_shift_pairs_and_head_input_blocks(shared_data):
     """The diagnostics' pieces on Bercy's date 1: the 1 px and 0.5 px pairs, the pixel classes, and the released
     head's input blocks (decoder features, then one texture block per window)."""
+    from training.evaluation.oscd_change import shifted
     from training.experiments.change_channels import blocks
-    from training.experiments.change_shift_noise import pixel_classes, shifted
+    from training.experiments.change_shift_noise import pixel_classes
 
     enc = EarthEncoder.from_pretrained(find_released("encoder"))
     dn1, _, y, _ = city_arrays(shared_data, "bercy", enc.bands)

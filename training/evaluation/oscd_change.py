@@ -67,3 +67,16 @@ def features(source: Any, dn: np.ndarray, enc: EarthEncoder, runtime: str = "tor
 def as_maps(rows: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """(H*W, F) rows -> (F, H, W) contiguous maps (what ``change_scores.score_map`` takes)."""
     return np.ascontiguousarray(rows.T).reshape(rows.shape[1], *hw)
+
+
+def mask_f1(mask: np.ndarray, y: np.ndarray, valid: np.ndarray) -> float:
+    """F1 of the change class of a boolean mask over the valid pixels."""
+    tp = float((mask & (y == 1) & valid).sum())
+    fp, fn = float((mask & (y == 0) & valid).sum()), float((~mask & (y == 1) & valid).sum())
+    return 2 * tp / max(2 * tp + fp + fn, 1.0)
+
+
+def shifted(dn: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Pairs of date 1 against itself moved by 1 px and 0.5 px along x, (C, H, W - 1) each."""
+    left, right = dn[:, :, :-1], dn[:, :, 1:]
+    return {"1 px": (left, right), "0.5 px": (0.75 * left + 0.25 * right, 0.25 * left + 0.75 * right)}

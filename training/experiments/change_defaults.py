@@ -31,7 +31,7 @@ from earth_embed import EarthEncoder
 from earth_embed.apps.change_mask import auto_threshold, drop_small
 from earth_embed.apps.change_scores import MAP_SCORES, score_map, smooth_map
 from training.evaluation.change_defaults_report import markdown
-from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, metrics
+from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, mask_f1, metrics
 from training.evaluation.results_file import command_line, write_json
 
 SOURCES = ("encoder", "raw bands", "hand-made stack")
@@ -52,13 +52,6 @@ def city_maps(root: Path, city: str, enc: EarthEncoder, scores: tuple[str, ...])
             out[(name, score)] = score_map(a, b, score)
         del a, b
     return out, y
-
-
-def mask_f1(mask: np.ndarray, y: np.ndarray, valid: np.ndarray) -> float:
-    """F1 of the change class of a boolean mask over the valid pixels."""
-    tp = float((mask & (y == 1) & valid).sum())
-    fp, fn = float((mask & (y == 0) & valid).sum()), float((~mask & (y == 1) & valid).sum())
-    return 2 * tp / max(2 * tp + fp + fn, 1.0)
 
 
 def mask_grid(score: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]:

@@ -36,17 +36,11 @@ import torch
 
 from earth_embed import EarthEncoder
 from earth_embed.apps.change_scores import DEFAULT_SCORE, ScoreStats, prepare, score_map
-from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features
+from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, shifted
 from training.evaluation.probe import random_twin
 from training.evaluation.results_file import command_line, write_json
 
 CLASSES = ("all", "built-up or bare", "vegetation")
-
-
-def shifted(dn: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Pairs of date 1 against itself moved by 1 px and 0.5 px along x, (C, H, W - 1) each."""
-    left, right = dn[:, :, :-1], dn[:, :, 1:]
-    return {"1 px": (left, right), "0.5 px": (0.75 * left + 0.25 * right, 0.25 * left + 0.75 * right)}
 
 
 def pixel_classes(dn: np.ndarray, bands: list[str], y: np.ndarray) -> dict[str, np.ndarray]:
