@@ -28,7 +28,9 @@ from ..outputs.embeddings import EmbeddingRaster, open_embeddings
 from ..outputs.geotiff import GeoTiffWriter
 from .change_inputs import check_change_options, check_comparable, provenance
 from .change_mask import (
+    DEFAULT_FLOOR,
     DEFAULT_MIN_AREA_M2,
+    DEFAULT_RAW_SUPPORT,
     DEFAULT_RULE,
     DEFAULT_SMOOTH,
     auto_threshold,
@@ -271,13 +273,17 @@ def _score_fn(kind: str, ea: EmbeddingRaster, eb: EmbeddingRaster, opts: dict, n
     return lambda a, b: score_map(a, b, kind, stats=stats)
 
 
-def _write_score(ea: EmbeddingRaster, eb: EmbeddingRaster, fn: Any, dst: Path, tags: dict, opts: dict) -> np.ndarray:
-    """Stream the score map into ``dst`` (float32 COG); return a uniform sample of the valid scores."""
+def _write_score(
+    ea: EmbeddingRaster, eb: EmbeddingRaster, fn: Any, dst: Path, tags: dict, opts: dict
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Stream the score map into ``dst`` (float32 COG); return a uniform sample of the valid scores and, where
+    the minimum area counts the unsmoothed support, the unsmoothed score map (else None)."""
     from tqdm.auto import tqdm
 
     halo = HALO[opts["score"]] + max(0, opts["smooth"]) // 2
     rng = np.random.default_rng(opts["seed"])
     keys, sample = np.zeros(0), np.zeros(0, np.float32)
+    raw = np.full((ea.height, ea.width), np.nan, np.float32) if _raw_support(opts) else None
     writer = GeoTiffWriter(
         dst, height=ea.height, width=ea.width, count=1, crs=ea.crs, transform=ea.transform, dtype="float32",
         descriptions=[f"change_score_{opts['score']}"], tags=tags, compress="zstd", overviews=True,
@@ -285,19 +291,31 @@ def _write_score(ea: EmbeddingRaster, eb: EmbeddingRaster, fn: Any, dst: Path, t
     with writer:
         for win in tqdm(list(ea.windows()), desc="change", unit="window", disable=not opts["progress"]):
             a, b, big = _pair(ea, eb, win, halo)
-            block = _crop(smooth_map(fn(a, b), opts["smooth"]), win, big)
+            unsmoothed = fn(a, b)
+            block = _crop(smooth_map(unsmoothed, opts["smooth"]), win, big)
+            if raw is not None:
+                r0, c0 = int(win.row_off), int(win.col_off)
+                raw[r0 : r0 + block.shape[0], c0 : c0 + block.shape[1]] = _crop(unsmoothed, win, big)
             writer.write(int(win.row_off), int(win.col_off), block[None])
             v = block[np.isfinite(block)]
             keys, sample = np.concatenate([keys, rng.random(v.size)]), np.concatenate([sample, v])
             if sample.size > OTSU_SAMPLE:
                 keep = np.argpartition(keys, OTSU_SAMPLE)[:OTSU_SAMPLE]
                 keys, sample = keys[keep], sample[keep]
-    return sample
+    return sample, raw
 
 
-def _write_mask(score_tif: Path, dst: Path, threshold: float, min_area: float, tags: dict) -> tuple[int, int, int]:
+def _raw_support(opts: dict) -> bool:
+    """Whether the minimum area counts a patch's pixels whose unsmoothed score is above the threshold."""
+    return DEFAULT_RAW_SUPPORT and opts["smooth"] > 1
+
+
+def _write_mask(
+    score_tif: Path, dst: Path, threshold: float, min_area: float, tags: dict, raw: np.ndarray | None = None
+) -> tuple[int, int, int]:
     """The change mask of the score map (1 no change, 2 change, 0 nodata), changed patches smaller than
-    ``min_area`` m² set to no change; return (changed, valid) pixels and the patch size kept (px)."""
+    ``min_area`` m² set to no change (counting only their pixels whose ``raw`` score is above the threshold,
+    when given); return (changed, valid) pixels and the patch size kept (px)."""
     style, colormap = class_map_style(MASK_CLASSES, MASK_COLORS)
     with rasterio.open(score_tif) as src:
         s = src.read(1)
@@ -305,7 +323,8 @@ def _write_mask(score_tif: Path, dst: Path, threshold: float, min_area: float, t
     ok = np.isfinite(s)
     centre_y = (transform @ (s.shape[1] / 2, s.shape[0] / 2))[1]
     min_px = min_pixels(min_area, pixel_area_m2(crs, transform, centre_y))
-    changed = drop_small(ok & (np.where(ok, s, -np.inf) > threshold), min_px)
+    support = None if raw is None else np.isfinite(raw) & (np.where(np.isfinite(raw), raw, -np.inf) > threshold)
+    changed = drop_small(ok & (np.where(ok, s, -np.inf) > threshold), min_px, support)
     m = np.where(ok, np.where(changed, 2, 1), 0).astype(np.uint8)
     writer = GeoTiffWriter(
         dst, height=m.shape[0], width=m.shape[1], count=1, crs=crs, transform=transform, dtype="uint8",
@@ -335,7 +354,7 @@ def _change_into(a: Any, b: Any, tmp: Path, opts: dict[str, Any]) -> ChangeResul
             "SMOOTH_PX": str(opts["smooth"]), "SOURCE_A": str(path_a), "SOURCE_B": str(path_b), "MODEL": prov.model,
             "MODEL_REVISION": prov.revision,
         }  # fmt: skip
-        sample = _write_score(ea, eb, fn, tmp / SCORE, tags, opts)
+        sample, raw = _write_score(ea, eb, fn, tmp / SCORE, tags, opts)
     if sample.size == 0:
         raise EarthEmbedError(f"No pixel has data in both dates ({path_a}, {path_b}); the two do not overlap.")
     if opts["threshold"] is not None:
@@ -343,11 +362,15 @@ def _change_into(a: Any, b: Any, tmp: Path, opts: dict[str, Any]) -> ChangeResul
     elif opts["score"] == "fitted":
         thr, how = FITTED_THRESHOLD, "the head's decision, P(change) > 0.5"
     else:
-        thr, how = auto_threshold(sample, *DEFAULT_RULE), describe_rule(*DEFAULT_RULE, sample.size)
+        thr = auto_threshold(sample, *DEFAULT_RULE, floor=DEFAULT_FLOOR)
+        how = describe_rule(*DEFAULT_RULE, sample.size, floor=DEFAULT_FLOOR)
     mask_tags = {**{k: v for k, v in tags.items() if k != "KIND"}, "THRESHOLD": f"{thr:.6g}", "THRESHOLD_METHOD": how,
                  "MIN_AREA_M2": f"{opts['min_area']:g}"}  # fmt: skip
-    changed, valid, min_px = _write_mask(tmp / SCORE, tmp / MASK, thr, opts["min_area"], mask_tags)
+    counts = "pixels above the threshold before smoothing" if raw is not None else "pixels"
+    mask_tags["MIN_AREA_COUNTS"] = counts
+    changed, valid, min_px = _write_mask(tmp / SCORE, tmp / MASK, thr, opts["min_area"], mask_tags, raw)
     report.update(threshold=thr, threshold_method=how, min_area_m2=opts["min_area"], min_area_px=min_px,
+                  min_area_counts=counts,
                   valid_pixels=valid, changed_pixels=changed, changed_share=changed / max(1, valid), notes=notes,
                   created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
     poly = None
