@@ -268,7 +268,7 @@ def _score_fn(kind: str, ea: EmbeddingRaster, eb: EmbeddingRaster, opts: dict, n
         pa, pb = prepare(a, b, kind)
         stats.add(_crop(pa, win, big), _crop(pb, win, big))
     params = stats.params()
-    if "std" in params:
+    if "std" in params and "mean" not in params:
         report["cva_pooled_std"] = [round(float(v), 6) for v in params["std"]]
     return lambda a, b: score_map(a, b, kind, stats=stats)
 

@@ -228,7 +228,7 @@ class ScoreStats:
             if len(self._keys) > WHITEN_SAMPLE:
                 keep = np.argpartition(self._keys, WHITEN_SAMPLE)[:WHITEN_SAMPLE]
                 self._keys, self._diffs = self._keys[keep], self._diffs[keep]
-            self.pooled.n += len(xa)
+            self.pooled.add(xa, xb)
         elif self.score != "cos":
             self.pooled.add(xa, xb)
         else:
@@ -237,7 +237,8 @@ class ScoreStats:
 
     def params(self) -> dict[str, np.ndarray]:
         """``std`` (D,) for the CVA family; ``mean`` (D,) and ``whiten`` (D, D), with ``whiten @ (d - mean)``
-        of unit covariance, for the whitened family; nothing for ``cos``."""
+        of unit covariance, and the pooled ``std`` (D,) of both dates' features (for :func:`level_map`), for the
+        whitened family; nothing for ``cos``."""
         if self._done is not None:
             return self._done
         if self.pooled.n == 0:
@@ -251,7 +252,7 @@ class ScoreStats:
             dist = np.einsum("ni,ni->n", dist, dist)
             keep = dist <= np.quantile(dist, 1.0 - WHITEN_TRIM)
             mean, whiten = _whitening(d[keep])
-            self._done = {"mean": mean.astype(np.float32), "whiten": whiten.astype(np.float32)}
+            self._done = {"mean": mean.astype(np.float32), "whiten": whiten.astype(np.float32), "std": self.pooled.std()}
         else:
             self._done = {"std": self.pooled.std()}
         return self._done
@@ -324,3 +325,18 @@ def _shift_min(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                 dist = np.sqrt(np.einsum("dhw,dhw->hw", d, d))
                 best[k] = np.fmin(best[k], np.where(np.isfinite(dist), dist, np.inf))
     return np.where(valid, best.mean(axis=0), np.nan).astype(np.float32)
+
+
+def level_map(a: np.ndarray, b: np.ndarray, stats: ScoreStats) -> np.ndarray:
+    """Change level ``(H, W)`` float32 of two ``(D, H, W)`` feature arrays on a fixed scale: the root mean square
+    over dimensions of the difference, less the pair's mean difference (the whitened family's, so that a
+    radiometric offset between the dates is not change), each dimension divided by the pooled standard deviation
+    of both dates' features. Unlike the whitened score it is not scaled by the pair's own differences, so a pair
+    with little change scores low everywhere. ``stats``: the pair's whitened-family :class:`ScoreStats`; ``a``,
+    ``b`` are prepared by its score (:func:`prepare`) here. NaN where either date is not finite."""
+    p = stats.params()
+    if "mean" not in p:
+        raise EarthEmbedError(f"The change level needs the statistics of a whitened score, not of {stats.score!r}.")
+    pa, pb = prepare(a, b, stats.score)
+    d = (pa - pb - p["mean"][:, None, None]) / p["std"][:, None, None]
+    return np.sqrt(np.mean(d * d, axis=0)).astype(np.float32)
