@@ -29,8 +29,8 @@ from ..outputs.geotiff import GeoTiffWriter
 from .change_inputs import check_change_options, check_comparable, provenance
 from .change_mask import (
     DEFAULT_FLOOR,
+    DEFAULT_LEVEL,
     DEFAULT_MIN_AREA_M2,
-    DEFAULT_RAW_SUPPORT,
     DEFAULT_RULE,
     DEFAULT_SMOOTH,
     auto_threshold,
@@ -46,6 +46,7 @@ from .change_scores import (
     change_probability,
     check_score,
     fit_change_head,
+    level_map,
     pair_features,
     prepare,
     score_map,
@@ -101,6 +102,7 @@ def change(
     smooth: int | None = None,
     polygons: str | None = None,
     min_area: float | None = None,
+    min_level: float | None = None,
     model: str | None = None,
     revision: str | None = None,
     folds: int = 5,
@@ -122,7 +124,10 @@ def change(
     ``smooth``: odd box-mean window (px) applied to the score map (0: none; default ``DEFAULT_SMOOTH``).
     ``threshold``: pixels scoring above it are change (default: the rule ``change_mask.DEFAULT_RULE``, or
     P(change) > 0.5 for ``fitted``). ``min_area``: changed patches smaller than this (m², default
-    ``DEFAULT_MIN_AREA_M2``) are set to no change. ``polygons``: ``gpkg`` or ``geojson`` writes the change
+    ``DEFAULT_MIN_AREA_M2``) are set to no change. ``min_level``: pixels whose change level
+    (``change_scores.level_map``, a fixed scale, smoothed as the score is) is not above it are no change, however
+    high their score (0: none; default ``change_mask.DEFAULT_LEVEL`` for the default score with the default
+    rule, else none). ``polygons``: ``gpkg`` or ``geojson`` writes the change
     polygons (those of at least ``min_area``). Missing parent folders of ``out_dir`` are created.
 
     Writes ``score.tif`` (float32 COG, NaN where either date is nodata), ``mask.tif`` (uint8 COG: 1 no change,
@@ -141,7 +146,9 @@ def change(
     if polygons is not None and polygons not in FORMATS:
         raise EarthEmbedError(f"Unknown polygon format {polygons!r}; use one of {', '.join(FORMATS)}.")
     smooth_map(np.zeros((1, 1), np.float32), smooth)  # checks the window size before any work
-    check_change_options(a, b, score, threshold, min_area)
+    check_change_options(a, b, score, threshold, min_area, min_level)
+    if min_level is None:
+        min_level = DEFAULT_LEVEL if score == DEFAULT_SCORE and threshold is None else 0.0
     out = Path(out_dir).expanduser()
     made = [p for p in reversed(out.absolute().parents) if not p.exists()]
     try:
@@ -155,7 +162,7 @@ def change(
         raise
     opts: dict[str, Any] = dict(
         score=score, labels=labels, column=column, change_class=change_class, threshold=threshold, smooth=smooth,
-        polygons=polygons, min_area=min_area, model=model, revision=revision, folds=folds, block_size=block_size,
+        polygons=polygons, min_area=min_area, min_level=float(min_level), model=model, revision=revision, folds=folds, block_size=block_size,
         seed=seed, png=png, progress=progress, device=device,
     )  # fmt: skip
     try:
@@ -248,8 +255,11 @@ def _crop(x: np.ndarray, win: Window, big: Window) -> np.ndarray:
     return x[..., dr : dr + int(win.height), dc : dc + int(win.width)]
 
 
-def _score_fn(kind: str, ea: EmbeddingRaster, eb: EmbeddingRaster, opts: dict, notes: list, report: dict) -> Any:
-    """The map function ``(a, b) -> score`` of two ``(D, h, w)`` windows (with ``HALO[kind]`` px of context)."""
+def _score_fn(
+    kind: str, ea: EmbeddingRaster, eb: EmbeddingRaster, opts: dict, notes: list, report: dict
+) -> tuple[Any, Any]:
+    """The map functions ``(a, b) -> score`` and ``(a, b) -> change level`` (None without a level floor) of two
+    ``(D, h, w)`` windows (with ``HALO[kind]`` px of context)."""
     if kind == "fitted":
         head, report["cross_validation"] = _fit(ea, eb, opts, notes)
 
@@ -261,7 +271,7 @@ def _score_fn(kind: str, ea: EmbeddingRaster, eb: EmbeddingRaster, opts: dict, n
                 flat[ok] = change_probability(head, xa[ok], xb[ok])
             return flat.reshape(a.shape[1:])
 
-        return fitted
+        return fitted, None
     stats = ScoreStats(kind, ea.dim, seed=opts["seed"])
     for win in ea.windows():
         a, b, big = _pair(ea, eb, win, HALO[kind])
@@ -270,20 +280,21 @@ def _score_fn(kind: str, ea: EmbeddingRaster, eb: EmbeddingRaster, opts: dict, n
     params = stats.params()
     if "std" in params and "mean" not in params:
         report["cva_pooled_std"] = [round(float(v), 6) for v in params["std"]]
-    return lambda a, b: score_map(a, b, kind, stats=stats)
+    level = (lambda a, b: level_map(a, b, stats)) if opts["min_level"] > 0 else None
+    return (lambda a, b: score_map(a, b, kind, stats=stats)), level
 
 
 def _write_score(
-    ea: EmbeddingRaster, eb: EmbeddingRaster, fn: Any, dst: Path, tags: dict, opts: dict
+    ea: EmbeddingRaster, eb: EmbeddingRaster, fn: Any, dst: Path, tags: dict, opts: dict, level_fn: Any = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Stream the score map into ``dst`` (float32 COG); return a uniform sample of the valid scores and, where
-    the minimum area counts the unsmoothed support, the unsmoothed score map (else None)."""
+    """Stream the score map into ``dst`` (float32 COG); return a uniform sample of the valid scores and, with
+    ``level_fn`` (``(a, b) -> level`` of two windows), the change level map smoothed as the score is (else None)."""
     from tqdm.auto import tqdm
 
     halo = HALO[opts["score"]] + max(0, opts["smooth"]) // 2
     rng = np.random.default_rng(opts["seed"])
     keys, sample = np.zeros(0), np.zeros(0, np.float32)
-    raw = np.full((ea.height, ea.width), np.nan, np.float32) if _raw_support(opts) else None
+    level = None if level_fn is None else np.full((ea.height, ea.width), np.nan, np.float32)
     writer = GeoTiffWriter(
         dst, height=ea.height, width=ea.width, count=1, crs=ea.crs, transform=ea.transform, dtype="float32",
         descriptions=[f"change_score_{opts['score']}"], tags=tags, compress="zstd", overviews=True,
@@ -291,31 +302,26 @@ def _write_score(
     with writer:
         for win in tqdm(list(ea.windows()), desc="change", unit="window", disable=not opts["progress"]):
             a, b, big = _pair(ea, eb, win, halo)
-            unsmoothed = fn(a, b)
-            block = _crop(smooth_map(unsmoothed, opts["smooth"]), win, big)
-            if raw is not None:
+            block = _crop(smooth_map(fn(a, b), opts["smooth"]), win, big)
+            if level is not None:
                 r0, c0 = int(win.row_off), int(win.col_off)
-                raw[r0 : r0 + block.shape[0], c0 : c0 + block.shape[1]] = _crop(unsmoothed, win, big)
+                lv = _crop(smooth_map(level_fn(a, b), opts["smooth"]), win, big)
+                level[r0 : r0 + lv.shape[0], c0 : c0 + lv.shape[1]] = lv
             writer.write(int(win.row_off), int(win.col_off), block[None])
             v = block[np.isfinite(block)]
             keys, sample = np.concatenate([keys, rng.random(v.size)]), np.concatenate([sample, v])
             if sample.size > OTSU_SAMPLE:
                 keep = np.argpartition(keys, OTSU_SAMPLE)[:OTSU_SAMPLE]
                 keys, sample = keys[keep], sample[keep]
-    return sample, raw
-
-
-def _raw_support(opts: dict) -> bool:
-    """Whether the minimum area counts a patch's pixels whose unsmoothed score is above the threshold."""
-    return DEFAULT_RAW_SUPPORT and opts["smooth"] > 1
+    return sample, level
 
 
 def _write_mask(
-    score_tif: Path, dst: Path, threshold: float, min_area: float, tags: dict, raw: np.ndarray | None = None
+    score_tif: Path, dst: Path, threshold: float, min_area: float, tags: dict, gate: np.ndarray | None = None
 ) -> tuple[int, int, int]:
-    """The change mask of the score map (1 no change, 2 change, 0 nodata), changed patches smaller than
-    ``min_area`` m² set to no change (counting only their pixels whose ``raw`` score is above the threshold,
-    when given); return (changed, valid) pixels and the patch size kept (px)."""
+    """The change mask of the score map (1 no change, 2 change, 0 nodata): pixels above ``threshold`` (and in
+    ``gate``, where given), changed patches smaller than ``min_area`` m² set to no change; return (changed,
+    valid) pixels and the patch size kept (px)."""
     style, colormap = class_map_style(MASK_CLASSES, MASK_COLORS)
     with rasterio.open(score_tif) as src:
         s = src.read(1)
@@ -323,8 +329,8 @@ def _write_mask(
     ok = np.isfinite(s)
     centre_y = (transform @ (s.shape[1] / 2, s.shape[0] / 2))[1]
     min_px = min_pixels(min_area, pixel_area_m2(crs, transform, centre_y))
-    support = None if raw is None else np.isfinite(raw) & (np.where(np.isfinite(raw), raw, -np.inf) > threshold)
-    changed = drop_small(ok & (np.where(ok, s, -np.inf) > threshold), min_px, support)
+    above = ok & (np.where(ok, s, -np.inf) > threshold)
+    changed = drop_small(above if gate is None else above & gate, min_px)
     m = np.where(ok, np.where(changed, 2, 1), 0).astype(np.uint8)
     writer = GeoTiffWriter(
         dst, height=m.shape[0], width=m.shape[1], count=1, crs=crs, transform=transform, dtype="uint8",
@@ -348,13 +354,13 @@ def _change_into(a: Any, b: Any, tmp: Path, opts: dict[str, Any]) -> ChangeResul
             "storage": prov.quantization, "score": opts["score"],
             "score_description": DESCRIPTIONS[opts["score"]], "smooth_px": opts["smooth"],
         }  # fmt: skip
-        fn = _score_fn(opts["score"], ea, eb, opts, notes, report)
+        fn, level_fn = _score_fn(opts["score"], ea, eb, opts, notes, report)
         tags = {
             "KIND": "change_score", "CHANGE_SCORE": opts["score"], "CHANGE_SCORE_DESCRIPTION": DESCRIPTIONS[opts["score"]],
             "SMOOTH_PX": str(opts["smooth"]), "SOURCE_A": str(path_a), "SOURCE_B": str(path_b), "MODEL": prov.model,
             "MODEL_REVISION": prov.revision,
         }  # fmt: skip
-        sample, raw = _write_score(ea, eb, fn, tmp / SCORE, tags, opts)
+        sample, level = _write_score(ea, eb, fn, tmp / SCORE, tags, opts, level_fn)
     if sample.size == 0:
         raise EarthEmbedError(f"No pixel has data in both dates ({path_a}, {path_b}); the two do not overlap.")
     if opts["threshold"] is not None:
@@ -366,11 +372,14 @@ def _change_into(a: Any, b: Any, tmp: Path, opts: dict[str, Any]) -> ChangeResul
         how = describe_rule(*DEFAULT_RULE, sample.size, floor=DEFAULT_FLOOR)
     mask_tags = {**{k: v for k, v in tags.items() if k != "KIND"}, "THRESHOLD": f"{thr:.6g}", "THRESHOLD_METHOD": how,
                  "MIN_AREA_M2": f"{opts['min_area']:g}"}  # fmt: skip
-    counts = "pixels above the threshold before smoothing" if raw is not None else "pixels"
-    mask_tags["MIN_AREA_COUNTS"] = counts
-    changed, valid, min_px = _write_mask(tmp / SCORE, tmp / MASK, thr, opts["min_area"], mask_tags, raw)
+    gate = None
+    if level is not None:
+        gate = np.isfinite(level) & (np.where(np.isfinite(level), level, -np.inf) > opts["min_level"])
+        mask_tags["MIN_LEVEL"] = f"{opts['min_level']:.6g}"
+        above = float(gate.sum()) / max(1, int(np.isfinite(level).sum()))
+        report.update(min_level=opts["min_level"], level_above_floor_share=above)
+    changed, valid, min_px = _write_mask(tmp / SCORE, tmp / MASK, thr, opts["min_area"], mask_tags, gate)
     report.update(threshold=thr, threshold_method=how, min_area_m2=opts["min_area"], min_area_px=min_px,
-                  min_area_counts=counts,
                   valid_pixels=valid, changed_pixels=changed, changed_share=changed / max(1, valid), notes=notes,
                   created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
     poly = None

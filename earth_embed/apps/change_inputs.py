@@ -52,10 +52,10 @@ DISTANCE_RANGE = (0.0, math.inf)
 SAME_NUMBERS = {"torch", "onnx"}
 
 
-def check_change_options(a: Any, b: Any, score: str, threshold: Any, min_area: Any) -> None:
+def check_change_options(a: Any, b: Any, score: str, threshold: Any, min_area: Any, min_level: Any = None) -> None:
     """Refuse (:class:`~earth_embed.errors.EarthEmbedError`) what ``change`` would otherwise use silently: the
     same input as both dates, a threshold that is not a number inside the score's range (NaN, ``cos -1``), a
-    negative or non-finite minimum polygon area."""
+    negative or non-finite minimum polygon area or change level, a change level with a score that has none."""
     if Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve():
         raise EarthEmbedError(
             f"A and B are the same input ({a}): change compares two dates of one ground; give the other date's "
@@ -68,7 +68,7 @@ def check_change_options(a: Any, b: Any, score: str, threshold: Any, min_area: A
         except (TypeError, ValueError):
             value = math.nan
         span = f"{lo:g} to {hi:g}" if math.isfinite(hi) else f"{lo:g} or more"
-        fix = "give a number in that range, or leave --threshold out (Python: threshold=None) for Otsu's threshold."
+        fix = "give a number in that range, or leave --threshold out (Python: threshold=None) for the default rule."
         if math.isnan(value):
             raise EarthEmbedError(f"--threshold {threshold} is not a number; {score} scores run from {span}: {fix}")
         if not lo <= value <= hi or math.isinf(value):
@@ -83,6 +83,19 @@ def check_change_options(a: Any, b: Any, score: str, threshold: Any, min_area: A
         area = math.nan
     if not (math.isfinite(area) and area >= 0):
         raise EarthEmbedError(f"--min-area {min_area} must be a finite area in m² >= 0 (0 keeps every polygon).")
+    if min_level is None:
+        return
+    try:
+        level = float(min_level)
+    except (TypeError, ValueError):
+        level = math.nan
+    if not (math.isfinite(level) and level >= 0):
+        raise EarthEmbedError(f"--min-level {min_level} must be a finite change level >= 0 (0: no level floor).")
+    if level > 0 and not score.startswith("whitened"):
+        raise EarthEmbedError(
+            f"--min-level needs a whitened score (whitened, whitened-box5): the change level is measured with its "
+            f"statistics, and {score} has none; leave --min-level out or give --score whitened-box5."
+        )
 
 
 class IncomparableError(RasterInputError):

@@ -9,12 +9,13 @@ Threshold rules, applied to a sample of the valid scores (:func:`auto_threshold`
 * ``median-ratio`` r: r times the median score.
 
 A rule can be raised to a noise floor (``floor``: a ``robust-z`` or ``median-ratio`` cut): the threshold is the
-higher of the two, so that a share rule marks less than its share where few pixels score far above the rest.
+higher of the two. Such a floor is computed from the pair's own scores, which the whitened scores normalise by the
+pair's own differences, so it cannot tell a quiet pair from a changed one (``docs/results/change_floor.md``,
+round 1). What can is a floor on the change level (``change_scores.level_map``, a fixed scale learned from
+unchanged ground): :data:`DEFAULT_LEVEL`.
 
 :func:`drop_small` sets changed components (8-connected, as the polygons are) smaller than a minimum number
-of pixels to no change; with ``support`` a component's size is the number of its pixels in ``support`` (e.g.
-those whose unsmoothed score is above the threshold, so that smoothing cannot grow a point change past the
-minimum). The defaults (:data:`DEFAULT_RULE`, :data:`DEFAULT_MIN_AREA_PX`) were chosen on the 10 OSCD cities,
+of pixels to no change. The defaults (:data:`DEFAULT_RULE`, :data:`DEFAULT_MIN_AREA_PX`) were chosen on the 10 OSCD cities,
 leave-one-city-out (``docs/results/change_defaults.md``).
 """
 
@@ -45,9 +46,9 @@ DEFAULT_SMOOTH = 3
 #: The default smallest change kept, in pixels of 10 m (chosen with the rule); the CLI takes m².
 DEFAULT_MIN_AREA_PX = 16
 DEFAULT_MIN_AREA_M2 = 100.0 * DEFAULT_MIN_AREA_PX
-#: Whether the minimum area counts a patch's pixels whose unsmoothed score is above the threshold (True) or all
-#: its pixels (False); chosen with the rule.
-DEFAULT_RAW_SUPPORT = False
+#: The default floor of the change level (``change_scores.level_map`` of the default score's statistics): a pixel
+#: whose smoothed level is not above it is no change, however high its score (chosen with the rule; 0: none).
+DEFAULT_LEVEL = 0.0
 
 
 def auto_threshold(
@@ -101,22 +102,20 @@ def min_pixels(min_area_m2: float, pixel_area_m2: float) -> int:
     return max(1, math.ceil(min_area_m2 / pixel_area_m2 - 1e-9)) if min_area_m2 > 0 else 1
 
 
-def component_sizes(changed: np.ndarray, support: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Labels of the 8-connected components of ``changed`` (0: none) and each label's size (index 0 unused):
-    its pixel count, or its count of ``support`` pixels when given."""
+def component_sizes(changed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of the 8-connected components of ``changed`` (0: none) and each label's pixel count (index 0:
+    the unchanged pixels)."""
     from scipy import ndimage
 
     labels, n = ndimage.label(changed, structure=np.ones((3, 3), bool))
-    counted = labels if support is None else np.where(support, labels, 0)
-    return labels, np.bincount(counted.ravel(), minlength=n + 1)
+    return labels, np.bincount(labels.ravel(), minlength=n + 1)
 
 
-def drop_small(changed: np.ndarray, min_px: int, support: np.ndarray | None = None) -> np.ndarray:
-    """``changed`` (bool 2-D) without its 8-connected components of fewer than ``min_px`` pixels (counting
-    only the pixels in ``support``, a bool map of the same shape, when given)."""
-    if (min_px <= 1 and support is None) or not changed.any():
+def drop_small(changed: np.ndarray, min_px: int) -> np.ndarray:
+    """``changed`` (bool 2-D) without its 8-connected components of fewer than ``min_px`` pixels."""
+    if min_px <= 1 or not changed.any():
         return changed
-    labels, sizes = component_sizes(changed, support)
-    keep = sizes >= max(min_px, 1)
+    labels, sizes = component_sizes(changed)
+    keep = sizes >= min_px
     keep[0] = False
     return keep[labels]

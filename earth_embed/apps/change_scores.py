@@ -252,7 +252,11 @@ class ScoreStats:
             dist = np.einsum("ni,ni->n", dist, dist)
             keep = dist <= np.quantile(dist, 1.0 - WHITEN_TRIM)
             mean, whiten = _whitening(d[keep])
-            self._done = {"mean": mean.astype(np.float32), "whiten": whiten.astype(np.float32), "std": self.pooled.std()}
+            self._done = {
+                "mean": mean.astype(np.float32),
+                "whiten": whiten.astype(np.float32),
+                "std": self.pooled.std(),
+            }
         else:
             self._done = {"std": self.pooled.std()}
         return self._done
@@ -334,9 +338,9 @@ def level_map(a: np.ndarray, b: np.ndarray, stats: ScoreStats) -> np.ndarray:
     of both dates' features. Unlike the whitened score it is not scaled by the pair's own differences, so a pair
     with little change scores low everywhere. ``stats``: the pair's whitened-family :class:`ScoreStats`; ``a``,
     ``b`` are prepared by its score (:func:`prepare`) here. NaN where either date is not finite."""
-    p = stats.params()
-    if "mean" not in p:
+    if not stats.score.startswith("whitened"):
         raise EarthEmbedError(f"The change level needs the statistics of a whitened score, not of {stats.score!r}.")
+    p = stats.params()
     pa, pb = prepare(a, b, stats.score)
     d = (pa - pb - p["mean"][:, None, None]) / p["std"][:, None, None]
     return np.sqrt(np.mean(d * d, axis=0)).astype(np.float32)

@@ -117,6 +117,7 @@ def cmd_change(args: argparse.Namespace) -> int:
         smooth=args.smooth,
         polygons=args.polygons,
         min_area=args.min_area,
+        min_level=args.min_level,
         model=args.model,
         revision=args.revision,
         folds=args.folds,
@@ -144,7 +145,9 @@ def cmd_change(args: argparse.Namespace) -> int:
         f"score {report['score']}"
         + (f", {report['smooth_px']} x {report['smooth_px']} box mean" if report["smooth_px"] > 1 else "")
         + f"; threshold {result.threshold:.4g} ({report['threshold_method']}): {result.changed_pixels} of "
-        f"{result.valid_pixels} px changed ({share:.2f} %, patches under {report['min_area_m2']:g} m² dropped)"
+        f"{result.valid_pixels} px changed ({share:.2f} %, patches under {report['min_area_m2']:g} m² dropped"
+        + (f", change level at most {report['min_level']:.3g} is no change" if "min_level" in report else "")
+        + ")"
     )
     print(f"wrote {result.score} (score, float32 COG), {result.mask} (mask: 1 no change, 2 change, 0 nodata)")
     if result.png:
@@ -261,6 +264,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--polygons", choices=["gpkg", "geojson"], help="also write the change polygons in this format")
     p.add_argument("--min-area", type=float, metavar="M2", help="smallest changed patch kept in the mask and as a "
                    "polygon, in m² (default: change_mask.DEFAULT_MIN_AREA_M2)")  # fmt: skip
+    p.add_argument("--min-level", type=float, metavar="L", help="change level (a fixed scale: RMS of the standardised "
+                   "difference of the box-averaged embeddings) a changed pixel must exceed, so that a quiet pair stays "
+                   "quiet; whitened scores only (default: change_mask.DEFAULT_LEVEL with the default score and "
+                   "threshold rule; 0: none)")  # fmt: skip
     p.add_argument(
         "--model", "-m", help="encoder for scenes (default: the one named in the other input, or the released one)"
     )

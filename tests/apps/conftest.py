@@ -32,3 +32,27 @@ def mumbai(shared_data, tmp_path_factory, encoder_name):
         out[f"emb_{key}"] = embed_raster(enc, out[f"scene_{key}"], root / f"emb_{key}.tif", progress=False, dtype="float16",
                                          model_id=encoder_name, mask="none")  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="module")
+def mumbai_still(mumbai, encoder_name):
+    """A pair with no change: date A of the Mumbai crop against itself moved by 0.5 px along x (both sides
+    resampled linearly, at x + 0.25 and x + 0.75), as scenes and float16 embeddings."""
+    import numpy as np
+    import rasterio
+
+    root = mumbai["root"]
+    with rasterio.open(mumbai["scene_a"]) as ds:
+        dn, profile, names = ds.read().astype(np.float32), ds.profile, ds.descriptions
+    left, right = dn[:, :, :-1], dn[:, :, 1:]
+    out = {}
+    for key, img in (("0", 0.75 * left + 0.25 * right), ("1", 0.25 * left + 0.75 * right)):
+        path = root / f"still_{key}.tif"
+        with rasterio.open(path, "w", **{**profile, "width": img.shape[2]}) as dst:
+            dst.write(np.round(img).astype(np.uint16))
+            for i, band in enumerate(names, start=1):
+                dst.set_band_description(i, band)
+        out[f"scene_{key}"] = path
+        out[f"emb_{key}"] = embed_raster(mumbai["encoder"], path, root / f"still_emb_{key}.tif", progress=False,
+                                         dtype="float16", model_id=encoder_name, mask="none")  # fmt: skip
+    return out

@@ -77,13 +77,17 @@ def env(shared_data, tmp_path_factory):
 
 # id, argv ({name} from env, {out} a fresh output folder), exit status, words the message must hold
 CHANGE_CASES = [
-    ("threshold-nan", "change {emb_a} {emb_b} {out} --threshold nan", 2, ["--threshold nan is not a number", "Otsu"]),
+    ("threshold-nan", "change {emb_a} {emb_b} {out} --threshold nan", 2, ["--threshold nan is not a number", "default rule"]),
     ("threshold-below-cos", "change {emb_a} {emb_b} {out} --score cos --threshold -1", 2,
      ["outside the range of the cos score (0 to 2)", "every pixel"]),
     ("threshold-above-cos", "change {emb_a} {emb_b} {out} --score cos --threshold 3", 2, ["(0 to 2)", "no pixel"]),
     ("threshold-negative-cva", "change {emb_a} {emb_b} {out} --score cva --threshold -0.5", 2, ["cva score (0 or more)"]),
     ("threshold-inf", "change {emb_a} {emb_b} {out} --threshold inf", 2, ["outside the range"]),
     ("min-area-negative", "change {emb_a} {emb_b} {out} --polygons gpkg --min-area -5", 2, ["--min-area -5", ">= 0"]),
+    ("min-level-negative", "change {emb_a} {emb_b} {out} --min-level -1", 2, ["--min-level -1", ">= 0", "no level floor"]),
+    ("min-level-nan", "change {emb_a} {emb_b} {out} --min-level nan", 2, ["--min-level nan", "finite"]),
+    ("min-level-with-cva", "change {emb_a} {emb_b} {out} --score cva --min-level 0.5", 2,
+     ["--min-level needs a whitened score", "--score whitened-box5"]),
     ("same-file-both-dates", "change {emb_a} {emb_a} {out}", 2, ["A and B are the same input", "other date"]),
     ("label-raster-as-a", "change {label_raster} {scene_b} {out} -m {enc}", 2, ["has one band", "--labels"]),
     ("score-map-as-a", "change {score} {emb_b} {out}", 2, ["is an earth-embed 'change_score' raster", "two scenes"]),
