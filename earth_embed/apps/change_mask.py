@@ -15,8 +15,9 @@ round 1). What can is a floor on the change level (``change_scores.level_map``, 
 unchanged ground): :data:`DEFAULT_LEVEL`.
 
 :func:`drop_small` sets changed components (8-connected, as the polygons are) smaller than a minimum number
-of pixels to no change. The defaults (:data:`DEFAULT_RULE`, :data:`DEFAULT_MIN_AREA_PX`) were chosen on the 10 OSCD cities,
-leave-one-city-out (``docs/results/change_defaults.md``).
+of pixels to no change. The defaults (:data:`DEFAULT_RULE`, :data:`DEFAULT_SMOOTH`, :data:`DEFAULT_MIN_AREA_PX`,
+:data:`DEFAULT_LEVEL`) were chosen on the 10 OSCD cities, leave-one-city-out (``docs/results/change_defaults.md``,
+``docs/results/change_floor.md``).
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ DEFAULT_FLOOR: tuple[str, float] | None = None
 #: The default score smoothing (box mean, px) of the default mask (chosen with the rule).
 DEFAULT_SMOOTH = 3
 #: The default smallest change kept, in pixels of 10 m (chosen with the rule); the CLI takes m².
-DEFAULT_MIN_AREA_PX = 16
+DEFAULT_MIN_AREA_PX = 4
 DEFAULT_MIN_AREA_M2 = 100.0 * DEFAULT_MIN_AREA_PX
 #: The default floor of the change level (``change_scores.level_map`` of the default score's statistics): a pixel
-#: whose smoothed level is not above it is no change, however high its score (chosen with the rule; 0: none).
-DEFAULT_LEVEL = 0.0
+#: whose smoothed level is not above it is no change, however high its score (chosen with the rule; 0: none). It is
+#: the 0.9-quantile of the release-5 encoder's level over the unchanged ground of the 10 OSCD cities (mean of the
+#: cities, 3 x 3 smoothing; docs/results/change_floor.md, round 2).
+DEFAULT_LEVEL = 1.076
 
 
 def auto_threshold(
