@@ -16,9 +16,16 @@ def markdown(r: dict[str, Any]) -> str:
     sel, cities, tables = r["selection"], r["cities"], r["tables"]
     default, previous = sel["default"], r["previous_default"]
     base = r["baseline_otsu_raw_cva"]
+    ext = r.get("external_limit_pct")
     lines = [
         f"Candidates: {r['candidates']}; no-change limit: at most {r['no_change_limit_pct']:g} % of the training "
-        "cities' self-shift pairs on average.",
+        "cities' self-shift pairs on average"
+        + (f", and at most {ext:g} % of each real short-term pair" if ext is not None else "")
+        + ". Fold picks found under the limits: "
+        + ", ".join(f"{f['held_out']} {'yes' if f.get('found', True) else 'no (closest shown)'}" for f in sel["folds"])
+        + "; largest real short-term share of each fold's pick: "
+        + ", ".join(f"{f.get('external_max_share_pct', float('nan')):.2f} %" for f in sel["folds"])
+        + ".",
         "",
         "| held-out city | pick | eligible | self-shift share, other 9 | held-out F1 | held-out share | true share "
         "| held-out self-shift share | Otsu on raw-band CVA: F1 / share |",

@@ -132,7 +132,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         otsu = ok & (np.where(ok, cva, -np.inf) > auto_threshold(cva[ok], "otsu"))
         baseline[city] = {"f1": mask_f1(otsu, y, ok), "share": float(otsu[ok].mean())}
         print(f"{city}: maps done ({time.time() - t0:.0f} s)", flush=True)
-    folds = []
+    ext_maps = {}
+    for pair, (pa, pb) in EXTERNAL.items():
+        grid = scene_grid(root / pa)
+        dn_a, dn_b = read_scene_on_grid(root / pa, enc.bands, grid), read_scene_on_grid(root / pb, enc.bands, grid)
+        ext_maps[pair] = pair_maps(enc, dn_a, dn_b)
+    folds, limit = [], args.external_limit
     for held in cities:
         train = [c for c in cities if c != held]
         floors = mean_floors(quant, train)
@@ -141,12 +146,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cands = list(f1[held])
         mean_noise = {cand: 100 * float(np.mean([noise[c][cand]["share"] for c in train])) for cand in cands}
         ok_c = [cand for cand in cands if mean_noise[cand] <= NO_CHANGE_LIMIT]
-        if ok_c:
-            pick = max(ok_c, key=lambda cand: np.mean([f1[c][cand]["f1"] for c in train]))
+        ext = {e: masks(m, floors) for e, m in ext_maps.items()}
+        ext_max = {cand: 100 * max(ext[e][cand]["share"] for e in ext) for cand in cands}
+        eligible = ok_c if limit is None else [cand for cand in ok_c if ext_max[cand] <= limit]
+        found = bool(eligible)
+        if eligible:
+            pick = max(eligible, key=lambda cand: np.mean([f1[c][cand]["f1"] for c in train]))
+        elif limit is not None and ok_c:  # none eligible: the closest to the limit, reported as such
+            pick = min(ok_c, key=lambda cand: (ext_max[cand], -np.mean([f1[c][cand]["f1"] for c in train])))
         else:
             pick = min(cands, key=lambda cand: mean_noise[cand])
         folds.append({
-            "held_out": held, "pick": pick, "eligible": len(ok_c), "train_self_shift_share_pct": mean_noise[pick],
+            "held_out": held, "pick": pick, "eligible": len(eligible), "found": found,
+            "external_max_share_pct": ext_max[pick], "train_self_shift_share_pct": mean_noise[pick],
             "train_f1": float(np.mean([f1[c][pick]["f1"] for c in train])), "held_out_f1": f1[held][pick]["f1"],
             "held_out_share": f1[held][pick]["share"], "held_out_self_shift_share": noise[held][pick]["share"],
             "floors": floors,
@@ -161,15 +173,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     floors_all = mean_floors(quant, cities)
     shipped = {c: masks(real[c], floors_all, labels[c]) for c in cities}
     shipped_shift = {c: masks(shift[c], floors_all) for c in cities}
-    external = {}
-    for pair, (pa, pb) in EXTERNAL.items():
-        grid = scene_grid(root / pa)
-        dn_a, dn_b = read_scene_on_grid(root / pa, enc.bands, grid), read_scene_on_grid(root / pb, enc.bands, grid)
-        external[pair] = masks(pair_maps(enc, dn_a, dn_b), floors_all)
+    external = {pair: masks(m, floors_all) for pair, m in ext_maps.items()}
     keep = sorted({default, PREVIOUS, *counts})
     result = {
         "encoder": args.encoder, "score": DEFAULT_SCORE, "cities": cities, "candidates": len(shipped[cities[0]]),
-        "no_change_limit_pct": NO_CHANGE_LIMIT, "previous_default": PREVIOUS,
+        "no_change_limit_pct": NO_CHANGE_LIMIT, "previous_default": PREVIOUS, "external_limit_pct": limit,
+        "every_fold_found": all(f["found"] for f in folds),
         "selection": {"folds": folds, "counts": dict(counts), "default": default,
                       "held_out_mean_f1": float(np.mean([f["held_out_f1"] for f in folds]))},
         "level_floors_all_cities": floors_all, "level_quantiles_unchanged": quant,
@@ -193,6 +202,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default="docs/results/change_floor.json")
     p.add_argument("--md", default="", help="also write the tables to this Markdown file")
+    p.add_argument("--external-limit", type=float, default=None, metavar="PCT",
+                   help="round 3: also require at most PCT %% marked on each real short-term pair (default: none)")  # fmt: skip
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
