@@ -7,7 +7,7 @@ cities leave-one-city-out under a limit on what it marks where nothing changed (
 Rules (written before the run): ``docs/results/change_floor.md``. Per city, the default scorer
 (``change_scores.DEFAULT_SCORE``) of the encoder's features on the real pair and on date 1 against itself moved by
 0.5 px (``oscd_change.shifted``); every mask candidate (smoothing, share cut, level floor, minimum area) gives an
-F1 and a marked share. Round 1 (a floor from the pair's own scores) is recorded at commit 82f5d5b. Four real
+F1 and a marked share. Round 1 (a floor from the pair's own scores) is recorded at commit 12613b6. Four real
 short-term pairs without urban change (SSL4EO 0000200, Slovenia) are measured, never selected on. Writes
 ``--json`` and ``--md``.
 """
