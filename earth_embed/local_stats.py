@@ -3,12 +3,18 @@
 Clipped box sums (``edge="clip"``) are sums of power-of-two runs: along one axis, ``s2 = s1 + s1[1:]``,
 ``s4 = s2 + s2[2:]``, ... then a k-pixel sum is one run per set bit of k (15 = 8 + 4 + 2 + 1), so both
 texture windows (5 and 15 px) cost about ten additions per pixel and axis, with no cancellation (unlike
-cumulative sums, whose float32 differences lose digits on large windows). Without autograd the layer runs
-on tiles (a few rows of one channel, or of all channels of a channels_last input) into buffers reused from
-tile to tile, so its memory traffic stays in the CPU caches; with autograd it runs the same sums on whole
-tensors. The tiles make many short parallel regions: on cores shared with other busy processes, OpenMP's
-default active wait can make them many times slower (measured: 0.33 s alone, 5 s beside other jobs on 2
-cores), which ``OMP_WAIT_POLICY=PASSIVE`` in the environment avoids (0.7 s beside the same jobs).
+cumulative sums, whose float32 differences lose digits on large windows). With autograd the layer runs these
+sums on whole tensors. Without autograd it runs in one of two ways, by the input's memory layout:
+
+* channels_last (the engines' default): strips of rows, averaged over k rows then k columns by ATen's
+  channels_last average pooling (``count_include_pad=False`` clips the window at the border), so each step is
+  one large parallel region. Many short parallel regions made the layer many times slower on cores shared with
+  other busy processes (OpenMP's default active wait): on 1024 x 1024 x 32 features at 2 threads, load 5 on 2
+  cores, the tiles below took 16.0 s and these strips 5.2 s; at 1 thread 4.24 s and 4.26 s
+  (benchmarks/texture_layer.py, 2026-12-07, docs/results/texture_layer_issue36_*.json).
+* contiguous: tiles of a few rows of one channel, into buffers reused from tile to tile, so the memory
+  traffic stays in the CPU caches (ATen's average pooling of contiguous tensors is a scalar loop, 15-20x
+  slower than channels_last's: measured).
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ _TILE_ELEMENTS = 1 << 18
 
 #: Channels per tile of a channels_last input (32: 0.81 s against 1.0 s for 16, 1 thread, 1024 x 1024 x 32).
 _CHANNELS_LAST_TILE = 32
+
+#: Elements per strip buffer of a channels_last input (2**22: 128 rows of 1024 px x 32 features, five buffers of
+#: 16 MiB). Measured at 2 threads on a loaded 2-core VM (1024 x 1024 x 32): 64 rows 5.0 s, 128 rows 3.4 s, 256 rows
+#: 3.5 s; at 1 thread 64 and 128 rows alike.
+_STRIP_ELEMENTS = 1 << 22
 
 
 def _tile_elements() -> int:
@@ -96,7 +107,11 @@ class LocalStats(nn.Module):
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         out = torch.empty(b, self.out_channels(c), h, w, dtype=x.dtype, device=x.device, memory_format=fmt)
         out[:, :c].copy_(x)
-        _clipped_std(x, self.windows, self.eps, out[:, c:].unflatten(1, (len(self.windows), c)))
+        stds = out[:, c:].unflatten(1, (len(self.windows), c))
+        if channels_last:
+            _pooled_std_strips(x, self.windows, self.eps, stds)
+        else:
+            _clipped_std(x, self.windows, self.eps, stds)
         return out
 
     def extra_repr(self) -> str:
@@ -264,3 +279,48 @@ def _clipped_std_tiled(x: torch.Tensor, windows: Sequence[int], eps: float, out:
             torch.addcmul(s[:, :, 1], s[:, :, 0], s[:, :, 0], value=-1.0, out=v)
             dst = o6[:, :, g0 : g0 + gc, r0 : r0 + tc, :, i0 : i0 + ic]
             torch.sqrt(v.clamp_(min=0.0).add_(eps), out=dst)
+
+
+def _strip_rows(b: int, c: int, w: int) -> int:
+    """Rows per strip of :func:`_pooled_std_strips`: :data:`_STRIP_ELEMENTS` per buffer, at least one row."""
+    return max(1, _STRIP_ELEMENTS // (b * c * w))
+
+
+def _pooled_std_strips(x: torch.Tensor, windows: Sequence[int], eps: float, out: torch.Tensor) -> None:
+    """:func:`_clipped_std` of a channels_last ``x`` into ``out`` (``(B, len(windows), C, H, W)``), in float32,
+    strip by strip (no autograd).
+
+    Per strip of T rows: the rows it needs (a halo of R = max(windows) // 2, clipped to the image) and their
+    squares; then for each window k, each of the two averaged along rows (k x 1) then columns (1 x k) by average
+    pooling with ``count_include_pad=False``, so each mean divides by the pixels inside the image; variance,
+    square root into ``out``. A strip that touches the image's top or bottom pads k // 2 rows on both sides and
+    keeps the rows it owns (the padded side's far rows are not kept). Buffers are allocated once, channels_last.
+    """
+    b, c, h, w = x.shape
+    big_r, t = max(windows) // 2, min(h, _strip_rows(b, c, w))
+
+    def buffer(rows: int) -> torch.Tensor:
+        return torch.empty(b, c, rows, w, dtype=torch.float32, device=x.device, memory_format=torch.channels_last)
+
+    vals_buf = None if x.dtype == torch.float32 else buffer(t + 2 * big_r)
+    squares_buf, rows_buf, mean, mean_sq = buffer(t + 2 * big_r), buffer(t + 2 * big_r), buffer(t), buffer(t)
+    pool = torch.ops.aten.avg_pool2d.out
+    for r0 in range(0, h, t):
+        tc = min(t, h - r0)
+        lo, hi = max(r0 - big_r, 0), min(r0 + tc + big_r, h)
+        vals = x[:, :, lo:hi] if vals_buf is None else vals_buf[:, :, : hi - lo].copy_(x[:, :, lo:hi])
+        squares = torch.mul(vals, vals, out=squares_buf[:, :, : hi - lo])
+        for j, k in enumerate(windows):
+            r = k // 2
+            a, z = max(r0 - r, lo), min(r0 + tc + r, hi)  # the rows this window needs
+            pad = r if a == 0 or z == h else 0
+            first = r0 - (a + r - pad)  # the pooled row centred on image row r0
+            n = z - a + 2 * (pad - r)
+            for src, dst in ((vals, mean), (squares, mean_sq)):
+                rows = pool(
+                    src[:, :, a - lo : z - lo], [k, 1], [1, 1], [pad, 0], False, False, None, out=rows_buf[:, :, :n]
+                )
+                pool(rows[:, :, first : first + tc], [1, k], [1, 1], [0, r], False, False, None, out=dst[:, :, :tc])
+            m, var = mean[:, :, :tc], mean_sq[:, :, :tc]
+            var.addcmul_(m, m, value=-1.0)
+            torch.sqrt(var.clamp_(min=0.0).add_(eps), out=out[:, j, :, r0 : r0 + tc])

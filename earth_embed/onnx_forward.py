@@ -8,9 +8,10 @@ channel, uint8 activations) with ranges calibrated on real Sentinel-2 windows: t
 thread count is kept for the life of the model; ``intra_op_num_threads`` is torch's thread count (read, never
 set), so ``--threads`` means the same for both runtimes. onnxruntime, onnx and onnxscript are imported only here.
 
-Memory: the exported graph runs the texture layer on whole tensors and ONNX Runtime keeps its CPU memory arena (its
-default), so a 1024 px block peaks at 9.0 GB against torch's 1.8 GB (2026-12-07, 1 thread). Without the arena the
-peak is about half but the forward took 1.9x as long (512 px: 8.9 s against 4.6 s), so the arena stays.
+Memory: the exported graph runs the texture layer on whole tensors, so ONNX Runtime needs several times torch's
+memory. Its memory pattern (planned from the first run's shapes) is off: one 1024 px forward peaked at 6.6 GB against
+9.1 GB with it, in 5.5-6.9 CPU s against 6.1-6.4 (1 thread, 2026-12-07, loaded VM). The CPU memory arena stays:
+without it the peak is lower still (512 px: 1.8 GB against 2.1 GB) but the forward took 1.3-1.9x as long.
 """
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ def session(model: torch.nn.Module, runtime: str, threads: int | None = None) ->
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+            options.enable_mem_pattern = False  # peak memory: see the module docstring
             path = graph_path(model, runtime)
             per_model[(runtime, threads)] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return per_model[(runtime, threads)]

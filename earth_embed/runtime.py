@@ -13,7 +13,7 @@ A path is kept (may be chosen by ``auto``) only if it keeps the released encoder
 on the three labelled sets and the change evaluation within 0.5 AP of torch fp32
 (``training/experiments/precision_probe.py --runtimes``, ``training/experiments/change_detection.py --runtime``;
 docs/results/runtime_probe.md). ONNX Runtime runs fp32 graphs only: an ``onnx`` runtime with a bf16 / fp16
-precision, or on a GPU, is a :class:`~earth_embed.errors.PrecisionError`. ONNX Runtime needs about 5x torch's memory
+precision, or on a GPU, is a :class:`~earth_embed.errors.PrecisionError`. ONNX Runtime needs about 3x torch's memory
 per block (:mod:`earth_embed.onnx_forward`): on a machine short of memory, keep torch (or a smaller ``--block``).
 """
 

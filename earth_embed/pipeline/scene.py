@@ -40,14 +40,12 @@ from ..outputs.geotiff import (
 from ..outputs.provenance import WEIGHTS_TAG
 from ..precision import DEFAULT_PRECISION, resolve_precision
 from ..runtime import DEFAULT_RUNTIME, resolve_runtime
-from ..tiling.engine import RunOptions, pick_device, run_plan
+from ..tiling.engine import GDAL_CACHE_MB, RunOptions, pick_device, run_plan
 from ..tiling.plan import RegionPlan, WorkUnit
 from ..tiling.unit import UnitOutput
 from ..tiling.windows import block_and_halo, check_tiling, default_tiling
 from ..version import __version__
 
-#: GDAL block cache for the output (MB): a constant, whatever the scene size.
-GDAL_CACHE_MB = 128
 #: Output tags of the cloud/shadow mask: its source, and the share of valid input pixels it hid (filled at the end).
 MASK_TAG, MASKED_SHARE_TAG = "MASK", "MASKED_SHARE"
 log = logging.getLogger("earth_embed")

@@ -15,7 +15,7 @@ An engine is a function ``engine(plan, units, model_factory, sink, options) -> R
 
 :func:`run_plan` is the entry point: it skips units the sink already holds (resume), picks the
 engine by name (:data:`ENGINES`; ``"ray"`` lives in :mod:`earth_embed.tiling.engine_ray`, imported only
-when asked for) and returns the summary.
+when asked for), runs it with GDAL's block cache held to :data:`GDAL_CACHE_MB` and returns the summary.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import rasterio
 import torch
 
 from ..errors import RasterInputError
@@ -35,6 +36,10 @@ from ..runtime import DEFAULT_RUNTIME
 from .plan import RegionPlan, WorkUnit
 from .unit import DEFAULT_MEMORY_FORMAT, UnitInput, UnitOutput, check_memory_format, compute_unit
 
+#: GDAL's block cache (MB) while a plan runs (reads and GeoTIFF writes in this process): a constant, whatever the
+#: region's size. GDAL's default, 5 % of RAM, let the reader's memory grow with the data read: reading every unit of
+#: a 4 / 16 Mpx region (no model) raised the peak RSS by 131 / 372 MB, and by 51 / 53 MB with this cap (2026-12-07).
+GDAL_CACHE_MB = 128
 #: Engine name -> "module:function", imported on first use.
 ENGINES = {"local": "earth_embed.tiling.engine_local:run_local", "ray": "earth_embed.tiling.engine_ray:run_ray"}
 
@@ -154,7 +159,8 @@ def run_plan(
     run = get_engine(engine)
     todo = [u for u in plan.units if not sink.is_done(u)]
     t0 = time.perf_counter()
-    summary = run(plan, todo, model_factory, sink, options) if todo else RunSummary()
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        summary = run(plan, todo, model_factory, sink, options) if todo else RunSummary()
     summary.skipped = len(plan.units) - len(todo)
     summary.seconds = summary.seconds or time.perf_counter() - t0
     return summary

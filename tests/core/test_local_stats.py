@@ -216,4 +216,38 @@ def test_channels_last_in_channels_last_out(released, real_features):
         plain = layer(features.contiguous())
         cl = layer(features.contiguous(memory_format=torch.channels_last))
     assert cl.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(cl, plain)
+    assert torch.equal(cl[:, :32], features)
+    # pooled strips (channels_last) against tiles of run sums (contiguous): two float32 roundings of one sum
+    torch.testing.assert_close(cl, plain, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("strip", ["default", "three-rows", "one-row"])
+@pytest.mark.parametrize("size", [(137, 181), (9, 190), (3, 5), (40, 9)])
+def test_channels_last_strips_equal_the_depthwise_reference(released, real_features, size, strip, monkeypatch):
+    """The channels_last path: one strip, strips of three rows (thinner than both windows' halos, the last one
+    partial) and of one row, on images thinner or narrower than the 15 px window, a batch of two."""
+    h, w = size
+    features = torch.cat([real_features[:, :, :h, :w], real_features[:, :, -h:, -w:]])
+    per_row = 2 * 32 * w
+    if strip == "three-rows":
+        monkeypatch.setattr(local_stats_module, "_STRIP_ELEMENTS", 3 * per_row)
+    elif strip == "one-row":
+        monkeypatch.setattr(local_stats_module, "_STRIP_ELEMENTS", 1)
+    windows = release_windows(released)
+    layer = LocalStats(windows)
+    x = features.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fast, reference = layer(x), _local_stats_reference(features, windows, layer.eps)
+    assert fast.shape == (2, 32 * 3, h, w) and fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-4)
+
+
+def test_channels_last_bf16_input_keeps_float32_statistics(released, real_features):
+    """A bf16 channels_last input: float32 statistics of its values, rounded once to bf16 (as the tiles do)."""
+    features = real_features[:, :, :45, :52].bfloat16()
+    layer = LocalStats(release_windows(released))
+    with torch.inference_mode():
+        cl = layer(features.contiguous(memory_format=torch.channels_last))
+        rounded_input = layer(features.float().contiguous(memory_format=torch.channels_last))
+    assert cl.dtype == torch.bfloat16 and cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(cl.float(), rounded_input, rtol=2**-8, atol=1e-6)
