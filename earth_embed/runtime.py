@@ -6,8 +6,8 @@
 * ``onnx-int8``: that graph with its convolutions quantised to int8 after training (static, QDQ, per-channel
   weights; calibrated on real Sentinel-2 windows), for CPUs with fast int8 dot products (AVX512-VNNI, AVX-VNNI);
 * ``auto``: the fastest kept path for the device and the precision: :data:`AUTO_CPU` on a CPU where the
-  precision resolves to fp32 and ONNX Runtime is installed, torch everywhere else (bf16 / fp16 runs,
-  GPUs, no ``onnx`` extra).
+  precision resolves to fp32 and ONNX Runtime is installed (torch today: ONNX Runtime was not faster on a quiet
+  machine), torch everywhere else (bf16 / fp16 runs, GPUs, no ``onnx`` extra).
 
 A path is kept (may be chosen by ``auto``) only if it keeps the released encoder's frozen probe within 0.2 mIoU
 on the three labelled sets and the change evaluation within 0.5 AP of torch fp32
@@ -29,10 +29,12 @@ from .errors import MissingDependencyError, PrecisionError
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 #: What runs use when no runtime is asked for: torch (the reference every other path is measured against).
 DEFAULT_RUNTIME = "torch"
-#: What ``auto`` runs on a CPU at fp32 with ONNX Runtime installed: onnx, kept by the rule (probe within 0.05 mIoU,
-#: change AP unchanged; docs/results/runtime_probe.md) and the fastest kept fp32 path measured
-#: (benchmarks/region_throughput.py, docs/benchmarks.md). onnx-int8 moves a probe by 0.72 mIoU: not kept.
-AUTO_CPU = "onnx"
+#: What ``auto`` runs on a CPU at fp32 with ONNX Runtime installed: the fastest kept fp32 path on a quiet machine.
+#: torch: onnx (kept by the rule: probe within 0.05 mIoU, change AP unchanged; docs/results/runtime_probe.md) ran
+#: the bare forward 2.02x torch's on a 2-core VM loaded by other jobs, but 0.84x on the same kind of VM when quiet
+#: (benchmarks/region_throughput.py, docs/benchmarks.md, 2026-12-07), with about 3x the memory; onnx-int8 moves a
+#: probe by 0.72 mIoU: not kept.
+AUTO_CPU = "torch"
 #: The runtimes that keep the probe and the change evaluation (the rule above; docs/results/runtime_probe.md).
 KEPT = ("torch", "onnx")
 #: The ONNX runtimes and the graph each runs.
