@@ -62,8 +62,8 @@ def check_runtime(requested: str) -> str:
     name = requested.strip().lower() if isinstance(requested, str) else requested
     if name not in RUNTIMES:
         raise PrecisionError(
-            f"unknown runtime {requested!r}: choose one of {', '.join(RUNTIMES)} (auto: {AUTO_CPU} on CPUs at fp32 "
-            "with ONNX Runtime installed, torch elsewhere)."
+            f"unknown runtime {requested!r}: choose one of {', '.join(RUNTIMES)} (auto: the fastest kept path "
+            f"measured, {AUTO_CPU} on CPUs at fp32, torch elsewhere)."
         )
     return name
 

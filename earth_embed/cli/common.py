@@ -109,7 +109,7 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_RUNTIME,
         choices=RUNTIMES,
         help=f"what runs the forward (default {DEFAULT_RUNTIME}; onnx / onnx-int8: ONNX Runtime on the CPU at fp32, the "
-        f"onnx extra; auto: {AUTO_CPU} on CPUs at fp32 where ONNX Runtime is installed, torch elsewhere; "
+        f"onnx extra; auto: the fastest kept path measured, {AUTO_CPU} on CPUs at fp32, torch elsewhere; "
         "docs/performance.md)",
     )
 
