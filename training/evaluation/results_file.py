@@ -30,3 +30,13 @@ def write_report(path: str | Path, result: dict[str, Any], markdown: Callable[[d
     write_json(path, result)
     print(result["markdown"])
     return result
+
+
+def write_results(path: str | Path, result: dict[str, Any], md: str | Path = "") -> dict[str, Any]:
+    """Write a result that already holds its ``markdown`` table: the JSON (whole or not at all), the table to
+    ``md`` when one is given, and the table to stdout."""
+    write_json(path, result)
+    if md:
+        Path(md).write_text(result["markdown"] + "\n")
+    print(result["markdown"])
+    return result

@@ -32,7 +32,7 @@ from earth_embed.apps.change_mask import auto_threshold, drop_small
 from earth_embed.apps.change_scores import MAP_SCORES, score_map, smooth_map
 from training.evaluation.change_defaults_report import markdown
 from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, mask_f1, metrics
-from training.evaluation.results_file import command_line, write_json
+from training.evaluation.results_file import command_line, write_results
 
 SOURCES = ("encoder", "raw bands", "hand-made stack")
 SMOOTH = (0, 3, 5)
@@ -151,12 +151,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    result = run(args)
-    write_json(args.json, result)
-    if args.md:
-        Path(args.md).write_text(result["markdown"] + "\n")
-    print(result["markdown"])
-    return result
+    return write_results(args.json, run(args), args.md)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from earth_embed.apps.change_scores import change_probability, fit_change_head, 
 from training.evaluation.change_report import markdown, targets
 from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, metrics
 from training.evaluation.probe import random_twin
-from training.evaluation.results_file import command_line, write_json
+from training.evaluation.results_file import command_line, write_results
 
 
 def zero_shot(
@@ -158,12 +158,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    result = run(args)
-    write_json(args.json, result)
-    if args.md:
-        Path(args.md).write_text(result["markdown"] + "\n")
-    print(result["markdown"])
-    return result
+    return write_results(args.json, run(args), args.md)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from earth_embed.apps.change_mask import auto_threshold, component_sizes
 from earth_embed.apps.change_scores import DEFAULT_SCORE, ScoreStats, level_map, prepare, score_map, smooth_map
 from training.evaluation.change_floor_report import markdown
 from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, mask_f1, shifted
-from training.evaluation.results_file import command_line, write_json
+from training.evaluation.results_file import command_line, write_results
 
 SMOOTH = (0, 3)
 SHARES = (2, 3, 5, 8, 100)
@@ -211,12 +211,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    result = run(args)
-    write_json(args.json, result)
-    if args.md:
-        Path(args.md).write_text(result["markdown"] + "\n")
-    print(result["markdown"])
-    return result
+    return write_results(args.json, run(args), args.md)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ import torch
 from earth_embed import EarthEncoder
 from training.evaluation.features import BN_MODES, scene_features
 from training.evaluation.probe import DATASETS, FAST_MAX_TRAIN, halves, probe_scores, random_twin, scene_arrays
-from training.evaluation.results_file import command_line, write_json
+from training.evaluation.results_file import command_line, write_results
 
 HANDMADE_ROWS = {
     "raw": "raw bands",
@@ -247,12 +247,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    result = run(args)
-    write_json(args.json, result)
-    if args.md:
-        Path(args.md).write_text(result["markdown"] + "\n")
-    print(result["markdown"])
-    return result
+    return write_results(args.json, run(args), args.md)
 
 
 if __name__ == "__main__":
