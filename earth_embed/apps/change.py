@@ -26,6 +26,7 @@ from ..outputs.atomic import output_folder
 from ..outputs.classmap import class_map_style
 from ..outputs.embeddings import EmbeddingRaster, open_embeddings
 from ..outputs.geotiff import GeoTiffWriter
+from .change_fit import fit_head
 from .change_inputs import check_change_options, check_comparable, provenance
 from .change_mask import (
     DEFAULT_FLOOR,
@@ -33,6 +34,8 @@ from .change_mask import (
     DEFAULT_MIN_AREA_M2,
     DEFAULT_RULE,
     DEFAULT_SMOOTH,
+    MASK_CLASSES,
+    MASK_COLORS,
     auto_threshold,
     describe_rule,
     drop_small,
@@ -45,27 +48,19 @@ from .change_scores import (
     ScoreStats,
     change_probability,
     check_score,
-    fit_change_head,
     level_map,
-    pair_features,
     prepare,
     score_map,
     smooth_map,
     valid_rows,
 )
-from .change_sources import embedded_pair
+from .change_sources import check_mask_buffer, embedded_pair
 from .fit import _check_out_dir
-from .heads import block_ids, blocked_cv, check_cv
-from .labels import Labels, read_labels
 from .polygons import FORMATS, pixel_area_m2, vectorise
 from .render import change_png
 
 #: Files written into ``out_dir``.
 SCORE, MASK, PNG, REPORT, POLYGONS = "score.tif", "mask.tif", "change.png", "change_report.json", "changes"
-#: The mask's classes (stored as 1 and 2; 0 is nodata) and colours.
-MASK_CLASSES, MASK_COLORS = ["no change", "change"], [(200, 200, 200), (220, 40, 40)]
-#: Label class names read as "change" (lower case) when ``change_class`` is not given.
-CHANGE_NAMES = {"change", "changed", "yes", "true", "1", "new"}
 #: Scores kept to choose the threshold (a uniform sample of the valid pixels).
 OTSU_SAMPLE = 1_000_000
 #: The fitted score's threshold: the head's own decision, P(change) above one half.
@@ -112,6 +107,7 @@ def change(
     overwrite: bool = False,
     progress: bool = False,
     device: str | None = None,
+    mask_buffer: int | None = None,
 ) -> ChangeResult:
     """Map the change from date ``a`` to date ``b`` into the folder ``out_dir``.
 
@@ -128,7 +124,9 @@ def change(
     (``change_scores.level_map``, a fixed scale, smoothed as the score is) is not above it are no change, however
     high their score (0: none; default ``change_mask.DEFAULT_LEVEL`` for the default score with the default
     rule, else none). ``polygons``: ``gpkg`` or ``geojson`` writes the change
-    polygons (those of at least ``min_area``). Missing parent folders of ``out_dir`` are created.
+    polygons (those of at least ``min_area``). ``mask_buffer``: px the cloud/shadow mask (``--mask auto``) of a
+    scene embedded here grows by, as ``embed``'s ``mask_buffer`` (default ``change_sources.DEFAULT_MASK_BUFFER``;
+    unused for inputs that are embeddings). Missing parent folders of ``out_dir`` are created.
 
     Writes ``score.tif`` (float32 COG, NaN where either date is nodata), ``mask.tif`` (uint8 COG: 1 no change,
     2 change, 0 nodata), ``change.png`` (score and mask with legend), ``change_report.json`` and, if asked,
@@ -147,6 +145,7 @@ def change(
         raise EarthEmbedError(f"Unknown polygon format {polygons!r}; use one of {', '.join(FORMATS)}.")
     smooth_map(np.zeros((1, 1), np.float32), smooth)  # checks the window size before any work
     check_change_options(a, b, score, threshold, min_area, min_level)
+    check_mask_buffer(mask_buffer)
     if min_level is None:
         min_level = DEFAULT_LEVEL if score == DEFAULT_SCORE and threshold is None else 0.0
     out = Path(out_dir).expanduser()
@@ -163,7 +162,7 @@ def change(
     opts: dict[str, Any] = dict(
         score=score, labels=labels, column=column, change_class=change_class, threshold=threshold, smooth=smooth,
         polygons=polygons, min_area=min_area, min_level=float(min_level), model=model, revision=revision, folds=folds, block_size=block_size,
-        seed=seed, png=png, progress=progress, device=device,
+        seed=seed, png=png, progress=progress, device=device, mask_buffer=mask_buffer,
     )  # fmt: skip
     try:
         with output_folder(out) as tmp:  # one run per OUT; a killed run's .OUT.partial-... folder is removed
@@ -201,46 +200,6 @@ def _final(obj: Any, tmp: Path, out: Path) -> Any:
     return json.loads(json.dumps(obj).replace(str(tmp), str(out)))
 
 
-def binary_labels(labels: Labels, change_class: str | None) -> tuple[np.ndarray, str]:
-    """y (1 = change, 0 = no change) of two-class labels, and the change class's name."""
-    if len(labels.classes) != 2:
-        raise LabelError(
-            f"{labels.source} has {len(labels.classes)} classes ({labels.classes}); change labels need exactly two: "
-            "change and no change."
-        )
-    if change_class is None:
-        found = [c for c in labels.classes if c.strip().lower() in CHANGE_NAMES]
-        if len(found) != 1:
-            raise LabelError(
-                f"Cannot tell which class of {labels.source} ({labels.classes}) is change; name it with "
-                "--change-class (Python: change_class=)."
-            )
-        change_class = found[0]
-    if change_class not in labels.classes:
-        raise LabelError(f"change_class={change_class!r} is not a class of {labels.source} ({labels.classes}).")
-    return (np.asarray(labels.y) == labels.classes.index(change_class)).astype(np.int64), change_class
-
-
-def _fit(ea: EmbeddingRaster, eb: EmbeddingRaster, opts: dict[str, Any], notes: list[str]) -> tuple[Any, dict]:
-    """Read the labelled pixels of both dates, cross-validate and fit the change head."""
-    labels = read_labels(opts["labels"], ea, opts["column"])
-    y, name = binary_labels(labels, opts["change_class"])
-    xa, xb = ea.read_pixels(labels.rows, labels.cols), eb.read_pixels(labels.rows, labels.cols)
-    ok = valid_rows(xa, xb)
-    if not ok.all():
-        notes.append(f"{int((~ok).sum())} labelled pixels are nodata in one of the dates and were ignored")
-    xa, xb, y, rows, cols = xa[ok], xb[ok], y[ok], labels.rows[ok], labels.cols[ok]
-    classes = MASK_CLASSES
-    counts = {c: int((y == i).sum()) for i, c in enumerate(classes)}
-    if min(counts.values()) == 0:
-        raise LabelError(f"{labels.source} needs labelled pixels with data in both dates for both classes ({counts}).")
-    groups = block_ids(rows, cols, opts["block_size"], ea.width)
-    folds = check_cv(y, groups, classes, opts["folds"], opts["block_size"])
-    report = blocked_cv(pair_features(xa, xb), y, groups, classes, "logistic", folds, seed=opts["seed"])
-    report.update(labels=str(labels.source), change_class=name, counts=counts, block_px=opts["block_size"])
-    return fit_change_head(xa, xb, y, seed=opts["seed"]), report
-
-
 def _pair(ea: EmbeddingRaster, eb: EmbeddingRaster, win: Window, halo: int) -> tuple[np.ndarray, np.ndarray, Window]:
     """Both dates' ``(D, h, w)`` embeddings of ``win`` grown by ``halo`` px (cut at the raster's edge), NaN where
     nodata, and the grown window."""
@@ -261,7 +220,7 @@ def _score_fn(
     """The map functions ``(a, b) -> score`` and ``(a, b) -> change level`` (None without a level floor) of two
     ``(D, h, w)`` windows (with ``HALO[kind]`` px of context)."""
     if kind == "fitted":
-        head, report["cross_validation"] = _fit(ea, eb, opts, notes)
+        head, report["cross_validation"] = fit_head(ea, eb, opts, notes)
 
         def fitted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             xa, xb = a.reshape(ea.dim, -1).T, b.reshape(eb.dim, -1).T

@@ -29,6 +29,8 @@ import numpy as np
 from ..errors import EarthEmbedError
 from .change_scores import otsu_threshold
 
+#: The mask's classes (stored as 1 and 2; 0 is nodata) and colours.
+MASK_CLASSES, MASK_COLORS = ["no change", "change"], [(200, 200, 200), (220, 40, 40)]
 #: Threshold rule names and the meaning of their parameter.
 RULES = {
     "otsu": "none",

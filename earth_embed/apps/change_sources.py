@@ -5,6 +5,8 @@ when that one is an embedding raster, else the released encoder. The first date 
 the second is embedded on the first's grid, its bands resampled by georeference first when its grid differs
 (:func:`~.change_inputs.write_scene_on_grid`). The storage follows the other input (int8 when it is int8,
 else float16), and so does the precision (fp32 when it records none), so that the two always compare.
+Each scene is masked with ``--mask auto`` grown by ``mask_buffer`` px (:data:`DEFAULT_MASK_BUFFER` by default), so
+that the unmasked rim of a cloud is not compared as ground.
 """
 
 from __future__ import annotations
@@ -15,12 +17,20 @@ from typing import Any
 from .. import quantize
 from ..errors import BandError, EarthEmbedError, RasterInputError
 from ..inputs.bandfiles import named_bands
+from ..inputs.masks import MaskSpec
 from ..inputs.reader import open_scene
 from ..outputs.embeddings import open_embeddings
 from .change_inputs import Grid, Provenance, provenance, scene_grid, write_scene_on_grid
 from .fit import is_embedding_raster
 
 EMB_A, EMB_B, WARPED_B = "embeddings_a.tif", "embeddings_b.tif", ".b_bands_on_a_grid.tif"
+#: px the cloud/shadow mask of a scene embedded by ``change`` grows by (``--mask-buffer``).
+DEFAULT_MASK_BUFFER = 0
+
+
+def check_mask_buffer(mask_buffer: int | None) -> int:
+    """The buffer to use (``None``: :data:`DEFAULT_MASK_BUFFER`), checked as ``embed``'s ``--mask-buffer`` is."""
+    return MaskSpec.of(buffer=DEFAULT_MASK_BUFFER if mask_buffer is None else mask_buffer).buffer
 
 
 def _encoder(opts: dict[str, Any], prov: list[Provenance]) -> tuple[Any, str, str | None, str]:
@@ -58,7 +68,7 @@ def _embed(
 
     return embed_raster(
         encoder, src, dst, model_id=name, revision=revision, dtype=dtype, progress=opts["progress"],
-        device=opts["device"], precision=opts.get("embed_precision", "fp32"), **kw,
+        device=opts["device"], precision=opts.get("embed_precision", "fp32"), mask_buffer=check_mask_buffer(opts.get("mask_buffer")), **kw,
     )  # fmt: skip
 
 
@@ -137,6 +147,9 @@ def embedded_pair(a: Any, b: Any, tmp: Path, opts: dict[str, Any], notes: list[s
     """Embedding rasters of both dates: the inputs themselves, or scenes embedded into ``tmp``."""
     a_emb, b_emb = is_embedding_raster(a), is_embedding_raster(b)
     if a_emb and b_emb:
+        if opts.get("mask_buffer") is not None:
+            notes.append(f"--mask-buffer {opts['mask_buffer']} is not used: A and B are embeddings (it grows the cloud "
+                         "mask of a scene that change embeds)")  # fmt: skip
         return Path(a), Path(b)
     known = []
     for src, is_emb, side in ((a, a_emb, "A"), (b, b_emb, "B")):
@@ -153,9 +166,13 @@ def embedded_pair(a: Any, b: Any, tmp: Path, opts: dict[str, Any], notes: list[s
     else:
         path_a = _embed(encoder, a, tmp / EMB_A, name, revision, dtype, opts)
         grid = scene_grid(a)
-        notes.append(f"A ({a}) was embedded with {name} into {path_a}")
+        notes.append(f"A ({a}) was embedded with {name} into {path_a}{_masked(opts)}")
     if b_emb:
         return path_a, Path(b)
     path_b = embed_on_grid(encoder, b, grid, tmp / EMB_B, name, revision, dtype, opts, notes)
-    notes.append(f"B ({b}) was embedded with {name} into {path_b}")
+    notes.append(f"B ({b}) was embedded with {name} into {path_b}{_masked(opts)}")
     return path_a, path_b
+
+
+def _masked(opts: dict[str, Any]) -> str:
+    return f" (cloud/shadow mask auto, grown by {check_mask_buffer(opts.get('mask_buffer'))} px)"

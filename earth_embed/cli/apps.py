@@ -6,7 +6,7 @@ import argparse
 import time
 
 from ..errors import LabelError
-from .common import scene_arg, set_threads
+from .common import add_mask_buffer_option, scene_arg, set_threads
 
 
 def _lonlat(text: str) -> tuple[float, float]:
@@ -127,6 +127,7 @@ def cmd_change(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         device=args.device,
+        mask_buffer=args.mask_buffer,
     )
     report = result.report
     for note in result.notes:
@@ -277,6 +278,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the folds, the head and the threshold sample")
     p.add_argument("--no-png", action="store_true", help="no PNG")
     p.add_argument("--device", help="device for embedding scenes (cpu, cuda ...)")
+    add_mask_buffer_option(p, None, "change_sources.DEFAULT_MASK_BUFFER; scenes are masked with --mask auto")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     _common(p)
     p.set_defaults(func=cmd_change)

@@ -85,7 +85,14 @@ def add_mask_options(p: argparse.ArgumentParser) -> None:
         help="cloud/shadow mask; masked pixels are nodata (default auto: the product's SCL layer, else ukis-csmask "
         "from earth-embed[clouds], else none with a note; FILE: a one-band raster, 0 = clear)",
     )
-    p.add_argument("--mask-buffer", type=int, default=0, metavar="PX", help="grow the mask by PX pixels (default 0)")
+    add_mask_buffer_option(p)
+
+
+def add_mask_buffer_option(p: argparse.ArgumentParser, default: int | None = 0, says: str = "0") -> None:
+    """``--mask-buffer`` (``default``: its value, ``says``: what the help calls the default)."""
+    p.add_argument(
+        "--mask-buffer", type=int, default=default, metavar="PX", help=f"grow the mask by PX pixels (default {says})"
+    )
 
 
 def scene_arg(paths: Sequence[str]):
