@@ -84,6 +84,8 @@ CHANGE_CASES = [
     ("threshold-negative-cva", "change {emb_a} {emb_b} {out} --score cva --threshold -0.5", 2, ["cva score (0 or more)"]),
     ("threshold-inf", "change {emb_a} {emb_b} {out} --threshold inf", 2, ["outside the range"]),
     ("min-area-negative", "change {emb_a} {emb_b} {out} --polygons gpkg --min-area -5", 2, ["--min-area -5", ">= 0"]),
+    ("mask-buffer-negative", "change {scene_a} {scene_b} {out} -m {enc} --mask-buffer -1", 2, ["whole number", ">= 0"]),
+    ("mask-buffer-negative-embeddings", "change {emb_a} {emb_b} {out} --mask-buffer -1", 2, ["whole number", ">= 0"]),
     ("min-level-negative", "change {emb_a} {emb_b} {out} --min-level -1", 2, ["--min-level -1", ">= 0", "no level floor"]),
     ("min-level-nan", "change {emb_a} {emb_b} {out} --min-level nan", 2, ["--min-level nan", "finite"]),
     ("min-level-with-cva", "change {emb_a} {emb_b} {out} --score cva --min-level 0.5", 2,
