@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from .. import quantize
+from .. import kernels, quantize
 from ..errors import EarthEmbedError
 from ..inputs.masks import open_mask
 from ..precision import autocast_for, resolve_precision
@@ -198,6 +198,16 @@ def _place(out: UnitOutput, values: Any, piece: Piece, output: str) -> None:
         target[:, take] = core[:, take].astype(_DTYPES[output])
 
 
+def _encode_piece(out: UnitOutput, values: torch.Tensor, piece: Piece) -> None:
+    """Encode a CPU piece's model output ``values`` (``(C, h, w)``) by the int8 rule into ``out`` at its
+    ``take`` pixels (:func:`earth_embed.kernels.quantize_into`: the bits of :func:`.quantize.quantize_tensor`)."""
+    r, c, h, w = piece.core
+    dr, dc = piece.dest
+    assert out.scales is not None
+    core = values[:, r : r + h, c : c + w].permute(1, 2, 0)
+    kernels.quantize_into(core, out.data[:, dr : dr + h, dc : dc + w], out.scales[dr : dr + h, dc : dc + w], piece.take)
+
+
 def _device_of(model: torch.nn.Module) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -268,9 +278,17 @@ def compute_unit(
             # invalid pixels (nodata, NaN) enter as 0, the normalised mean; torch.where, not a product:
             # NaN * 0 is NaN, and the convolutions would spread it to valid pixels
             xin = torch.where(v[:, None], model.normalize(x, own if own is not None else dn_offset), 0.0)
-            raw = run(xin.contiguous(memory_format=layout)).float()
-            if output == "int8":  # encoded where the model ran (all cores / the GPU), then copied back; the
-                # codes (a quarter of the floats' bytes) are what turns contiguous, not the float output
+            raw = run(xin.contiguous(memory_format=layout))
+            if output == "int8" and raw.device.type == "cpu":  # each piece's core straight into the unit's
+                # arrays by the fused kernel (channels last: a pixel's values side by side), halo left out
+                if raw.dtype not in (torch.float32, torch.bfloat16):
+                    raw = raw.float()
+                raw = raw.contiguous(memory_format=torch.channels_last)
+                for k, p in enumerate(batch):
+                    _encode_piece(result, raw[k], p)
+                continue
+            raw = raw.float()
+            if output == "int8":  # encoded on the GPU, then copied back: the codes are a quarter of the bytes
                 codes_t, scales_t = quantize.quantize_tensor(raw, dim=1)
                 codes, scales = codes_t.contiguous().cpu().numpy(), scales_t.contiguous().cpu().numpy()
             else:

@@ -1,5 +1,5 @@
 """The texture layer (earth_embed.local_stats): a numpy reference on real pixels, release 5's depthwise
-convolutions on the released encoder's own features, borders, tiles, autocast, config and round trip."""
+convolutions on the released encoder's own features, borders, the fused kernel's row tasks, autocast, config and round trip."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import rasterio
 import torch
 
-import earth_embed.local_stats as local_stats_module
+import earth_embed.kernels as kernels_module
 from earth_embed import RELEASE_BANDS, EarthEncoder
 from earth_embed.config import EarthConfig
 from earth_embed.errors import ConfigError
@@ -131,26 +131,36 @@ def release_windows(released) -> list[int]:
     return released.config.local_stats  # [5, 15] in the release config.json
 
 
-@pytest.mark.parametrize("tile", ["default", "three-channels", "rows"])
-@pytest.mark.parametrize("size", [(137, 181), (9, 190), (3, 5)])
-def test_fast_layer_equals_the_depthwise_reference(released, real_features, size, tile, monkeypatch):
-    """Sizes that are multiples of nothing (137, 181 prime), thinner than the 15 px window, and tiles of
-    several channels (the last one partial) or of a few rows of one channel (the last one partial)."""
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("size", [(137, 181), (9, 190), (3, 5), (40, 9)])
+def test_fast_layer_equals_the_depthwise_reference(released, real_features, size, layout):
+    """The fused kernel on sizes that are multiples of nothing (137, 181 prime), thinner or narrower than the 15 px
+    window, a batch of two, in both layouts (the output keeps the input's)."""
     h, w = size
     features = torch.cat([real_features[:, :, :h, :w], real_features[:, :, -h:, -w:]])  # a batch of two
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     windows = release_windows(released)
-    plane = 2 * 2 * w * (h + 2 * (max(windows) // 2))  # elements per channel of a full-height tile
-    if tile == "three-channels":
-        monkeypatch.setattr(local_stats_module, "_tile_elements", lambda: 3 * plane)
-    elif tile == "rows":
-        monkeypatch.setattr(local_stats_module, "_tile_elements", lambda: 4 * w * 9)
     layer = LocalStats(windows)
     with torch.inference_mode():
-        fast, reference = layer(features), _local_stats_reference(features, windows, layer.eps)
-    assert fast.shape == reference.shape == (2, 32 * 3, h, w)
+        fast = layer(features.contiguous(memory_format=fmt))
+        reference = _local_stats_reference(features, windows, layer.eps)
+    assert fast.shape == reference.shape == (2, 32 * 3, h, w) and fast.is_contiguous(memory_format=fmt)
     assert torch.equal(fast[:, :32], features)
-    # both are float32 roundings of one sum (each ~3e-5 from float64 here); a shifted window is off by ~0.1
+    # the kernel sums in float64, release 5 in float32 (~3e-5 from float64 here); a shifted window is off by ~0.1
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 14])
+def test_kernel_row_tasks_join_seamlessly(released, real_features, rows, monkeypatch):
+    """Tasks of 1, 3 and 14 rows (thinner than both windows' halos; the last one partial) give the rows of one
+    task to the bit: every task sums its first row's window in full, then slides."""
+    features = real_features[:, :, :47, :61].contiguous(memory_format=torch.channels_last)
+    layer = LocalStats(release_windows(released))
+    with torch.inference_mode():
+        whole = layer(features)
+        monkeypatch.setattr(kernels_module, "_ROWS_PER_TASK", rows)
+        split = layer(features)
+    torch.testing.assert_close(split, whole, rtol=1e-6, atol=1e-6)
 
 
 def test_box_mean_equals_the_depthwise_reference(released, real_features):
@@ -180,14 +190,14 @@ def test_encoder_embedding_is_unchanged_by_the_fast_layer(released, real_input):
     assert torch.nn.functional.cosine_similarity(fast, reference, dim=1).min() > 0.99999
 
 
-def test_autograd_path_equals_the_tiled_path_and_has_finite_gradients(released, real_features):
+def test_autograd_path_equals_the_kernel_and_has_finite_gradients(released, real_features):
     features = real_features[:, :6, :37, :41]
     layer = LocalStats(release_windows(released))
     with torch.no_grad():
-        tiled = layer(features)
+        fused = layer(features)
     x = features.clone().requires_grad_(True)
     out = layer(x)
-    torch.testing.assert_close(out.detach(), tiled, rtol=1e-5, atol=1e-5)  # rounding (fused multiply-add)
+    torch.testing.assert_close(out.detach(), fused, rtol=1e-5, atol=1e-4)  # float32 sums / float64 kernel
     out.square().sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
@@ -217,33 +227,12 @@ def test_channels_last_in_channels_last_out(released, real_features):
         cl = layer(features.contiguous(memory_format=torch.channels_last))
     assert cl.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(cl[:, :32], features)
-    # pooled strips (channels_last) against tiles of run sums (contiguous): two float32 roundings of one sum
+    # the kernel reads both layouts alike
     torch.testing.assert_close(cl, plain, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("strip", ["default", "three-rows", "one-row"])
-@pytest.mark.parametrize("size", [(137, 181), (9, 190), (3, 5), (40, 9)])
-def test_channels_last_strips_equal_the_depthwise_reference(released, real_features, size, strip, monkeypatch):
-    """The channels_last path: one strip, strips of three rows (thinner than both windows' halos, the last one
-    partial) and of one row, on images thinner or narrower than the 15 px window, a batch of two."""
-    h, w = size
-    features = torch.cat([real_features[:, :, :h, :w], real_features[:, :, -h:, -w:]])
-    per_row = 2 * 32 * w
-    if strip == "three-rows":
-        monkeypatch.setattr(local_stats_module, "_STRIP_ELEMENTS", 3 * per_row)
-    elif strip == "one-row":
-        monkeypatch.setattr(local_stats_module, "_STRIP_ELEMENTS", 1)
-    windows = release_windows(released)
-    layer = LocalStats(windows)
-    x = features.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        fast, reference = layer(x), _local_stats_reference(features, windows, layer.eps)
-    assert fast.shape == (2, 32 * 3, h, w) and fast.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-4)
-
-
 def test_channels_last_bf16_input_keeps_float32_statistics(released, real_features):
-    """A bf16 channels_last input: float32 statistics of its values, rounded once to bf16 (as the tiles do)."""
+    """A bf16 channels_last input: statistics of its values, rounded once to bf16."""
     features = real_features[:, :, :45, :52].bfloat16()
     layer = LocalStats(release_windows(released))
     with torch.inference_mode():

