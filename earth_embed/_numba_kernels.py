@@ -120,3 +120,17 @@ def quantize_bf16(values, codes, scales, take):  # pragma: no cover - compiled
                 for ch in range(c):
                     bits[ch] = np.uint32(np.int32(values[r, q, ch]) & 0xFFFF) << np.uint32(16)
                 _encode(buf, codes, scales, r, q)
+
+
+@nb.njit(parallel=True, cache=True)
+def normalize_chw(dn, valid, offset, scale, mean, std, out):  # pragma: no cover - compiled
+    """``out[r, q, c]`` = ((dn[c, r, q] + offset) / scale - mean[c]) / std[c] in float32 where ``valid``, else 0."""
+    c, h, w = dn.shape
+    for r in nb.prange(h):
+        for q in range(w):
+            if valid[r, q]:
+                for ch in range(c):
+                    out[r, q, ch] = ((dn[ch, r, q] + offset) / scale - mean[ch]) / std[ch]
+            else:
+                for ch in range(c):
+                    out[r, q, ch] = np.float32(0.0)

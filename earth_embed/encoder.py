@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .bands import canonical_band_names
 from .config import EarthConfig, Normalization
 from .decoder import UNetDecoder
@@ -153,6 +155,18 @@ class EarthEncoder(nn.Module, EarthHubMixin):
         std = cast(torch.Tensor, self._std).to(dn.device, torch.float32)
         reflectance = (dn.float() + offset) / norm.dn_scale
         return (reflectance - mean) / std
+
+    def normalize_into(
+        self, dn: np.ndarray, valid: np.ndarray, out: torch.Tensor, dn_offset: float | None = None
+    ) -> None:
+        """:meth:`normalize` of one image's ``(C, H, W)`` float32 digital numbers, 0 where ``valid`` (``(H, W)``) is
+        False, written into the CPU tensor ``out`` (``(C, H, W)``, e.g. a channels_last batch's image) by the fused
+        kernel (:func:`earth_embed.kernels.normalize_into`): the same float32 bits, one pass."""
+        check_input(torch.from_numpy(np.asarray(dn))[None], self.config.bands)
+        norm = self.config.normalization
+        offset = norm.dn_offset if dn_offset is None else dn_offset
+        mean, std = (cast(torch.Tensor, t).reshape(-1).float().cpu().numpy() for t in (self._mean, self._std))
+        kernels.normalize_into(dn, valid, offset, norm.dn_scale, mean, std, out)
 
     def embed(self, dn: torch.Tensor, dn_offset: float | None = None) -> torch.Tensor:
         """Raw Sentinel-2 digital numbers ``(B, C, H, W)`` -> embeddings ``(B, D, H, W)``.

@@ -11,6 +11,9 @@ does.
 * :func:`local_std_into`: per-channel population std over clipped k x k windows (what
   :class:`~earth_embed.local_stats.LocalStats` computes), by running sums in float64 along rows then columns:
   about eight additions per value and window whatever k, and no float32 cancellation.
+* :func:`normalize_into`: raw digital numbers to the model's input (``(dn + offset) / scale``, then per band
+  ``(x - mean) / std``, 0 where a pixel is not valid), in the layout the model runs in: the bits of
+  :meth:`~earth_embed.encoder.EarthEncoder.normalize` and ``torch.where``.
 * :func:`quantize_into`: the int8 rule of :mod:`earth_embed.quantize` (scale = max |v| / 127, code =
   round-half-even(v / scale)) from float32 or bfloat16 values straight into a ``(C, h, w)`` code array and an
   ``(h, w)`` scale array, only where ``take`` is set: the same bits as :func:`~earth_embed.quantize.quantize_tensor`.
@@ -95,3 +98,26 @@ def quantize_into(values: torch.Tensor, codes: np.ndarray, scales: np.ndarray, t
         _set_threads()
         kernel = kernels.quantize_bf16 if values.dtype == torch.bfloat16 else kernels.quantize_f32
         kernel(array, codes, scales, mask)
+
+
+def normalize_into(
+    dn: np.ndarray, valid: np.ndarray, offset: float, scale: float, mean: np.ndarray, std: np.ndarray, out: torch.Tensor
+) -> None:
+    """Write the normalised ``dn`` (``(C, h, w)`` float32 digital numbers) into ``out`` (``(C, h, w)`` float32 CPU
+    tensor, any layout; channels_last is written in one pass): ``((dn + offset) / scale - mean[c]) / std[c]`` in
+    float32 where ``valid`` (``(h, w)``), 0 elsewhere (a NaN or nodata pixel enters the model as the band mean)."""
+    if out.dtype != torch.float32 or out.shape != dn.shape or out.device.type != "cpu":
+        raise ValueError(f"out must be a float32 CPU tensor of shape {dn.shape}, got {out.dtype} {tuple(out.shape)}")
+    values = np.asarray(dn, np.float32)
+    with _LOCK:
+        kernels = _kernels()
+        _set_threads()
+        kernels.normalize_chw(
+            values,
+            np.asarray(valid, np.bool_),
+            np.float32(offset),
+            np.float32(scale),
+            np.asarray(mean, np.float32),
+            np.asarray(std, np.float32),
+            out.detach().permute(1, 2, 0).numpy(),
+        )

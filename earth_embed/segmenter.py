@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -92,6 +93,11 @@ class EarthSegmenter(nn.Module, EarthHubMixin):
 
     def normalize(self, dn: torch.Tensor, dn_offset: float | None = None) -> torch.Tensor:
         return self.encoder.normalize(dn, dn_offset)
+
+    def normalize_into(
+        self, dn: np.ndarray, valid: np.ndarray, out: torch.Tensor, dn_offset: float | None = None
+    ) -> None:
+        self.encoder.normalize_into(dn, valid, out, dn_offset)
 
     def class_scores(self, dn: torch.Tensor, dn_offset: float | None = None) -> torch.Tensor:
         """Raw digital numbers -> logits ``(B, K, H, W)``; NaN where any band of a pixel is NaN."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import quantize
 from ..tiling.plan import RegionPlan, WorkUnit
+from .zarr_units import compressor
 
 CODES_BY_DATE = "embeddings_by_date"
 SCALES_BY_DATE = "scales_by_date"
@@ -58,8 +59,6 @@ def layer_sources(dates: list[str], sources: list[dict[str, Any]]) -> list[list[
 def create_layer_arrays(group: Any, key: str, plan: RegionPlan, run_id: str, sources: list[dict[str, Any]]) -> None:
     """Add the time arrays and their attributes to the new zarr ``group`` (plan group ``key``; ``sources``: its
     ``geoemb:source_scenes`` entries, which name the scenes without local paths)."""
-    from zarr.codecs import ZstdCodec
-
     dates = list(plan.layers.get(key, ()))
     if not dates:
         return
@@ -78,7 +77,7 @@ def create_layer_arrays(group: Any, key: str, plan: RegionPlan, run_id: str, sou
         dtype="int8",
         chunks=(1, d, plan.chunk, plan.chunk),
         shards=(1, d, plan.shard, plan.shard),
-        compressors=ZstdCodec(level=3),
+        compressors=compressor(),
         fill_value=quantize.NODATA,
         dimension_names=("time", "band", "y", "x"),
         attributes={
@@ -95,7 +94,7 @@ def create_layer_arrays(group: Any, key: str, plan: RegionPlan, run_id: str, sou
         dtype="float32",
         chunks=(1, plan.chunk, plan.chunk),
         shards=(1, plan.shard, plan.shard),
-        compressors=ZstdCodec(level=3),
+        compressors=compressor(),
         fill_value=np.nan,
         dimension_names=("time", "y", "x"),
         attributes={**common, "long_name": "per-pixel scale of each date's int8 codes (value = code * scale)"},
@@ -106,7 +105,7 @@ def create_layer_arrays(group: Any, key: str, plan: RegionPlan, run_id: str, sou
         dtype="uint16",
         chunks=(plan.chunk, plan.chunk),
         shards=(plan.shard, plan.shard),
-        compressors=ZstdCodec(level=3),
+        compressors=compressor(),
         fill_value=0,
         dimension_names=("y", "x"),
         attributes={

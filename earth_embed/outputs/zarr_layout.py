@@ -26,6 +26,7 @@ from ..errors import OutputError
 from ..tiling.plan import RegionPlan
 from .provenance import PRECISION_ATTR, RUNTIME_ATTR, WEIGHTS_ATTR
 from .zarr_dates import create_layer_arrays
+from .zarr_units import compressor
 
 #: What a group records of the run that wrote it, beside the ``geoemb:`` attributes.
 RUN_FACTS = (WEIGHTS_ATTR, PRECISION_ATTR, RUNTIME_ATTR)
@@ -214,7 +215,6 @@ def consolidate(path: Path) -> None:
 
 def _create_group(root: Any, key: str, grid: Any, plan: RegionPlan, facts: dict[str, Any], run_id: str) -> None:
     from pyproj import CRS
-    from zarr.codecs import ZstdCodec
 
     crs = CRS.from_user_input(grid.crs)
     t = grid.transform
@@ -240,7 +240,7 @@ def _create_group(root: Any, key: str, grid: Any, plan: RegionPlan, facts: dict[
         dtype="int8",
         chunks=(d, plan.chunk, plan.chunk),
         shards=(d, plan.shard, plan.shard),
-        compressors=ZstdCodec(level=3),
+        compressors=compressor(),
         fill_value=quantize.NODATA,
         dimension_names=("band", "y", "x"),
         attributes={
@@ -259,7 +259,7 @@ def _create_group(root: Any, key: str, grid: Any, plan: RegionPlan, facts: dict[
         dtype="float32",
         chunks=(plan.chunk, plan.chunk),
         shards=(plan.shard, plan.shard),
-        compressors=ZstdCodec(level=3),
+        compressors=compressor(),
         fill_value=np.nan,
         dimension_names=("y", "x"),
         attributes={

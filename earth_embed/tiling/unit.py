@@ -198,6 +198,24 @@ def _place(out: UnitOutput, values: Any, piece: Piece, output: str) -> None:
         target[:, take] = core[:, take].astype(_DTYPES[output])
 
 
+def _model_input(
+    model: Any, batch: list[Piece], offset: float | None, device: torch.device, layout: torch.memory_format
+) -> torch.Tensor:
+    """The normalised batch in ``layout`` on ``device``. Invalid pixels (nodata, NaN) enter as 0, the normalised
+    mean (selected, not multiplied: NaN * 0 is NaN, and the convolutions would spread it to valid pixels). On the
+    CPU the fused kernel writes each image into the batch (:meth:`EarthEncoder.normalize_into`), in one pass."""
+    if device.type == "cpu":
+        c, h, w = batch[0].dn.shape
+        xin = torch.empty((len(batch), c, h, w), dtype=torch.float32, memory_format=layout)
+        for k, p in enumerate(batch):
+            model.normalize_into(p.dn, p.valid, xin[k], offset)
+        return xin
+    x, v = torch.from_numpy(np.stack([p.dn for p in batch])), torch.from_numpy(np.stack([p.valid for p in batch]))
+    if device.type == "cuda":
+        x, v = x.pin_memory().to(device, non_blocking=True), v.pin_memory().to(device, non_blocking=True)
+    return torch.where(v[:, None], model.normalize(x, offset), 0.0).contiguous(memory_format=layout)
+
+
 def _encode_piece(out: UnitOutput, values: torch.Tensor, piece: Piece) -> None:
     """Encode a CPU piece's model output ``values`` (``(C, h, w)``) by the int8 rule into ``out`` at its
     ``take`` pixels (:func:`earth_embed.kernels.quantize_into`: the bits of :func:`.quantize.quantize_tensor`)."""
@@ -247,7 +265,8 @@ def compute_unit(
     ``result.data`` is ``(C, unit.height, unit.width)``: int8 codes (with ``result.scales``),
     float16/float32 embeddings or uint8 classes, nodata where no scene has a valid input. Input pixels that are nodata are fed
     to the model as 0 (the normalised mean). ``dn_offset`` applies to scenes without their own.
-    ``forward`` replaces ``model(x)`` (e.g. a compiled model); normalisation is ``model.normalize``.
+    ``forward`` replaces ``model(x)`` (e.g. a compiled model); normalisation is ``model.normalize`` (on the CPU
+    ``model.normalize_into``).
     ``precision``: autocast of the forward (:func:`earth_embed.precision.autocast_for`; outputs are float32).
     ``memory_format``: the layout of each input batch (:data:`MEMORY_FORMATS`); the engines put the model in the
     same layout (:func:`earth_embed.tiling.engine.model_on`); ``result.data`` is contiguous either way.
@@ -269,16 +288,11 @@ def compute_unit(
         forward, layout = onnx_forward(model, used), torch.contiguous_format
     run = forward or model
     for batch in _batches(inputs.pieces, max(1, int(batch_size)), inputs.dn_offsets):
-        x = torch.from_numpy(np.stack([p.dn for p in batch]))
-        v = torch.from_numpy(np.stack([p.valid for p in batch]))
         own = inputs.dn_offsets.get(batch[0].scene)
-        if device.type == "cuda":
-            x, v = x.pin_memory().to(device, non_blocking=True), v.pin_memory().to(device, non_blocking=True)
+        offset = own if own is not None else dn_offset
         with torch.inference_mode(), autocast_for(precision, device):
-            # invalid pixels (nodata, NaN) enter as 0, the normalised mean; torch.where, not a product:
-            # NaN * 0 is NaN, and the convolutions would spread it to valid pixels
-            xin = torch.where(v[:, None], model.normalize(x, own if own is not None else dn_offset), 0.0)
-            raw = run(xin.contiguous(memory_format=layout))
+            xin = _model_input(model, batch, offset, device, layout)
+            raw = run(xin)
             if output == "int8" and raw.device.type == "cpu":  # each piece's core straight into the unit's
                 # arrays by the fused kernel (channels last: a pixel's values side by side), halo left out
                 if raw.dtype not in (torch.float32, torch.bfloat16):
