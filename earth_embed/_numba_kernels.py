@@ -72,40 +72,48 @@ def local_std_nhwc(x, windows, eps, out, rows_per_task):  # pragma: no cover - c
 
 
 @nb.njit(inline="always")
-def _encode(buf, codes, scales, r, q):  # pragma: no cover - compiled
-    """The int8 rule on one pixel's float32 ``buf`` into ``codes[:, r, q]`` and ``scales[r, q]``."""
-    c = buf.shape[0]
-    amax = np.float32(0.0)
-    finite = True
-    for ch in range(c):
-        v = buf[ch]
-        if not np.isfinite(v):
-            finite = False
-        a = abs(v)
-        if a > amax:
-            amax = a
-    if not finite:
+def _encode_row(buf, codes, scales, take, r, tmp):  # pragma: no cover - compiled
+    """The int8 rule on row ``r``'s pixels ``buf`` (``(w, C)`` float32, contiguous) into ``codes[:, r]`` and
+    ``scales[r]`` where ``take[r]``; ``tmp``: a ``(w, C)`` int8 scratch row. Branch-free inner loops over the C
+    values of a pixel (vectorised): max |v| on the float32 bits (non-negative floats order as integers; inf and
+    NaN order above every finite value), then the codes, then one transposed copy into the ``(C, h, w)`` codes."""
+    w, c = buf.shape
+    bits = buf.view(np.uint32)
+    top_bits = np.empty(1, np.uint32)
+    top_value = top_bits.view(np.float32)  # max |v| as a float: the same bits
+    for q in range(w):
+        if not take[r, q]:
+            continue
+        top = np.uint32(0)
         for ch in range(c):
-            codes[ch, r, q] = _NODATA
-        scales[r, q] = np.nan
-        return
-    scale = amax / _QMAX
-    div = scale if scale > 0 else np.float32(1.0)
+            top = max(top, bits[q, ch] & np.uint32(0x7FFFFFFF))
+        if top >= np.uint32(0x7F800000):  # inf or NaN in some band: nodata
+            for ch in range(c):
+                tmp[q, ch] = _NODATA
+            scales[r, q] = np.nan
+            continue
+        top_bits[0] = top
+        scale = top_value[0] / _QMAX
+        div = scale if scale > 0 else np.float32(1.0)
+        for ch in range(c):
+            tmp[q, ch] = np.int8(min(max(np.rint(buf[q, ch] / div), -_QMAX), _QMAX))
+        scales[r, q] = scale
     for ch in range(c):
-        codes[ch, r, q] = np.int8(min(max(np.rint(buf[ch] / div), -_QMAX), _QMAX))
-    scales[r, q] = scale
+        for q in range(w):
+            if take[r, q]:
+                codes[ch, r, q] = tmp[q, ch]
 
 
 @nb.njit(parallel=True, cache=True)
 def quantize_f32(values, codes, scales, take):  # pragma: no cover - compiled
     h, w, c = values.shape
     for r in nb.prange(h):
-        buf = np.empty(c, np.float32)
+        buf = np.empty((w, c), np.float32)
+        tmp = np.empty((w, c), np.int8)
         for q in range(w):
-            if take[r, q]:
-                for ch in range(c):
-                    buf[ch] = values[r, q, ch]
-                _encode(buf, codes, scales, r, q)
+            for ch in range(c):
+                buf[q, ch] = values[r, q, ch]
+        _encode_row(buf, codes, scales, take, r, tmp)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -113,13 +121,12 @@ def quantize_bf16(values, codes, scales, take):  # pragma: no cover - compiled
     """``values``: the int16 bits of bfloat16 numbers (the upper half of a float32's)."""
     h, w, c = values.shape
     for r in nb.prange(h):
-        bits = np.empty(c, np.uint32)
-        buf = bits.view(np.float32)
+        bits = np.empty((w, c), np.uint32)
+        tmp = np.empty((w, c), np.int8)
         for q in range(w):
-            if take[r, q]:
-                for ch in range(c):
-                    bits[ch] = np.uint32(np.int32(values[r, q, ch]) & 0xFFFF) << np.uint32(16)
-                _encode(buf, codes, scales, r, q)
+            for ch in range(c):
+                bits[q, ch] = np.uint32(np.int32(values[r, q, ch]) & 0xFFFF) << np.uint32(16)
+        _encode_row(bits.view(np.float32), codes, scales, take, r, tmp)
 
 
 @nb.njit(parallel=True, cache=True)
