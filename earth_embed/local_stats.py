@@ -85,8 +85,7 @@ class LocalStats(nn.Module):
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         out = torch.empty(b, self.out_channels(c), h, w, dtype=x.dtype, memory_format=fmt)
-        out[:, :c].copy_(x)
-        local_std_into(x, self.windows, self.eps, out[:, c:])
+        local_std_into(x, self.windows, self.eps, out, with_input=True)
         return out
 
     def extra_repr(self) -> str:
