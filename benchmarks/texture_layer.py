@@ -144,7 +144,11 @@ def main() -> None:
         old_out, new_out = old_layer(features), layer(features)
         layer_diff = (new_out - old_out).abs().max().item()
         t_layer = interleaved(
-            {"old": lambda: old_layer(features), "torch": lambda: torch_layer(features), "new": lambda: layer(features)},
+            {
+                "old": lambda: old_layer(features),
+                "torch": lambda: torch_layer(features),
+                "new": lambda: layer(features),
+            },
             args.passes,
         )
         old_emb, new_emb = forward_with(old_layer)(), forward_with(layer)()
