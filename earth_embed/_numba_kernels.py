@@ -89,7 +89,7 @@ def _row_std(sums, squares, rows, rad, eps, acc, acc2, res, first):  # pragma: n
         inv = 1.0 / (rows * (min(w, q + rad + 1) - max(0, q - rad)))
         for ch in range(c):
             mean = acc[ch] * inv
-            res[q, first + ch] = np.sqrt(max(acc2[ch] * inv - mean * mean, 0.0) + eps)
+            res[q, first + ch] = np.sqrt(np.float32(max(acc2[ch] * inv - mean * mean, 0.0) + eps))
 
 
 @nb.njit(inline="always")
