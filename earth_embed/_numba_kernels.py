@@ -1,12 +1,16 @@
 """The Numba code behind :mod:`earth_embed.kernels` (imported on the first kernel call: it imports Numba).
 
-Arrays are NumPy views of torch tensors, channels last; see :mod:`earth_embed.kernels` for the contracts.
+Arrays are NumPy views of torch tensors, channels last; see :mod:`earth_embed.kernels` for the contracts. A
+bfloat16 tensor arrives as its int16 bits (NumPy has no bfloat16): :func:`_load_row` widens them, :func:`_store_row`
+rounds float32 to them (to nearest, ties to even, as torch does).
 """
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
 _QMAX = np.float32(127.0)  # earth_embed.quantize.QMAX
 _NODATA = np.int8(-128)  # earth_embed.quantize.NODATA
@@ -26,39 +30,96 @@ def local_std_nhwc(x, windows, eps, out, rows_per_task, first):  # pragma: no co
         sums = np.zeros((nwin, w, c))  # per window: sums of x over the window's rows, per column and channel
         squares = np.zeros((nwin, w, c))  # and of x * x
         row = np.empty((w, c))  # one image row in float64
+        bits = np.empty((w, max(c, first + nwin * c)), np.uint32)  # scratch for bfloat16 bits
         acc = np.empty(c)
         acc2 = np.empty(c)
         res = np.empty((w, first + nwin * c), np.float32)
         for j in range(nwin):
             rad = windows[j] // 2
             for i in range(max(0, r0 - rad), min(h, r0 + rad + 1)):
-                _add_row(x[b, i], row, sums[j], squares[j], 1.0)
+                _add_row(x[b, i], row, bits, sums[j], squares[j], 1.0)
         for r in range(r0, r1):
             for j in range(nwin):
                 rad = windows[j] // 2
                 if r > r0:  # slide the rows: the one entering below, the one leaving above
                     if r + rad < h:
-                        _add_row(x[b, r + rad], row, sums[j], squares[j], 1.0)
+                        _add_row(x[b, r + rad], row, bits, sums[j], squares[j], 1.0)
                     if r - rad - 1 >= 0:
-                        _add_row(x[b, r - rad - 1], row, sums[j], squares[j], -1.0)
+                        _add_row(x[b, r - rad - 1], row, bits, sums[j], squares[j], -1.0)
                 _row_std(
                     sums[j], squares[j], min(h, r + rad + 1) - max(0, r - rad), rad, eps, acc, acc2, res, first + j * c
                 )
+            if first:
+                _load_row(x[b, r], row, bits)
+                for q in range(w):
+                    for k in range(first):
+                        res[q, k] = np.float32(row[q, k])
+            _store_row(res, out[b, r], bits)
+
+
+def _load_row(src, row, bits):  # pragma: no cover - compiled (the implementations below)
+    """Copy one image row ``src`` (``(w, C)``: float32, or bfloat16 bits) into the float64 ``row``."""
+
+
+@overload(_load_row, inline="always")
+def _load_row_impl(src, row, bits):  # pragma: no cover - compiled
+    if isinstance(src.dtype, types.Integer):
+
+        def widen(src, row, bits):
+            w, c = row.shape
+            scratch = bits[:, :c]
             for q in range(w):
-                for k in range(first):
-                    res[q, k] = x[b, r, q, k]
+                for ch in range(c):
+                    scratch[q, ch] = np.uint32(np.int32(src[q, ch]) & 0xFFFF) << np.uint32(16)
             for q in range(w):
-                for k in range(first + nwin * c):
-                    out[b, r, q, k] = res[q, k]
+                values = bits[q].view(np.float32)
+                for ch in range(c):
+                    row[q, ch] = values[ch]
+
+        return widen
+
+    def copy(src, row, bits):
+        w, c = row.shape
+        for q in range(w):
+            for ch in range(c):
+                row[q, ch] = src[q, ch]
+
+    return copy
+
+
+def _store_row(res, dst, bits):  # pragma: no cover - compiled (the implementations below)
+    """Write the float32 ``res`` (``(w, K)``) into one output row ``dst``: float32, or bfloat16 bits."""
+
+
+@overload(_store_row, inline="always")
+def _store_row_impl(res, dst, bits):  # pragma: no cover - compiled
+    if isinstance(dst.dtype, types.Integer):
+
+        def round_to_bf16(res, dst, bits):
+            w, k = res.shape
+            for q in range(w):
+                u = res[q].view(np.uint32)
+                for i in range(k):
+                    dst[q, i] = np.int16(
+                        (u[i] + np.uint32(0x7FFF) + ((u[i] >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+                    )
+
+        return round_to_bf16
+
+    def copy(res, dst, bits):
+        w, k = res.shape
+        for q in range(w):
+            for i in range(k):
+                dst[q, i] = res[q, i]
+
+    return copy
 
 
 @nb.njit(inline="always")
-def _add_row(src, row, sums, squares, sign):  # pragma: no cover - compiled
+def _add_row(src, row, bits, sums, squares, sign):  # pragma: no cover - compiled
     """Add (``sign`` 1) or take away (-1) one image row ``src`` (``(w, C)``) and its squares to the column sums."""
     w, c = sums.shape
-    for q in range(w):
-        for ch in range(c):
-            row[q, ch] = src[q, ch]
+    _load_row(src, row, bits)
     for q in range(w):
         for ch in range(c):
             v = row[q, ch]

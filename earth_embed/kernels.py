@@ -85,24 +85,37 @@ def local_std_into(
     ``with_input``, ``out`` has C more channels first and ``x`` goes there (the texture layer's output).
 
     Statistics are float64 sums of ``x``'s values (bfloat16 and float16 inputs are widened, exactly), rounded
-    once to ``out``'s dtype. Fastest with float32 channels_last ``x`` and ``out`` (no copy in or out).
+    once to ``out``'s dtype. Fastest with channels_last ``x`` and ``out`` of float32 or bfloat16 (read and written
+    in place by the kernel, no copy in or out).
     """
     b, c, h, w = x.shape
     shape = (b, (len(windows) + with_input) * c, h, w)
     if out.shape != shape or out.device.type != "cpu" or x.device.type != "cpu":
         raise ValueError(f"out must be a CPU tensor of shape {shape}, got {tuple(out.shape)}")
-    src = x.to(torch.float32).contiguous(memory_format=torch.channels_last)
-    direct = out.dtype == torch.float32 and out.permute(0, 2, 3, 1).stride()[-1] == 1
-    if not direct and with_input:  # the input as it is (any dtype), the statistics rounded once
+    cl = torch.channels_last
+    src = x.contiguous(memory_format=cl) if x.dtype == torch.bfloat16 else x.float().contiguous(memory_format=cl)
+    direct = out.dtype in (torch.float32, torch.bfloat16) and out.permute(0, 2, 3, 1).stride()[-1] == 1
+    if not direct and with_input:  # the input as it is (any dtype and layout), the statistics rounded once
         out[:, :c].copy_(x)
         local_std_into(x, windows, eps, out[:, c:])
         return
-    dst = out if direct else torch.empty(out.shape, dtype=torch.float32, memory_format=torch.channels_last)
+    dst = out if direct else torch.empty(out.shape, dtype=torch.float32, memory_format=cl)
     with _numba_threads() as kernels:
-        first = c if with_input else 0
-        kernels.local_std_nhwc(_nhwc(src), np.asarray(windows, np.int64), float(eps), _nhwc(dst), _ROWS_PER_TASK, first)
+        kernels.local_std_nhwc(
+            _nhwc(_bits(src)),
+            np.asarray(windows, np.int64),
+            float(eps),
+            _nhwc(_bits(dst)),
+            _ROWS_PER_TASK,
+            c if with_input else 0,
+        )
     if not direct:
         out.copy_(dst)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """A bfloat16 tensor as its int16 bits (NumPy has no bfloat16), any other as it is."""
+    return t.view(torch.int16) if t.dtype == torch.bfloat16 else t
 
 
 def quantize_into(values: torch.Tensor, codes: np.ndarray, scales: np.ndarray, take: np.ndarray | None = None) -> None:
