@@ -50,7 +50,8 @@ Rows:
 - *local onnx*, *local onnx-int8*: the local engine at fp32 on ONNX Runtime (``RunOptions.runtime``), each to its
   own bare forward.
 - *avx2*: the bare forward at fp32 with torch held to AVX2 (``ATEN_CPU_CAPABILITY=avx2``,
-  ``ONEDNN_MAX_CPU_ISA=AVX2``) and ONNX Runtime beside it (which has no such switch).
+  ``ONEDNN_MAX_CPU_ISA=AVX2``, and the Numba kernels compiled for a Haswell, ``NUMBA_CPU_NAME=haswell``) and ONNX
+  Runtime beside it (which has no such switch).
 """
 
 from __future__ import annotations

@@ -203,8 +203,9 @@ def _model_input(
 ) -> torch.Tensor:
     """The normalised batch in ``layout`` on ``device``. Invalid pixels (nodata, NaN) enter as 0, the normalised
     mean (selected, not multiplied: NaN * 0 is NaN, and the convolutions would spread it to valid pixels). On the
-    CPU the fused kernel writes each image into the batch (:meth:`EarthEncoder.normalize_into`), in one pass."""
-    if device.type == "cpu":
+    CPU the fused kernel writes each image into the batch (:meth:`EarthEncoder.normalize_into`), in one pass; a
+    model with only ``normalize`` (a wrapper) gets the same values from torch ops."""
+    if device.type == "cpu" and hasattr(model, "normalize_into"):
         c, h, w = batch[0].dn.shape
         xin = torch.empty((len(batch), c, h, w), dtype=torch.float32, memory_format=layout)
         for k, p in enumerate(batch):
