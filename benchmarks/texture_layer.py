@@ -147,7 +147,7 @@ def main() -> None:
             {
                 "old": lambda: old_layer(features),
                 "torch": lambda: torch_layer(features),
-                "new": lambda: layer(features),
+                "new": lambda: layer(features, reuse_output=True),
             },
             args.passes,
         )

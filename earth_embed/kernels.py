@@ -72,6 +72,21 @@ def _numba_threads() -> Iterator[Any]:
                 torch.set_num_threads(torch_threads)
 
 
+_SCRATCH = threading.local()
+
+
+def scratch(shape: tuple[int, ...], dtype: torch.dtype, memory_format: torch.memory_format) -> torch.Tensor:
+    """A CPU tensor of this thread, handed out again by the next call with the same shape, dtype and layout (then
+    overwritten by its caller): a layer's output that its caller consumes at once is not allocated, and its pages
+    first touched, at every forward (at 1024 px the texture layer's is 400 MB of float32). One per thread; freed
+    with the thread, or replaced by a call with another shape."""
+    key = (tuple(shape), dtype, memory_format)
+    if getattr(_SCRATCH, "key", None) != key:
+        _SCRATCH.tensor, _SCRATCH.key = None, None  # the old one goes before the new one is allocated
+        _SCRATCH.tensor, _SCRATCH.key = torch.empty(shape, dtype=dtype, memory_format=memory_format), key
+    return _SCRATCH.tensor
+
+
 def _nhwc(t: torch.Tensor) -> np.ndarray:
     """The ``(B, H, W, C)`` NumPy view of a CPU ``(B, C, H, W)`` tensor (no copy; any strides)."""
     return t.detach().permute(0, 2, 3, 1).numpy()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import check_windows
-from .kernels import local_std_into
+from .kernels import local_std_into, scratch
 
 EDGES = ("clip", "reflect")
 
@@ -77,14 +77,18 @@ class LocalStats(nn.Module):
         """Channels out for ``in_channels`` in."""
         return in_channels * (1 + len(self.windows))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, reuse_output: bool = False) -> torch.Tensor:
+        """``reuse_output``: on the fused CPU path, write into this thread's scratch tensor of the same shape
+        (:func:`earth_embed.kernels.scratch`) instead of a new one, so the next such call overwrites the result:
+        for a caller that is done with it before then (:class:`~earth_embed.encoder.EarthEncoder`'s forward)."""
         b, c, h, w = x.shape
         if not _fused(x):  # whole-tensor sums: differentiable, fusable, on any device
             stds = _clipped_std(x.float(), self.windows, self.eps).to(x.dtype)
             return torch.cat([x, stds.flatten(1, 2)], dim=1)
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        out = torch.empty(b, self.out_channels(c), h, w, dtype=x.dtype, memory_format=fmt)
+        shape = (b, self.out_channels(c), h, w)
+        out = scratch(shape, x.dtype, fmt) if reuse_output else torch.empty(shape, dtype=x.dtype, memory_format=fmt)
         local_std_into(x, self.windows, self.eps, out, with_input=True)
         return out
 

@@ -240,3 +240,19 @@ def test_channels_last_bf16_input_keeps_float32_statistics(released, real_featur
         rounded_input = layer(features.float().contiguous(memory_format=torch.channels_last))
     assert cl.dtype == torch.bfloat16 and cl.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(cl.float(), rounded_input, rtol=2**-8, atol=1e-6)
+
+
+def test_reused_output_is_this_threads_scratch_and_the_forward_is_unchanged(released, real_input, real_features):
+    """``reuse_output=True`` (what the encoder's forward asks) writes the same values into one buffer per thread and
+    shape; the encoder's embedding does not depend on it, and a fresh output is never that buffer."""
+    layer = released.local_stats
+    features = real_features.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fresh = layer(features)
+        first = layer(features, reuse_output=True)
+        again = layer(features[:, :, :, :100].contiguous(memory_format=torch.channels_last), reuse_output=True)
+        same_shape = layer(features, reuse_output=True)
+        emb_a, emb_b = released(real_input), released(real_input)
+    assert torch.equal(first, fresh) and torch.equal(same_shape, fresh)
+    assert again.shape[-1] == 100 and same_shape.data_ptr() != fresh.data_ptr()
+    assert torch.equal(emb_a, emb_b) and emb_a.data_ptr() != emb_b.data_ptr()
