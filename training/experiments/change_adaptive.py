@@ -33,9 +33,9 @@ from earth_embed import EarthEncoder
 from earth_embed.apps.change_inputs import read_scene_on_grid, scene_grid
 from earth_embed.apps.change_mask import auto_threshold, component_sizes, drop_small
 from earth_embed.apps.change_scores import score_map
+from training.evaluation.change_pairs import EXTERNAL, mean_floors, pair_maps, unchanged_quantiles
 from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, mask_f1, shifted
 from training.evaluation.results_file import command_line, write_results
-from training.experiments.change_floor import EXTERNAL, mean_floors, pair_maps, unchanged_quantiles
 
 #: What both rules share: the default smoothing, level-floor quantile and minimum area (change_floor.md, round 2).
 SMOOTH, LEVEL_Q, MIN_PX = 3, 0.9, 4
@@ -81,10 +81,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     real, shift, labels, quant, baseline, true_share = {}, {}, {}, {}, {}, {}
     for city in cities:
         dn1, dn2, y, _ = city_arrays(root, city, enc.bands)
-        real[city], labels[city] = pair_maps(enc, dn1, dn2), y
-        quant[city] = unchanged_quantiles(real[city], y)
-        true_share[city] = float(y[np.isfinite(real[city][0][0])].mean())
-        shift[city] = pair_maps(enc, *shifted(dn1)["0.5 px"])
+        real[city], labels[city] = pair_maps(enc, dn1, dn2, (SMOOTH,)), y
+        quant[city] = unchanged_quantiles(real[city], y, (LEVEL_Q,))
+        true_share[city] = float(y[np.isfinite(real[city][SMOOTH][0])].mean())
+        shift[city] = pair_maps(enc, *shifted(dn1)["0.5 px"], (SMOOTH,))
         hw = dn1.shape[1:]
         with torch.no_grad():
             ra, rb = as_maps(features("raw", dn1, enc), hw), as_maps(features("raw", dn2, enc), hw)
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for pair, (pa, pb) in EXTERNAL.items():
         grid = scene_grid(root / pa)
         dn_a, dn_b = read_scene_on_grid(root / pa, enc.bands, grid), read_scene_on_grid(root / pb, enc.bands, grid)
-        ext_maps[pair] = pair_maps(enc, dn_a, dn_b)
+        ext_maps[pair] = pair_maps(enc, dn_a, dn_b, (SMOOTH,))
     folds = []
     for held in cities:
         train = [c for c in cities if c != held]

@@ -32,8 +32,9 @@ import torch
 from earth_embed import EarthEncoder
 from earth_embed.apps.change_inputs import read_scene_on_grid, scene_grid
 from earth_embed.apps.change_mask import auto_threshold, component_sizes
-from earth_embed.apps.change_scores import DEFAULT_SCORE, ScoreStats, level_map, prepare, score_map, smooth_map
+from earth_embed.apps.change_scores import DEFAULT_SCORE, score_map
 from training.evaluation.change_floor_report import markdown
+from training.evaluation.change_pairs import EXTERNAL, mean_floors, pair_maps, unchanged_quantiles
 from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, mask_f1, shifted
 from training.evaluation.results_file import command_line, write_results
 
@@ -45,36 +46,10 @@ MIN_PX = (4, 8, 16, 32)
 NO_CHANGE_LIMIT = 0.5
 #: The previous default (docs/results/change_defaults.md): smoothing 3, share 5, no level floor, 16 px.
 PREVIOUS = "smooth 3, share 5, level none, min 16 px"
-#: Real short-term pairs without urban change (paths under the data root).
-EXTERNAL = {
-    "SSL4EO 0000200 (Punjab), 2020-06-04 / 2020-08-23": (
-        "unlabelled/ssl4eo-s12/0000200/20200604_L1C",
-        "unlabelled/ssl4eo-s12/0000200/20200823_L1C",
-    ),
-    **{
-        f"Slovenia, {a} / {b}": (
-            f"labelled/slovenia-eolearn/dates/S2L1C_{a.replace('-', '')}.tif",
-            f"labelled/slovenia-eolearn/dates/S2L1C_{b.replace('-', '')}.tif",
-        )
-        for a, b in (("2015-07-11", "2015-08-30"), ("2015-08-30", "2015-09-09"), ("2015-07-11", "2015-09-09"))
-    },
-}
 
 
 def name(k: int, q: float, g: float | None, min_px: int) -> str:
     return f"smooth {k}, share {q:g}, level {'none' if g is None else f'q{g:g}'}, min {min_px} px"
-
-
-def pair_maps(enc: EarthEncoder, dn_a: np.ndarray, dn_b: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """{smoothing: (score, level)} of two DN images (C, H, W) of one grid: the default score and the change level
-    of the encoder's features, both smoothed alike."""
-    hw = dn_a.shape[1:]
-    with torch.no_grad():
-        a, b = as_maps(features(enc, dn_a, enc), hw), as_maps(features(enc, dn_b, enc), hw)
-    stats = ScoreStats(DEFAULT_SCORE, a.shape[0])
-    stats.add(*prepare(a, b, DEFAULT_SCORE))
-    s, lv = score_map(a, b, DEFAULT_SCORE, stats=stats), level_map(a, b, stats)
-    return {k: (smooth_map(s, k), smooth_map(lv, k)) for k in SMOOTH}
 
 
 def masks(maps: dict, floors: dict, y: np.ndarray | None = None) -> dict[str, dict[str, float]]:
@@ -98,19 +73,6 @@ def masks(maps: dict, floors: dict, y: np.ndarray | None = None) -> dict[str, di
     return out
 
 
-def unchanged_quantiles(maps: dict, y: np.ndarray) -> dict[int, dict[float, float]]:
-    """{k: {g: the g-quantile of the level on unchanged valid pixels}}."""
-    out = {}
-    for k, (s, lv) in maps.items():
-        v = lv[np.isfinite(lv) & np.isfinite(s) & (y == 0)]
-        out[k] = {g: float(np.quantile(v, g)) for g in LEVEL_Q if g is not None}
-    return out
-
-
-def mean_floors(quant: dict, cities: list[str]) -> dict[int, dict[float, float]]:
-    return {k: {g: float(np.mean([quant[c][k][g] for c in cities])) for g in quant[cities[0]][k]} for k in SMOOTH}
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     t0, cpu0, load0 = time.time(), time.process_time(), os.getloadavg()[1]
@@ -121,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for city in cities:
         dn1, dn2, y, _ = city_arrays(root, city, enc.bands)
         real[city], labels[city] = pair_maps(enc, dn1, dn2), y
-        quant[city] = unchanged_quantiles(real[city], y)
+        quant[city] = unchanged_quantiles(real[city], y, [g for g in LEVEL_Q if g is not None])
         true_share[city] = float(y[np.isfinite(real[city][0][0])].mean())
         shift[city] = pair_maps(enc, *shifted(dn1)["0.5 px"])
         hw = dn1.shape[1:]
