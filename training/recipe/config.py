@@ -58,6 +58,10 @@ DEFAULTS: dict[str, Any] = {
         "recon_within_weight": 0.0,  # + 1 - R^2 within each image of the same head (needs recon_weight > 0)
         "recon_log_std": False,  # the stack target's local std as log(std + 0.01) (relative texture)
         "vc_weight": 0.0,  # per-image VICReg variance + covariance on the embedding at the query pixels
+        "spectral_weight": 0.0,  # > 0: embedding distance between pixels of a window follows their spectral distance
+        "spectral_box": 5,  # odd px: the spectra are each view's bands box-averaged over spectral_box^2 px
+        "spectral_form": "hinge",  # hinge (the pairs that differ most must differ at least as much) | two_sided
+        "spectral_top": 0.25,  # hinge: the share of pairs, by spectral distance, the term applies to
     },
     "train": {
         "steps": 1000,  # optimizer steps
@@ -212,6 +216,13 @@ def check_pretrain_config(cfg: dict) -> None:
         )
     if l_cfg["recon_log_std"] and l_cfg["recon_target"] != "stack":
         raise ConfigError("loss.recon_log_std applies to the stack target: set loss.recon_target=stack as well")
+    if l_cfg["spectral_form"] not in ("hinge", "two_sided"):
+        raise ConfigError(f"loss.spectral_form must be 'hinge' or 'two_sided', got {l_cfg['spectral_form']!r}")
+    top, box = l_cfg["spectral_top"], l_cfg["spectral_box"]
+    if not isinstance(top, (int, float)) or not 0 < top <= 1:
+        raise ConfigError(f"loss.spectral_top must be a share of the pairs in (0, 1], e.g. 0.25, got {top!r}")
+    if not isinstance(box, int) or box < 1 or box % 2 == 0:
+        raise ConfigError(f"loss.spectral_box must be an odd number of pixels >= 1 (e.g. 5), got {box!r}")
     pool = l_cfg["cross_pool"]
     if not isinstance(pool, int) or pool < 1 or pool % 2 == 0:
         raise ConfigError(f"loss.cross_pool must be an odd number of pixels >= 1 (e.g. 3), got {pool!r}")

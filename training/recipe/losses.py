@@ -26,6 +26,7 @@ __all__ = [
     "pca_whitening",
     "per_image_variance_covariance",
     "reconstruction_loss",
+    "spectral_distance_loss",
     "within_image_reconstruction_loss",
 ]
 
@@ -231,3 +232,51 @@ def standardised_invariance(query: Tensor, target: Tensor, weight: Tensor | None
     var = (((q - mean) ** 2) * wq).sum((0, 1)) / (n - 1)
     sq = (((q - t) ** 2) * wq).sum((0, 1)) / n
     return (sq / var.clamp(min=1e-6)).mean()
+
+
+def _pair_distances(v: Tensor) -> Tensor:
+    """(B, N, N) Euclidean distances between the N vectors of each image of ``v`` (B, N, F), finite gradient at 0."""
+    v = v.float()
+    sq = (v * v).sum(-1)
+    d2 = (sq[:, :, None] + sq[:, None, :] - 2 * v @ v.transpose(1, 2)).clamp(min=0.0)
+    return torch.sqrt(d2 + 1e-8)
+
+
+def spectral_distance_loss(
+    emb: Tensor, spectra: Tensor, weight: Tensor | None = None, top: float = 0.25, form: str = "hinge"
+) -> Tensor:
+    """Ask the embedding's distance between two pixels of one window to follow their spectral distance.
+
+    ``emb`` (B, N, D): the embedding at N pixels of each window; ``spectra`` (B, N, C): the (box-smoothed) bands
+    the encoder saw at the same pixels; ``weight`` (B, N): 0 drops a pixel. The pairs are every two distinct
+    weighted pixels of one window. Both distances are divided by their mean over the batch's pairs, so the term
+    does not depend on either's scale (it is not met by inflating the embedding). ``form``:
+
+    * ``hinge``: over the ``top`` share of pairs with the largest spectral distance, the mean of
+      ``relu(spectral - embedding)``: where the bands differ strongly, the embedding must differ at least as much,
+      relative to its typical distance (which pixel-position noise inflates);
+    * ``two_sided``: over every pair, the mean of ``|embedding - spectral|``.
+
+    0 when the embedding's distances are the spectral ones up to a scale.
+    """
+    if emb.ndim != 3 or spectra.shape[:2] != emb.shape[:2]:
+        raise ValueError(
+            f"emb (B, N, D) and spectra (B, N, C) must share B, N, got {tuple(emb.shape)}, {tuple(spectra.shape)}"
+        )
+    if form not in ("hinge", "two_sided") or not 0 < top <= 1:
+        raise ValueError(f"form must be 'hinge' or 'two_sided' and 0 < top <= 1, got {form!r}, {top}")
+    B, N = emb.shape[:2]
+    w = torch.ones(B, N, device=emb.device) if weight is None else (weight > 0).to(emb.device)
+    pairs = torch.triu(torch.ones(N, N, dtype=torch.bool, device=emb.device), 1)[None]
+    pairs = pairs & (w[:, :, None] > 0) & (w[:, None, :] > 0)
+    if int(pairs.sum()) < 2:
+        return emb.sum() * 0.0
+    de = _pair_distances(emb)[pairs]
+    with torch.no_grad():
+        ds = _pair_distances(spectra.to(emb.device))[pairs]
+        ds = ds / ds.mean().clamp(min=1e-8)
+    de = de / de.mean().clamp(min=1e-8)
+    if form == "two_sided":
+        return (de - ds).abs().mean()
+    strong = ds >= torch.quantile(ds, 1.0 - top) if top < 1 else torch.ones_like(ds, dtype=torch.bool)
+    return F.relu(ds[strong] - de[strong]).mean()

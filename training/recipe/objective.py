@@ -22,6 +22,11 @@
   (0.05-0.1 in normalised units) then weighs as much as a city's, not a rounding error beside it.
 * Per-image anti-collapse (``loss.vc_weight`` > 0): VICReg variance + covariance over the query pixels
   of each image (within-scene spread; a batch-wide term is met by scene-to-scene differences).
+* Embedding distance that follows spectral change (``loss.spectral_weight`` > 0): over pairs of query pixels
+  of one window (both views' pixels together), the embedding's distance is tied to the distance between the
+  bands each view showed the encoder, box-averaged over ``loss.spectral_box`` px so that a sub-pixel shift
+  barely moves them (:func:`spectral_distance_loss`; ``loss.spectral_form`` hinge over the ``loss.spectral_top``
+  share of pairs that differ most, or two-sided over all pairs).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from training.recipe.losses import (
     info_nce,
     per_image_variance_covariance,
     reconstruction_loss,
+    spectral_distance_loss,
     standardised_invariance,
     within_image_reconstruction_loss,
 )
@@ -69,6 +75,7 @@ class DenseObjective:
         self.within_weight = float(l_cfg.get("recon_within_weight", 0.0))
         self.invariance_weight = float(l_cfg.get("cross_invariance_weight", 0.0))
         self.log_std = bool(l_cfg.get("recon_log_std", False))
+        self.spectral_weight = float(l_cfg.get("spectral_weight", 0.0))
         self.whitening = whitening
         self.recon_stack = l_cfg.get("recon_target", "bands") == "stack"
         if self.recon_weight > 0 and whitening is None and not self.recon_stack:
@@ -93,7 +100,7 @@ class DenseObjective:
         idx2, xyk1, xyp2, w2 = sample_correspondences(pair, P, gen, 2)
         cross = batch["cross"].to(dev).bool() if "cross" in batch else torch.zeros(B, dtype=torch.bool, device=dev)
         invariance = self.invariance_weight > 0 and bool(cross.any())
-        need_emb = self.recon_weight > 0 or self.vc_weight > 0 or invariance
+        need_emb = self.recon_weight > 0 or self.vc_weight > 0 or invariance or self.spectral_weight > 0
         out = net(views, idx=torch.cat([idx1, idx2]).to(dev), with_embedding=need_emb)
         q, emb, recon = out if need_emb else (out, None, None)
         with torch.no_grad(), accelerator.autocast():
@@ -140,6 +147,10 @@ class DenseObjective:
                 inv = standardised_invariance(emb[pairs], partner[pairs], weight[pairs])
                 loss = loss + self.invariance_weight * inv
                 parts["invariance"] = float(inv.detach())
+            if self.spectral_weight > 0:
+                sp = self._spectral(emb, pair, idx1, idx2, weight)
+                loss = loss + self.spectral_weight * sp
+                parts["spectral"] = float(sp.detach())
             if self.vc_weight > 0:
                 vc = per_image_variance_covariance(emb, weight)
                 loss = loss + self.vc_weight * vc
@@ -147,6 +158,27 @@ class DenseObjective:
         if self.invariance_weight > 0 and not invariance:  # a batch without windows from two dates (rare)
             parts["invariance"] = 0.0
         return loss, parts
+
+    def _spectral(self, emb: Tensor, pair: ViewPair, idx1: Tensor, idx2: Tensor, weight: Tensor) -> Tensor:
+        """The spectral-distance term over pairs of query pixels of each window, both views' pixels together.
+
+        ``emb`` (2B, P, D): the embedding at view 1's query pixels ``idx1`` (rows :B) and view 2's ``idx2``
+        (rows B:); the spectra are each view's bands as the encoder saw them (after the photometric changes),
+        box-averaged over ``loss.spectral_box`` px of that view.
+        """
+        cfg, B = self.cfg, pair.view1.shape[0]
+        with torch.no_grad():
+            k = int(cfg["spectral_box"])
+            spectra = []
+            for view, idx in ((pair.view1, idx1), (pair.view2, idx2)):
+                smooth = F.avg_pool2d(view.float(), k, stride=1, padding=k // 2, count_include_pad=False)
+                C = smooth.shape[1]
+                idx = idx.to(smooth.device)
+                spectra.append(smooth.flatten(2).gather(2, idx[:, None, :].expand(B, C, -1)).transpose(1, 2))
+        both = torch.cat([emb[:B], emb[B:]], 1)  # (B, 2P, D): each window's pixels of both views
+        w = torch.cat([weight[:B], weight[B:]], 1)
+        top, form = float(cfg["spectral_top"]), str(cfg["spectral_form"])
+        return spectral_distance_loss(both, torch.cat(spectra, 1), w, top=top, form=form)
 
     def _stack(self, x: Tensor) -> Tensor:
         """The hand-made stack of clean patches (B, C, S, S); local std as log(std + 0.01) with ``recon_log_std``."""
