@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .bandfiles import band_from_filename
 from .reader import open_scene
-from .scene import S2_NODATA, Scene
+from .scene import S2_NODATA, S2_SATURATED, Scene
 from .spec import SceneSpec, settle_scene
 
-__all__ = ["S2_NODATA", "Scene", "SceneSpec", "band_from_filename", "open_scene", "settle_scene"]
+__all__ = ["S2_NODATA", "S2_SATURATED", "Scene", "SceneSpec", "band_from_filename", "open_scene", "settle_scene"]

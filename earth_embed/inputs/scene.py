@@ -23,6 +23,12 @@ WindowLike = Union[Window, tuple]  # noqa: UP007
 
 #: Sentinel-2 digital numbers use 0 for "no data".
 S2_NODATA = 0.0
+#: A band value at or above this is saturated (its radiance was clipped), so the pixel is invalid like nodata. The
+#: L1C product's special value SATURATED is 65535 and its 15-bit encoding caps at 32767; the OSCD scenes (L1C of
+#: baselines before 04.00) clip saturated pixels at 28000 (in 10 of the 48 scenes of ``unlabelled/oscd*`` the
+#: brightest pixels hold 28000-28003 after the makers' warp, and no scene goes higher). 28000 DN is a top-of-atmosphere reflectance of 2.7-2.8 (baseline 04.00 adds
+#: an offset of 1000), beyond any ground or cloud, so the bound catches all three conventions and no real value.
+S2_SATURATED = 28000.0
 
 
 @dataclass
@@ -183,14 +189,15 @@ class Scene:
     def valid_mask(
         self, window: WindowLike | None = None, bands: Sequence[str] | None = None, data: np.ndarray | None = None
     ) -> np.ndarray:
-        """Boolean ``(h, w)``: True where no band (of ``bands``) equals ``nodata``."""
+        """Boolean ``(h, w)``: True where no band (of ``bands``) equals ``nodata`` or is saturated (at least
+        :data:`S2_SATURATED`)."""
         if data is None:
             data = self.read(window, bands)
-        if self.nodata is None:
-            return np.ones(data.shape[1:], dtype=bool)
-        if np.isnan(self.nodata):
-            return ~np.isnan(data).any(axis=0)
-        return ~(data == self.nodata).any(axis=0)
+        with np.errstate(invalid="ignore"):
+            bad = data >= S2_SATURATED
+        if self.nodata is not None:
+            bad |= np.isnan(data) if np.isnan(self.nodata) else data == self.nodata
+        return np.logical_not(bad.any(axis=0))
 
     # -- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:
