@@ -1,5 +1,6 @@
 """The change-detection evaluation's pieces on a real OSCD city (Paris-Bercy, 360 x 395 px): its one-sort
-metrics equal scikit-learn's, its draws, and the few-shot head scored off its training pixels."""
+metrics equal scikit-learn's, its draws, the few-shot head scored off its training pixels, and the pieces of the
+mask-rule selections."""
 
 from __future__ import annotations
 
@@ -71,6 +72,34 @@ def test_change_defaults_mask_grid_and_leave_one_city_out(bercy):
     out = loco(table, ["c1", "c2", "c3"])
     assert [f["pick"] for f in out["folds"]] == ["y", "x", "x"] and out["default"] == "x"
     assert out["held_out_mean"] == pytest.approx((0.2 + 0.1 + 0.5) / 3)
+
+
+def test_change_adaptive_rules_under_the_level_floor(bercy):
+    """The threshold comparison's pieces on Bercy's raw bands (0.74 % labelled change): both rules under the level
+    floor, their marked share and patch count, and the share / true share distance."""
+    from earth_embed.apps.change_mask import auto_threshold, component_sizes, drop_small
+    from earth_embed.apps.change_scores import DEFAULT_SCORE, ScoreStats, level_map, prepare, score_map, smooth_map
+    from training.evaluation.oscd_change import as_maps
+    from training.experiments.change_adaptive import CURRENT, MIN_PX, SMOOTH, log_ratio, marks
+
+    f1, f2, y, valid, grid = bercy
+    hw = (grid.height, grid.width)
+    a, b = (as_maps(np.where(valid[:, None], f, np.nan).astype(np.float32), hw) for f in (f1, f2))
+    stats = ScoreStats(DEFAULT_SCORE, a.shape[0])
+    stats.add(*prepare(a, b, DEFAULT_SCORE))
+    s, lv = smooth_map(score_map(a, b, stats=stats), SMOOTH), smooth_map(level_map(a, b, stats), SMOOTH)
+    maps, labels, rules = {SMOOTH: (s, lv)}, y.reshape(hw), [CURRENT, ("robust-z", 3.0)]
+    free, high = marks(maps, -np.inf, rules, labels), marks(maps, float(np.nanquantile(lv, 0.99)), rules, labels)
+    ok = np.isfinite(s) & np.isfinite(lv)
+    z = ok & (np.where(ok, s, -np.inf) > auto_threshold(s[ok], "robust-z", 3.0))
+    want = drop_small(z, MIN_PX)
+    assert free["robust-z 3"]["share"] == pytest.approx(want[ok].mean())  # no floor: the rule alone
+    assert free["robust-z 3"]["patches"] == len(component_sizes(want)[1]) - 1 > 0
+    assert 0.04 <= free["share 5"]["share"] <= 0.05  # the top 5 %, less the patches under 4 px
+    for rule in ("share 5", "robust-z 3"):  # a floor above 99 % of the level leaves at most 1 % marked
+        assert high[rule]["share"] <= min(free[rule]["share"], 0.01) and 0 <= high[rule]["f1"] <= 1
+    assert log_ratio(0.02, 0.01) == pytest.approx(np.log(2)) == pytest.approx(log_ratio(0.005, 0.01))
+    assert log_ratio(0.0, 0.01) == np.inf
 
 
 def test_self_shift_pairs_and_head_input_blocks(shared_data):
