@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import math
 import os
 import sys
 import time
@@ -30,11 +29,8 @@ import numpy as np
 import torch
 
 from earth_embed import EarthEncoder
-from earth_embed.apps.change_inputs import read_scene_on_grid, scene_grid
-from earth_embed.apps.change_mask import auto_threshold, component_sizes, drop_small
-from earth_embed.apps.change_scores import score_map
-from training.evaluation.change_pairs import EXTERNAL, mean_floors, pair_maps, unchanged_quantiles
-from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, mask_f1, shifted
+from training.evaluation.change_pairs import load_pairs, log_ratio, mark, mean_floors
+from training.evaluation.oscd_change import CITIES
 from training.evaluation.results_file import command_line, write_results
 
 #: What both rules share: the default smoothing, level-floor quantile and minimum area (change_floor.md, round 2).
@@ -52,23 +48,7 @@ def rule_name(rule: tuple[str, float]) -> str:
 
 def marks(maps: dict, floor: float, rules: list[tuple[str, float]], y: np.ndarray | None = None) -> dict:
     """{rule name: marked share, patch count (and change F1 if ``y``)} of one pair under the level floor."""
-    s, lv = maps[SMOOTH]
-    valid = np.isfinite(s) & np.isfinite(lv)
-    gate = valid & (np.where(valid, lv, -np.inf) > floor)
-    out = {}
-    for rule in rules:
-        above = gate & (np.where(valid, s, -np.inf) > auto_threshold(s[valid], *rule))
-        m = drop_small(above, MIN_PX)
-        e = {"share": float(m[valid].mean()), "patches": len(component_sizes(m)[1]) - 1}
-        if y is not None:
-            e["f1"] = mask_f1(m, y, valid)
-        out[rule_name(rule)] = e
-    return out
-
-
-def log_ratio(share: float, true: float) -> float:
-    """|log(marked / true share)|: 0 where the mask marks the true share (a mask marking nothing: infinite)."""
-    return abs(math.log(share / true)) if share > 0 else math.inf
+    return {rule_name(rule): mark(maps[SMOOTH], rule, floor, MIN_PX, y) for rule in rules}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,26 +58,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     enc = EarthEncoder.from_pretrained(args.encoder).eval()
     cities = list(args.cities)
     rules = [CURRENT] + [("robust-z", k) for k in KS]
-    real, shift, labels, quant, baseline, true_share = {}, {}, {}, {}, {}, {}
-    for city in cities:
-        dn1, dn2, y, _ = city_arrays(root, city, enc.bands)
-        real[city], labels[city] = pair_maps(enc, dn1, dn2, (SMOOTH,)), y
-        quant[city] = unchanged_quantiles(real[city], y, (LEVEL_Q,))
-        true_share[city] = float(y[np.isfinite(real[city][SMOOTH][0])].mean())
-        shift[city] = pair_maps(enc, *shifted(dn1)["0.5 px"], (SMOOTH,))
-        hw = dn1.shape[1:]
-        with torch.no_grad():
-            ra, rb = as_maps(features("raw", dn1, enc), hw), as_maps(features("raw", dn2, enc), hw)
-        cva = score_map(ra, rb, "cva")
-        ok = np.isfinite(cva)
-        otsu = ok & (np.where(ok, cva, -np.inf) > auto_threshold(cva[ok], "otsu"))
-        baseline[city] = {"f1": mask_f1(otsu, y, ok), "share": float(otsu[ok].mean())}
-        print(f"{city}: maps done ({time.time() - t0:.0f} s)", flush=True)
-    ext_maps = {}
-    for pair, (pa, pb) in EXTERNAL.items():
-        grid = scene_grid(root / pa)
-        dn_a, dn_b = read_scene_on_grid(root / pa, enc.bands, grid), read_scene_on_grid(root / pb, enc.bands, grid)
-        ext_maps[pair] = pair_maps(enc, dn_a, dn_b, (SMOOTH,))
+    pairs = load_pairs(root, enc, cities, SMOOTH, (LEVEL_Q,))
+    real, shift, labels, quant = pairs["real"], pairs["shift"], pairs["labels"], pairs["quant"]
+    baseline, true_share, ext_maps = pairs["baseline"], pairs["true_share"], pairs["external"]
     folds = []
     for held in cities:
         train = [c for c in cities if c != held]
