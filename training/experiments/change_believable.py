@@ -127,7 +127,7 @@ def judge(folds: list, cur: str, baseline: dict, true: dict, cities: list[str]) 
                             for f in folds]))
         for k in ("new", "current")
     }  # fmt: skip
-    shift = [100 * f["held_out_self_shift"][f["pick"]]["share"] for f in folds]
+    shift = [100 * f["held_out_self_shift"][f["pick"]] for f in folds]
     return {
         "f1_current": f1_cur, "f1_new": f1_new, "f1_otsu_raw_cva": otsu,
         "f1_met": f1_new > otsu and f1_new >= f1_cur - F1_SLACK,
@@ -155,7 +155,7 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {c} | {pk} | {f['eligible']} | {100 * f['held_out_f1'][cur]:.1f} / {100 * f['held_out_f1'][pk]:.1f} | "
             f"{_pct(f['held_out_share'][cur])} / {_pct(f['held_out_share'][pk])} | {_pct(r['true_share'][c])} | "
-            f"{f['held_out_patches'][cur]} / {f['held_out_patches'][pk]} | {_pct(f['held_out_self_shift'][pk]['share'])} "
+            f"{f['held_out_patches'][cur]} / {f['held_out_patches'][pk]} | {_pct(f['held_out_self_shift'][pk])} "
             f"| {100 * r['baseline_otsu_raw_cva'][c]['f1']:.1f} |"
         )
     d = sel["default"]
