@@ -75,12 +75,14 @@ def test_change_defaults_mask_grid_and_leave_one_city_out(bercy):
 
 
 def test_change_adaptive_rules_under_the_level_floor(bercy):
-    """The threshold comparison's pieces on Bercy's raw bands (0.74 % labelled change): both rules under the level
-    floor, their marked share and patch count, and the share / true share distance."""
+    """The threshold comparisons' pieces on Bercy's raw bands (0.74 % labelled change): both rules under the level
+    floor, their marked share and patch count, round 2's grid of share cuts and floors, and the share / true share
+    distance."""
     from earth_embed.apps.change_mask import auto_threshold, component_sizes, drop_small
     from earth_embed.apps.change_scores import DEFAULT_SCORE, ScoreStats, level_map, prepare, score_map, smooth_map
     from training.evaluation.oscd_change import as_maps
     from training.experiments.change_adaptive import CURRENT, MIN_PX, SMOOTH, log_ratio, marks
+    from training.experiments.change_believable import LEVEL_QS, SHARES, name, table
 
     f1, f2, y, valid, grid = bercy
     hw = (grid.height, grid.width)
@@ -98,6 +100,9 @@ def test_change_adaptive_rules_under_the_level_floor(bercy):
     assert 0.04 <= free["share 5"]["share"] <= 0.05  # the top 5 %, less the patches under 4 px
     for rule in ("share 5", "robust-z 3"):  # a floor above 99 % of the level leaves at most 1 % marked
         assert high[rule]["share"] <= min(free[rule]["share"], 0.01) and 0 <= high[rule]["f1"] <= 1
+    cands = table(maps, dict.fromkeys(LEVEL_QS, -np.inf), labels)  # round 2's grid, every floor below the level
+    assert len(cands) == len(SHARES) * len(LEVEL_QS)
+    assert cands[name(5.0, 0.9)] == free["share 5"] and cands[name(100.0, 0.9)]["share"] > 0.999
     assert log_ratio(0.02, 0.01) == pytest.approx(np.log(2)) == pytest.approx(log_ratio(0.005, 0.01))
     assert log_ratio(0.0, 0.01) == np.inf
 
