@@ -223,3 +223,9 @@ def normalize_chw(dn, valid, offset, scale, mean, std, out):  # pragma: no cover
             else:
                 for ch in range(c):
                     out[r, q, ch] = np.float32(0.0)
+
+
+@nb.njit(cache=True)
+def ready(x):  # pragma: no cover - compiled
+    """Nothing: its first call builds Numba's CPU target (:func:`earth_embed.kernels.warm_up`)."""
+    return x.size

@@ -54,6 +54,27 @@ def _kernels() -> Any:
     return _numba_kernels
 
 
+_WARM: list[threading.Thread] = []
+
+
+def warm_up() -> None:
+    """Ready Numba in a background thread (once per process), so that a run's first kernel call does not pay it.
+
+    Numba's first dispatch in a process, even of a cached kernel, builds its CPU target (about 0.9 s on the 2-core
+    CPU, after 0.4 s to import it): the local engine starts this before it loads the model and reads the first unit,
+    which leave a core idle. A kernel called meanwhile waits for the thread (they share the kernels' lock)."""
+    with _LOCK:
+        if _WARM:
+            return
+        _WARM.append(threading.Thread(target=_warm, name="earth-embed-numba-warm-up", daemon=True))
+    _WARM[0].start()
+
+
+def _warm() -> None:
+    with _LOCK:
+        _kernels().ready(np.zeros(1, np.float32))
+
+
 @contextlib.contextmanager
 def _numba_threads() -> Iterator[Any]:
     """The kernels, one call at a time, with Numba set to torch's thread count (within Numba's pool); torch's

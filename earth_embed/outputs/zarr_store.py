@@ -4,7 +4,7 @@ Layout of ``OUT.zarr``::
 
     zarr.json                   root group: the plan's fingerprint, run id, model, quantisation, scenes
     EPSG_32618/                 one group per CRS (the plan's group key)
-        embeddings              int8 codes (band, y, x): all bands in each chunk, sharded, Blosc-zstd + CRC-32C, -128 nodata
+        embeddings              int8 codes (band, y, x): all bands in each chunk, sharded, Blosc-LZ4 + CRC-32C, -128 nodata
         scales                  float32 (y, x): each pixel's scale (value = code * scale), NaN nodata
         x, y                    pixel-centre coordinates (CRS units), band (0..D-1)
         spatial_ref             CF grid mapping (crs_wkt, GeoTransform): xarray/rioxarray georeference
@@ -306,7 +306,7 @@ class RegionStore:
         at: tuple[int, ...] = () if unit.layer is None else (unit.layer,)
         self.array(unit.group, codes)[at + (slice(None), rows, cols)] = data
         self.array(unit.group, scales)[at + (rows, cols)] = out.scales
-        valid = int(quantize.valid_mask(data).sum())
+        valid = int(np.isfinite(out.scales).sum())  # the rule's nodata: scale NaN (and every code -128)
         files = {name: record_file(self.path, key) for name, key in keys.items()}
         record = {"format": ENTRY_FORMAT, "unit": unit.key, "pixels": unit.pixels, "valid_pixels": valid}
         record.update(observed_pixels=out.observed, masked_pixels=out.masked)  # the cloud/shadow mask's share

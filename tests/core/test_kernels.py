@@ -71,3 +71,13 @@ def test_local_std_into_names_a_bad_output():
     x = torch.zeros(1, 4, 8, 8)
     with pytest.raises(ValueError, match="out must be a CPU tensor of shape"):
         kernels.local_std_into(x, [5], 1e-5, torch.empty(1, 4, 8, 7))
+
+
+def test_warm_up_readies_numba_once_in_the_background():
+    code = (
+        "import sys; from earth_embed import kernels; kernels.warm_up(); kernels.warm_up(); "
+        "assert len(kernels._WARM) == 1; kernels._WARM[0].join(); "
+        "print('numba' in sys.modules, kernels._kernels.cache_info().currsize)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "1"]

