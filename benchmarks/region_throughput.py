@@ -75,7 +75,7 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(HERE.parent))
 
 from raster_throughput import build_input  # noqa: E402  (the same real-pixel inputs)
-from region_report import report, targets  # noqa: E402
+from region_report import TORCH_OPS, report, targets  # noqa: E402
 from region_workers import ISA_ENV, RELEASE, WORKERS, cpu_info, load_model  # noqa: E402
 from results_json import write_json  # noqa: E402
 
@@ -152,12 +152,12 @@ def main() -> None:
     started, clock, load_start = datetime.now(timezone.utc), time.perf_counter(), os.getloadavg()
     small, large = (build_input(mpx, workdir) for mpx in args.sizes)
     halo = default_halo(load_model().pad_multiple)
-    precs = ",".join(dict.fromkeys(["fp32", prec, *(args.runtimes if "runtimes" in args.rows else [])]))
+    precs = ",".join(dict.fromkeys(["fp32", prec, TORCH_OPS, *(args.runtimes if "runtimes" in args.rows else [])]))
     bare = run_worker(args, "forward", src=small, precisions=precs)
     print(f"bare forward: {bare}", file=sys.stderr, flush=True)
     avx2 = None
     if "avx2" in args.rows:  # torch as on an AVX2-only CPU; ONNX Runtime cannot be held to AVX2 (ISA_ENV)
-        avx2 = run_worker(args, "forward", env=ISA_ENV, src=small, precisions="fp32,onnx")
+        avx2 = run_worker(args, "forward", env=ISA_ENV, src=small, precisions=f"fp32,{TORCH_OPS},onnx")
         print(f"bare forward, AVX2 emulated for torch: {avx2}", file=sys.stderr, flush=True)
     engine: dict[str, Any] = {"kind": "engine", "precision": prec}
     other = next(f for f in MEMORY_FORMATS if f != args.memory_format)

@@ -3,11 +3,13 @@ its figures as one JSON line (``region_throughput.py --worker KIND``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(HERE.parent))
 
 from raster_throughput import peak_rss_mb  # noqa: E402
+from region_report import TORCH_OPS  # noqa: E402
 
 RELEASE = HERE.parent / "models" / "earth-embed-s2-unet-r18s16"
 #: What makes this CPU run torch as an AVX2-only CPU would (ATen's kernels and oneDNN's); ONNX Runtime picks its
@@ -57,7 +60,7 @@ def worker_forward(args) -> dict:
         x = torch.from_numpy(np.stack([scene.read(((0, b), (0, b))), scene.read(((b, 2 * b), (b, 2 * b)))]))
     layout = check_memory_format(args.memory_format)
     names = args.precisions.split(",")
-    variants = {p: (p, layout) for p in names if p not in ONNX_RUNTIMES}
+    variants = {p: ("fp32" if p == TORCH_OPS else p, layout) for p in names if p not in ONNX_RUNTIMES}
     variants.update({p: ("fp32", torch.contiguous_format) for p in names if p in ONNX_RUNTIMES})
     if layout != torch.contiguous_format:
         variants["fp32 contiguous"] = ("fp32", torch.contiguous_format)
@@ -67,7 +70,7 @@ def worker_forward(args) -> dict:
     def once(name: str, k: int) -> float:
         precision, fmt = variants[name]
         run = runs.get(name, models[fmt])
-        with autocast_for(precision):
+        with autocast_for(precision), _texture_by_torch_ops(name == TORCH_OPS):
             xin = model.normalize(x[k % 2 : k % 2 + 1]).contiguous(memory_format=fmt)
             t0 = time.perf_counter()
             run(xin).float().numpy()
@@ -87,6 +90,20 @@ def worker_forward(args) -> dict:
         "isa_env": {k: os.environ[k] for k in ISA_ENV if k in os.environ},
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+@contextlib.contextmanager
+def _texture_by_torch_ops(on: bool) -> Iterator[None]:
+    """With ``on``, the texture layer takes its torch-ops path (as on CUDA or under autograd) instead of the kernel."""
+    from earth_embed import local_stats
+
+    fused = local_stats._fused
+    if on:
+        local_stats._fused = lambda x: False
+    try:
+        yield
+    finally:
+        local_stats._fused = fused
 
 
 def worker_engine(args) -> dict:
@@ -145,6 +162,7 @@ def worker_stages(args) -> dict:
     (normalising, int8 encoding, placing): where the time goes."""
     import torch
 
+    from earth_embed import kernels
     from earth_embed.outputs.zarr_store import RegionStore
     from earth_embed.tiling.engine import model_on
     from earth_embed.tiling.plan import RegionPlan
@@ -164,6 +182,9 @@ def worker_stages(args) -> dict:
         forward["computed_px"] += x.shape[0] * x.shape[-2] * x.shape[-1]
         return y
 
+    t0 = time.perf_counter()
+    kernels.warm_up(wait=True)  # once per process: the local engine starts it beside the model's load
+    startup = time.perf_counter() - t0
     with SceneCache(plan) as scenes, model_on(model, torch.device("cpu"), args.memory_format):
         for unit in plan.units:
             t0 = time.perf_counter()
@@ -182,6 +203,7 @@ def worker_stages(args) -> dict:
     total = sum(times.values())
     halo_share = 1 - plan.pixels / forward["computed_px"]  # of the forward's pixels, those beyond the units' own
     stages = {
+        "Numba's start-up (once per process)": startup,
         "read": times["read"],
         "forward, units' own pixels": forward["seconds"] * (1 - halo_share),
         "forward, halo": forward["seconds"] * halo_share,

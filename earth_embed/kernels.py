@@ -57,17 +57,19 @@ def _kernels() -> Any:
 _WARM: list[threading.Thread] = []
 
 
-def warm_up() -> None:
-    """Ready Numba in a background thread (once per process), so that a run's first kernel call does not pay it.
+def warm_up(wait: bool = False) -> None:
+    """Ready Numba in a background thread (once per process), so that a run's first kernel call does not pay it;
+    with ``wait``, return when it is ready.
 
     Numba's first dispatch in a process, even of a cached kernel, builds its CPU target (about 0.9 s on the 2-core
     CPU, after 0.4 s to import it): the local engine starts this before it loads the model and reads the first unit,
     which leave a core idle. A kernel called meanwhile waits for the thread (they share the kernels' lock)."""
     with _LOCK:
-        if _WARM:
-            return
-        _WARM.append(threading.Thread(target=_warm, name="earth-embed-numba-warm-up", daemon=True))
-    _WARM[0].start()
+        if not _WARM:
+            _WARM.append(threading.Thread(target=_warm, name="earth-embed-numba-warm-up", daemon=True))
+            _WARM[0].start()
+    if wait:
+        _WARM[0].join()
 
 
 def _warm() -> None:

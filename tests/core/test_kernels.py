@@ -75,8 +75,8 @@ def test_local_std_into_names_a_bad_output():
 
 def test_warm_up_readies_numba_once_in_the_background():
     code = (
-        "import sys; from earth_embed import kernels; kernels.warm_up(); kernels.warm_up(); "
-        "assert len(kernels._WARM) == 1; kernels._WARM[0].join(); "
+        "import sys; from earth_embed import kernels; kernels.warm_up(); kernels.warm_up(wait=True); "
+        "assert len(kernels._WARM) == 1 and not kernels._WARM[0].is_alive(); "
         "print('numba' in sys.modules, kernels._kernels.cache_info().currsize)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
