@@ -4,9 +4,9 @@ FILE``). A target that this machine cannot measure is printed NOT MEASURED, with
 
 from __future__ import annotations
 
-#: The bare forward's fp32 variant without the fused CPU kernels (the texture layer by whole-tensor torch ops, the
-#: path autograd uses): the forward as issue 36 found it, the reference of its portable-path target, in the same run.
-TORCH_OPS = "fp32 torch ops"
+#: The bare forward's fp32 figure of the code as issue 36 found it (``region_throughput.ISSUE36_FOUND``, run from
+#: a copy of that commit in the same run): the reference of its portable-path targets.
+FOUND = "fp32 as issue 36 found it"
 
 
 def _by(rows: list[dict]) -> dict[tuple[str, int], dict]:
@@ -60,18 +60,18 @@ def targets(
     tex = by.get(("texture layer", small))
     if tex:
         add("texture layer / fp32 forward (one process, interleaved)", tex["share"], 0.10, above=False)
-    today = fwd.get(TORCH_OPS) or fwd.get("fp32")
+    today = fwd.get(FOUND) or fwd.get("fp32")
     paths = {p: fwd[p] for p in ("fp32", *kept) if p in fwd and p != "torch"}
-    if today and paths and (TORCH_OPS in fwd or len(paths) > 1):
+    if today and paths and (FOUND in fwd or len(paths) > 1):
         best = max(paths, key=lambda p: paths[p])
-        ref = "fp32 eager without the fused kernels" if TORCH_OPS in fwd else "torch fp32 eager"
+        ref = FOUND if FOUND in fwd else "torch fp32 eager"
         add(f"fastest kept fp32 path ({best}) / {ref} {fmt}, this CPU", paths[best] / today, 1.5)
     if avx2:
         a = avx2["px_per_s"]
         emulated = (
             f"; emulated (torch, oneDNN and the kernels held to AVX2 on this CPU): fp32 {a['fp32']:,.0f} px/s against "
-            f"{a[TORCH_OPS]:,.0f} without the fused kernels, {a['fp32'] / a[TORCH_OPS]:.2f}x"
-            if TORCH_OPS in a
+            f"{a[FOUND]:,.0f} as issue 36 found it, {a['fp32'] / a[FOUND]:.2f}x"
+            if FOUND in a
             else ""
         )
         why = (

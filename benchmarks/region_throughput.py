@@ -44,7 +44,8 @@ Rows:
   float32 GeoTIFF.
 - *stages*: the local engine's units run serially on the 1x region, each stage timed: read, the forward on the
   units' own pixels, the forward on the halo (its share of the computed pixels), the work around the forward
-  (normalising, int8 encoding, placing) and the write: where the time goes.
+  (normalising, int8 encoding, placing) and the write, with Numba's once-per-process start-up apart: where the
+  time goes.
 - *texture layer*: ``LocalStats`` alone on the encoder's own features of a real block, against the fp32 forward
   that contains it, interleaved in one process, in the engines' memory format.
 - *local onnx*, *local onnx-int8*: the local engine at fp32 on ONNX Runtime (``RunOptions.runtime``), each to its
@@ -52,6 +53,9 @@ Rows:
 - *avx2*: the bare forward at fp32 with torch held to AVX2 (``ATEN_CPU_CAPABILITY=avx2``,
   ``ONEDNN_MAX_CPU_ISA=AVX2``, and the Numba kernels compiled for a Haswell, ``NUMBA_CPU_NAME=haswell``) and ONNX
   Runtime beside it (which has no such switch).
+- *as issue 36 found it*: the same bare fp32 forward by the code of :data:`ISSUE36_FOUND` (unpacked from the git
+  history into ``--workdir``), in the bare and the avx2 rows, right after this code's: the reference of the
+  portable-path targets (fastest kept fp32 path / the fp32 forward as the issue found it).
 """
 
 from __future__ import annotations
@@ -75,24 +79,55 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(HERE.parent))
 
 from raster_throughput import build_input  # noqa: E402  (the same real-pixel inputs)
-from region_report import TORCH_OPS, report, targets  # noqa: E402
+from region_report import FOUND, report, targets  # noqa: E402
 from region_workers import ISA_ENV, RELEASE, WORKERS, cpu_info, load_model  # noqa: E402
+
+#: The commit before issue 36's first change (2026-12-07): its fp32 forward (the texture layer in tiles of torch run
+#: sums, no fused kernels) is the reference of the issue's portable-path targets, measured in the same run.
+ISSUE36_FOUND = "a83c2fc5a6594c1cc93c10af25650ec616c55278"
 from results_json import write_json  # noqa: E402
 
 
-def run_worker(args, kind: str, env: dict[str, str] | None = None, **extra) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--workdir", str(args.workdir), "--repeats", str(args.repeats)]
+def run_worker(args, kind: str, env: dict[str, str] | None = None, tree: Path | None = None, **extra) -> dict:
+    """Run worker ``kind`` in a subprocess and return its JSON; ``tree``: the worker of another copy of the code."""
+    script = __file__ if tree is None else str(tree / "benchmarks" / "region_throughput.py")
+    cmd = [sys.executable, script, "--worker", kind, "--workdir", str(args.workdir), "--repeats", str(args.repeats)]
     cmd += ["--threads", str(args.threads), "--block", str(args.block), "--shard", str(args.shard)]
     cmd += ["--memory-format", extra.pop("memory_format", args.memory_format)]
     for k, v in extra.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
+    env = {**os.environ, **(env or {}), **({"PYTHONPATH": str(tree)} if tree is not None else {})}
     load_before = os.getloadavg()[0]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise SystemExit(f"worker failed: {' '.join(cmd)}\n{res.stderr[-3000:]}")
     result = json.loads(res.stdout.strip().splitlines()[-1])
     result["load"] = (load_before + os.getloadavg()[0]) / 2
     return result
+
+
+def reference_tree(workdir: Path) -> Path | None:
+    """The code as issue 36 found it (:data:`ISSUE36_FOUND`: its package, benchmarks and released model), unpacked
+    from this checkout's git history into ``workdir`` once; None (with a note) where there is no history."""
+    tree = workdir / f"code-{ISSUE36_FOUND[:12]}"
+    if (tree / "benchmarks" / "region_throughput.py").is_file():
+        return tree
+    repo = HERE.parent
+    archive = ["git", "-C", str(repo), "archive", ISSUE36_FOUND, "earth_embed", "benchmarks", "models"]
+    try:
+        data = subprocess.run(archive, capture_output=True, check=True).stdout
+        tmp = workdir / f".{tree.name}.partial"
+        subprocess.run(["rm", "-rf", str(tmp)], check=True)
+        tmp.mkdir(parents=True)
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=data, check=True)
+        tmp.rename(tree)
+    except (OSError, subprocess.CalledProcessError) as err:
+        print(
+            f"no reference forward: the code of {ISSUE36_FOUND[:12]} is not in {repo}'s history ({err})",
+            file=sys.stderr,
+        )
+        return None
+    return tree
 
 
 def main() -> None:
@@ -152,12 +187,20 @@ def main() -> None:
     started, clock, load_start = datetime.now(timezone.utc), time.perf_counter(), os.getloadavg()
     small, large = (build_input(mpx, workdir) for mpx in args.sizes)
     halo = default_halo(load_model().pad_multiple)
-    precs = ",".join(dict.fromkeys(["fp32", prec, TORCH_OPS, *(args.runtimes if "runtimes" in args.rows else [])]))
+    precs = ",".join(dict.fromkeys(["fp32", prec, *(args.runtimes if "runtimes" in args.rows else [])]))
     bare = run_worker(args, "forward", src=small, precisions=precs)
+    found = reference_tree(workdir)
+    if found:  # the same bare forward by the code as issue 36 found it, back to back
+        bare["px_per_s"][FOUND] = run_worker(args, "forward", tree=found, src=small, precisions="fp32")["px_per_s"][
+            "fp32"
+        ]
     print(f"bare forward: {bare}", file=sys.stderr, flush=True)
     avx2 = None
     if "avx2" in args.rows:  # torch as on an AVX2-only CPU; ONNX Runtime cannot be held to AVX2 (ISA_ENV)
-        avx2 = run_worker(args, "forward", env=ISA_ENV, src=small, precisions=f"fp32,{TORCH_OPS},onnx")
+        avx2 = run_worker(args, "forward", env=ISA_ENV, src=small, precisions="fp32,onnx")
+        if found:
+            old = run_worker(args, "forward", env=ISA_ENV, tree=found, src=small, precisions="fp32")
+            avx2["px_per_s"][FOUND] = old["px_per_s"]["fp32"]
         print(f"bare forward, AVX2 emulated for torch: {avx2}", file=sys.stderr, flush=True)
     engine: dict[str, Any] = {"kind": "engine", "precision": prec}
     other = next(f for f in MEMORY_FORMATS if f != args.memory_format)

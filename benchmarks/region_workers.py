@@ -3,13 +3,11 @@ its figures as one JSON line (``region_throughput.py --worker KIND``)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(HERE.parent))
 
 from raster_throughput import peak_rss_mb  # noqa: E402
-from region_report import TORCH_OPS  # noqa: E402
 
 RELEASE = HERE.parent / "models" / "earth-embed-s2-unet-r18s16"
 #: What makes this CPU run torch as an AVX2-only CPU would (ATen's kernels and oneDNN's); ONNX Runtime picks its
@@ -60,7 +57,7 @@ def worker_forward(args) -> dict:
         x = torch.from_numpy(np.stack([scene.read(((0, b), (0, b))), scene.read(((b, 2 * b), (b, 2 * b)))]))
     layout = check_memory_format(args.memory_format)
     names = args.precisions.split(",")
-    variants = {p: ("fp32" if p == TORCH_OPS else p, layout) for p in names if p not in ONNX_RUNTIMES}
+    variants = {p: (p, layout) for p in names if p not in ONNX_RUNTIMES}
     variants.update({p: ("fp32", torch.contiguous_format) for p in names if p in ONNX_RUNTIMES})
     if layout != torch.contiguous_format:
         variants["fp32 contiguous"] = ("fp32", torch.contiguous_format)
@@ -70,7 +67,7 @@ def worker_forward(args) -> dict:
     def once(name: str, k: int) -> float:
         precision, fmt = variants[name]
         run = runs.get(name, models[fmt])
-        with autocast_for(precision), _texture_by_torch_ops(name == TORCH_OPS):
+        with autocast_for(precision):
             xin = model.normalize(x[k % 2 : k % 2 + 1]).contiguous(memory_format=fmt)
             t0 = time.perf_counter()
             run(xin).float().numpy()
@@ -90,20 +87,6 @@ def worker_forward(args) -> dict:
         "isa_env": {k: os.environ[k] for k in ISA_ENV if k in os.environ},
         "peak_rss_mb": peak_rss_mb(),
     }
-
-
-@contextlib.contextmanager
-def _texture_by_torch_ops(on: bool) -> Iterator[None]:
-    """With ``on``, the texture layer takes its torch-ops path (as on CUDA or under autograd) instead of the kernel."""
-    from earth_embed import local_stats
-
-    fused = local_stats._fused
-    if on:
-        local_stats._fused = lambda x: False
-    try:
-        yield
-    finally:
-        local_stats._fused = fused
 
 
 def worker_engine(args) -> dict:
