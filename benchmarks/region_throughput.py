@@ -54,8 +54,9 @@ Rows:
   ``ONEDNN_MAX_CPU_ISA=AVX2``, and the Numba kernels compiled for a Haswell, ``NUMBA_CPU_NAME=haswell``) and ONNX
   Runtime beside it (which has no such switch).
 - *as issue 36 found it*: the same bare fp32 forward by the code of :data:`ISSUE36_FOUND` (unpacked from the git
-  history into ``--workdir``), in the bare and the avx2 rows, right after this code's: the reference of the
-  portable-path targets (fastest kept fp32 path / the fp32 forward as the issue found it).
+  history into ``--workdir``), in the bare and the avx2 rows, alternating with this code's ``--rounds`` times
+  (medians): the reference of the portable-path targets (fastest kept fp32 path / the fp32 forward as the issue
+  found it). Each engine row's bare forward is the mean of one run before and one after it.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -130,6 +133,22 @@ def reference_tree(workdir: Path) -> Path | None:
     return tree
 
 
+def against_found(args, found: Path | None, env: dict[str, str] | None = None, **extra) -> dict:
+    """The bare forward worker of this code, and with ``found`` that of the code as issue 36 found it (fp32), run
+    alternately ``--rounds`` times: the median px/s of each, so that both see the machine's same spells."""
+    runs = []
+    for _ in range(max(1, args.rounds) if found else 1):
+        new = run_worker(args, "forward", env=env, **extra)
+        old = run_worker(args, "forward", env=env, tree=found, src=extra["src"], precisions="fp32") if found else None
+        runs.append((new, old))
+    res = runs[-1][0]
+    res["px_per_s"] = {k: float(np.median([n["px_per_s"][k] for n, _ in runs])) for k in res["px_per_s"]}
+    if found:
+        res["px_per_s"][FOUND] = float(np.median([o["px_per_s"]["fp32"] for _, o in runs]))
+    res["rounds"] = len(runs)
+    return res
+
+
 def main() -> None:
     from earth_embed.precision import PRECISIONS
     from earth_embed.tiling.plan import DEFAULT_BLOCK
@@ -151,6 +170,7 @@ def main() -> None:
     p.add_argument("--block", type=int, default=DEFAULT_BLOCK, help="model window core (px)")
     p.add_argument("--shard", type=int, default=1024, help="work unit = shard (px)")
     p.add_argument("--repeats", type=int, default=2, help="bare-forward passes per precision (median)")
+    p.add_argument("--rounds", type=int, default=3, help="bare forwards of this code and the reference, alternately")
     p.add_argument("--quick", action="store_true", help="smoke run: 0.1 and 0.4 Mpx, 1 repeat, block 256")
     rows_all = ["local", "memory", "ray1", "ray2", "torchgeo", "stages", "runtimes", "texture", "avx2"]
     p.add_argument("--rows", nargs="+", default=rows_all, choices=rows_all, help="rows to run (default: all)")
@@ -180,7 +200,7 @@ def main() -> None:
 
     prec = args.precision = resolve_precision(args.precision)
     if args.quick:
-        args.sizes, args.repeats, args.block, args.shard = [0.1, 0.4], 1, 256, 256
+        args.sizes, args.repeats, args.block, args.shard, args.rounds = [0.1, 0.4], 1, 256, 256, 1
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     args.workdir = workdir
@@ -188,19 +208,12 @@ def main() -> None:
     small, large = (build_input(mpx, workdir) for mpx in args.sizes)
     halo = default_halo(load_model().pad_multiple)
     precs = ",".join(dict.fromkeys(["fp32", prec, *(args.runtimes if "runtimes" in args.rows else [])]))
-    bare = run_worker(args, "forward", src=small, precisions=precs)
     found = reference_tree(workdir)
-    if found:  # the same bare forward by the code as issue 36 found it, back to back
-        bare["px_per_s"][FOUND] = run_worker(args, "forward", tree=found, src=small, precisions="fp32")["px_per_s"][
-            "fp32"
-        ]
+    bare = against_found(args, found, src=small, precisions=precs)
     print(f"bare forward: {bare}", file=sys.stderr, flush=True)
     avx2 = None
     if "avx2" in args.rows:  # torch as on an AVX2-only CPU; ONNX Runtime cannot be held to AVX2 (ISA_ENV)
-        avx2 = run_worker(args, "forward", env=ISA_ENV, src=small, precisions="fp32,onnx")
-        if found:
-            old = run_worker(args, "forward", env=ISA_ENV, tree=found, src=small, precisions="fp32")
-            avx2["px_per_s"][FOUND] = old["px_per_s"]["fp32"]
+        avx2 = against_found(args, found, env=ISA_ENV, src=small, precisions="fp32,onnx")
         print(f"bare forward, AVX2 emulated for torch: {avx2}", file=sys.stderr, flush=True)
     engine: dict[str, Any] = {"kind": "engine", "precision": prec}
     other = next(f for f in MEMORY_FORMATS if f != args.memory_format)
@@ -230,9 +243,10 @@ def main() -> None:
         before = run_worker(args, "forward", src=small, precisions=path)
         kind = opts.pop("kind")
         r = run_worker(args, kind, src=src, **opts)
+        after = run_worker(args, "forward", src=small, precisions=path)
         side = int(src.stem.rsplit("_", 1)[-1])
         r.update(run=run, side=side, precision=opts["precision"], runtime=opts.get("runtime", "torch"))
-        r["bare_px_per_s"] = before["px_per_s"][path]
+        r["bare_px_per_s"] = (before["px_per_s"][path] + after["px_per_s"][path]) / 2  # the row's own load
         r["ratio_to_bare"] = r["px_per_s"] / r["bare_px_per_s"]
         rows.append(r)
         print(f"{run} {side}: {r}", file=sys.stderr, flush=True)
