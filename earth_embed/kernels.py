@@ -58,12 +58,13 @@ _WARM: list[threading.Thread] = []
 
 
 def warm_up(wait: bool = False) -> None:
-    """Ready Numba in a background thread (once per process), so that a run's first kernel call does not pay it;
-    with ``wait``, return when it is ready.
+    """Ready Numba in a background thread (once per process), so that the first kernel call does not pay it; with
+    ``wait``, return when it is ready.
 
-    Numba's first dispatch in a process, even of a cached kernel, builds its CPU target (about 0.9 s on the 2-core
-    CPU, after 0.4 s to import it): the local engine starts this before it loads the model and reads the first unit,
-    which leave a core idle. A kernel called meanwhile waits for the thread (they share the kernels' lock)."""
+    Numba's first dispatch in a process, even of a cached kernel, builds its CPU target: 0.7-0.8 s on the 2-core
+    CPU, after 0.4 s to import it (``benchmarks/region_throughput.py``'s stages row times it apart). Started by the
+    local engine beside the model's load, it gained nothing measurable (issue 36, 2026-12-08: the two hold the GIL
+    in turn), so the engines do not call it; a server can, at start. A kernel called meanwhile waits for it."""
     with _LOCK:
         if not _WARM:
             _WARM.append(threading.Thread(target=_warm, name="earth-embed-numba-warm-up", daemon=True))

@@ -124,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "embed-region",
         help="embed many scenes (several UTM zones) into one resumable Zarr store",
         description="Embed every scene into a Zarr v3 store with one group per CRS (int8 codes + per-pixel "
-        "scales, sharded, Blosc (LZ4 codes, zstd scales) with a CRC-32C per chunk, CF grid mapping). Overlapping scenes of one CRS: each pixel comes from the "
+        "scales, sharded, Blosc-zstd with a CRC-32C per chunk, CF grid mapping). Overlapping scenes of one CRS: each pixel comes from the "
         "latest scene valid and clear (not masked as cloud or shadow) there. Killed runs resume: rerun the same command and only unfinished "
         "units are computed.",
     )

@@ -77,7 +77,7 @@ def create_layer_arrays(group: Any, key: str, plan: RegionPlan, run_id: str, sou
         dtype="int8",
         chunks=(1, d, plan.chunk, plan.chunk),
         shards=(1, d, plan.shard, plan.shard),
-        compressors=compressor(codes=True),
+        compressors=compressor(),
         fill_value=quantize.NODATA,
         dimension_names=("time", "band", "y", "x"),
         attributes={

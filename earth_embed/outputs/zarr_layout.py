@@ -240,7 +240,7 @@ def _create_group(root: Any, key: str, grid: Any, plan: RegionPlan, facts: dict[
         dtype="int8",
         chunks=(d, plan.chunk, plan.chunk),
         shards=(d, plan.shard, plan.shard),
-        compressors=compressor(codes=True),
+        compressors=compressor(),
         fill_value=quantize.NODATA,
         dimension_names=("band", "y", "x"),
         attributes={

@@ -4,7 +4,7 @@ Layout of ``OUT.zarr``::
 
     zarr.json                   root group: the plan's fingerprint, run id, model, quantisation, scenes
     EPSG_32618/                 one group per CRS (the plan's group key)
-        embeddings              int8 codes (band, y, x): all bands in each chunk, sharded, Blosc-LZ4 + CRC-32C, -128 nodata
+        embeddings              int8 codes (band, y, x): all bands in each chunk, sharded, Blosc-zstd + CRC-32C, -128 nodata
         scales                  float32 (y, x): each pixel's scale (value = code * scale), NaN nodata
         x, y                    pixel-centre coordinates (CRS units), band (0..D-1)
         spatial_ref             CF grid mapping (crs_wkt, GeoTransform): xarray/rioxarray georeference

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import kernels
 from ..errors import RasterInputError
 from .engine import RunOptions, RunSummary, UnitSink, model_on, pick_device
 from .plan import RegionPlan, WorkUnit
@@ -60,8 +59,6 @@ def run_local(
     from tqdm.auto import tqdm
 
     device = pick_device(options.device)
-    if device.type == "cpu":  # Numba's start-up beside the model's load and the first read
-        kernels.warm_up()
     summary = RunSummary()
     stop = threading.Event()
     read_q: queue.Queue = queue.Queue(maxsize=1)
