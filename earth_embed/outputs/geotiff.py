@@ -28,6 +28,7 @@ import rasterio
 from rasterio.windows import Window
 
 from ..errors import InputWarning, OutputError, RasterInputError
+from ..inputs.scene import S2_SATURATED
 from .atomic import GdalErrors, OutputLock, fsync, temp_name, verify_geotiff, write_failure
 
 OUTPUT_DTYPES = ("float16", "float32", "int8", "uint8")
@@ -337,9 +338,10 @@ class GeoTiffWriter:
         try:
             if self.require_valid and self.valid_pixels == 0:
                 raise RasterInputError(
-                    "Nothing valid to write: every pixel of the input is nodata (0) or NaN in at least one of the "
-                    f"bands the model uses, so {self.path} would hold no value at all and was not written. Check "
-                    "the input: all-zero or all-NaN band files, band files of different scenes, or the wrong bands."
+                    "Nothing valid to write: every pixel of the input is nodata (0), NaN or saturated (at or above "
+                    f"{S2_SATURATED:.0f}) in at least one of the bands the model uses, so {self.path} would hold no "
+                    "value at all and was not written. Check the input: all-zero or all-NaN band files, band files of "
+                    "different scenes, the wrong bands, or values scaled beyond Sentinel-2's digital numbers."
                 )
             self._finish_file(self._tmp, self._close_and_fill)
             if self._overviews:

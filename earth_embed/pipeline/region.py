@@ -27,6 +27,7 @@ from rasterio.crs import CRS
 from ..errors import EarthEmbedError, OutputError, RasterInputError
 from ..hub import weights_sha256
 from ..inputs.masks import DEFAULT_MASK, MaskSpec
+from ..inputs.scene import S2_SATURATED
 from ..inputs.spec import SceneSpec, settle_scene
 from ..inputs.stac_items import scenes_from_item_collection
 from ..precision import DEFAULT_PRECISION
@@ -283,9 +284,10 @@ def _refuse_empty(sink: Any, plan: RegionPlan, run: RegionRun, fresh: bool) -> N
         shutil.rmtree(sink.path, ignore_errors=True)
     what = "it was removed" if fresh else "it is left as it was"
     raise RasterInputError(
-        f"Nothing valid to write: every pixel of every scene is nodata (0) or NaN in at least one of the bands the "
-        f"model uses, so {sink.path} would hold no embedding at all ({what}). Check the scenes: all-zero or all-NaN "
-        "band files, band files of different scenes, or the wrong bands."
+        f"Nothing valid to write: every pixel of every scene is nodata (0), NaN or saturated (at or above "
+        f"{S2_SATURATED:.0f}) in at least one of the bands the model uses, so {sink.path} would hold no embedding at "
+        f"all ({what}). Check the scenes: all-zero or all-NaN band files, band files of different scenes, the wrong "
+        "bands, or values scaled beyond Sentinel-2's digital numbers."
     )
 
 

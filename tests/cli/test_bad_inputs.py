@@ -89,7 +89,7 @@ CLI_CASES = [
     ("all-nan", "embed {all_nan} {out} -m {enc}", 2, ["No valid pixel", "all-NaN"], False),
     ("negative-dn", "embed {negative} {out} -m {enc}", 0, ["warning", "negative values", "original digital"], True),
     ("uint8-data", "embed {uint8} {out} -m {enc}", 0, ["warning", "display image", "band files"], True),
-    ("values-x30", "embed {huge_values} {out} -m {enc}", 0, ["warning", "far above 10000", "scaling"], True),
+    ("values-x30", "embed {huge_values} {out} -m {enc}", 2, ["far above 10000", "saturated (at or above"], False),
     ("plus-1000-no-meta", "embed {plus_1000} {out} -m {enc}", 0, ["baseline 04.00", "--dn-offset -1000"], True),
     ("sidecar-offset", "embed {sidecar} {out} -m {enc}", 0, ["applying DN offset -1000", "source.json"], True),
     ("out-folder-missing", "embed {scene} {root}/no/dir/x.tif -m {enc}", 2, ["does not exist", "mkdir -p"], False),
