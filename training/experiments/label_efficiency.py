@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import shlex
 import sys
@@ -43,14 +42,8 @@ if __package__ in (None, ""):
 from training.evaluation.label_efficiency_report import write_markdown, write_plot
 from training.evaluation.label_efficiency_stats import choose_settings, paired, summarise
 from training.evaluation.results_file import write_json
-from training.recipe.finetune import (
-    BATCHNORM_MODES,
-    LABEL_UNITS,
-    VAL_CHIPS,
-    FinetuneConfig,
-    FinetuneResult,
-    finetune,
-)
+from training.recipe.finetune import BATCHNORM_MODES, LABEL_UNITS, VAL_CHIPS, finetune
+from training.recipe.finetune_runs import lpft_config, run_record, start_key
 from training.recipe.pretrain import PretrainConfig, pretrain
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -193,95 +186,6 @@ def _finetune_settings(args: argparse.Namespace) -> dict[str, Any]:
     return f
 
 
-def _finetune_config(
-    args: argparse.Namespace,
-    init: str,
-    fraction: float,
-    seed: int,
-    encoders: dict,
-    lr: float | None,
-    val_chips: str = "val-block",
-    batchnorm: str = "train",
-    label_unit: str = "chips",
-) -> FinetuneConfig:
-    """One run: LP-FT at encoder lr ``lr``, or the frozen probe (``linear_probe``); the final step, nothing saved."""
-    f = _finetune_settings(args)
-    common = dict(
-        data=args.data,
-        label_fraction=fraction,
-        seed=seed,
-        save=False,
-        label_unit=label_unit,
-        val_chips=val_chips,
-        steps=f["steps"],
-        batch_size=f["batch_size"],
-        chip=f["chip"],
-        threads=f["threads"],
-        select="last",
-        eval_every=0,
-        lr=f["head_lr"],
-    )
-    if init == "linear_probe":
-        return FinetuneConfig(init=f"pretrained:{encoders['pretrained']}", freeze_encoder=True, **common)
-    tuned = dict(lp_ft=True, encoder_lr=lr, batchnorm=batchnorm, **common)
-    if init == "random":  # same architecture, bands and normalisation as the dense encoder; weights random per seed
-        return FinetuneConfig(init="random", norm_from=encoders["pretrained"], **tuned)
-    return FinetuneConfig(
-        init=f"pretrained:{encoders['image_level' if init == 'image_level' else 'pretrained']}", **tuned
-    )
-
-
-def _rounded(value: Any) -> Any:
-    """``value`` with every float rounded to 7 significant digits (nested lists and dicts kept)."""
-    if isinstance(value, float):
-        return float(f"{value:.7g}")
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    return value
-
-
-def start_key(init: str, encoders: dict[str, str]) -> str:
-    """What a fine-tune starts from, so ``runs.json`` reuses a run only for the same start.
-
-    Pre-trained starts: the encoder's weights file (path and SHA-256). Random starts: the
-    architecture, bands and normalisation they copy (the weights are random per seed), the
-    normalisation rounded to 7 significant digits (float32's precision): two encoders whose
-    measured statistics differ only in float64 noise give the same random start.
-    """
-    folder = Path(encoders["image_level" if init == "image_level" else "pretrained"])
-    if init == "random":
-        cfg = json.loads((folder / "config.json").read_text())
-        spec = {k: cfg.get(k) for k in ("architecture", "bands", "embed_dim")}
-        spec["normalization"] = _rounded(cfg.get("normalization"))
-        return "random:" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()[:16]
-    return f"{init}:{folder}:{digest}"
-
-
-def _record(init: str, start: str, fraction: float, seed: int, res: FinetuneResult) -> dict:
-    t = res["test"]
-    return {
-        "init": init,
-        "start": start,
-        "fraction": fraction,
-        "seed": seed,
-        "val_chips": res["val_chips_from"],
-        "encoder_lr": None if res["freeze_encoder"] else res["encoder_lr"],
-        "batchnorm": res["batchnorm"],
-        "label_unit": res["label_unit"],
-        "steps": res["steps"],
-        "miou": t["miou"],
-        "per_class_iou": t["per_class_iou"],
-        "pixel_accuracy": t["pixel_accuracy"],
-        "final_val_miou": res["final_val_miou"],
-        "train_chips": res["train_chips"],
-        "train_labelled_pixels": res["train_labelled_pixels"],
-        "wall_time_s": res["wall_time_s"],
-    }
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     t0 = time.perf_counter()
@@ -312,8 +216,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             have = (r["init"], r["start"], r["fraction"], r["seed"], r["encoder_lr"], r.get("val_chips", "val-block"))
             if have + (r.get("batchnorm", "train"), r.get("label_unit", "chips")) == want:
                 return r
-        res = finetune(_finetune_config(args, init, fraction, seed, encoders, lr, val, bn, unit))
-        rec = _record(init, starts[init], fraction, seed, res)
+        res = finetune(lpft_config(args.data, settings, init, fraction, seed, encoders, lr, val, bn, unit))
+        rec = run_record(init, starts[init], fraction, seed, res)
         runs.append(rec)
         write_json(partial, {"runs": runs}, indent=2)
         print(
