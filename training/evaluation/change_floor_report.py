@@ -7,9 +7,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
+from training.evaluation.change_tables import pct
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -35,8 +33,8 @@ def markdown(r: dict[str, Any]) -> str:
         c = f["held_out"]
         lines.append(
             f"| {c} | {f['pick']} | {f['eligible']} | {f['train_self_shift_share_pct']:.2f} % | "
-            f"{100 * f['held_out_f1']:.1f} | {_pct(f['held_out_share'])} | {_pct(r['true_share'][c])} | "
-            f"{_pct(f['held_out_self_shift_share'])} | {100 * base[c]['f1']:.1f} / {_pct(base[c]['share'])} |"
+            f"{100 * f['held_out_f1']:.1f} | {pct(f['held_out_share'])} | {pct(r['true_share'][c])} | "
+            f"{pct(f['held_out_self_shift_share'])} | {100 * base[c]['f1']:.1f} / {pct(base[c]['share'])} |"
         )
     otsu = float(np.mean([base[c]["f1"] for c in cities]))
     lines += [
@@ -51,8 +49,8 @@ def markdown(r: dict[str, Any]) -> str:
     for c in cities:
         d, p = tables[default]["cities"][c], tables[previous]["cities"][c]
         lines.append(
-            f"| {c} | {_pct(r['true_share'][c])} | {_pct(d['share'])} / {d['patches']} / {100 * d['f1']:.1f} | "
-            f"{_pct(p['share'])} / {p['patches']} / {100 * p['f1']:.1f} |"
+            f"| {c} | {pct(r['true_share'][c])} | {pct(d['share'])} / {d['patches']} / {100 * d['f1']:.1f} | "
+            f"{pct(p['share'])} / {p['patches']} / {100 * p['f1']:.1f} |"
         )
     lines += [
         "",
@@ -63,12 +61,12 @@ def markdown(r: dict[str, Any]) -> str:
         for n in names:
             d, p = tables[default][kind][n], tables[previous][kind][n]
             label = f"{n}, date 1 against itself moved 0.5 px" if kind == "self_shift" else n
-            lines.append(f"| {label} | {_pct(d['share'])} / {d['patches']} | {_pct(p['share'])} / {p['patches']} |")
+            lines.append(f"| {label} | {pct(d['share'])} / {d['patches']} | {pct(p['share'])} / {p['patches']} |")
     worst = max(v["share"] for kind in ("self_shift", "external") for v in tables[default][kind].values())
     lines += [
         "",
         f"Judged: held-out F1 {100 * sel['held_out_mean_f1']:.1f} against {100 * otsu:.1f} "
         f"({'met' if sel['held_out_mean_f1'] > otsu else 'not met'}); the default's largest share on a pair with no "
-        f"change {_pct(worst)} ({'met' if worst <= 0.005 else 'not met'}: at most 0.5 % each).",
+        f"change {pct(worst)} ({'met' if worst <= 0.005 else 'not met'}: at most 0.5 % each).",
     ]
     return "\n".join(lines)

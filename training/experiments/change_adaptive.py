@@ -18,7 +18,6 @@ import datetime as _dt
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import torch
 
 from earth_embed import EarthEncoder
 from training.evaluation.change_pairs import load_pairs, log_ratio, mark, mean_floors
+from training.evaluation.change_tables import most_picked, pct, share_rows
 from training.evaluation.oscd_change import CITIES
 from training.evaluation.results_file import command_line, write_results
 
@@ -78,12 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "held_out_self_shift": noise,
         })  # fmt: skip
         print(f"fold {held}: {pick} ({time.time() - t0:.0f} s)", flush=True)
-    counts = Counter(f["pick"] for f in folds)
-
-    def held_mean(n: str) -> float:
-        return float(np.mean([f["held_out_f1"][n] for f in folds if f["pick"] == n]))
-
-    default = max(counts, key=lambda n: (counts[n], held_mean(str(n))))
+    counts, default = most_picked(folds, lambda f: f["held_out_f1"][f["pick"]])
     cur = rule_name(CURRENT)
     floor_all = mean_floors(quant, cities)[SMOOTH][LEVEL_Q]
     shipped = [CURRENT, ("robust-z", float(default.split()[1]))]
@@ -131,10 +126,6 @@ def _judge(folds: list, cur: str, baseline: dict, true_share: dict, cities: list
     }  # fmt: skip
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
-
-
 def markdown(r: dict[str, Any]) -> str:
     """The write-up's tables: the folds, the judgements, the pairs with no change."""
     cur, j, sel = r["current"], r["judged"], r["selection"]
@@ -148,9 +139,9 @@ def markdown(r: dict[str, Any]) -> str:
         ss = f["held_out_self_shift"]
         lines.append(
             f"| {c} | {p} | {100 * f['held_out_f1'][cur]:.1f} / {100 * f['held_out_f1'][p]:.1f} | "
-            f"{_pct(f['held_out_share'][cur])} / {_pct(f['held_out_share'][p])} | {_pct(r['true_share'][c])} | "
-            f"{f['held_out_patches'][cur]} / {f['held_out_patches'][p]} | {_pct(ss[cur]['share'])} / "
-            f"{_pct(ss[p]['share'])} | {100 * b['f1']:.1f} / {_pct(b['share'])} |"
+            f"{pct(f['held_out_share'][cur])} / {pct(f['held_out_share'][p])} | {pct(r['true_share'][c])} | "
+            f"{f['held_out_patches'][cur]} / {f['held_out_patches'][p]} | {pct(ss[cur]['share'])} / "
+            f"{pct(ss[p]['share'])} | {100 * b['f1']:.1f} / {pct(b['share'])} |"
         )
     d = sel["default"]
     lines += [
@@ -166,28 +157,14 @@ def markdown(r: dict[str, Any]) -> str:
         f"{j['self_shift_max_pct_current']:.2f} % (limit {r['shift_limit_pct']:g} %): "
         f"**{'met' if j['shift_met'] else 'not met'}**.",
         f"- (ii) real short-term pairs, largest share (floor of all 10 cities, {r['level_floor_all_cities']:.3f}): "
-        f"adaptive {_pct(j['external_max_share'][d])}, current {_pct(j['external_max_share'][cur])}: "
+        f"adaptive {pct(j['external_max_share'][d])}, current {pct(j['external_max_share'][cur])}: "
         f"**{'met' if j['external_met'] else 'not met'}**.",
         f"- **{'Ships' if j['ships'] else 'Does not ship'}.**",
         "",
         "| pair (floor of all 10 cities) | true share | current: share / patches | adaptive: share / patches |",
         "|---|---|---|---|",
     ]
-    for c in r["cities"]:
-        a, s = r["all_cities"][c], r["self_shift_all_cities"][c]
-        lines.append(
-            f"| {c} | {_pct(r['true_share'][c])} | {_pct(a[cur]['share'])} / {a[cur]['patches']} | "
-            f"{_pct(a[d]['share'])} / {a[d]['patches']} |"
-        )
-        lines.append(
-            f"| {c}, date 1 against itself moved 0.5 px | 0 | {_pct(s[cur]['share'])} / {s[cur]['patches']} | "
-            f"{_pct(s[d]['share'])} / {s[d]['patches']} |"
-        )
-    for e, v in r["external"].items():
-        lines.append(
-            f"| {e} | (no urban change) | {_pct(v[cur]['share'])} / {v[cur]['patches']} | "
-            f"{_pct(v[d]['share'])} / {v[d]['patches']} |"
-        )
+    lines += share_rows(r, cur, d, by_city=True)
     return "\n".join(lines)
 
 

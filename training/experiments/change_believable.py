@@ -18,7 +18,6 @@ import math
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import torch
 
 from earth_embed import EarthEncoder
 from training.evaluation.change_pairs import load_pairs, log_ratio, mark, mean_floors
+from training.evaluation.change_tables import most_picked, pct, share_rows
 from training.evaluation.oscd_change import CITIES
 from training.evaluation.results_file import command_line, write_results
 
@@ -84,12 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "held_out_self_shift": {n: shift[held][n]["share"] for n in pair},
         })  # fmt: skip
         print(f"fold {held}: {pick} ({len(eligible)} eligible, {time.time() - t0:.0f} s)", flush=True)
-    counts = Counter(f["pick"] for f in folds)
-
-    def held_mean(n: str) -> float:
-        return float(np.mean([f["held_out_f1"][n] for f in folds if f["pick"] == n]))
-
-    default = max(counts, key=lambda n: (counts[n], held_mean(str(n))))
+    counts, default = most_picked(folds, lambda f: f["held_out_f1"][f["pick"]])
     floors_all = mean_floors(p["quant"], cities)[SMOOTH]
     shipped = {c: table(p["real"][c], floors_all, p["labels"][c]) for c in cities}
     shipped_shift = {c: table(p["shift"][c], floors_all) for c in cities}
@@ -138,10 +133,6 @@ def judge(folds: list, cur: str, baseline: dict, true: dict, cities: list[str]) 
     }  # fmt: skip
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
-
-
 def markdown(r: dict[str, Any]) -> str:
     """The folds, the judgements and the shipped candidates' shares on every pair."""
     cur, j, sel = r["current"], r["judged"], r["selection"]
@@ -154,8 +145,8 @@ def markdown(r: dict[str, Any]) -> str:
         c, pk = f["held_out"], f["pick"]
         lines.append(
             f"| {c} | {pk} | {f['eligible']} | {100 * f['held_out_f1'][cur]:.1f} / {100 * f['held_out_f1'][pk]:.1f} | "
-            f"{_pct(f['held_out_share'][cur])} / {_pct(f['held_out_share'][pk])} | {_pct(r['true_share'][c])} | "
-            f"{f['held_out_patches'][cur]} / {f['held_out_patches'][pk]} | {_pct(f['held_out_self_shift'][pk])} "
+            f"{pct(f['held_out_share'][cur])} / {pct(f['held_out_share'][pk])} | {pct(r['true_share'][c])} | "
+            f"{f['held_out_patches'][cur]} / {f['held_out_patches'][pk]} | {pct(f['held_out_self_shift'][pk])} "
             f"| {100 * r['baseline_otsu_raw_cva'][c]['f1']:.1f} |"
         )
     d = sel["default"]
@@ -172,22 +163,15 @@ def markdown(r: dict[str, Any]) -> str:
         f"**{ok[j['ratio_met']]}**.",
         f"3. Largest held-out self-shift share: {j['self_shift_max_pct_new']:.2f} % (limit {r['shift_limit_pct']:g} %): "
         f"**{ok[j['shift_met']]}**.",
-        f"4. Largest share of a real short-term pair: default {_pct(j['external_max_share'][d])}, current "
-        f"{_pct(j['external_max_share'][cur])}: **{ok[j['external_met']]}**.",
+        f"4. Largest share of a real short-term pair: default {pct(j['external_max_share'][d])}, current "
+        f"{pct(j['external_max_share'][cur])}: **{ok[j['external_met']]}**.",
         f"**{'Ships' if j['ships'] else 'Does not ship'}.**",
         "",
         f"| pair (floors of all 10 cities) | true share | current ({cur}): share / patches | default ({d}): share / "
         "patches |",
         "|---|---|---|---|",
     ]
-    rows = [(c, _pct(r["true_share"][c]), r["all_cities"][c]) for c in r["cities"]]
-    rows += [(f"{c}, date 1 against itself moved 0.5 px", "0", r["self_shift_all_cities"][c]) for c in r["cities"]]
-    rows += [(e, "(no urban change)", v) for e, v in r["external"].items()]
-    for label, t, v in rows:
-        lines.append(
-            f"| {label} | {t} | {_pct(v[cur]['share'])} / {v[cur]['patches']} | {_pct(v[d]['share'])} / "
-            f"{v[d]['patches']} |"
-        )
+    lines += share_rows(r, cur, d, by_city=False)
     return "\n".join(lines)
 
 

@@ -17,7 +17,6 @@ import datetime as _dt
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from earth_embed import EarthEncoder
 from earth_embed.apps.change_mask import auto_threshold, drop_small
 from earth_embed.apps.change_scores import MAP_SCORES, score_map, smooth_map
 from training.evaluation.change_defaults_report import markdown
+from training.evaluation.change_tables import most_picked
 from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, mask_f1, metrics
 from training.evaluation.results_file import command_line, write_results
 
@@ -77,12 +77,7 @@ def loco(table: dict[str, dict[str, float]], cities: list[str]) -> dict[str, Any
         train = [c for c in cities if c != held]
         pick = max(table, key=lambda cand: np.mean([table[cand][c] for c in train]))
         folds.append({"held_out": held, "pick": pick, "held_out_value": table[pick][held]})
-    counts = Counter(f["pick"] for f in folds)
-
-    def held_mean(cand: str) -> float:
-        return float(np.mean([f["held_out_value"] for f in folds if f["pick"] == cand]))
-
-    default = max(counts, key=lambda cand: (counts[cand], held_mean(str(cand))))
+    counts, default = most_picked(folds, lambda f: f["held_out_value"])
     return {
         "folds": folds, "counts": dict(counts), "default": default,
         "held_out_mean": float(np.mean([f["held_out_value"] for f in folds])),

@@ -19,7 +19,6 @@ import datetime as _dt
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from earth_embed.apps.change_mask import auto_threshold, component_sizes
 from earth_embed.apps.change_scores import DEFAULT_SCORE, score_map
 from training.evaluation.change_floor_report import markdown
 from training.evaluation.change_pairs import EXTERNAL, mean_floors, pair_maps, unchanged_quantiles
+from training.evaluation.change_tables import most_picked
 from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, mask_f1, shifted
 from training.evaluation.results_file import command_line, write_results
 
@@ -126,12 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "floors": floors,
         })  # fmt: skip
         print(f"fold {held}: {pick} ({time.time() - t0:.0f} s)", flush=True)
-    counts = Counter(f["pick"] for f in folds)
-
-    def held_mean(cand: str) -> float:
-        return float(np.mean([f["held_out_f1"] for f in folds if f["pick"] == cand]))
-
-    default = max(counts, key=lambda cand: (counts[cand], held_mean(str(cand))))
+    counts, default = most_picked(folds, lambda f: f["held_out_f1"])
     floors_all = mean_floors(quant, cities)
     shipped = {c: masks(real[c], floors_all, labels[c]) for c in cities}
     shipped_shift = {c: masks(shift[c], floors_all) for c in cities}
