@@ -14,8 +14,6 @@ the true share, marked share on the self-shift pairs and on four real short-term
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ from earth_embed import EarthEncoder
 from training.evaluation.change_pairs import load_pairs, log_ratio, mark, mean_floors
 from training.evaluation.change_tables import most_picked, pct, share_rows
 from training.evaluation.oscd_change import CITIES
-from training.evaluation.results_file import command_line, write_results
+from training.evaluation.results_file import RunClock, write_results
 
 #: What both rules share: the default smoothing, level-floor quantile and minimum area (change_floor.md, round 2).
 SMOOTH, LEVEL_Q, MIN_PX = 3, 0.9, 4
@@ -53,7 +51,7 @@ def marks(maps: dict, floor: float, rules: list[tuple[str, float]], y: np.ndarra
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    t0, cpu0, load0 = time.time(), time.process_time(), os.getloadavg()[1]
+    clock = RunClock()
     root = Path(args.data_root)
     enc = EarthEncoder.from_pretrained(args.encoder).eval()
     cities = list(args.cities)
@@ -77,7 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "held_out_patches": {n: f1[held][n]["patches"] for n in (rule_name(CURRENT), pick)},
             "held_out_self_shift": noise,
         })  # fmt: skip
-        print(f"fold {held}: {pick} ({time.time() - t0:.0f} s)", flush=True)
+        print(f"fold {held}: {pick} ({time.time() - clock.wall:.0f} s)", flush=True)
     counts, default = most_picked(folds, lambda f: f["held_out_f1"][f["pick"]])
     cur = rule_name(CURRENT)
     floor_all = mean_floors(quant, cities)[SMOOTH][LEVEL_Q]
@@ -96,10 +94,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "all_cities": {c: marks(real[c], floor_all, shipped, labels[c]) for c in cities},
         "self_shift_all_cities": {c: marks(shift[c], floor_all, shipped) for c in cities},
         "external": external, "true_share": true_share, "baseline_otsu_raw_cva": baseline,
-        "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
-        "load_average_5min": [round(load0, 1), round(os.getloadavg()[1], 1)], "threads": args.threads,
-        "date": _dt.date.today().isoformat(),
-        "command": command_line("training/experiments/change_adaptive.py", args.argv),
+        **clock.meta(args.threads, "training/experiments/change_adaptive.py", args.argv),
     }  # fmt: skip
     result["markdown"] = markdown(result)
     return result

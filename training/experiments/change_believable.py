@@ -13,9 +13,7 @@ and four real short-term pairs. Writes ``--json``.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ from earth_embed import EarthEncoder
 from training.evaluation.change_pairs import load_pairs, log_ratio, mark, mean_floors
 from training.evaluation.change_tables import most_picked, pct, share_rows
 from training.evaluation.oscd_change import CITIES
-from training.evaluation.results_file import command_line, write_results
+from training.evaluation.results_file import RunClock, write_results
 
 SMOOTH, MIN_PX = 3, 4
 SHARES = (1.0, 2.0, 3.0, 5.0, 100.0)
@@ -57,7 +55,7 @@ def table(maps: dict, floors: dict[float, float], y: np.ndarray | None = None) -
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    t0, cpu0, load0 = time.time(), time.process_time(), os.getloadavg()[1]
+    clock = RunClock()
     enc = EarthEncoder.from_pretrained(args.encoder).eval()
     cities, cur = list(args.cities), name(*CURRENT)
     p = load_pairs(Path(args.data_root), enc, cities, SMOOTH, LEVEL_QS)
@@ -83,7 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "held_out_patches": {n: real[held][n]["patches"] for n in pair},
             "held_out_self_shift": {n: shift[held][n]["share"] for n in pair},
         })  # fmt: skip
-        print(f"fold {held}: {pick} ({len(eligible)} eligible, {time.time() - t0:.0f} s)", flush=True)
+        print(f"fold {held}: {pick} ({len(eligible)} eligible, {time.time() - clock.wall:.0f} s)", flush=True)
     counts, default = most_picked(folds, lambda f: f["held_out_f1"][f["pick"]])
     floors_all = mean_floors(p["quant"], cities)[SMOOTH]
     shipped = {c: table(p["real"][c], floors_all, p["labels"][c]) for c in cities}
@@ -103,10 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "self_shift_all_cities": {c: {n: shipped_shift[c][n] for n in keep} for c in cities},
         "external": {e: {n: v[n] for n in keep} for e, v in external.items()},
         "true_share": true, "baseline_otsu_raw_cva": p["baseline"],
-        "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
-        "load_average_5min": [round(load0, 1), round(os.getloadavg()[1], 1)], "threads": args.threads,
-        "date": _dt.date.today().isoformat(),
-        "command": command_line("training/experiments/change_believable.py", args.argv),
+        **clock.meta(args.threads, "training/experiments/change_believable.py", args.argv),
     }  # fmt: skip
     result["markdown"] = markdown(result)
     return result

@@ -14,10 +14,7 @@ misregistration); and the AP / AUROC of the block's term norm alone as a change 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,7 @@ from earth_embed.apps.change_scores import pooled_std
 from training.evaluation.features import head_input
 from training.evaluation.oscd_change import CITIES, city_arrays, metrics
 from training.evaluation.probe import random_twin
-from training.evaluation.results_file import command_line, write_json
+from training.evaluation.results_file import RunClock, write_json
 
 
 def blocks(enc: EarthEncoder) -> dict[str, slice]:
@@ -84,7 +81,7 @@ def city_rows(root: Path, city: str, enc: EarthEncoder, name: str) -> list[dict[
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    t0, cpu0, load0 = time.time(), time.process_time(), os.getloadavg()[1]
+    clock = RunClock()
     enc = EarthEncoder.from_pretrained(args.encoder).eval()
     encoders = {"encoder": enc} | {f"random init {s}": random_twin(enc, s).eval() for s in args.random_seeds}
     rows = []
@@ -102,10 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("  ".join(f"{v}" if isinstance(v, str) else f"{k} {v:.3f}" for k, v in summary[-1].items()))
     return {
         "encoder": args.encoder, "cities": list(args.cities), "random_seeds": list(args.random_seeds), "rows": rows,
-        "means": summary, "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
-        "load_average_5min": [round(load0, 1), round(os.getloadavg()[1], 1)], "threads": args.threads,
-        "date": _dt.date.today().isoformat(),
-        "command": command_line("training/experiments/change_channels.py", args.argv),
+        "means": summary, **clock.meta(args.threads, "training/experiments/change_channels.py", args.argv),
     }  # fmt: skip
 
 

@@ -13,8 +13,6 @@ area), by mean change-class F1. Baseline: Otsu's threshold on raw-band CVA. Writ
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ from earth_embed.apps.change_scores import MAP_SCORES, score_map, smooth_map
 from training.evaluation.change_defaults_report import markdown
 from training.evaluation.change_tables import most_picked
 from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, mask_f1, metrics
-from training.evaluation.results_file import command_line, write_results
+from training.evaluation.results_file import RunClock, write_results
 
 SOURCES = ("encoder", "raw bands", "hand-made stack")
 SMOOTH = (0, 3, 5)
@@ -86,7 +84,7 @@ def loco(table: dict[str, dict[str, float]], cities: list[str]) -> dict[str, Any
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    t0, cpu0, load0 = time.time(), time.process_time(), os.getloadavg()[1]
+    clock = RunClock()
     root = Path(args.data_root)
     enc = EarthEncoder.from_pretrained(args.encoder).eval()
     rows, maps, labels = [], {}, {}
@@ -99,7 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rows.append({"city": city, "source": source, "score": score, "smooth": k, **m})
             if source == "encoder" or (source, score) == ("raw bands", "cva"):
                 maps[(city, source, score)] = s
-        print(f"{city}: done ({time.time() - t0:.0f} s)", flush=True)
+        print(f"{city}: done ({time.time() - clock.wall:.0f} s)", flush=True)
     cities = list(args.cities)
     ap = {sc: {r["city"]: r["ap"] for r in rows if r["source"] == "encoder" and r["score"] == sc and r["smooth"] == 0}
           for sc in args.scores}  # fmt: skip
@@ -121,10 +119,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "mask_default_per_city": {c: grids[c][mask["default"]] for c in cities},
         "true_share": {c: float(labels[c][np.isfinite(maps[(c, "encoder", scorer["default"])])].mean()) for c in cities},
         "baseline_otsu_raw_cva": baseline,
-        "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
-        "load_average_5min": [round(load0, 1), round(os.getloadavg()[1], 1)], "threads": args.threads,
-        "date": _dt.date.today().isoformat(),
-        "command": command_line("training/experiments/change_defaults.py", args.argv),
+        **clock.meta(args.threads, "training/experiments/change_defaults.py", args.argv),
     }  # fmt: skip
     result["markdown"] = markdown(result)
     return result

@@ -23,8 +23,6 @@ AUROC and the best F1 over thresholds. Prints the tables; writes ``--json`` and 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,7 +39,7 @@ from earth_embed.apps.change_scores import change_probability, fit_change_head, 
 from training.evaluation.change_report import markdown, targets
 from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, metrics
 from training.evaluation.probe import random_twin
-from training.evaluation.results_file import command_line, write_results
+from training.evaluation.results_file import RunClock, write_results
 
 
 def zero_shot(
@@ -78,7 +76,7 @@ def few_shot(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    t_start, cpu_start, load_start = time.time(), time.process_time(), os.getloadavg()[1]
+    clock = RunClock()
     root = Path(args.data_root)
     enc = EarthEncoder.from_pretrained(args.encoder).eval()
     twins = {seed: random_twin(enc, seed) for seed in args.random_seeds}
@@ -92,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if draw in (None, 0):
             r = rows[-1 - len(args.smooth)]
             print(f"{city:9s} {name:34s} AP {100 * r['ap']:5.1f} AUROC {100 * r['auroc']:5.1f} F1 {100 * r['f1']:5.1f}"
-                  f"  ({time.time() - t_start:.0f} s)", flush=True)  # fmt: skip
+                  f"  ({time.time() - clock.wall:.0f} s)", flush=True)  # fmt: skip
 
     for ci, city in enumerate(args.cities):
         dn1, dn2, ylab, grid = city_arrays(root, city, enc.bands)
@@ -125,13 +123,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "draws": args.draws,
         "smooth": [0, *args.smooth],
         "rows": rows,
-        "seconds": round(time.time() - t_start, 1),
-        "cpu_seconds": round(time.process_time() - cpu_start, 1),
-        "load_average_5min": [round(load_start, 1), round(os.getloadavg()[1], 1)],
-        "threads": args.threads,
         "runtime": args.runtime,
-        "date": _dt.date.today().isoformat(),
-        "command": command_line("training/experiments/change_detection.py", args.argv),
+        **clock.meta(args.threads, "training/experiments/change_detection.py", args.argv),
     }
     result["targets"] = targets(result)
     result["markdown"] = markdown(result)

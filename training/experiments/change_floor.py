@@ -15,8 +15,6 @@ short-term pairs without urban change (SSL4EO 0000200, Slovenia) are measured, n
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,7 +34,7 @@ from training.evaluation.change_floor_report import markdown
 from training.evaluation.change_pairs import EXTERNAL, mean_floors, pair_maps, unchanged_quantiles
 from training.evaluation.change_tables import most_picked
 from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, mask_f1, shifted
-from training.evaluation.results_file import command_line, write_results
+from training.evaluation.results_file import RunClock, write_results
 
 SMOOTH = (0, 3)
 SHARES = (2, 3, 5, 8, 100)
@@ -75,7 +73,7 @@ def masks(maps: dict, floors: dict, y: np.ndarray | None = None) -> dict[str, di
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    t0, cpu0, load0 = time.time(), time.process_time(), os.getloadavg()[1]
+    clock = RunClock()
     root = Path(args.data_root)
     enc = EarthEncoder.from_pretrained(args.encoder).eval()
     cities = list(args.cities)
@@ -93,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ok = np.isfinite(cva)
         otsu = ok & (np.where(ok, cva, -np.inf) > auto_threshold(cva[ok], "otsu"))
         baseline[city] = {"f1": mask_f1(otsu, y, ok), "share": float(otsu[ok].mean())}
-        print(f"{city}: maps done ({time.time() - t0:.0f} s)", flush=True)
+        print(f"{city}: maps done ({time.time() - clock.wall:.0f} s)", flush=True)
     ext_maps = {}
     for pair, (pa, pb) in EXTERNAL.items():
         grid = scene_grid(root / pa)
@@ -125,7 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "held_out_share": f1[held][pick]["share"], "held_out_self_shift_share": noise[held][pick]["share"],
             "floors": floors,
         })  # fmt: skip
-        print(f"fold {held}: {pick} ({time.time() - t0:.0f} s)", flush=True)
+        print(f"fold {held}: {pick} ({time.time() - clock.wall:.0f} s)", flush=True)
     counts, default = most_picked(folds, lambda f: f["held_out_f1"])
     floors_all = mean_floors(quant, cities)
     shipped = {c: masks(real[c], floors_all, labels[c]) for c in cities}
@@ -143,9 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           "self_shift": {c: shipped_shift[c][cand] for c in cities},
                           "external": {e: external[e][cand] for e in external}} for cand in keep},
         "true_share": true_share, "baseline_otsu_raw_cva": baseline,
-        "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
-        "load_average_5min": [round(load0, 1), round(os.getloadavg()[1], 1)], "threads": args.threads,
-        "date": _dt.date.today().isoformat(), "command": command_line("training/experiments/change_floor.py", args.argv),
+        **clock.meta(args.threads, "training/experiments/change_floor.py", args.argv),
     }  # fmt: skip
     result["markdown"] = markdown(result)
     return result

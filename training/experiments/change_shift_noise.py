@@ -21,10 +21,7 @@ Writes ``--json`` (rows and means over cities) and prints the means.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +35,7 @@ from earth_embed import EarthEncoder
 from earth_embed.apps.change_scores import DEFAULT_SCORE, ScoreStats, prepare, score_map
 from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, shifted
 from training.evaluation.probe import random_twin
-from training.evaluation.results_file import command_line, write_json
+from training.evaluation.results_file import RunClock, write_json
 
 CLASSES = ("all", "built-up or bare", "vegetation")
 
@@ -106,7 +103,7 @@ def means(rows: list[dict], keys: list[str]) -> list[dict]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    t0, cpu0, load0 = time.time(), time.process_time(), os.getloadavg()[1]
+    clock = RunClock()
     enc = EarthEncoder.from_pretrained(args.encoder).eval()
     sources: dict[str, Any] = {"encoder": enc}
     for seed in args.random_seeds:
@@ -124,11 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           f"[{e[k]['min']:.2f}-{e[k]['max']:.2f}]" for k in keys))  # fmt: skip
     return {
         "encoder": args.encoder, "cities": list(args.cities), "random_seeds": list(args.random_seeds),
-        "scores": scores, "rows": rows, "means": summary, "seconds": round(time.time() - t0, 1),
-        "cpu_seconds": round(time.process_time() - cpu0, 1),
-        "load_average_5min": [round(load0, 1), round(os.getloadavg()[1], 1)], "threads": args.threads,
-        "date": _dt.date.today().isoformat(),
-        "command": command_line("training/experiments/change_shift_noise.py", args.argv),
+        "scores": scores, "rows": rows, "means": summary, **clock.meta(args.threads, "training/experiments/change_shift_noise.py", args.argv),
     }  # fmt: skip
 
 
