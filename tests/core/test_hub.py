@@ -90,13 +90,16 @@ def test_pickle_renamed_as_safetensors_is_refused(saved, tmp_path):
         EarthEncoder.from_pretrained(folder)
 
 
-def test_config_weights_mismatch(saved, tmp_path):
-    folder = tmp_path / "mismatch"
+def _edited_copy(saved: Path, folder: Path, **config) -> Path:
+    """A copy of the saved model folder with ``config`` changed in its config.json."""
     folder.mkdir()
-    config = json.loads((saved / "config.json").read_text())
-    config["embed_dim"] = 32
-    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "config.json").write_text(json.dumps(json.loads((saved / "config.json").read_text()) | config))
     (folder / "model.safetensors").write_bytes((saved / "model.safetensors").read_bytes())
+    return folder
+
+
+def test_config_weights_mismatch(saved, tmp_path):
+    folder = _edited_copy(saved, tmp_path / "mismatch", embed_dim=32)
     with pytest.raises(WeightsError, match="wrong shape"):
         EarthEncoder.from_pretrained(folder)
     save_file({"foo": torch.zeros(1)}, str(folder / "model.safetensors"))
@@ -105,12 +108,7 @@ def test_config_weights_mismatch(saved, tmp_path):
 
 
 def test_unknown_architecture_in_config(saved, tmp_path):
-    folder = tmp_path / "unknown"
-    folder.mkdir()
-    config = json.loads((saved / "config.json").read_text())
-    config["version"] = 99
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "model.safetensors").write_bytes((saved / "model.safetensors").read_bytes())
+    folder = _edited_copy(saved, tmp_path / "unknown", version=99)
     with pytest.raises(ConfigError, match="upgrade earth-embed"):
         EarthEncoder.from_pretrained(folder)
 

@@ -76,18 +76,31 @@ def load_pairs(root: Path, enc: EarthEncoder, cities: list[str], smooth: int, qs
         out["quant"][city] = unchanged_quantiles(out["real"][city], y, qs)
         out["true_share"][city] = float(y[np.isfinite(out["real"][city][smooth][0])].mean())
         out["shift"][city] = pair_maps(enc, *shifted(dn1)["0.5 px"], (smooth,))
-        hw = dn1.shape[1:]
-        with torch.no_grad():
-            ra, rb = as_maps(features("raw", dn1, enc), hw), as_maps(features("raw", dn2, enc), hw)
-        cva = score_map(ra, rb, "cva")
-        ok = np.isfinite(cva)
-        otsu = ok & (np.where(ok, cva, -np.inf) > auto_threshold(cva[ok], "otsu"))
-        out["baseline"][city] = {"f1": mask_f1(otsu, y, ok), "share": float(otsu[ok].mean())}
+        out["baseline"][city] = otsu_raw_cva(enc, dn1, dn2, y)
         print(f"{city}: maps done ({time.time() - t0:.0f} s)", flush=True)
+    out["external"] = external_maps(root, enc, (smooth,))
+    return out
+
+
+def otsu_raw_cva(enc: EarthEncoder, dn1: np.ndarray, dn2: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The baseline mask of a pair: Otsu's threshold on the CVA of the raw bands (normalised as ``enc`` normalises);
+    its change-class F1 against the labels ``y`` and the share it marks of the valid pixels."""
+    hw = dn1.shape[1:]
+    with torch.no_grad():
+        ra, rb = as_maps(features("raw", dn1, enc), hw), as_maps(features("raw", dn2, enc), hw)
+    cva = score_map(ra, rb, "cva")
+    ok = np.isfinite(cva)
+    otsu = ok & (np.where(ok, cva, -np.inf) > auto_threshold(cva[ok], "otsu"))
+    return {"f1": mask_f1(otsu, y, ok), "share": float(otsu[ok].mean())}
+
+
+def external_maps(root: Path, enc: EarthEncoder, smooth: Iterable[int] = (0, 3)) -> dict[str, dict]:
+    """``pair_maps`` of each real short-term pair of :data:`EXTERNAL` (date B read on date A's grid)."""
+    out = {}
     for pair, (pa, pb) in EXTERNAL.items():
         grid = scene_grid(root / pa)
         dn_a, dn_b = read_scene_on_grid(root / pa, enc.bands, grid), read_scene_on_grid(root / pb, enc.bands, grid)
-        out["external"][pair] = pair_maps(enc, dn_a, dn_b, (smooth,))
+        out[pair] = pair_maps(enc, dn_a, dn_b, smooth)
     return out
 
 

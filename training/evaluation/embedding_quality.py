@@ -27,7 +27,6 @@ deviations over 5/15 px), averaged over the bands: how much of the bar's texture
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from earth_embed import EarthEncoder
 from training.data.checkpoints import encoder_from_checkpoint, is_checkpoint, run_config
 from training.data.unlabelled import UnlabelledWindows, load_data_config
 from training.evaluation.features import BOX_MEAN_SIZES, LOCAL_STD_SIZES, STACK_FEATURES, handmade_stack
+from training.evaluation.results_file import write_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -159,8 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{r['effective_rank_var']:.2f} (variance) of {r['dim']}; band R^2 {r2}; stack R^2 {sr2}"
             )
         if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps({"encoder": args.encoder, "scenes": ranks}, indent=2) + "\n")
+            write_json(args.out, {"encoder": args.encoder, "scenes": ranks}, indent=2)
         return ranks
     sources = Path(args.sources) if Path(args.sources).is_file() else REPO / args.sources
     data = load_data_config(sources, args.data_root)
@@ -201,8 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{rnd['effective_rank']:.2f} +- {sd['effective_rank']:.2f} | {rnd['top1_var']:.3f} +- {sd['top1_var']:.3f} |"
     )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result, indent=2)
     return result
 
 

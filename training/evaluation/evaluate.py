@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import operator
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from training.data.labelled import IGNORE_INDEX, LabelledChips, LabelledScene, region_split
+from training.evaluation.results_file import write_json
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -131,8 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     m["split"] = args.split
     print(format_metrics(m))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(m, indent=2) + "\n")
+        write_json(args.out, m, indent=2)
     return m
 
 

@@ -27,13 +27,18 @@ import numpy as np
 import torch
 
 from earth_embed import EarthEncoder
-from earth_embed.apps.change_inputs import read_scene_on_grid, scene_grid
 from earth_embed.apps.change_mask import auto_threshold, component_sizes
-from earth_embed.apps.change_scores import DEFAULT_SCORE, score_map
+from earth_embed.apps.change_scores import DEFAULT_SCORE
 from training.evaluation.change_floor_report import markdown
-from training.evaluation.change_pairs import EXTERNAL, mean_floors, pair_maps, unchanged_quantiles
+from training.evaluation.change_pairs import (
+    external_maps,
+    mean_floors,
+    otsu_raw_cva,
+    pair_maps,
+    unchanged_quantiles,
+)
 from training.evaluation.change_tables import most_picked
-from training.evaluation.oscd_change import CITIES, as_maps, city_arrays, features, mask_f1, shifted
+from training.evaluation.oscd_change import CITIES, city_arrays, mask_f1, shifted
 from training.evaluation.results_file import RunClock, write_results
 
 SMOOTH = (0, 3)
@@ -84,19 +89,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         quant[city] = unchanged_quantiles(real[city], y, [g for g in LEVEL_Q if g is not None])
         true_share[city] = float(y[np.isfinite(real[city][0][0])].mean())
         shift[city] = pair_maps(enc, *shifted(dn1)["0.5 px"])
-        hw = dn1.shape[1:]
-        with torch.no_grad():
-            ra, rb = as_maps(features("raw", dn1, enc), hw), as_maps(features("raw", dn2, enc), hw)
-        cva = score_map(ra, rb, "cva")
-        ok = np.isfinite(cva)
-        otsu = ok & (np.where(ok, cva, -np.inf) > auto_threshold(cva[ok], "otsu"))
-        baseline[city] = {"f1": mask_f1(otsu, y, ok), "share": float(otsu[ok].mean())}
+        baseline[city] = otsu_raw_cva(enc, dn1, dn2, y)
         print(f"{city}: maps done ({time.time() - clock.wall:.0f} s)", flush=True)
-    ext_maps = {}
-    for pair, (pa, pb) in EXTERNAL.items():
-        grid = scene_grid(root / pa)
-        dn_a, dn_b = read_scene_on_grid(root / pa, enc.bands, grid), read_scene_on_grid(root / pb, enc.bands, grid)
-        ext_maps[pair] = pair_maps(enc, dn_a, dn_b)
+    ext_maps = external_maps(root, enc)
     folds, limit = [], args.external_limit
     for held in cities:
         train = [c for c in cities if c != held]

@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           f"[{e[k]['min']:.2f}-{e[k]['max']:.2f}]" for k in keys))  # fmt: skip
     return {
         "encoder": args.encoder, "cities": list(args.cities), "random_seeds": list(args.random_seeds),
-        "scores": scores, "rows": rows, "means": summary, **clock.meta(args.threads, "training/experiments/change_shift_noise.py", args.argv),
+        "scores": scores, "rows": rows, "means": summary,
+        **clock.meta(args.threads, "training/experiments/change_shift_noise.py", args.argv),
     }  # fmt: skip
 
 
