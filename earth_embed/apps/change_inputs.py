@@ -10,7 +10,8 @@ of an earlier version does not record.
 
 Two scenes are embedded with one model, the later one onto the earlier one's grid: its bands are resampled
 by georeference (bilinear, GDAL ``WarpedVRT``, DN 0 = nodata), the way the reader puts 20 m bands on the
-10 m grid, before the model sees them (:func:`read_scene_on_grid`, :func:`write_scene_on_grid`).
+10 m grid, before the model sees them (:func:`read_scene_on_grid`, :func:`write_scene_on_grid`). Saturation is
+decided on each band's own grid and carried through the resampling (:data:`SATURATED_FILL`).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from rasterio.windows import Window
 from .. import quantize
 from ..errors import BandError, EarthEmbedError, RasterInputError
 from ..inputs.bandfiles import named_bands
-from ..inputs.pixel_grid import Grid, view_on_grid
+from ..inputs.pixel_grid import Grid, drawn_on, view_on_grid
 from ..inputs.reader import open_scene
+from ..inputs.scene import saturated
 from ..outputs.embeddings import EmbeddingRaster, ZarrEmbeddings
 from ..outputs.provenance import (
     PRECISION_COG_TAG,
@@ -259,10 +261,16 @@ def _band_index(ds: Any, band: str, path: str) -> int:
     return names.index(band) + 1
 
 
+#: What a resampled band holds where its value draws on a saturated source pixel: the L1C product's special value
+#: SATURATED, so that the scene opened from the resampled bands finds the pixel saturated (and grows it by the
+#: saturation buffer) however the bilinear blend came out.
+SATURATED_FILL = 65535.0
+
+
 @contextmanager
-def bands_on_grid(src: Any, bands: Sequence[str], grid: Grid) -> Iterator[list[tuple[Any, int]]]:
-    """(dataset, band index) per band of a scene, each reading on ``grid``: the band file itself when it is
-    on that grid, else a bilinear ``WarpedVRT`` of it (DN 0 is nodata)."""
+def bands_on_grid(src: Any, bands: Sequence[str], grid: Grid) -> Iterator[list[tuple[Any, int, Any]]]:
+    """(dataset, band index, native) per band of a scene, each reading on ``grid``: the band file itself when it is
+    on that grid (native None), else a bilinear ``WarpedVRT`` of it (DN 0 is nodata) and the file on its own grid."""
     with open_scene(src, bands=list(bands)) as scene:
         paths = scene.paths
         names = scene.band_names
@@ -273,20 +281,32 @@ def bands_on_grid(src: Any, bands: Sequence[str], grid: Grid) -> Iterator[list[t
             index = _band_index(ds, band, paths[band])
             nodata = 0.0 if ds.nodata is None else ds.nodata
             view = view_on_grid(ds, grid, Resampling.bilinear, nodata=0.0, src_nodata=nodata, dtype="float32")
-            out.append((ds if view is ds else stack.enter_context(view), index))
+            out.append((ds, index, None) if view is ds else (stack.enter_context(view), index, ds))
         yield out
 
 
+def _read_on_grid(sources: list[tuple[Any, int, Any]], grid: Grid, win: Window) -> np.ndarray:
+    """The bands of ``sources`` (:func:`bands_on_grid`) in ``win``; every band is :data:`SATURATED_FILL` where a
+    resampled band draws on a saturated pixel of its own grid (:func:`~earth_embed.inputs.pixel_grid.drawn_on`)."""
+    dn = np.stack([ds.read(i, window=win, out_dtype=np.float32) for ds, i, _ in sources])
+    for _, i, native in sources:
+        if native is not None:
+            dn[:, drawn_on(native, i, grid, win, saturated)] = SATURATED_FILL
+    return dn
+
+
 def read_scene_on_grid(src: Any, bands: Sequence[str], grid: Grid, window: Window | None = None) -> np.ndarray:
-    """Digital numbers ``(C, h, w)`` float32 of ``bands`` of a scene resampled onto ``grid`` (0 = nodata)."""
+    """Digital numbers ``(C, h, w)`` float32 of ``bands`` of a scene resampled onto ``grid`` (0 = nodata,
+    :data:`SATURATED_FILL` where a resampled value draws on a saturated pixel)."""
     win = window or Window(0, 0, grid.width, grid.height)
     with bands_on_grid(src, bands, grid) as sources:
-        return np.stack([ds.read(i, window=win, out_dtype=np.float32) for ds, i in sources])
+        return _read_on_grid(sources, grid, win)
 
 
 def write_scene_on_grid(src: Any, bands: Sequence[str], grid: Grid, dst: str | os.PathLike, rows: int = 512) -> Path:
-    """Write ``bands`` of a scene resampled onto ``grid`` as a multi-band float32 GeoTIFF whose band
-    descriptions name the bands (what :func:`~earth_embed.inputs.reader.open_scene` reads), strip by strip."""
+    """Write ``bands`` of a scene resampled onto ``grid`` (as :func:`read_scene_on_grid` reads them) as a multi-band
+    float32 GeoTIFF whose band descriptions name the bands (what :func:`~earth_embed.inputs.reader.open_scene`
+    reads), strip by strip."""
     dst = Path(dst)
     profile = dict(
         driver="GTiff", height=grid.height, width=grid.width, count=len(bands), dtype="float32", crs=grid.crs,
@@ -298,5 +318,5 @@ def write_scene_on_grid(src: Any, bands: Sequence[str], grid: Grid, dst: str | o
             out.set_band_description(k, band)
         for r in range(0, grid.height, rows):
             win = Window(0, r, grid.width, min(rows, grid.height - r))
-            out.write(np.stack([ds.read(i, window=win, out_dtype=np.float32) for ds, i in sources]), window=win)
+            out.write(_read_on_grid(sources, grid, win), window=win)
     return dst

@@ -1,17 +1,28 @@
 """A north-up pixel grid, and a raster seen on another grid (one ``WarpedVRT`` rule for every reader).
 
 The scene reader puts coarser bands on the finest band's grid, masks are put on a scene's grid and ``change``
-puts one date's bands on the other's: all three go through :func:`view_on_grid`.
+puts one date's bands on the other's: all three go through :func:`view_on_grid`. :func:`drawn_on` carries a mask
+decided on a band's own grid (its saturated pixels) through the same resampling.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from affine import Affine
 from rasterio.enums import Resampling
+from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window, from_bounds
 
+#: The least weight of a marked source pixel that marks a resampled pixel (:func:`drawn_on`): smaller weights are the
+#: float noise of the grid positions (a 1e-4 share of even a 65535 DN value is under 7 DN).
+MIN_WEIGHT = 1e-4
 #: Corners closer than this (in pixels) count as the same grid: GDAL's float transforms differ in the last digits.
 SAME_GRID_TOL_PX = 1e-6
 
@@ -39,8 +50,6 @@ class Grid:
 
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in the grid's CRS."""
-        from rasterio.transform import array_bounds
-
         left, bottom, right, top = array_bounds(self.height, self.width, self.transform)
         return left, bottom, right, top
 
@@ -83,3 +92,38 @@ def view_on_grid(
     if dtype is not None:
         options["dtype"] = dtype
     return WarpedVRT(ds, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height, **options)
+
+
+def drawn_on(
+    ds: Any, index: int, grid: Grid, window: Window, bad: Callable[[np.ndarray], np.ndarray],
+    resampling: Resampling = Resampling.bilinear,
+) -> np.ndarray:  # fmt: skip
+    """Boolean ``(h, w)`` on ``window`` of ``grid``: True where the value that :func:`view_on_grid` (``resampling``)
+    gives band ``index`` of ``ds`` there draws on a source pixel for which ``bad`` (of the source values, on ``ds``'s
+    own grid) is True. The mask goes through the same kernel as the values, so a blend that hides a bad value (a
+    saturated pixel averaged with its neighbours) is still marked; any weight above :data:`MIN_WEIGHT` counts."""
+    h, w = int(window.height), int(window.width)
+    out = np.zeros((h, w), dtype=bool)
+    dst_transform = grid.transform @ Affine.translation(window.col_off, window.row_off)
+    left, bottom, right, top = array_bounds(h, w, dst_transform)
+    if ds.crs != grid.crs:
+        left, bottom, right, top = transform_bounds(grid.crs, ds.crs, left, bottom, right, top, densify_pts=21)
+    src = from_bounds(left, bottom, right, top, ds.transform)
+    # the kernel reaches one source pixel, or the scale factor when the grid is coarser; 2 more for rounding
+    pad = math.ceil(max(1.0, abs(src.width) / w, abs(src.height) / h)) + 2
+    r0 = max(0, math.floor(min(src.row_off, src.row_off + src.height)) - pad)
+    c0 = max(0, math.floor(min(src.col_off, src.col_off + src.width)) - pad)
+    r1 = min(ds.height, math.ceil(max(src.row_off, src.row_off + src.height)) + pad)
+    c1 = min(ds.width, math.ceil(max(src.col_off, src.col_off + src.width)) + pad)
+    if r1 <= r0 or c1 <= c0:
+        return out
+    win = Window(c0, r0, c1 - c0, r1 - r0)
+    marked = np.asarray(bad(ds.read(index, window=win, out_dtype=np.float32)))
+    if not marked.any():
+        return out
+    carried = np.zeros((h, w), dtype=np.float32)
+    reproject(
+        marked.astype(np.float32), carried, src_transform=ds.window_transform(win), src_crs=ds.crs,
+        dst_transform=dst_transform, dst_crs=grid.crs, resampling=resampling,
+    )  # fmt: skip
+    return carried > MIN_WEIGHT

@@ -139,7 +139,7 @@ def _open_band_files(files: dict[str, str], description: str, bands: Sequence[st
             warped = view is not ds
             if warped:
                 warped_views.append(view)
-            sources.append(_BandSource(b, files[b], view, 1, res, warped, ds.dtypes[0]))
+            sources.append(_BandSource(b, files[b], view, 1, res, warped, ds.dtypes[0], ds if warped else None))
         # close the warped views before their datasets
         scene = Scene(sources, warped_views + owned, ref.crs, ref.transform, ref.height, ref.width, nodata, description)
         scene.product = info_from_mapping(ref.tags(), f"the tags of {files[ref_name]}")

@@ -17,6 +17,8 @@ from rasterio.windows import Window
 
 from ..bands import canonical_band_names
 from ..errors import BandError, RasterInputError
+from .masks.grid import dilate
+from .pixel_grid import Grid, drawn_on
 from .safe import ProductInfo
 
 WindowLike = Union[Window, tuple]  # noqa: UP007
@@ -29,6 +31,31 @@ S2_NODATA = 0.0
 #: brightest pixels hold 28000-28003 after the makers' warp, and no scene goes higher). 28000 DN is a top-of-atmosphere reflectance of 2.7-2.8 (baseline 04.00 adds
 #: an offset of 1000), beyond any ground or cloud, so the bound catches all three conventions and no real value.
 S2_SATURATED = 28000.0
+#: px of the scene grid by which the saturated pixels grow before they are invalid (the cloud mask's ``dilate``): the
+#: point-spread function and the 20 m bands blend a saturated object into its neighbours.
+SATURATION_BUFFER = 0
+
+
+def saturated(values: np.ndarray) -> np.ndarray:
+    """True where a value is saturated (at least :data:`S2_SATURATED`); NaN is not."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(values) >= S2_SATURATED
+
+
+def valid_pixels(
+    data: np.ndarray, nodata: float | None = S2_NODATA, carried: np.ndarray | None = None,
+    buffer: int = SATURATION_BUFFER,
+) -> np.ndarray:  # fmt: skip
+    """Boolean ``(h, w)`` of digital numbers ``data`` ``(C, h, w)``: False where any band equals ``nodata`` (or is
+    NaN when ``nodata`` is NaN), and within ``buffer`` px of a pixel that is saturated in any band or marked in
+    ``carried`` (saturation found on a band's own grid before it was resampled, :func:`.pixel_grid.drawn_on`)."""
+    bad: np.ndarray = np.asarray(saturated(data).any(axis=0))
+    if carried is not None:
+        bad |= carried
+    bad = dilate(bad, buffer)
+    if nodata is not None:
+        bad |= (np.isnan(data) if np.isnan(nodata) else data == nodata).any(axis=0)
+    return np.logical_not(bad)
 
 
 @dataclass
@@ -42,6 +69,7 @@ class _BandSource:
     resolution: float  # native pixel size (CRS units)
     warped: bool  # True when resampled onto the finest grid
     dtype: str = "float32"  # data type in the file
+    native: Any = None  # when warped: the dataset on its own grid, where saturation is decided
 
 
 class Scene:
@@ -189,15 +217,24 @@ class Scene:
     def valid_mask(
         self, window: WindowLike | None = None, bands: Sequence[str] | None = None, data: np.ndarray | None = None
     ) -> np.ndarray:
-        """Boolean ``(h, w)``: True where no band (of ``bands``) equals ``nodata`` or is saturated (at least
-        :data:`S2_SATURATED`)."""
+        """Boolean ``(h, w)`` of ``window`` (default the whole scene): False where a band (of ``bands``) equals
+        ``nodata``, and within :data:`SATURATION_BUFFER` px of a saturated pixel (at least :data:`S2_SATURATED`).
+        Saturation of a resampled band is decided on its own grid and carried through the resampling, so a pixel
+        whose value draws on a saturated source pixel is invalid however the blend came out. ``data``: the window
+        as :meth:`read` gives it (read here when omitted)."""
+        win = _as_window(window, self.height, self.width)
         if data is None:
-            data = self.read(window, bands)
-        with np.errstate(invalid="ignore"):
-            bad = data >= S2_SATURATED
-        if self.nodata is not None:
-            bad |= np.isnan(data) if np.isnan(self.nodata) else data == self.nodata
-        return np.logical_not(bad.any(axis=0))
+            data = self.read(win, bands)
+        if data.shape[-2:] != (int(win.height), int(win.width)):
+            raise RasterInputError(f"data of shape {data.shape} does not match the window {win}; pass its window.")
+        carried = None
+        for i in self._band_indices(bands):
+            src = self._sources[i]
+            if src.warped and src.native is not None:
+                grid = Grid(self.crs, self.transform, self.height, self.width)
+                mark = drawn_on(src.native, src.index, grid, win, saturated)
+                carried = mark if carried is None else carried | mark
+        return valid_pixels(data, self.nodata, carried)
 
     # -- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:

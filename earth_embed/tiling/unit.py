@@ -136,7 +136,7 @@ def read_unit(plan: RegionPlan, unit: WorkUnit, scenes: SceneCache | None = None
                 wr, wc, wh, ww = plan.window(ps, r0, c0, r1 - r0, c1 - c0)
                 scene = cache.get(si)
                 dn = scene.read(Window(wc, wr, ww, wh), bands=plan.bands)
-                valid = scene.valid_mask(data=dn) & np.isfinite(dn).all(axis=0)
+                valid = scene.valid_mask(Window(wc, wr, ww, wh), plan.bands, data=dn) & np.isfinite(dn).all(axis=0)
                 core = (r0 - ps.row - wr, c0 - ps.col - wc, r1 - r0, c1 - c0)
                 inner = valid[core[0] : core[0] + core[2], core[1] : core[1] + core[3]]
                 seen[r0 - gr : r1 - gr, c0 - gc : c1 - gc] |= inner
