@@ -72,3 +72,12 @@ def write_label_points(path: Path, tif: Path, y: np.ndarray, n: int, seed: int =
             )
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return path
+
+
+def square_grow(mask: np.ndarray, buffer: int) -> np.ndarray:
+    """``mask`` grown by ``buffer`` px in every direction (a square of side 2 * buffer + 1), pixel by pixel: the
+    tests' own reading of the saturated mask's buffer."""
+    out = mask.copy()
+    for r, c in np.argwhere(mask):
+        out[max(0, r - buffer) : r + buffer + 1, max(0, c - buffer) : c + buffer + 1] = True
+    return out

@@ -127,3 +127,25 @@ def test_self_shift_pairs_and_head_input_blocks(shared_data):
     assert 0.2 < classes["built-up or bare"].mean() < 0.95  # Paris: mostly built up (vegetation is 0.1 %)
     b = blocks(enc)
     assert list(b) == ["decoded", "std5", "std15"] and b["std15"].stop == enc.head.in_channels
+
+
+def test_saturation_in_the_evaluation_is_the_pipelines(shared_data):
+    """Bercy's later date has one B8A pixel saturated on its 20 m grid, hidden by the blend onto the 10 m grid: the
+    evaluation carries it (``read_scene_on_grid``), its features are NaN there and within the buffer, as in the
+    pipeline, and the half-pixel self-shift keeps it saturated."""
+    from earth_embed.apps.change_inputs import SATURATED_FILL
+    from earth_embed.inputs.scene import SATURATION_BUFFER
+    from tests.helpers.change_data import square_grow
+    from training.evaluation.oscd_change import shifted
+
+    enc = EarthEncoder.from_pretrained(find_released("encoder"))
+    _, dn2, _, _ = city_arrays(shared_data, "bercy", enc.bands)
+    filled = (dn2 == SATURATED_FILL).all(axis=0)
+    assert 16 <= filled.sum() <= 25 and not (dn2[:, ~filled] >= 28000).any()
+    rows = np.flatnonzero(filled.any(axis=1))
+    crop = dn2[:, max(0, rows[0] - 20) : rows[-1] + 20]  # a strip around it, to keep the forward small
+    x = features("raw", crop, enc).reshape(*crop.shape[1:], -1)
+    grown = square_grow((crop == SATURATED_FILL).all(axis=0), SATURATION_BUFFER)
+    assert np.isnan(x[grown]).all() and np.isfinite(x[~grown]).all()
+    half = shifted(crop)["0.5 px"][0]
+    assert ((half == SATURATED_FILL).all(axis=0) >= (crop[:, :, 1:] == SATURATED_FILL).all(axis=0)).all()

@@ -36,13 +36,15 @@ EXTERNAL = {
 
 
 def pair_maps(
-    enc: EarthEncoder, dn_a: np.ndarray, dn_b: np.ndarray, smooth: Iterable[int] = (0, 3)
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    enc: EarthEncoder, dn_a: np.ndarray, dn_b: np.ndarray, smooth: Iterable[int] = (0, 3),
+    invalid: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """{smoothing: (score, level)} of two DN images (C, H, W) of one grid: the default score and the change level
-    of the encoder's features, both smoothed alike."""
+    of the encoder's features, both smoothed alike (``invalid``: each date's invalid pixels, ``features``'s rule)."""
     hw = dn_a.shape[1:]
+    ia, ib = (None, None) if invalid is None else invalid
     with torch.no_grad():
-        a, b = as_maps(features(enc, dn_a, enc), hw), as_maps(features(enc, dn_b, enc), hw)
+        a, b = as_maps(features(enc, dn_a, enc, invalid=ia), hw), as_maps(features(enc, dn_b, enc, invalid=ib), hw)
     stats = ScoreStats(DEFAULT_SCORE, a.shape[0])
     stats.add(*prepare(a, b, DEFAULT_SCORE))
     s, lv = score_map(a, b, DEFAULT_SCORE, stats=stats), level_map(a, b, stats)

@@ -11,7 +11,8 @@ import rasterio
 import torch
 
 from earth_embed import EarthEncoder
-from earth_embed.apps.change_inputs import Grid, read_scene_on_grid, scene_grid
+from earth_embed.apps.change_inputs import SATURATED_FILL, Grid, read_scene_on_grid, scene_grid
+from earth_embed.inputs.scene import saturated, valid_pixels
 from training.evaluation.features import scene_features
 
 #: The cities of ``labelled/oscd-change``.
@@ -54,13 +55,20 @@ def city_arrays(root: Path, city: str, bands: list[str]) -> tuple[np.ndarray, np
     return dn1, dn2, y.astype(np.int64), grid
 
 
-def features(source: Any, dn: np.ndarray, enc: EarthEncoder, runtime: str = "torch") -> np.ndarray:
-    """(H*W, F) float32 features of one date; NaN rows where any band is nodata (DN 0); ``runtime``: the
-    encoder's (:mod:`earth_embed.runtime`)."""
+def features(
+    source: Any, dn: np.ndarray, enc: EarthEncoder, runtime: str = "torch", invalid: np.ndarray | None = None
+) -> np.ndarray:
+    """(H*W, F) float32 features of one date; ``runtime``: the encoder's (:mod:`earth_embed.runtime`). The invalid
+    pixels (``invalid`` (H, W); default the pipeline's rule, ``earth_embed.inputs.scene.valid_pixels``: DN 0, or
+    within ``SATURATION_BUFFER`` px of a saturated value) enter as the band mean, as in the pipeline
+    (``tiling.unit._model_input``), and get NaN rows."""
+    if invalid is None:
+        invalid = ~valid_pixels(dn)
     norm = enc.config.normalization
     refl = (torch.from_numpy(dn) + norm.dn_offset) / norm.dn_scale
+    refl[:, torch.from_numpy(invalid)] = torch.tensor(list(norm.mean), dtype=refl.dtype)[:, None]
     x = scene_features(source, refl, norm.mean, norm.std, runtime=runtime).numpy().astype(np.float32, copy=False)
-    x[(dn == 0).any(axis=0).ravel()] = np.nan
+    x[invalid.ravel()] = np.nan
     return x
 
 
@@ -77,6 +85,11 @@ def mask_f1(mask: np.ndarray, y: np.ndarray, valid: np.ndarray) -> float:
 
 
 def shifted(dn: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Pairs of date 1 against itself moved by 1 px and 0.5 px along x, (C, H, W - 1) each."""
+    """Pairs of date 1 against itself moved by 1 px and 0.5 px along x, (C, H, W - 1) each; a blend that draws on a
+    saturated pixel is saturated (``SATURATED_FILL``), as ``earth-embed change`` carries saturation."""
     left, right = dn[:, :, :-1], dn[:, :, 1:]
-    return {"1 px": (left, right), "0.5 px": (0.75 * left + 0.25 * right, 0.25 * left + 0.75 * right)}
+    half = [0.75 * left + 0.25 * right, 0.25 * left + 0.75 * right]
+    drawn = saturated(left).any(axis=0) | saturated(right).any(axis=0)
+    for x in half:
+        x[:, drawn] = SATURATED_FILL
+    return {"1 px": (left, right), "0.5 px": (half[0], half[1])}
