@@ -116,6 +116,18 @@ def comparisons(rows: list[dict]) -> list[str]:
     return out
 
 
+def allocator_lines(res: dict) -> list[str]:
+    """The bare forward with freed memory kept (as the engines run it: ``earth_embed.allocator``) against glibc's
+    defaults (``<precision> system malloc``), on this CPU and held to AVX2, where the run timed both."""
+    out = []
+    for key, where in (("bare_forward", "this CPU"), ("bare_forward_avx2_emulated", "held to AVX2")):
+        fwd = (res.get(key) or {}).get("px_per_s", {})
+        ratios = [f"{p} {fwd[p] / fwd[f'{p} system malloc']:.2f}x" for p in fwd if f"{p} system malloc" in fwd]
+        if ratios:
+            out.append(f"bare forward, freed memory kept / glibc's defaults ({where}): {', '.join(ratios)}")
+    return out
+
+
 def report(res: dict) -> None:
     """Print the run as a Markdown table with the targets, met or missed."""
     print(
@@ -173,7 +185,7 @@ def report(res: dict) -> None:
             total = sum(r["stages"].values())
             parts = ", ".join(f"{k} {v:.1f} s ({v / total:.0%})" for k, v in r["stages"].items())
             print(f"\nwhere the time goes (local engine's units run serially, {r['side']} x {r['side']}): {parts}")
-    lines = comparisons(res["rows"])
+    lines = comparisons(res["rows"]) + allocator_lines(res)
     if lines:
         print("\nside by side:")
         for line in lines:

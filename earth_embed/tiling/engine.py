@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import rasterio
 import torch
 
+from ..allocator import keep_freed_memory
 from ..errors import RasterInputError
 from ..precision import DEFAULT_PRECISION
 from ..runtime import DEFAULT_RUNTIME
@@ -159,7 +160,7 @@ def run_plan(
     run = get_engine(engine)
     todo = [u for u in plan.units if not sink.is_done(u)]
     t0 = time.perf_counter()
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), keep_freed_memory():  # blocks reuse their activations' pages
         summary = run(plan, todo, model_factory, sink, options) if todo else RunSummary()
     summary.skipped = len(plan.units) - len(todo)
     summary.seconds = summary.seconds or time.perf_counter() - t0

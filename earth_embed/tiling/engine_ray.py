@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..allocator import keep_freed_memory
 from ..errors import RasterInputError
 from .engine import RunOptions, RunSummary, UnitSink, model_on, pick_device
 from .plan import RegionPlan, WorkUnit
@@ -68,6 +69,8 @@ class _UnitWriter:
         t0 = time.perf_counter()  # the model is built once per actor, here, not per unit
         self._model_ctx = model_on(model_factory(), self.device, options.memory_format)
         self.model = self._model_ctx.__enter__()
+        self._memory_ctx = keep_freed_memory()  # the actor's process is the run's: blocks reuse their pages
+        self._memory_ctx.__enter__()
         self.load_seconds = time.perf_counter() - t0
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:

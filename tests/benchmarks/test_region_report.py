@@ -83,3 +83,16 @@ def test_cpu_info_names_this_cpus_flags(bench):
         flags = set(line.split(":", 1)[1].split())
         assert set(info["flags"]) <= flags and ("avx2" in info["flags"]) == ("avx2" in flags)
     assert info["torch_capability"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX", "NO AVX")
+
+
+def test_allocator_lines_compare_kept_memory_with_glibcs_defaults(bench):
+    report, _ = bench
+    res = {
+        "bare_forward": {"px_per_s": {"fp32": 150.0, "bf16": 300.0, "fp32 system malloc": 100.0}},
+        "bare_forward_avx2_emulated": {"px_per_s": {"fp32": 120.0, "fp32 system malloc": 100.0, "onnx": 90.0}},
+    }
+    assert report.allocator_lines(res) == [
+        "bare forward, freed memory kept / glibc's defaults (this CPU): fp32 1.50x",
+        "bare forward, freed memory kept / glibc's defaults (held to AVX2): fp32 1.20x",
+    ]
+    assert report.allocator_lines({"bare_forward": {"px_per_s": {"fp32": 1.0}}}) == []
