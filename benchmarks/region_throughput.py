@@ -136,15 +136,28 @@ def reference_tree(workdir: Path) -> Path | None:
 def against_found(args, found: Path | None, env: dict[str, str] | None = None, **extra) -> dict:
     """The bare forward worker of this code, and with ``found`` that of the code as issue 36 found it (fp32), run
     alternately ``--rounds`` times: the median px/s of each, so that both see the machine's same spells."""
+    from earth_embed.allocator import ENV_SWITCH
+
     runs = []
+    plain = {**(env or {}), ENV_SWITCH: "0"}  # glibc's defaults: the allocator's share reads beside the rest
     for _ in range(max(1, args.rounds) if found else 1):
         new = run_worker(args, "forward", env=env, **extra)
         old = run_worker(args, "forward", env=env, tree=found, src=extra["src"], precisions="fp32") if found else None
-        runs.append((new, old))
+        system = run_worker(
+            args,
+            "forward",
+            env=plain,
+            src=extra["src"],
+            precisions="fp32,bf16" if "bf16" in extra.get("precisions", "") else "fp32",
+        )
+        runs.append((new, old, system))
     res = runs[-1][0]
-    res["px_per_s"] = {k: float(np.median([n["px_per_s"][k] for n, _ in runs])) for k in res["px_per_s"]}
+    res["px_per_s"] = {k: float(np.median([n["px_per_s"][k] for n, _, _ in runs])) for k in res["px_per_s"]}
+    for k in runs[-1][2]["px_per_s"]:
+        if not k.startswith("fp32 contiguous"):
+            res["px_per_s"][f"{k} system malloc"] = float(np.median([s["px_per_s"][k] for _, _, s in runs]))
     if found:
-        res["px_per_s"][FOUND] = float(np.median([o["px_per_s"]["fp32"] for _, o in runs]))
+        res["px_per_s"][FOUND] = float(np.median([o["px_per_s"]["fp32"] for _, o, _ in runs]))
     res["rounds"] = len(runs)
     return res
 

@@ -41,9 +41,8 @@ def worker_forward(args) -> dict:
     before precision and layout were options, the reference of the first target). ``onnx`` / ``onnx-int8`` in
     ``--precisions`` are those runtimes at fp32 (``earth_embed.onnx_forward``; their graphs exported before the
     clock, inputs contiguous). Each pass runs as the engines run their blocks: inside
-    ``earth_embed.allocator.keep_freed_memory`` (one untimed forward first maps the pages), where this code has it;
-    ``<precision> system malloc`` passes time the same forward with glibc's defaults (every block's pages faulted in
-    again), so the allocator's share reads beside it."""
+    ``earth_embed.allocator.keep_freed_memory`` (one untimed forward first maps the pages), where this code has it
+    and ``EARTH_EMBED_KEEP_FREED_MEMORY`` does not turn it off (the caller's ``system malloc`` runs)."""
     import contextlib
     import copy
 
@@ -52,7 +51,7 @@ def worker_forward(args) -> dict:
     try:
         from earth_embed.allocator import available, keep_freed_memory
     except ImportError:  # the code as issue 36 found it (benchmarks' reference) has no such module
-        keep_freed_memory, available = None, lambda: False
+        keep_freed_memory, available = contextlib.nullcontext, lambda: False
 
     from earth_embed.inputs import open_scene
     from earth_embed.onnx_forward import onnx_forward
@@ -70,18 +69,13 @@ def worker_forward(args) -> dict:
     variants.update({p: ("fp32", torch.contiguous_format) for p in names if p in ONNX_RUNTIMES})
     if layout != torch.contiguous_format:
         variants["fp32 contiguous"] = ("fp32", torch.contiguous_format)
-    system = {}  # name -> the variant it times with glibc's defaults
-    if available():
-        for p in [p for p in names if p not in ONNX_RUNTIMES]:
-            system[f"{p} system malloc"] = p
-            variants[f"{p} system malloc"] = variants[p]
     models: dict[Any, Any] = {torch.contiguous_format: model, layout: copy.deepcopy(model).to(memory_format=layout)}
     runs = {name: onnx_forward(model, name) for name in names if name in ONNX_RUNTIMES}
 
     def once(name: str, k: int) -> float:
         precision, fmt = variants[name]
         run = runs.get(name, models[fmt])
-        kept = name not in system and keep_freed_memory is not None
+        kept = available()
         with autocast_for(precision), keep_freed_memory() if kept else contextlib.nullcontext():
             xin = model.normalize(x[k % 2 : k % 2 + 1]).contiguous(memory_format=fmt)
             if kept:

@@ -40,8 +40,12 @@ KEEP_TRIM_THRESHOLD = 2**31 - 1
 #: Set to ``0`` to leave glibc's settings alone (e.g. to compare, or where memory must go back to the OS at once).
 ENV_SWITCH = "EARTH_EMBED_KEEP_FREED_MEMORY"
 
+#: How much the resident memory may grow over its level after the first block before the free pages go back.
+RSS_GROWTH = 1.3
+
 _LOCK = threading.Lock()
 _depth = 0
+_baseline_rss: int | None = None
 
 
 @functools.cache
@@ -69,7 +73,7 @@ def available() -> bool:
 def keep_freed_memory() -> Iterator[bool]:
     """Keep freed memory mapped in the process while inside (nested and concurrent uses share one setting; the
     last to leave restores glibc's defaults and trims). Yields whether it is in effect."""
-    global _depth
+    global _depth, _baseline_rss
     libc = _glibc() if available() else None
     if libc is None:
         yield False
@@ -85,9 +89,51 @@ def keep_freed_memory() -> Iterator[bool]:
         with _LOCK:
             _depth -= 1
             if _depth == 0:
+                _baseline_rss = None
                 libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
                 libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
                 libc.malloc_trim(0)
 
 
-__all__ = ["ENV_SWITCH", "available", "keep_freed_memory"]
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc >= 2.33)."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory now (Linux ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def release_fragments() -> bool:
+    """Between blocks, while memory is kept: when the process holds :data:`RSS_GROWTH` x more resident memory than
+    after its first block, hand the heap's free pages back to the OS (``malloc_trim``). Blocks of different shapes (a
+    region's edge units) leave holes too small for the next block's buffers, so a kept heap otherwise grows by about
+    0.2 GB per unit over a 16-unit region. Returns whether it trimmed."""
+    global _baseline_rss
+    libc = _glibc()
+    if libc is None or _depth == 0:
+        return False
+    if _baseline_rss is None:
+        _baseline_rss = _peak_rss_bytes()  # the first block's high-water mark
+        return False
+    rss = _rss_bytes()
+    if rss <= RSS_GROWTH * _baseline_rss:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+__all__ = ["ENV_SWITCH", "available", "keep_freed_memory", "release_fragments"]

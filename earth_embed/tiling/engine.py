@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import rasterio
 import torch
 
-from ..allocator import keep_freed_memory
+from ..allocator import keep_freed_memory, release_fragments
 from ..errors import RasterInputError
 from ..precision import DEFAULT_PRECISION
 from ..runtime import DEFAULT_RUNTIME
@@ -79,7 +79,7 @@ class RunOptions:
 
     def compute(self, model: Any, inputs: UnitInput) -> UnitOutput:
         """:func:`~earth_embed.tiling.unit.compute_unit` of a read unit as these options say (every engine's)."""
-        return compute_unit(
+        out = compute_unit(
             model,
             inputs,
             self.output,
@@ -89,6 +89,8 @@ class RunOptions:
             memory_format=self.memory_format,
             runtime=self.runtime,
         )
+        release_fragments()  # the forward's buffers are free now: a heap grown by differing unit shapes shrinks
+        return out
 
 
 @dataclass

@@ -92,3 +92,29 @@ def test_the_switch_turns_it_off(monkeypatch):
     assert not available()
     with keep_freed_memory() as kept:
         assert not kept
+
+
+def test_release_fragments_trims_only_once_the_heap_has_grown(tmp_path):
+    """In a fresh process: nothing to release until the resident memory exceeds RSS_GROWTH x the first block's peak;
+    then the free pages go back to the OS; and never outside ``keep_freed_memory``."""
+    script = tmp_path / "fragments.py"
+    script.write_text(
+        "import torch\n"
+        "from earth_embed.allocator import RSS_GROWTH, _rss_bytes, keep_freed_memory, release_fragments\n"
+        "assert not release_fragments()\n"
+        "with keep_freed_memory():\n"
+        "    torch.empty(64 << 20, dtype=torch.uint8).fill_(1)\n"
+        "    assert not release_fragments()  # the first block's high-water mark\n"
+        "    assert not release_fragments()  # no growth\n"
+        "    grow = int(RSS_GROWTH * _rss_bytes()) + (512 << 20)\n"
+        "    torch.empty(grow, dtype=torch.uint8).fill_(1)  # freed at once, its pages kept\n"
+        "    before = _rss_bytes()\n"
+        "    assert release_fragments()\n"
+        "    assert before - _rss_bytes() > grow // 2, (before, _rss_bytes(), grow)\n"
+        "print('ok')\n"
+    )
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
