@@ -41,7 +41,7 @@ KEEP_TRIM_THRESHOLD = 2**31 - 1
 ENV_SWITCH = "EARTH_EMBED_KEEP_FREED_MEMORY"
 
 #: How much the resident memory may grow over its level after the first block before the free pages go back.
-RSS_GROWTH = 1.3
+RSS_GROWTH = 1.1
 
 _LOCK = threading.Lock()
 _depth = 0
