@@ -6,9 +6,10 @@ time again: about 360,000 page faults (4 KiB each) per bf16 forward of a 1024 px
 0.65 s of system time against 1.66 s of user time (2-core AMD EPYC VM, 2026-12-08). :func:`keep_freed_memory`
 turns that off for the duration of a run (``mallopt``: no ``mmap`` for large blocks, no trimming of the heap's top),
 so freed buffers are reused by the next block, and restores glibc's settings and returns the free memory to the OS
-(``malloc_trim``) when the last run ends. Peak memory is the run's own high-water mark either way; what changes is
-that the pages stay mapped between blocks. It is what PyTorch's CPU performance guide gets by preloading jemalloc or
-TCMalloc, without a preload.
+(``malloc_trim``) when the last run ends. It is what PyTorch's CPU performance guide gets by preloading jemalloc or
+TCMalloc, without a preload. The price is heap fragmentation: blocks of different shapes (a region's edge units)
+leave holes that the next block's buffers do not fit, so :func:`release_fragments`, called between blocks, hands the
+free pages back once the resident memory has grown past :data:`RSS_GROWTH` x the first block's peak.
 
 Only glibc has these switches: with another C library (macOS, Windows, musl) the context is a no-op. The engines
 enter it around their units (:func:`earth_embed.tiling.engine.run_plan`, each Ray actor); nothing else in the
@@ -34,8 +35,8 @@ M_MMAP_MAX = -4
 #: glibc's defaults, restored on exit: mmap for up to 65,536 large blocks; trim a free top above 128 KiB.
 DEFAULT_MMAP_MAX = 65536
 DEFAULT_TRIM_THRESHOLD = 128 * 1024
-#: While kept: the largest trim threshold ``mallopt`` takes (an ``int``): the heap's free top is never trimmed
-#: below 2 GiB.
+#: While kept: the largest trim threshold ``mallopt`` takes (an ``int``): the heap's free top is trimmed only
+#: beyond 2 GiB.
 KEEP_TRIM_THRESHOLD = 2**31 - 1
 #: Set to ``0`` to leave glibc's settings alone (e.g. to compare, or where memory must go back to the OS at once).
 ENV_SWITCH = "EARTH_EMBED_KEEP_FREED_MEMORY"
@@ -95,15 +96,6 @@ def keep_freed_memory() -> Iterator[bool]:
                 libc.malloc_trim(0)
 
 
-class _MallInfo2(ctypes.Structure):
-    """glibc's ``struct mallinfo2`` (glibc >= 2.33)."""
-
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
-    ] + [("keepcost", ctypes.c_size_t)]
-
-
 def _rss_bytes() -> int:
     """This process's resident memory now (Linux ``/proc/self/statm``)."""
     with open("/proc/self/statm") as f:
@@ -118,8 +110,8 @@ def _peak_rss_bytes() -> int:
 
 
 def release_fragments() -> bool:
-    """Between blocks, while memory is kept: when the process holds :data:`RSS_GROWTH` x more resident memory than
-    after its first block, hand the heap's free pages back to the OS (``malloc_trim``). Blocks of different shapes (a
+    """Between blocks, while memory is kept: when the process's resident memory exceeds :data:`RSS_GROWTH` x its peak
+    at the first call (the first block's high-water mark), hand the heap's free pages back to the OS (``malloc_trim``). Blocks of different shapes (a
     region's edge units) leave holes too small for the next block's buffers, so a kept heap otherwise grows by about
     0.2 GB per unit over a 16-unit region. Returns whether it trimmed."""
     global _baseline_rss
