@@ -8,7 +8,8 @@ tiling and minimum area included); not judged by its rule.
 The two earlier behaviours are set by replacing ``inputs.scene.drawn_on`` (no carry) and ``SATURATION_BUFFER`` for the
 run. Writes ``--json``: per variant the valid pixels, the marked share, the default mask's change F1 over the city
 (a labelled change pixel that is invalid counts as missed), and the 1000 and 20 highest scores of ``score.tif``:
-false positives, precision, and how many lie within 10 px of date A's saturated object (row 8, column 216).
+false positives, precision, and how many lie within 10 px of date A's saturated object (row 8, column 216); the
+score threshold and the share of pixels above the change-level floor (from the report).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def one_run(a: Path, b: Path, y: np.ndarray, out: Path) -> dict[str, Any]:
         "top_false_positives": int((top == 0).sum()), "top_precision_pct": 100 * float(top.mean()),
         "top_near_object": int(near[:TOP].sum()), "top20_near_object": int(near[:20].sum()),
         "top_score": float(s.ravel()[order[0]]), "top_at": [int(rr[0]), int(cc[0])],
+        "threshold": rep["threshold"], "level_above_floor_share": rep["level_above_floor_share"],
     }  # fmt: skip
 
 
@@ -81,10 +83,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         setattr(scene_module, "drawn_on", drawn_on)  # noqa: B010
         scene_module.SATURATION_BUFFER = shipped
-    lines = ["| variant | valid px | marked | mask F1 | top-1000 precision | top 1000 / top 20 near the object |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| variant | valid px | score threshold | above the level floor | marked | mask F1 | top-1000 precision | "
+             "top 1000 / top 20 near the object |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in table.items():
-        lines.append(f"| {name} | {r['valid_pixels']} | {r['changed_pct']:.2f} % | {100 * r['mask_f1']:.1f} | "
+        lines.append(f"| {name} | {r['valid_pixels']} | {r['threshold']:.2f} | {100 * r['level_above_floor_share']:.2f} % | "
+                     f"{r['changed_pct']:.2f} % | {100 * r['mask_f1']:.1f} | "
                      f"{r['top_precision_pct']:.1f} % | {r['top_near_object']} / {r['top20_near_object']} |")  # fmt: skip
     result = {"city": "paris", "table": table, **clock.meta(1, "training/experiments/change_saturation_command.py",
                                                              args.argv)}  # fmt: skip
