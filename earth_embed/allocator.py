@@ -111,7 +111,8 @@ def _peak_rss_bytes() -> int:
 
 def release_fragments() -> bool:
     """Between blocks, while memory is kept: when the process's resident memory exceeds :data:`RSS_GROWTH` x its peak
-    at the first call (the first block's high-water mark), hand the heap's free pages back to the OS (``malloc_trim``). Blocks of different shapes (a
+    at the first call (in a process that did nothing larger before: the first block's high-water mark; otherwise the
+    bound is looser), hand the heap's free pages back to the OS (``malloc_trim``). Blocks of different shapes (a
     region's edge units) leave holes too small for the next block's buffers, so a kept heap otherwise grows by about
     0.2 GB per unit over a 16-unit region. Returns whether it trimmed."""
     global _baseline_rss
