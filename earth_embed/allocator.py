@@ -102,27 +102,20 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (Linux reports KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def release_fragments() -> bool:
-    """Between blocks, while memory is kept: when the process's resident memory exceeds :data:`RSS_GROWTH` x its peak
-    at the first call (in a process that did nothing larger before: the first block's high-water mark; otherwise the
-    bound is looser), hand the heap's free pages back to the OS (``malloc_trim``). Blocks of different shapes (a
+    """Between blocks, while memory is kept: when the process's resident memory exceeds :data:`RSS_GROWTH` x what it
+    was at the first call (after the first block, whose freed pages stay resident: its working set), hand the heap's
+    free pages back to the OS (``malloc_trim``). (Not the process's peak: a child process inherits its parent's.) Blocks of different shapes (a
     region's edge units) leave holes too small for the next block's buffers, so a kept heap otherwise grows by about
     0.2 GB per unit over a 16-unit region. Returns whether it trimmed."""
     global _baseline_rss
     libc = _glibc()
     if libc is None or _depth == 0:
         return False
-    if _baseline_rss is None:
-        _baseline_rss = _peak_rss_bytes()  # the first block's high-water mark
-        return False
     rss = _rss_bytes()
+    if _baseline_rss is None:  # kept, the first block's pages are still resident: its working set
+        _baseline_rss = rss
+        return False
     if rss <= RSS_GROWTH * _baseline_rss:
         return False
     libc.malloc_trim(0)

